@@ -1,0 +1,350 @@
+//! Topology and component configuration, with Heron's key names.
+//!
+//! Keys live in [`keys`], defaults in [`defaults`]; nowhere else. Values are strings, as in Heron's
+//! `topology.proto` `Config`, and read back through typed getters that name the key in their error.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+/// Heron's configuration keys that Egret reads.
+pub mod keys {
+    pub const RELIABILITY_MODE: &str = "topology.reliability.mode";
+    /// Legacy Storm/Heron switch: `true` means ATLEAST_ONCE.
+    pub const ACKING: &str = "topology.acking";
+    pub const MESSAGE_TIMEOUT_SECS: &str = "topology.message.timeout.secs";
+    pub const ENABLE_MESSAGE_TIMEOUTS: &str = "topology.enable.message.timeouts";
+    pub const MAX_SPOUT_PENDING: &str = "topology.max.spout.pending";
+    pub const TICK_TUPLE_FREQ_SECS: &str = "topology.tick.tuple.freq.secs";
+    pub const TICK_TUPLE_FREQ_MS: &str = "topology.tick.tuple.freq.ms";
+    pub const COMPONENT_PARALLELISM: &str = "topology.component.parallelism";
+    pub const STMGRS: &str = "topology.stmgrs";
+    pub const DEBUG: &str = "topology.debug";
+    pub const NAME: &str = "topology.name";
+    pub const COMPONENT_CPUMAP: &str = "topology.component.cpumap";
+    pub const COMPONENT_RAMMAP: &str = "topology.component.rammap";
+    pub const CONTAINER_CPU: &str = "topology.container.cpu";
+    pub const CONTAINER_RAM: &str = "topology.container.ram";
+    pub const CONTAINER_DISK: &str = "topology.container.disk";
+    pub const CONTAINER_PADDING_PERCENTAGE: &str = "topology.container.padding.percentage";
+    pub const CONTAINER_MAX_INSTANCES: &str = "topology.container.max.instances";
+    pub const DROPTUPLES_UPON_BACKPRESSURE: &str = "topology.droptuples.upon.backpressure";
+    pub const STATEFUL_CHECKPOINT_INTERVAL_SECONDS: &str =
+        "topology.stateful.checkpoint.interval.seconds";
+    pub const INITIAL_STATE: &str = "topology.initial.state";
+    /// Egret: tuples per batch before a batch is sent.
+    pub const BATCH_TUPLES: &str = "topology.egret.batch.tuples";
+    /// Egret: how long a partly filled batch may wait before it is sent, in microseconds.
+    pub const BATCH_FLUSH_MICROS: &str = "topology.egret.batch.flush.micros";
+    /// Egret: capacity of a task's input queue, in batches.
+    pub const QUEUE_BATCHES: &str = "topology.egret.queue.batches";
+
+    /// Every `topology.*` key Egret knows. A `topology.*` key outside this list is reported at validation, because
+    /// it is almost always a typo of one of these.
+    pub const KNOWN: &[&str] = &[
+        RELIABILITY_MODE,
+        ACKING,
+        MESSAGE_TIMEOUT_SECS,
+        ENABLE_MESSAGE_TIMEOUTS,
+        MAX_SPOUT_PENDING,
+        TICK_TUPLE_FREQ_SECS,
+        TICK_TUPLE_FREQ_MS,
+        COMPONENT_PARALLELISM,
+        STMGRS,
+        DEBUG,
+        NAME,
+        COMPONENT_CPUMAP,
+        COMPONENT_RAMMAP,
+        CONTAINER_CPU,
+        CONTAINER_RAM,
+        CONTAINER_DISK,
+        CONTAINER_PADDING_PERCENTAGE,
+        CONTAINER_MAX_INSTANCES,
+        DROPTUPLES_UPON_BACKPRESSURE,
+        STATEFUL_CHECKPOINT_INTERVAL_SECONDS,
+        INITIAL_STATE,
+        BATCH_TUPLES,
+        BATCH_FLUSH_MICROS,
+        QUEUE_BATCHES,
+    ];
+}
+
+/// Built-in defaults. Heron's where Heron has one.
+pub mod defaults {
+    pub const MESSAGE_TIMEOUT_SECS: u64 = 30;
+    /// Heron's default is 100; Egret moves tuples in batches of up to 1024, so 100 in-flight roots would keep every
+    /// batch nearly empty. 10 000 keeps several full batches in flight per spout task.
+    pub const MAX_SPOUT_PENDING: u64 = 10_000;
+    pub const STMGRS: u64 = 1;
+    pub const BATCH_TUPLES: u64 = 1024;
+    pub const BATCH_FLUSH_MICROS: u64 = 200;
+    pub const QUEUE_BATCHES: u64 = 32;
+}
+
+/// Heron's three delivery modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReliabilityMode {
+    #[default]
+    AtMostOnce,
+    AtLeastOnce,
+    EffectivelyOnce,
+}
+
+impl ReliabilityMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReliabilityMode::AtMostOnce => "ATMOST_ONCE",
+            ReliabilityMode::AtLeastOnce => "ATLEAST_ONCE",
+            ReliabilityMode::EffectivelyOnce => "EFFECTIVELY_ONCE",
+        }
+    }
+}
+
+impl fmt::Display for ReliabilityMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A configuration value that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("config {key} = {value:?} is not {expected}")]
+pub struct ConfigError {
+    pub key: String,
+    pub value: String,
+    pub expected: &'static str,
+}
+
+/// String keys to string values, typed on read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Config {
+    entries: BTreeMap<String, String>,
+}
+
+impl Config {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn set(&mut self, key: impl Into<String>, value: impl ToString) -> &mut Self {
+        self.entries.insert(key.into(), value.to_string());
+        self
+    }
+
+    pub fn with(mut self, key: impl Into<String>, value: impl ToString) -> Self {
+        self.set(key, value);
+        self
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.entries.get(key).map(String::as_str)
+    }
+
+    pub fn remove(&mut self, key: &str) -> Option<String> {
+        self.entries.remove(key)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.entries.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// This config with `over`'s entries replacing its own (component config over topology config).
+    pub fn merged_with(&self, over: &Config) -> Config {
+        let mut entries = self.entries.clone();
+        entries.extend(over.entries.iter().map(|(k, v)| (k.clone(), v.clone())));
+        Config { entries }
+    }
+
+    fn parse<T: std::str::FromStr>(
+        &self,
+        key: &str,
+        expected: &'static str,
+    ) -> Result<Option<T>, ConfigError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => v.trim().parse().map(Some).map_err(|_| ConfigError {
+                key: key.to_string(),
+                value: v.to_string(),
+                expected,
+            }),
+        }
+    }
+
+    pub fn get_u64(&self, key: &str) -> Result<Option<u64>, ConfigError> {
+        self.parse(key, "a non-negative integer")
+    }
+
+    pub fn get_f64(&self, key: &str) -> Result<Option<f64>, ConfigError> {
+        self.parse(key, "a number")
+    }
+
+    pub fn get_bool(&self, key: &str) -> Result<Option<bool>, ConfigError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => match v.trim().to_ascii_lowercase().as_str() {
+                "true" => Ok(Some(true)),
+                "false" => Ok(Some(false)),
+                _ => Err(ConfigError {
+                    key: key.into(),
+                    value: v.into(),
+                    expected: "true or false",
+                }),
+            },
+        }
+    }
+
+    /// `topology.reliability.mode`, or ATLEAST_ONCE when only the legacy `topology.acking=true` is set.
+    pub fn reliability_mode(&self) -> Result<ReliabilityMode, ConfigError> {
+        match self.get(keys::RELIABILITY_MODE) {
+            Some(v) => match v.trim() {
+                "ATMOST_ONCE" => Ok(ReliabilityMode::AtMostOnce),
+                "ATLEAST_ONCE" => Ok(ReliabilityMode::AtLeastOnce),
+                "EFFECTIVELY_ONCE" => Ok(ReliabilityMode::EffectivelyOnce),
+                _ => Err(ConfigError {
+                    key: keys::RELIABILITY_MODE.into(),
+                    value: v.into(),
+                    expected: "ATMOST_ONCE, ATLEAST_ONCE or EFFECTIVELY_ONCE",
+                }),
+            },
+            None if self.get_bool(keys::ACKING)? == Some(true) => Ok(ReliabilityMode::AtLeastOnce),
+            None => Ok(ReliabilityMode::AtMostOnce),
+        }
+    }
+
+    pub fn message_timeout(&self) -> Result<Duration, ConfigError> {
+        let secs = self
+            .get_u64(keys::MESSAGE_TIMEOUT_SECS)?
+            .unwrap_or(defaults::MESSAGE_TIMEOUT_SECS);
+        Ok(Duration::from_secs(secs.max(1)))
+    }
+
+    pub fn message_timeouts_enabled(&self) -> Result<bool, ConfigError> {
+        Ok(self
+            .get_bool(keys::ENABLE_MESSAGE_TIMEOUTS)?
+            .unwrap_or(true))
+    }
+
+    pub fn max_spout_pending(&self) -> Result<u64, ConfigError> {
+        Ok(self
+            .get_u64(keys::MAX_SPOUT_PENDING)?
+            .unwrap_or(defaults::MAX_SPOUT_PENDING)
+            .max(1))
+    }
+
+    /// The tick period from `topology.tick.tuple.freq.secs` (fractions allowed) or `...freq.ms`; `None` if unset.
+    pub fn tick_period(&self) -> Result<Option<Duration>, ConfigError> {
+        if let Some(secs) = self.get_f64(keys::TICK_TUPLE_FREQ_SECS)? {
+            if !(secs.is_finite() && secs > 0.0) {
+                return Err(ConfigError {
+                    key: keys::TICK_TUPLE_FREQ_SECS.into(),
+                    value: secs.to_string(),
+                    expected: "a positive number of seconds",
+                });
+            }
+            return Ok(Some(Duration::from_secs_f64(secs)));
+        }
+        Ok(self
+            .get_u64(keys::TICK_TUPLE_FREQ_MS)?
+            .filter(|&ms| ms > 0)
+            .map(Duration::from_millis))
+    }
+
+    pub fn batch_tuples(&self) -> Result<usize, ConfigError> {
+        Ok(self
+            .get_u64(keys::BATCH_TUPLES)?
+            .unwrap_or(defaults::BATCH_TUPLES)
+            .clamp(1, 1 << 20) as usize)
+    }
+
+    pub fn batch_flush_interval(&self) -> Result<Duration, ConfigError> {
+        Ok(Duration::from_micros(
+            self.get_u64(keys::BATCH_FLUSH_MICROS)?
+                .unwrap_or(defaults::BATCH_FLUSH_MICROS),
+        ))
+    }
+
+    pub fn queue_batches(&self) -> Result<usize, ConfigError> {
+        Ok(self
+            .get_u64(keys::QUEUE_BATCHES)?
+            .unwrap_or(defaults::QUEUE_BATCHES)
+            .clamp(1, 1 << 16) as usize)
+    }
+
+    /// Every typed key, parsed once, so a bad value is reported when the topology is built rather than at run time.
+    pub fn check(&self) -> Vec<ConfigError> {
+        let mut errors = Vec::new();
+        let mut note = |r: Result<(), ConfigError>| {
+            if let Err(e) = r {
+                errors.push(e)
+            }
+        };
+        note(self.reliability_mode().map(drop));
+        note(self.message_timeout().map(drop));
+        note(self.message_timeouts_enabled().map(drop));
+        note(self.max_spout_pending().map(drop));
+        note(self.tick_period().map(drop));
+        note(self.batch_tuples().map(drop));
+        note(self.batch_flush_interval().map(drop));
+        note(self.queue_batches().map(drop));
+        note(self.get_u64(keys::STMGRS).map(drop));
+        note(self.get_u64(keys::COMPONENT_PARALLELISM).map(drop));
+        note(self.get_bool(keys::DEBUG).map(drop));
+        errors
+    }
+
+    /// `topology.*` keys that Egret does not know (likely typos).
+    pub fn unknown_topology_keys(&self) -> Vec<String> {
+        self.entries
+            .keys()
+            .filter(|k| k.starts_with("topology.") && !keys::KNOWN.contains(&k.as_str()))
+            .cloned()
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typed_getters_report_the_key() {
+        let c = Config::new()
+            .with(keys::MAX_SPOUT_PENDING, "lots")
+            .with(keys::RELIABILITY_MODE, "ATLEAST_ONCE");
+        assert_eq!(c.reliability_mode().unwrap(), ReliabilityMode::AtLeastOnce);
+        let err = c.max_spout_pending().unwrap_err();
+        assert_eq!(err.key, keys::MAX_SPOUT_PENDING);
+        assert_eq!(c.check().len(), 1);
+    }
+
+    #[test]
+    fn legacy_acking_and_defaults() {
+        assert_eq!(
+            Config::new().reliability_mode().unwrap(),
+            ReliabilityMode::AtMostOnce
+        );
+        let c = Config::new().with(keys::ACKING, true);
+        assert_eq!(c.reliability_mode().unwrap(), ReliabilityMode::AtLeastOnce);
+        assert_eq!(
+            Config::new().message_timeout().unwrap(),
+            Duration::from_secs(30)
+        );
+        let c = Config::new().with(keys::TICK_TUPLE_FREQ_SECS, "0.5");
+        assert_eq!(c.tick_period().unwrap(), Some(Duration::from_millis(500)));
+    }
+
+    #[test]
+    fn unknown_topology_keys_are_found() {
+        let c = Config::new()
+            .with("topology.max.spout.pendng", 5)
+            .with("wordcount.words", 10);
+        assert_eq!(
+            c.unknown_topology_keys(),
+            vec!["topology.max.spout.pendng".to_string()]
+        );
+    }
+}

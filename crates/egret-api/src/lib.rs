@@ -1,0 +1,35 @@
+//! Egret's topology API: what a topology author writes against.
+//!
+//! A topology is a graph of [`Spout`]s (sources) and [`Bolt`]s (operators). Each runs as one or more tasks;
+//! bolts subscribe to streams with a [`Grouping`]. Build one with [`TopologyBuilder`], which validates it and
+//! reports every problem at once. The same topology runs in the simulator (`egret-simulator`) and, later, as real
+//! processes.
+
+pub mod collector;
+pub mod component;
+pub mod config;
+pub mod context;
+pub mod fields;
+pub mod grouping;
+pub mod ids;
+pub mod topology;
+pub mod tuple;
+pub mod value;
+
+pub use collector::{
+    BasicCollector, BoltCollector, EmitError, EmitRequest, EmitSink, SpoutCollector,
+};
+pub use component::{
+    BasicBolt, BasicBoltAdapter, Bolt, DEFAULT_STREAM, OutputDeclarer, Spout, StreamDecl, UserError,
+};
+pub use config::{Config, ConfigError, ReliabilityMode, defaults, keys};
+pub use context::TopologyContext;
+pub use fields::Fields;
+pub use grouping::{CustomGrouping, Grouping};
+pub use ids::{MessageId, Root, RootId, Roots, StreamIndex, TaskId};
+pub use topology::{
+    ComponentDeclarer, ComponentDef, ComponentKind, Input, Resources, StreamInfo, Topology,
+    TopologyBuilder, TopologyError, TopologyErrors,
+};
+pub use tuple::{AckState, Anchor, FieldSel, OwnedTuple, StreamSource, Tuple, TupleError};
+pub use value::{Serde, ToValue, Value, ValueRef, Values};

@@ -1,0 +1,652 @@
+//! Building and validating a topology: the logical plan (components, streams, groupings, config) plus the task
+//! layout every mode of running derives from it the same way.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::ops::Range;
+use std::sync::Arc;
+
+use crate::component::{
+    BasicBolt, BasicBoltAdapter, Bolt, DEFAULT_STREAM, OutputDeclarer, Spout, StreamDecl,
+};
+use crate::config::{Config, ConfigError};
+use crate::fields::Fields;
+use crate::grouping::{CustomGrouping, Grouping};
+use crate::ids::{StreamIndex, TaskId};
+use crate::tuple::{SYSTEM_COMPONENT, StreamSource};
+
+pub type SpoutFactory = Arc<dyn Fn() -> Box<dyn Spout> + Send + Sync>;
+pub type BoltFactory = Arc<dyn Fn() -> Box<dyn Bolt> + Send + Sync>;
+
+/// How to make a component's tasks: one call per task.
+#[derive(Clone)]
+pub enum ComponentKind {
+    Spout(SpoutFactory),
+    Bolt(BoltFactory),
+}
+
+impl ComponentKind {
+    pub fn is_spout(&self) -> bool {
+        matches!(self, ComponentKind::Spout(_))
+    }
+}
+
+/// One subscription of a bolt.
+#[derive(Debug, Clone)]
+pub struct Input {
+    pub component: String,
+    pub stream: String,
+    pub grouping: Grouping,
+}
+
+/// Requested resources of one task of a component (Heron's cpumap / rammap entries).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Resources {
+    pub cpu: Option<f64>,
+    pub ram_bytes: Option<u64>,
+    pub disk_bytes: Option<u64>,
+}
+
+/// A spout or bolt as declared.
+#[derive(Clone)]
+pub struct ComponentDef {
+    pub name: String,
+    pub kind: ComponentKind,
+    pub parallelism: u32,
+    pub config: Config,
+    pub resources: Resources,
+    pub outputs: Vec<StreamDecl>,
+    pub inputs: Vec<Input>,
+}
+
+impl ComponentDef {
+    pub fn output(&self, stream: &str) -> Option<&StreamDecl> {
+        self.outputs.iter().find(|s| s.name == stream)
+    }
+}
+
+impl fmt::Debug for ComponentDef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ComponentDef")
+            .field("name", &self.name)
+            .field("spout", &self.kind.is_spout())
+            .field("parallelism", &self.parallelism)
+            .field("outputs", &self.outputs)
+            .field("inputs", &self.inputs)
+            .finish()
+    }
+}
+
+/// Everything wrong with a topology, each naming the component, stream or field at fault.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum TopologyError {
+    #[error("topology name {0:?} is invalid: use 1-100 of A-Z a-z 0-9 _ . -")]
+    InvalidTopologyName(String),
+    #[error(
+        "component name {0:?} is invalid: use 1-100 of A-Z a-z 0-9 _ . - and do not start with __"
+    )]
+    InvalidComponentName(String),
+    #[error("component {0:?} is declared more than once")]
+    DuplicateComponent(String),
+    #[error("component {component:?} has parallelism 0; it needs at least 1 task")]
+    ZeroParallelism { component: String },
+    #[error("the topology has no spout")]
+    NoSpout,
+    #[error("bolt {component:?} has no input: subscribe it to a stream with a grouping")]
+    BoltWithoutInput { component: String },
+    #[error("bolt {component:?} subscribes to unknown component {producer:?}")]
+    UnknownComponent { component: String, producer: String },
+    #[error(
+        "bolt {component:?} subscribes to stream {stream:?} of {producer:?}, which declares no such stream"
+    )]
+    UnknownStream {
+        component: String,
+        producer: String,
+        stream: String,
+    },
+    #[error("bolt {component:?} subscribes to {producer}/{stream} twice")]
+    DuplicateInput {
+        component: String,
+        producer: String,
+        stream: String,
+    },
+    #[error(
+        "bolt {component:?} groups {producer}/{stream} on field {field:?}, which the stream does not declare (fields: {declared})"
+    )]
+    GroupingOnUndeclaredField {
+        component: String,
+        producer: String,
+        stream: String,
+        field: String,
+        declared: String,
+    },
+    #[error("bolt {component:?} uses a fields grouping on {producer}/{stream} with no fields")]
+    EmptyFieldsGrouping {
+        component: String,
+        producer: String,
+        stream: String,
+    },
+    #[error(
+        "bolt {component:?} uses direct grouping on {producer}/{stream}, which is not declared direct"
+    )]
+    DirectGroupingOnPlainStream {
+        component: String,
+        producer: String,
+        stream: String,
+    },
+    #[error(
+        "bolt {component:?} uses {grouping} grouping on direct stream {producer}/{stream}; use direct grouping"
+    )]
+    PlainGroupingOnDirectStream {
+        component: String,
+        producer: String,
+        stream: String,
+        grouping: &'static str,
+    },
+    #[error("component {component:?} declares stream {stream:?} twice")]
+    DuplicateStream { component: String, stream: String },
+    #[error(
+        "component {component:?} declares stream name {stream:?}, which is invalid (empty or reserved __)"
+    )]
+    InvalidStreamName { component: String, stream: String },
+    #[error("component {component:?} declares field {field:?} twice on stream {stream:?}")]
+    DuplicateField {
+        component: String,
+        stream: String,
+        field: String,
+    },
+    #[error("{scope}: {error}")]
+    BadConfig { scope: String, error: ConfigError },
+    #[error("{scope}: unknown config key {key:?} (a typo of a topology.* key?)")]
+    UnknownConfigKey { scope: String, key: String },
+}
+
+/// A non-empty list of [`TopologyError`]s.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TopologyErrors(pub Vec<TopologyError>);
+
+impl fmt::Display for TopologyErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid topology ({} problem{})",
+            self.0.len(),
+            if self.0.len() == 1 { "" } else { "s" }
+        )?;
+        for e in &self.0 {
+            write!(f, "\n  - {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for TopologyErrors {}
+
+/// Declares the components of a topology, then validates them with [`TopologyBuilder::build`].
+pub struct TopologyBuilder {
+    name: String,
+    config: Config,
+    components: Vec<ComponentDef>,
+}
+
+impl TopologyBuilder {
+    pub fn new(name: impl Into<String>) -> Self {
+        TopologyBuilder {
+            name: name.into(),
+            config: Config::new(),
+            components: Vec::new(),
+        }
+    }
+
+    /// Topology-wide config (Heron's `topology_config`).
+    pub fn config(&mut self) -> &mut Config {
+        &mut self.config
+    }
+
+    pub fn set_config(&mut self, config: Config) -> &mut Self {
+        self.config = config;
+        self
+    }
+
+    /// Adds a spout; `factory` makes one instance per task.
+    pub fn set_spout<S, F>(
+        &mut self,
+        name: impl Into<String>,
+        parallelism: u32,
+        factory: F,
+    ) -> ComponentDeclarer<'_>
+    where
+        S: Spout,
+        F: Fn() -> S + Send + Sync + 'static,
+    {
+        let factory: SpoutFactory = Arc::new(move || Box::new(factory()) as Box<dyn Spout>);
+        let mut out = OutputDeclarer::new();
+        factory().declare_outputs(&mut out);
+        self.push(name.into(), parallelism, ComponentKind::Spout(factory), out)
+    }
+
+    /// Adds a bolt; `factory` makes one instance per task.
+    pub fn set_bolt<B, F>(
+        &mut self,
+        name: impl Into<String>,
+        parallelism: u32,
+        factory: F,
+    ) -> ComponentDeclarer<'_>
+    where
+        B: Bolt,
+        F: Fn() -> B + Send + Sync + 'static,
+    {
+        let factory: BoltFactory = Arc::new(move || Box::new(factory()) as Box<dyn Bolt>);
+        let mut out = OutputDeclarer::new();
+        factory().declare_outputs(&mut out);
+        self.push(name.into(), parallelism, ComponentKind::Bolt(factory), out)
+    }
+
+    /// Adds a [`BasicBolt`] (anchors and acks for you).
+    pub fn set_basic_bolt<B, F>(
+        &mut self,
+        name: impl Into<String>,
+        parallelism: u32,
+        factory: F,
+    ) -> ComponentDeclarer<'_>
+    where
+        B: BasicBolt,
+        F: Fn() -> B + Send + Sync + 'static,
+    {
+        self.set_bolt(name, parallelism, move || BasicBoltAdapter(factory()))
+    }
+
+    fn push(
+        &mut self,
+        name: String,
+        parallelism: u32,
+        kind: ComponentKind,
+        out: OutputDeclarer,
+    ) -> ComponentDeclarer<'_> {
+        self.components.push(ComponentDef {
+            name,
+            kind,
+            parallelism,
+            config: Config::new(),
+            resources: Resources::default(),
+            outputs: out.into_streams(),
+            inputs: Vec::new(),
+        });
+        ComponentDeclarer {
+            def: self.components.last_mut().expect("just pushed"),
+        }
+    }
+
+    /// Validates everything and reports every problem found, not only the first.
+    pub fn build(self) -> Result<Topology, TopologyErrors> {
+        let errors = validate(&self.name, &self.config, &self.components);
+        if !errors.is_empty() {
+            return Err(TopologyErrors(errors));
+        }
+        let mut components = self.components;
+        components.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(Topology::from_validated(self.name, self.config, components))
+    }
+}
+
+/// Sets a component's parallelism, inputs, config and resources.
+pub struct ComponentDeclarer<'a> {
+    def: &'a mut ComponentDef,
+}
+
+impl ComponentDeclarer<'_> {
+    pub fn parallelism(self, n: u32) -> Self {
+        self.def.parallelism = n;
+        self
+    }
+    pub fn config(self, key: impl Into<String>, value: impl ToString) -> Self {
+        self.def.config.set(key, value);
+        self
+    }
+    pub fn cpu(self, cores: f64) -> Self {
+        self.def.resources.cpu = Some(cores);
+        self
+    }
+    pub fn ram_mb(self, mb: u64) -> Self {
+        self.def.resources.ram_bytes = Some(mb * 1024 * 1024);
+        self
+    }
+    pub fn disk_mb(self, mb: u64) -> Self {
+        self.def.resources.disk_bytes = Some(mb * 1024 * 1024);
+        self
+    }
+
+    /// Subscribes to `stream` of `component` with `grouping`.
+    pub fn grouping(
+        self,
+        component: impl Into<String>,
+        stream: impl Into<String>,
+        grouping: Grouping,
+    ) -> Self {
+        self.def.inputs.push(Input {
+            component: component.into(),
+            stream: stream.into(),
+            grouping,
+        });
+        self
+    }
+    pub fn shuffle_grouping(self, component: impl Into<String>) -> Self {
+        self.grouping(component, DEFAULT_STREAM, Grouping::Shuffle)
+    }
+    pub fn fields_grouping<I, S>(self, component: impl Into<String>, fields: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.grouping(component, DEFAULT_STREAM, Grouping::fields(fields))
+    }
+    pub fn all_grouping(self, component: impl Into<String>) -> Self {
+        self.grouping(component, DEFAULT_STREAM, Grouping::All)
+    }
+    pub fn global_grouping(self, component: impl Into<String>) -> Self {
+        self.grouping(component, DEFAULT_STREAM, Grouping::Global)
+    }
+    pub fn none_grouping(self, component: impl Into<String>) -> Self {
+        self.grouping(component, DEFAULT_STREAM, Grouping::None)
+    }
+    pub fn direct_grouping(self, component: impl Into<String>, stream: impl Into<String>) -> Self {
+        self.grouping(component, stream, Grouping::Direct)
+    }
+    pub fn custom_grouping(
+        self,
+        component: impl Into<String>,
+        grouping: impl CustomGrouping + 'static,
+    ) -> Self {
+        self.grouping(component, DEFAULT_STREAM, Grouping::custom(grouping))
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 100
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+fn check_config(scope: String, config: &Config, errors: &mut Vec<TopologyError>) {
+    for error in config.check() {
+        errors.push(TopologyError::BadConfig {
+            scope: scope.clone(),
+            error,
+        });
+    }
+    for key in config.unknown_topology_keys() {
+        errors.push(TopologyError::UnknownConfigKey {
+            scope: scope.clone(),
+            key,
+        });
+    }
+}
+
+fn validate(name: &str, config: &Config, components: &[ComponentDef]) -> Vec<TopologyError> {
+    use TopologyError::*;
+    let mut errors = Vec::new();
+    if !valid_name(name) {
+        errors.push(InvalidTopologyName(name.to_string()));
+    }
+    check_config("topology config".into(), config, &mut errors);
+
+    let mut seen = BTreeSet::new();
+    for c in components {
+        if !valid_name(&c.name) || c.name.starts_with("__") {
+            errors.push(InvalidComponentName(c.name.clone()));
+        }
+        if !seen.insert(c.name.as_str()) {
+            errors.push(DuplicateComponent(c.name.clone()));
+        }
+        if c.parallelism == 0 {
+            errors.push(ZeroParallelism {
+                component: c.name.clone(),
+            });
+        }
+        check_config(
+            format!("component {:?} config", c.name),
+            &c.config,
+            &mut errors,
+        );
+        let mut streams = BTreeSet::new();
+        for s in &c.outputs {
+            if s.name.is_empty() || s.name.starts_with("__") {
+                errors.push(InvalidStreamName {
+                    component: c.name.clone(),
+                    stream: s.name.clone(),
+                });
+            }
+            if !streams.insert(s.name.as_str()) {
+                errors.push(DuplicateStream {
+                    component: c.name.clone(),
+                    stream: s.name.clone(),
+                });
+            }
+            let mut fields = BTreeSet::new();
+            for f in s.fields.iter() {
+                if !fields.insert(f) {
+                    errors.push(DuplicateField {
+                        component: c.name.clone(),
+                        stream: s.name.clone(),
+                        field: f.to_string(),
+                    });
+                }
+            }
+        }
+    }
+    if !components.iter().any(|c| c.kind.is_spout()) {
+        errors.push(NoSpout);
+    }
+
+    let by_name: BTreeMap<&str, &ComponentDef> =
+        components.iter().map(|c| (c.name.as_str(), c)).collect();
+    for c in components.iter().filter(|c| !c.kind.is_spout()) {
+        if c.inputs.is_empty() {
+            errors.push(BoltWithoutInput {
+                component: c.name.clone(),
+            });
+        }
+        let mut subscribed = BTreeSet::new();
+        for input in &c.inputs {
+            let (component, producer, stream) = (
+                c.name.clone(),
+                input.component.clone(),
+                input.stream.clone(),
+            );
+            if !subscribed.insert((input.component.as_str(), input.stream.as_str())) {
+                errors.push(DuplicateInput {
+                    component,
+                    producer,
+                    stream,
+                });
+                continue;
+            }
+            let Some(src) = by_name.get(input.component.as_str()) else {
+                errors.push(UnknownComponent {
+                    component,
+                    producer,
+                });
+                continue;
+            };
+            let Some(decl) = src.output(&input.stream) else {
+                errors.push(UnknownStream {
+                    component,
+                    producer,
+                    stream,
+                });
+                continue;
+            };
+            match &input.grouping {
+                Grouping::Direct if !decl.direct => {
+                    errors.push(DirectGroupingOnPlainStream {
+                        component,
+                        producer,
+                        stream,
+                    });
+                }
+                Grouping::Direct => {}
+                other if decl.direct => {
+                    errors.push(PlainGroupingOnDirectStream {
+                        component,
+                        producer,
+                        stream,
+                        grouping: other.kind(),
+                    });
+                }
+                Grouping::Fields(fields) => {
+                    if fields.is_empty() {
+                        errors.push(EmptyFieldsGrouping {
+                            component: component.clone(),
+                            producer: producer.clone(),
+                            stream: stream.clone(),
+                        });
+                    }
+                    for f in fields {
+                        if decl.fields.index_of(f).is_none() {
+                            errors.push(GroupingOnUndeclaredField {
+                                component: component.clone(),
+                                producer: producer.clone(),
+                                stream: stream.clone(),
+                                field: f.clone(),
+                                declared: decl.fields.to_string(),
+                            });
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    errors
+}
+
+/// One output stream of the topology, with its place in the stream table.
+#[derive(Debug, Clone)]
+pub struct StreamInfo {
+    pub index: StreamIndex,
+    /// Index of the emitting component in [`Topology::components`].
+    pub component: usize,
+    pub decl: StreamDecl,
+    pub source: Arc<StreamSource>,
+}
+
+/// A validated topology. Components are sorted by name; task ids are dealt in that order from 1, so every process
+/// that holds the same definition derives the same task layout and stream table.
+#[derive(Debug, Clone)]
+pub struct Topology {
+    name: String,
+    config: Config,
+    components: Vec<ComponentDef>,
+    task_ranges: Vec<Range<u32>>,
+    streams: Vec<StreamInfo>,
+}
+
+impl Topology {
+    fn from_validated(name: String, config: Config, components: Vec<ComponentDef>) -> Topology {
+        let mut next = 1u32;
+        let task_ranges = components
+            .iter()
+            .map(|c| {
+                let r = next..next + c.parallelism;
+                next = r.end;
+                r
+            })
+            .collect();
+        let mut streams = Vec::new();
+        for (ci, c) in components.iter().enumerate() {
+            for decl in &c.outputs {
+                streams.push(StreamInfo {
+                    index: StreamIndex(streams.len() as u32),
+                    component: ci,
+                    source: Arc::new(StreamSource {
+                        component: c.name.clone(),
+                        stream: decl.name.clone(),
+                        fields: decl.fields.clone(),
+                    }),
+                    decl: decl.clone(),
+                });
+            }
+        }
+        Topology {
+            name,
+            config,
+            components,
+            task_ranges,
+            streams,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+    pub fn components(&self) -> &[ComponentDef] {
+        &self.components
+    }
+    pub fn component_index(&self, name: &str) -> Option<usize> {
+        self.components
+            .binary_search_by(|c| c.name.as_str().cmp(name))
+            .ok()
+    }
+    pub fn component(&self, name: &str) -> Option<&ComponentDef> {
+        self.component_index(name).map(|i| &self.components[i])
+    }
+    /// The config a component's tasks see: topology config overlaid with the component's own.
+    pub fn component_config(&self, component: usize) -> Config {
+        self.config.merged_with(&self.components[component].config)
+    }
+    /// Task ids of a component, ascending.
+    pub fn tasks_of(&self, component: usize) -> impl Iterator<Item = TaskId> + Clone + use<> {
+        self.task_ranges[component].clone().map(TaskId)
+    }
+    pub fn task_count(&self) -> u32 {
+        self.task_ranges.last().map_or(0, |r| r.end - 1)
+    }
+    /// All task ids with their component index and index within the component.
+    pub fn tasks(&self) -> impl Iterator<Item = (TaskId, usize, u32)> + '_ {
+        self.task_ranges
+            .iter()
+            .enumerate()
+            .flat_map(|(ci, r)| r.clone().map(move |t| (TaskId(t), ci, t - r.start)))
+    }
+    /// (component index, index within the component) of a task.
+    pub fn task_component(&self, task: TaskId) -> Option<(usize, u32)> {
+        let ci = self.task_ranges.partition_point(|r| r.end <= task.0);
+        let r = self.task_ranges.get(ci)?;
+        r.contains(&task.0).then(|| (ci, task.0 - r.start))
+    }
+    pub fn streams(&self) -> &[StreamInfo] {
+        &self.streams
+    }
+    pub fn stream(&self, index: StreamIndex) -> Option<&StreamInfo> {
+        self.streams.get(index.0 as usize)
+    }
+    pub fn stream_index(&self, component: &str, stream: &str) -> Option<StreamIndex> {
+        self.streams
+            .iter()
+            .find(|s| self.components[s.component].name == component && s.decl.name == stream)
+            .map(|s| s.index)
+    }
+    /// The subscriptions to a stream: (consuming component index, its input).
+    pub fn consumers(&self, index: StreamIndex) -> impl Iterator<Item = (usize, &Input)> + '_ {
+        let info = &self.streams[index.0 as usize];
+        let producer = &self.components[info.component].name;
+        self.components.iter().enumerate().flat_map(move |(ci, c)| {
+            c.inputs
+                .iter()
+                .filter(move |i| &i.component == producer && i.stream == info.decl.name)
+                .map(move |i| (ci, i))
+        })
+    }
+    /// The declared fields of a stream.
+    pub fn fields(&self, component: &str, stream: &str) -> Option<&Fields> {
+        self.component(component)?.output(stream).map(|d| &d.fields)
+    }
+    pub fn is_system_component(name: &str) -> bool {
+        name == SYSTEM_COMPONENT
+    }
+}

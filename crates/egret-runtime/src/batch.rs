@@ -1,0 +1,367 @@
+//! Batch records: the binary format tuples, acks and fails travel in, between tasks in any mode.
+//!
+//! A batch is a sequence of records, each starting with a kind byte; integers are little-endian.
+//!
+//! ```text
+//! DATA  1 | dest u32 | src u32 | stream u32 | key u64 | nroots u16 | values_len u32 | roots (12 B each) | values
+//! ACK   2 | dest u32 | root u64 | xor u64        -- dest is the spout task that owns the root
+//! FAIL  3 | dest u32 | root u64
+//! ```
+//!
+//! `key` is 0 and `nroots` 0 when acking is off. Values are `egret_api::value`'s canonical encoding and are not
+//! checked here: a router forwards them as bytes, and the bolt's typed getters report corrupt values. This module
+//! never panics on bytes from a peer: a malformed record ends the batch with a [`BatchError`].
+
+use std::time::Instant;
+
+use egret_api::{Root, RootId, Roots, StreamIndex, TaskId};
+
+pub const KIND_DATA: u8 = 1;
+pub const KIND_ACK: u8 = 2;
+pub const KIND_FAIL: u8 = 3;
+pub const DATA_HEADER_LEN: usize = 27;
+pub const ACK_LEN: usize = 21;
+pub const FAIL_LEN: usize = 13;
+
+/// A batch as it travels: the records, back to back.
+pub type Batch = Vec<u8>;
+
+/// One tuple as read from a batch; borrows the batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DataRecord<'a> {
+    pub dest: TaskId,
+    pub src: TaskId,
+    pub stream: StreamIndex,
+    pub key: u64,
+    pub roots: Roots<'a>,
+    pub values: &'a [u8],
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Record<'a> {
+    Data(DataRecord<'a>),
+    Ack {
+        dest: TaskId,
+        root: RootId,
+        xor: u64,
+    },
+    Fail {
+        dest: TaskId,
+        root: RootId,
+    },
+}
+
+impl Record<'_> {
+    pub fn dest(&self) -> TaskId {
+        match self {
+            Record::Data(d) => d.dest,
+            Record::Ack { dest, .. } | Record::Fail { dest, .. } => *dest,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BatchError {
+    #[error("record at byte {offset} truncated: needs {needed} bytes, {available} left")]
+    Truncated {
+        offset: usize,
+        needed: usize,
+        available: usize,
+    },
+    #[error("record at byte {offset} has unknown kind {kind}")]
+    UnknownKind { offset: usize, kind: u8 },
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(a)
+}
+
+/// Iterates the records of a batch; stops after the first error.
+pub struct BatchReader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> BatchReader<'a> {
+    pub fn new(bytes: &'a [u8]) -> Self {
+        BatchReader { bytes, at: 0 }
+    }
+
+    fn need(&self, n: usize) -> Result<&'a [u8], BatchError> {
+        let rest = &self.bytes[self.at..];
+        if rest.len() < n {
+            return Err(BatchError::Truncated {
+                offset: self.at,
+                needed: n,
+                available: rest.len(),
+            });
+        }
+        Ok(rest)
+    }
+
+    fn read(&mut self) -> Result<Record<'a>, BatchError> {
+        let rest = &self.bytes[self.at..];
+        match rest[0] {
+            KIND_DATA => {
+                let h = self.need(DATA_HEADER_LEN)?;
+                let nroots = u16::from_le_bytes([h[21], h[22]]) as usize;
+                let values_len = u32_at(h, 23) as usize;
+                let total = DATA_HEADER_LEN + nroots * Root::ENCODED_LEN + values_len;
+                let r = self.need(total)?;
+                let roots_end = DATA_HEADER_LEN + nroots * Root::ENCODED_LEN;
+                self.at += total;
+                Ok(Record::Data(DataRecord {
+                    dest: TaskId(u32_at(r, 1)),
+                    src: TaskId(u32_at(r, 5)),
+                    stream: StreamIndex(u32_at(r, 9)),
+                    key: u64_at(r, 13),
+                    roots: Roots::new(&r[DATA_HEADER_LEN..roots_end]),
+                    values: &r[roots_end..total],
+                }))
+            }
+            KIND_ACK => {
+                let r = self.need(ACK_LEN)?;
+                self.at += ACK_LEN;
+                Ok(Record::Ack {
+                    dest: TaskId(u32_at(r, 1)),
+                    root: RootId(u64_at(r, 5)),
+                    xor: u64_at(r, 13),
+                })
+            }
+            KIND_FAIL => {
+                let r = self.need(FAIL_LEN)?;
+                self.at += FAIL_LEN;
+                Ok(Record::Fail {
+                    dest: TaskId(u32_at(r, 1)),
+                    root: RootId(u64_at(r, 5)),
+                })
+            }
+            kind => Err(BatchError::UnknownKind {
+                offset: self.at,
+                kind,
+            }),
+        }
+    }
+}
+
+impl<'a> Iterator for BatchReader<'a> {
+    type Item = Result<Record<'a>, BatchError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.at >= self.bytes.len() {
+            return None;
+        }
+        let r = self.read();
+        if r.is_err() {
+            self.at = self.bytes.len();
+        }
+        Some(r)
+    }
+}
+
+/// Appends records to a batch being filled for one destination.
+#[derive(Debug)]
+pub struct BatchBuilder {
+    buf: Vec<u8>,
+    records: usize,
+    opened_at: Option<Instant>,
+}
+
+impl BatchBuilder {
+    pub fn new() -> Self {
+        BatchBuilder {
+            buf: Vec::new(),
+            records: 0,
+            opened_at: None,
+        }
+    }
+
+    pub fn records(&self) -> usize {
+        self.records
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.buf.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records == 0
+    }
+
+    /// When the first record of the open batch was added.
+    pub fn opened_at(&self) -> Option<Instant> {
+        self.opened_at
+    }
+
+    fn open(&mut self, now: Instant) {
+        if self.records == 0 {
+            self.opened_at = Some(now);
+            if self.buf.capacity() == 0 {
+                self.buf.reserve(16 * 1024);
+            }
+        }
+        self.records += 1;
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn push_data(
+        &mut self,
+        now: Instant,
+        dest: TaskId,
+        src: TaskId,
+        stream: StreamIndex,
+        key: u64,
+        roots: &[Root],
+        values: &[u8],
+    ) {
+        self.open(now);
+        let b = &mut self.buf;
+        b.push(KIND_DATA);
+        b.extend_from_slice(&dest.0.to_le_bytes());
+        b.extend_from_slice(&src.0.to_le_bytes());
+        b.extend_from_slice(&stream.0.to_le_bytes());
+        b.extend_from_slice(&key.to_le_bytes());
+        b.extend_from_slice(&(roots.len() as u16).to_le_bytes());
+        b.extend_from_slice(&(values.len() as u32).to_le_bytes());
+        for r in roots {
+            r.encode(b);
+        }
+        b.extend_from_slice(values);
+    }
+
+    pub fn push_ack(&mut self, now: Instant, dest: TaskId, root: RootId, xor: u64) {
+        self.open(now);
+        let b = &mut self.buf;
+        b.push(KIND_ACK);
+        b.extend_from_slice(&dest.0.to_le_bytes());
+        b.extend_from_slice(&root.0.to_le_bytes());
+        b.extend_from_slice(&xor.to_le_bytes());
+    }
+
+    pub fn push_fail(&mut self, now: Instant, dest: TaskId, root: RootId) {
+        self.open(now);
+        let b = &mut self.buf;
+        b.push(KIND_FAIL);
+        b.extend_from_slice(&dest.0.to_le_bytes());
+        b.extend_from_slice(&root.0.to_le_bytes());
+    }
+
+    /// Takes the filled batch, leaving the builder empty.
+    pub fn take(&mut self) -> Batch {
+        self.records = 0;
+        self.opened_at = None;
+        let cap = self.buf.capacity().max(1024);
+        std::mem::replace(&mut self.buf, Vec::with_capacity(cap))
+    }
+}
+
+impl Default for BatchBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn records_round_trip() {
+        let now = Instant::now();
+        let mut b = BatchBuilder::new();
+        let roots = [
+            Root {
+                task: TaskId(3),
+                id: RootId(99),
+            },
+            Root {
+                task: TaskId(4),
+                id: RootId(7),
+            },
+        ];
+        b.push_data(
+            now,
+            TaskId(5),
+            TaskId(1),
+            StreamIndex(2),
+            0xabc,
+            &roots,
+            b"\x00\x01\x01",
+        );
+        b.push_ack(now, TaskId(3), RootId(99), 0x55);
+        b.push_fail(now, TaskId(4), RootId(7));
+        assert_eq!(b.records(), 3);
+        let batch = b.take();
+        assert!(b.is_empty());
+        let recs: Vec<_> = BatchReader::new(&batch).collect::<Result<_, _>>().unwrap();
+        let Record::Data(d) = recs[0] else {
+            panic!("expected data")
+        };
+        assert_eq!(
+            (d.dest, d.src, d.stream, d.key),
+            (TaskId(5), TaskId(1), StreamIndex(2), 0xabc)
+        );
+        assert_eq!(d.roots.iter().collect::<Vec<_>>(), roots);
+        assert_eq!(d.values, b"\x00\x01\x01");
+        assert_eq!(
+            recs[1],
+            Record::Ack {
+                dest: TaskId(3),
+                root: RootId(99),
+                xor: 0x55
+            }
+        );
+        assert_eq!(
+            recs[2],
+            Record::Fail {
+                dest: TaskId(4),
+                root: RootId(7)
+            }
+        );
+    }
+
+    #[test]
+    fn truncation_is_reported_with_offset() {
+        let mut b = BatchBuilder::new();
+        b.push_ack(Instant::now(), TaskId(1), RootId(1), 1);
+        let batch = b.take();
+        let mut r = BatchReader::new(&batch[..10]);
+        assert_eq!(
+            r.next(),
+            Some(Err(BatchError::Truncated {
+                offset: 0,
+                needed: ACK_LEN,
+                available: 10
+            }))
+        );
+        assert_eq!(r.next(), None);
+    }
+
+    proptest! {
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            for r in BatchReader::new(&bytes) {
+                if r.is_err() { break; }
+            }
+        }
+
+        #[test]
+        fn any_prefix_of_a_valid_batch_reads_cleanly(cut in 0usize..200, n in 1usize..5) {
+            let mut b = BatchBuilder::new();
+            for i in 0..n {
+                b.push_data(Instant::now(), TaskId(i as u32), TaskId(1), StreamIndex(0), 0, &[], b"\x02\x01\0\0\0\0\0\0\0");
+            }
+            let batch = b.take();
+            let cut = cut.min(batch.len());
+            let ok = BatchReader::new(&batch[..cut]).take_while(|r| r.is_ok()).count();
+            prop_assert!(ok <= n);
+        }
+    }
+}

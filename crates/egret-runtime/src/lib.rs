@@ -1,0 +1,25 @@
+//! Egret's shared machinery, used by every mode of running (simulator, local processes, Kubernetes):
+//!
+//! - [`batch`]: the record format tuples, acks and fails travel in;
+//! - [`router`] and [`fields_hash`]: groupings turned into destination tasks;
+//! - [`ledger`]: the at-least-once XOR ledger with timeouts;
+//! - [`outbox`] and [`queue`]: batching and bounded queues that push back;
+//! - [`task`]: the spout and bolt drivers that call user code;
+//! - [`metrics`]: per-task counters with Heron's names.
+//!
+//! Nothing here does I/O or reads the clock on its own: callers pass the time in.
+
+pub mod batch;
+pub mod fields_hash;
+pub mod ledger;
+pub mod metrics;
+pub mod outbox;
+pub mod queue;
+pub mod rng;
+pub mod router;
+pub mod task;
+
+pub use batch::{Batch, BatchError};
+pub use metrics::{TaskMetrics, TaskMetricsSnapshot};
+pub use outbox::{Outbox, Transport};
+pub use task::{BoltTask, SpoutTask, TaskError};

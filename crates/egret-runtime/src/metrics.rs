@@ -1,0 +1,139 @@
+//! Per-task metrics with Heron's names. Tasks count locally and publish into these atomics once per batch or emit
+//! cycle, never per tuple.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+
+/// Heron's metric names.
+pub mod names {
+    pub const EMIT_COUNT: &str = "__emit-count";
+    pub const EXECUTE_COUNT: &str = "__execute-count";
+    pub const ACK_COUNT: &str = "__ack-count";
+    pub const FAIL_COUNT: &str = "__fail-count";
+    pub const EXECUTE_LATENCY: &str = "__execute-latency";
+    pub const COMPLETE_LATENCY: &str = "__complete-latency";
+    pub const EXCEPTION_COUNT: &str = "__exception-count";
+}
+
+/// The live counters of one task.
+#[derive(Debug)]
+pub struct TaskMetrics {
+    /// Emit calls (not copies).
+    pub emitted: AtomicU64,
+    /// Bolts: tuples executed (tick tuples excluded).
+    pub executed: AtomicU64,
+    /// Spouts: trees completed (`ack` called). Bolts: tuples acked.
+    pub acked: AtomicU64,
+    /// Spouts: trees failed or timed out (`fail` called). Bolts: tuples failed.
+    pub failed: AtomicU64,
+    /// Errors reported by user code, bad emits, corrupt records.
+    pub errors: AtomicU64,
+    /// Total time spent in `execute`, for the mean execute latency.
+    pub execute_nanos: AtomicU64,
+    /// Spouts under at-least-once: roots in flight.
+    pub pending_roots: AtomicU64,
+    /// Tuples emitted but not yet handed to a queue; used to tell when a topology is quiet.
+    pub unflushed: AtomicU64,
+    /// Spouts: emit-to-complete latency, microseconds.
+    complete_latency: Mutex<Histogram<u64>>,
+    last_error: Mutex<Option<String>>,
+}
+
+impl Default for TaskMetrics {
+    fn default() -> Self {
+        TaskMetrics {
+            emitted: AtomicU64::new(0),
+            executed: AtomicU64::new(0),
+            acked: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            execute_nanos: AtomicU64::new(0),
+            pending_roots: AtomicU64::new(0),
+            unflushed: AtomicU64::new(0),
+            complete_latency: Mutex::new(new_latency_histogram()),
+            last_error: Mutex::new(None),
+        }
+    }
+}
+
+/// Microseconds from 1 µs to 1 hour, 3 significant digits.
+pub fn new_latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("static histogram bounds are valid")
+}
+
+impl TaskMetrics {
+    pub fn add_complete_latencies(&self, local: &mut Histogram<u64>) {
+        if local.is_empty() {
+            return;
+        }
+        if let Ok(mut h) = self.complete_latency.lock() {
+            // Both histograms have the same bounds, so adding cannot fail.
+            let _ = h.add(&*local);
+        }
+        local.reset();
+    }
+
+    /// A copy of the complete-latency histogram (microseconds).
+    pub fn complete_latency(&self) -> Histogram<u64> {
+        self.complete_latency
+            .lock()
+            .map(|h| h.clone())
+            .unwrap_or_else(|_| new_latency_histogram())
+    }
+
+    pub fn reset_complete_latency(&self) {
+        if let Ok(mut h) = self.complete_latency.lock() {
+            h.reset();
+        }
+    }
+
+    pub fn record_error(&self, message: String) {
+        self.errors.fetch_add(1, Relaxed);
+        if let Ok(mut last) = self.last_error.lock() {
+            *last = Some(message);
+        }
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().ok().and_then(|e| e.clone())
+    }
+
+    pub fn snapshot(&self) -> TaskMetricsSnapshot {
+        TaskMetricsSnapshot {
+            emitted: self.emitted.load(Relaxed),
+            executed: self.executed.load(Relaxed),
+            acked: self.acked.load(Relaxed),
+            failed: self.failed.load(Relaxed),
+            errors: self.errors.load(Relaxed),
+            execute_time: Duration::from_nanos(self.execute_nanos.load(Relaxed)),
+            pending_roots: self.pending_roots.load(Relaxed),
+        }
+    }
+}
+
+/// A point-in-time copy of a task's counters (or a component's sum).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TaskMetricsSnapshot {
+    pub emitted: u64,
+    pub executed: u64,
+    pub acked: u64,
+    pub failed: u64,
+    pub errors: u64,
+    pub execute_time: Duration,
+    pub pending_roots: u64,
+}
+
+impl std::ops::AddAssign for TaskMetricsSnapshot {
+    fn add_assign(&mut self, o: Self) {
+        self.emitted += o.emitted;
+        self.executed += o.executed;
+        self.acked += o.acked;
+        self.failed += o.failed;
+        self.errors += o.errors;
+        self.execute_time += o.execute_time;
+        self.pending_roots += o.pending_roots;
+    }
+}

@@ -1,0 +1,664 @@
+//! Running one task: the emit path (encode, route, batch, acking keys) and the drivers that call user code.
+//!
+//! [`SpoutTask`] and [`BoltTask`] are I/O free: the caller (a simulator thread, or an instance process's task
+//! thread) feeds them received batches and the current time, and moves their [`Outbox`] batches with a
+//! [`Transport`]. This is the one implementation of emitting, routing and acking that every mode runs.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use egret_api::value::Encoder;
+use egret_api::{
+    AckState, Bolt, BoltCollector, ComponentKind, ConfigError, EmitError, EmitRequest, EmitSink,
+    MessageId, ReliabilityMode, Root, RootId, Spout, SpoutCollector, StreamIndex, StreamSource,
+    TaskId, Topology, TopologyContext, Tuple, UserError,
+};
+use hdrhistogram::Histogram;
+
+use crate::batch::{BatchError, BatchReader, Record};
+use crate::ledger::XorLedger;
+use crate::metrics::{TaskMetrics, new_latency_histogram};
+use crate::outbox::Outbox;
+use crate::rng::FastRng;
+use crate::router::StreamRouter;
+
+/// Why a task could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TaskError {
+    #[error("task {0} is not in the topology")]
+    UnknownTask(TaskId),
+    #[error("task {task} is a {actual}, not a {expected}")]
+    WrongKind {
+        task: TaskId,
+        expected: &'static str,
+        actual: &'static str,
+    },
+    #[error("task {task}: {error}")]
+    Config { task: TaskId, error: ConfigError },
+    #[error("task {task} ({component}) failed to start: {error}")]
+    Start {
+        task: TaskId,
+        component: String,
+        error: UserError,
+    },
+}
+
+struct OutStream {
+    name: String,
+    index: StreamIndex,
+    arity: usize,
+    direct: bool,
+    router: StreamRouter,
+}
+
+/// Counts kept on the task thread and published once per batch or cycle.
+#[derive(Default)]
+struct LocalCounts {
+    emitted: u64,
+    executed: u64,
+    acked: u64,
+    failed: u64,
+    execute_nanos: u64,
+}
+
+/// The emit side of a task: implements [`EmitSink`] for the collectors.
+pub struct Emitter {
+    task: TaskId,
+    component: String,
+    enc: Encoder,
+    streams: Vec<OutStream>,
+    acking: bool,
+    rng: FastRng,
+    outbox: Outbox,
+    dests: Vec<egret_api::TaskId>,
+    roots: Vec<Root>,
+    /// The time of the current cycle: taken once per batch or emit cycle, not per tuple.
+    now: Instant,
+    /// Spouts under at-least-once.
+    ledger: Option<XorLedger>,
+    /// Spout message ids to ack right after the emit cycle (at-most-once, or trees with no consumer).
+    immediate_acks: Vec<MessageId>,
+    /// Spouts: complete latencies not yet published (µs).
+    latencies: Histogram<u64>,
+    counts: LocalCounts,
+    metrics: Arc<TaskMetrics>,
+}
+
+impl Emitter {
+    fn new(
+        topology: &Topology,
+        task: TaskId,
+        metrics: Arc<TaskMetrics>,
+        now: Instant,
+    ) -> Result<Self, TaskError> {
+        let (ci, _) = topology
+            .task_component(task)
+            .ok_or(TaskError::UnknownTask(task))?;
+        let config = topology.component_config(ci);
+        let err = |error| TaskError::Config { task, error };
+        let mode = config.reliability_mode().map_err(err)?;
+        let acking = mode == ReliabilityMode::AtLeastOnce;
+        let mut rng = FastRng::from_entropy(task.0 as u64);
+        let streams = topology
+            .streams()
+            .iter()
+            .filter(|s| s.component == ci)
+            .map(|s| OutStream {
+                name: s.decl.name.clone(),
+                index: s.index,
+                arity: s.decl.fields.len(),
+                direct: s.decl.direct,
+                router: StreamRouter::new(topology, s.index, &mut rng),
+            })
+            .collect();
+        let is_spout = topology.components()[ci].kind.is_spout();
+        let ledger = if acking && is_spout {
+            let timeout = if config.message_timeouts_enabled().map_err(err)? {
+                Some(config.message_timeout().map_err(err)?)
+            } else {
+                None
+            };
+            Some(XorLedger::new(timeout, now))
+        } else {
+            None
+        };
+        Ok(Emitter {
+            task,
+            component: topology.components()[ci].name.clone(),
+            enc: Encoder::new(),
+            streams,
+            acking,
+            rng,
+            outbox: Outbox::new(
+                topology.task_count(),
+                config.batch_tuples().map_err(err)?,
+                config.batch_flush_interval().map_err(err)?,
+            ),
+            dests: Vec::new(),
+            roots: Vec::new(),
+            now,
+            ledger,
+            immediate_acks: Vec::new(),
+            latencies: new_latency_histogram(),
+            counts: LocalCounts::default(),
+            metrics,
+        })
+    }
+
+    fn error(&mut self, e: &dyn std::error::Error) {
+        self.metrics.record_error(e.to_string());
+    }
+
+    fn publish(&mut self) {
+        let c = std::mem::take(&mut self.counts);
+        let m = &self.metrics;
+        if c.emitted > 0 {
+            m.emitted.fetch_add(c.emitted, Relaxed);
+        }
+        if c.executed > 0 {
+            m.executed.fetch_add(c.executed, Relaxed);
+            m.execute_nanos.fetch_add(c.execute_nanos, Relaxed);
+        }
+        if c.acked > 0 {
+            m.acked.fetch_add(c.acked, Relaxed);
+        }
+        if c.failed > 0 {
+            m.failed.fetch_add(c.failed, Relaxed);
+        }
+        m.add_complete_latencies(&mut self.latencies);
+        if let Some(l) = &self.ledger {
+            m.pending_roots.store(l.in_flight() as u64, Relaxed);
+        }
+        m.unflushed.store(self.outbox.unflushed() as u64, Relaxed);
+    }
+}
+
+impl EmitSink for Emitter {
+    fn encoder(&mut self) -> &mut Encoder {
+        &mut self.enc
+    }
+
+    fn emit(&mut self, req: EmitRequest<'_>) {
+        let Some(si) = self.streams.iter().position(|s| s.name == req.stream) else {
+            let e = EmitError::UnknownStream {
+                component: self.component.clone(),
+                stream: req.stream.into(),
+            };
+            return self.error(&e);
+        };
+        let s = &mut self.streams[si];
+        let problem = if self.enc.len() != s.arity {
+            Some(EmitError::WrongArity {
+                component: self.component.clone(),
+                stream: s.name.clone(),
+                expected: s.arity,
+                got: self.enc.len(),
+            })
+        } else if req.direct_task.is_some() && !s.direct {
+            Some(EmitError::NotDirect {
+                component: self.component.clone(),
+                stream: s.name.clone(),
+            })
+        } else if req.direct_task.is_none() && s.direct {
+            Some(EmitError::DirectRequired {
+                component: self.component.clone(),
+                stream: s.name.clone(),
+            })
+        } else {
+            None
+        };
+        if let Some(e) = problem {
+            return self.error(&e);
+        }
+        self.dests.clear();
+        if let Err(e) = s
+            .router
+            .route(&self.enc, self.task, req.direct_task, &mut self.dests)
+        {
+            let e = match e {
+                crate::router::RouteError::BadDirectTask { task } => EmitError::BadDirectTask {
+                    component: self.component.clone(),
+                    stream: s.name.clone(),
+                    task,
+                },
+                other => return self.error(&other),
+            };
+            return self.error(&e);
+        }
+        let stream = s.index;
+        self.counts.emitted += 1;
+
+        if !self.acking {
+            for &dest in &self.dests {
+                let b = self.outbox.builder(dest);
+                b.push_data(self.now, dest, self.task, stream, 0, &[], self.enc.bytes());
+                self.outbox.pushed(dest);
+            }
+            if let Some(id) = req.message_id {
+                self.immediate_acks.push(id);
+            }
+            return;
+        }
+
+        // At-least-once: the copies carry the roots of the tree and a fresh key each.
+        self.roots.clear();
+        let mut new_root = None;
+        if let (Some(id), Some(_)) = (req.message_id, &self.ledger) {
+            let root = RootId(self.rng.next_key());
+            self.roots.push(Root {
+                task: self.task,
+                id: root,
+            });
+            new_root = Some((root, id));
+        }
+        for a in req.anchors {
+            for r in a.ack_state().roots.iter() {
+                if !self.roots.contains(&r) {
+                    self.roots.push(r);
+                }
+            }
+        }
+        let mut xor = 0u64;
+        for &dest in &self.dests {
+            let key = if self.roots.is_empty() {
+                0
+            } else {
+                self.rng.next_key()
+            };
+            xor ^= key;
+            let b = self.outbox.builder(dest);
+            b.push_data(
+                self.now,
+                dest,
+                self.task,
+                stream,
+                key,
+                &self.roots,
+                self.enc.bytes(),
+            );
+            self.outbox.pushed(dest);
+        }
+        // Each anchor's ack must cancel the keys of the children anchored on it.
+        for a in req.anchors {
+            let c = a.ack_state().children_xor;
+            c.set(c.get() ^ xor);
+        }
+        if let (Some((root, id)), Some(ledger)) = (new_root, &mut self.ledger)
+            && ledger.start(root, id, xor, self.now).is_some()
+        {
+            self.immediate_acks.push(id);
+        }
+    }
+
+    fn ack(&mut self, t: AckState<'_>) {
+        self.counts.acked += 1;
+        if !self.acking {
+            return;
+        }
+        let xor = t.key ^ t.children_xor.get();
+        for r in t.roots.iter() {
+            self.outbox
+                .builder(r.task)
+                .push_ack(self.now, r.task, r.id, xor);
+            self.outbox.pushed(r.task);
+        }
+    }
+
+    fn fail(&mut self, t: AckState<'_>) {
+        self.counts.failed += 1;
+        if !self.acking {
+            return;
+        }
+        for r in t.roots.iter() {
+            self.outbox
+                .builder(r.task)
+                .push_fail(self.now, r.task, r.id);
+            self.outbox.pushed(r.task);
+        }
+    }
+
+    fn report_error(&mut self, error: &dyn std::error::Error) {
+        self.error(error)
+    }
+}
+
+fn kind_name(kind: &ComponentKind) -> &'static str {
+    if kind.is_spout() { "spout" } else { "bolt" }
+}
+
+/// A spout task: calls `next_tuple` while it may emit, tracks roots, calls `ack` / `fail`.
+pub struct SpoutTask {
+    spout: Box<dyn Spout>,
+    em: Emitter,
+    ctx: TopologyContext,
+    active: bool,
+    max_pending: usize,
+    expired: Vec<MessageId>,
+}
+
+impl SpoutTask {
+    pub fn new(
+        topology: &Arc<Topology>,
+        task: TaskId,
+        metrics: Arc<TaskMetrics>,
+        now: Instant,
+    ) -> Result<Self, TaskError> {
+        let (ci, _) = topology
+            .task_component(task)
+            .ok_or(TaskError::UnknownTask(task))?;
+        let def = &topology.components()[ci];
+        let ComponentKind::Spout(factory) = &def.kind else {
+            return Err(TaskError::WrongKind {
+                task,
+                expected: "spout",
+                actual: kind_name(&def.kind),
+            });
+        };
+        let em = Emitter::new(topology, task, metrics, now)?;
+        let ctx =
+            TopologyContext::new(Arc::clone(topology), task).ok_or(TaskError::UnknownTask(task))?;
+        let max_pending = ctx
+            .config()
+            .max_spout_pending()
+            .map_err(|error| TaskError::Config { task, error })?;
+        Ok(SpoutTask {
+            spout: factory(),
+            em,
+            ctx,
+            active: false,
+            max_pending: max_pending as usize,
+            expired: vec![],
+        })
+    }
+
+    /// Calls `open`, then `activate` if the topology starts active.
+    pub fn open(&mut self, active: bool) -> Result<(), TaskError> {
+        self.spout
+            .open(&self.ctx)
+            .map_err(|error| TaskError::Start {
+                task: self.em.task,
+                component: self.em.component.clone(),
+                error,
+            })?;
+        self.set_active(active);
+        Ok(())
+    }
+
+    pub fn set_active(&mut self, active: bool) {
+        if active != self.active {
+            self.active = active;
+            if active {
+                self.spout.activate()
+            } else {
+                self.spout.deactivate()
+            }
+        }
+    }
+
+    pub fn is_active(&self) -> bool {
+        self.active
+    }
+
+    /// Whether `next_tuple` may be called now: active, outputs not backed up, and (at-least-once) fewer than
+    /// `topology.max.spout.pending` roots in flight.
+    pub fn can_emit(&self) -> bool {
+        self.active
+            && self.em.outbox.waiting() == 0
+            && self
+                .em
+                .ledger
+                .as_ref()
+                .is_none_or(|l| l.in_flight() < self.max_pending)
+    }
+
+    /// Calls `next_tuple` up to `max_calls` times, stopping early when the spout emits nothing or may not emit.
+    /// Returns the number of tuples emitted.
+    pub fn emit_cycle(&mut self, now: Instant, max_calls: usize) -> u64 {
+        self.em.now = now;
+        let before = self.em.counts.emitted;
+        for _ in 0..max_calls {
+            if !self.can_emit() {
+                break;
+            }
+            let n = self.em.counts.emitted;
+            self.spout
+                .next_tuple(&mut SpoutCollector::new(&mut self.em));
+            if self.em.counts.emitted == n {
+                break;
+            }
+        }
+        for id in std::mem::take(&mut self.em.immediate_acks) {
+            self.em.counts.acked += 1;
+            self.spout.ack(id);
+        }
+        let emitted = self.em.counts.emitted - before;
+        self.em.publish();
+        emitted
+    }
+
+    /// Applies the acks and fails in a received batch.
+    pub fn handle_batch(&mut self, batch: &[u8], now: Instant) -> Result<(), BatchError> {
+        self.em.now = now;
+        let mut result = Ok(());
+        for rec in BatchReader::new(batch) {
+            match rec {
+                Ok(Record::Ack { root, xor, .. }) => {
+                    if let Some(done) = self.em.ledger.as_mut().and_then(|l| l.ack(root, xor, now))
+                    {
+                        let _ = self
+                            .em
+                            .latencies
+                            .record(done.latency.as_micros().max(1) as u64);
+                        self.em.counts.acked += 1;
+                        self.spout.ack(done.message_id);
+                    }
+                }
+                Ok(Record::Fail { root, .. }) => {
+                    if let Some(id) = self.em.ledger.as_mut().and_then(|l| l.fail(root)) {
+                        self.em.counts.failed += 1;
+                        self.spout.fail(id);
+                    }
+                }
+                Ok(Record::Data(d)) => {
+                    self.em.metrics.record_error(format!(
+                        "spout task {} received a data tuple from {}",
+                        d.dest, d.src
+                    ));
+                }
+                Err(e) => {
+                    self.em.metrics.record_error(format!("corrupt batch: {e}"));
+                    result = Err(e);
+                }
+            }
+        }
+        self.em.publish();
+        result
+    }
+
+    /// Fails timed-out roots and closes batches that waited long enough.
+    pub fn on_timer(&mut self, now: Instant) {
+        self.em.now = now;
+        if let Some(l) = &mut self.em.ledger {
+            l.expire(now, &mut self.expired);
+        }
+        for id in std::mem::take(&mut self.expired) {
+            self.em.counts.failed += 1;
+            self.spout.fail(id);
+        }
+        self.em.outbox.flush_due(now);
+        self.em.publish();
+    }
+
+    pub fn outbox(&mut self) -> &mut Outbox {
+        &mut self.em.outbox
+    }
+
+    pub fn pending_roots(&self) -> usize {
+        self.em.ledger.as_ref().map_or(0, |l| l.in_flight())
+    }
+
+    /// Publishes the outbox state after the caller moved batches.
+    pub fn publish(&mut self) {
+        self.em.publish();
+    }
+
+    /// Calls `close` and gives the spout back (the simulator lets tests inspect it).
+    pub fn close(mut self) -> Box<dyn Spout> {
+        self.spout.close();
+        self.spout
+    }
+}
+
+/// A bolt task: calls `execute` for each received tuple, and delivers tick tuples.
+pub struct BoltTask {
+    bolt: Box<dyn Bolt>,
+    em: Emitter,
+    ctx: TopologyContext,
+    /// Indexed by stream index.
+    sources: Vec<Arc<StreamSource>>,
+    tick_source: Arc<StreamSource>,
+    tick: Option<(Duration, Instant)>,
+}
+
+impl BoltTask {
+    pub fn new(
+        topology: &Arc<Topology>,
+        task: TaskId,
+        metrics: Arc<TaskMetrics>,
+        now: Instant,
+    ) -> Result<Self, TaskError> {
+        let (ci, _) = topology
+            .task_component(task)
+            .ok_or(TaskError::UnknownTask(task))?;
+        let def = &topology.components()[ci];
+        let ComponentKind::Bolt(factory) = &def.kind else {
+            return Err(TaskError::WrongKind {
+                task,
+                expected: "bolt",
+                actual: kind_name(&def.kind),
+            });
+        };
+        let em = Emitter::new(topology, task, metrics, now)?;
+        let ctx =
+            TopologyContext::new(Arc::clone(topology), task).ok_or(TaskError::UnknownTask(task))?;
+        let tick = ctx
+            .config()
+            .tick_period()
+            .map_err(|error| TaskError::Config { task, error })?;
+        Ok(BoltTask {
+            bolt: factory(),
+            em,
+            ctx,
+            sources: topology
+                .streams()
+                .iter()
+                .map(|s| Arc::clone(&s.source))
+                .collect(),
+            tick_source: StreamSource::tick(),
+            tick: tick.map(|p| (p, now + p)),
+        })
+    }
+
+    pub fn prepare(&mut self) -> Result<(), TaskError> {
+        self.bolt
+            .prepare(&self.ctx)
+            .map_err(|error| TaskError::Start {
+                task: self.em.task,
+                component: self.em.component.clone(),
+                error,
+            })
+    }
+
+    /// Executes every tuple of a received batch; returns how many were executed.
+    pub fn handle_batch(&mut self, batch: &[u8], now: Instant) -> Result<u64, BatchError> {
+        self.em.now = now;
+        let mut executed = 0u64;
+        let mut result = Ok(());
+        for rec in BatchReader::new(batch) {
+            match rec {
+                Ok(Record::Data(d)) => {
+                    let Some(source) = self.sources.get(d.stream.0 as usize) else {
+                        self.em
+                            .metrics
+                            .record_error(format!("tuple on unknown stream index {}", d.stream.0));
+                        continue;
+                    };
+                    let tuple = Tuple::new(source, d.src, d.values, d.key, d.roots);
+                    self.bolt
+                        .execute(&tuple, &mut BoltCollector::new(&mut self.em));
+                    executed += 1;
+                }
+                Ok(other) => {
+                    self.em.metrics.record_error(format!(
+                        "bolt task {} received an ack record {other:?}",
+                        self.em.task
+                    ));
+                }
+                Err(e) => {
+                    self.em.metrics.record_error(format!("corrupt batch: {e}"));
+                    result = Err(e);
+                }
+            }
+        }
+        self.em.counts.executed += executed;
+        self.em.counts.execute_nanos += now.elapsed().as_nanos() as u64;
+        self.em.publish();
+        result.map(|()| executed)
+    }
+
+    /// Delivers a due tick tuple and closes batches that waited long enough.
+    pub fn on_timer(&mut self, now: Instant) {
+        self.em.now = now;
+        if let Some((period, next)) = &mut self.tick
+            && now >= *next
+        {
+            *next = now + *period;
+            let tuple = Tuple::new(
+                &self.tick_source,
+                egret_api::TaskId(0),
+                &[],
+                0,
+                Default::default(),
+            );
+            self.bolt
+                .execute(&tuple, &mut BoltCollector::new(&mut self.em));
+        }
+        self.em.outbox.flush_due(now);
+        self.em.publish();
+    }
+
+    /// The next time [`BoltTask::on_timer`] has work.
+    pub fn next_timer(&self) -> Option<Instant> {
+        let tick = self.tick.map(|(_, next)| next);
+        match (tick, self.em.outbox.next_flush()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    pub fn outbox(&mut self) -> &mut Outbox {
+        &mut self.em.outbox
+    }
+
+    pub fn publish(&mut self) {
+        self.em.publish();
+    }
+
+    /// Calls `cleanup` and gives the bolt back.
+    pub fn cleanup(mut self) -> Box<dyn Bolt> {
+        self.bolt.cleanup();
+        self.bolt
+    }
+}
+
+impl SpoutTask {
+    /// The next time [`SpoutTask::on_timer`] has work.
+    pub fn next_timer(&self) -> Option<Instant> {
+        let expiry = self.em.ledger.as_ref().and_then(|l| l.next_expiry_check());
+        match (expiry, self.em.outbox.next_flush()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}

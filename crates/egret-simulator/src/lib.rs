@@ -1,0 +1,606 @@
+//! The simulator: a whole topology in one process (Heron's "pure library" mode), for unit-testing topologies and
+//! debugging them in an IDE.
+//!
+//! Each task runs on its own thread with a bounded input queue of batches. Tasks are driven by
+//! `egret_runtime::task` — the same emit, routing, batching and acking code the process runtime uses — and batches
+//! move through [`egret_runtime::queue`]. A full queue hands the batch back: the sender keeps it and a spout stops
+//! calling `next_tuple` until it drains (back pressure).
+//!
+//! ```no_run
+//! # fn topology() -> egret_api::Topology { unimplemented!() }
+//! use std::time::Duration;
+//! let running = egret_simulator::Simulator::start(topology()).unwrap();
+//! running.wait_until(Duration::from_secs(10), |m| m.component("count").executed >= 1000).unwrap();
+//! let finished = running.stop();
+//! ```
+
+use std::any::Any;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::SeqCst};
+use std::sync::{Arc, mpsc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use egret_api::{BasicBoltAdapter, Bolt, Spout, TaskId, Topology};
+use egret_runtime::metrics::new_latency_histogram;
+use egret_runtime::queue::{self, QueueReceiver, QueueSender, Rejected};
+use egret_runtime::{
+    Batch, BoltTask, SpoutTask, TaskError, TaskMetrics, TaskMetricsSnapshot, Transport,
+};
+use hdrhistogram::Histogram;
+
+/// Tasks check for stop and deactivation at least this often.
+const POLL: Duration = Duration::from_millis(2);
+/// `next_tuple` calls per emit cycle between checks of the input queue and timers.
+const EMIT_CYCLE_CALLS: usize = 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SimulatorError {
+    #[error("could not start the topology:\n  {}", .0.join("\n  "))]
+    Start(Vec<String>),
+    #[error("could not start a task thread: {0}")]
+    Thread(#[from] std::io::Error),
+    #[error("timed out after {0:?} waiting for the condition")]
+    Timeout(Duration),
+}
+
+/// Options for [`Simulator::start_with`].
+#[derive(Debug, Clone)]
+pub struct SimulatorOptions {
+    /// Start with spouts active (Heron's default) or deactivated (`--deploy-deactivated`).
+    pub start_active: bool,
+}
+
+impl Default for SimulatorOptions {
+    fn default() -> Self {
+        SimulatorOptions { start_active: true }
+    }
+}
+
+struct Shared {
+    stop: AtomicBool,
+    active: AtomicBool,
+    /// Batches handed to a queue and not yet fully processed.
+    in_flight: AtomicI64,
+    /// Bumped on every send and every processed batch: a quiet check must see it unchanged.
+    epoch: AtomicU64,
+}
+
+struct SimTransport {
+    queues: Arc<Vec<Option<QueueSender<Batch>>>>,
+    shared: Arc<Shared>,
+}
+
+impl Transport for SimTransport {
+    fn try_send(&mut self, dest: TaskId, batch: Batch) -> Result<(), Batch> {
+        let Some(Some(q)) = self.queues.get(dest.0 as usize) else {
+            // No such task: the router never produces one; drop rather than wedge the sender.
+            return Ok(());
+        };
+        self.shared.in_flight.fetch_add(1, SeqCst);
+        self.shared.epoch.fetch_add(1, SeqCst);
+        match q.try_push(batch) {
+            Ok(()) => Ok(()),
+            Err(Rejected::Full(b)) => {
+                self.shared.in_flight.fetch_sub(1, SeqCst);
+                Err(b)
+            }
+            // The destination task ended (stopped or panicked): its tuples are lost, as with a dead process.
+            Err(Rejected::Closed(_)) => {
+                self.shared.in_flight.fetch_sub(1, SeqCst);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// What a task left behind.
+pub enum ComponentInstance {
+    Spout(Box<dyn Spout>),
+    Bolt(Box<dyn Bolt>),
+    /// The task failed to start or panicked.
+    Lost,
+}
+
+struct TaskOutcome {
+    instance: ComponentInstance,
+    error: Option<String>,
+}
+
+struct TaskHandle {
+    task: TaskId,
+    component: String,
+    is_spout: bool,
+    metrics: Arc<TaskMetrics>,
+    /// Spouts: whether the task has seen the current activation state.
+    active_seen: Arc<AtomicBool>,
+    thread: JoinHandle<TaskOutcome>,
+}
+
+/// Entry point.
+pub struct Simulator;
+
+impl Simulator {
+    /// Starts every task of the topology, active.
+    pub fn start(topology: Topology) -> Result<Running, SimulatorError> {
+        Self::start_with(topology, SimulatorOptions::default())
+    }
+
+    pub fn start_with(
+        topology: Topology,
+        options: SimulatorOptions,
+    ) -> Result<Running, SimulatorError> {
+        let topology = Arc::new(topology);
+        let config = topology.config();
+        let capacity = config
+            .queue_batches()
+            .map_err(|e| SimulatorError::Start(vec![e.to_string()]))?;
+        let shared = Arc::new(Shared {
+            stop: AtomicBool::new(false),
+            active: AtomicBool::new(options.start_active),
+            in_flight: AtomicI64::new(0),
+            epoch: AtomicU64::new(0),
+        });
+        let mut senders: Vec<Option<QueueSender<Batch>>> = vec![None];
+        let mut receivers = Vec::new();
+        for _ in topology.tasks() {
+            let (tx, rx) = queue::bounded(capacity);
+            senders.push(Some(tx));
+            receivers.push(rx);
+        }
+        let queues = Arc::new(senders);
+        let (started_tx, started_rx) = mpsc::channel::<Result<(), String>>();
+        let mut tasks = Vec::new();
+        for ((task, ci, index), rx) in topology.tasks().zip(receivers) {
+            let def = &topology.components()[ci];
+            let metrics = Arc::new(TaskMetrics::default());
+            let active_seen = Arc::new(AtomicBool::new(false));
+            let ctx = ThreadCtx {
+                topology: Arc::clone(&topology),
+                task,
+                rx,
+                transport: SimTransport {
+                    queues: Arc::clone(&queues),
+                    shared: Arc::clone(&shared),
+                },
+                shared: Arc::clone(&shared),
+                metrics: Arc::clone(&metrics),
+                active_seen: Arc::clone(&active_seen),
+                started: started_tx.clone(),
+            };
+            let is_spout = def.kind.is_spout();
+            let thread = std::thread::Builder::new()
+                .name(format!("{}-{}", def.name, index))
+                .spawn(move || {
+                    if is_spout {
+                        run_spout(ctx)
+                    } else {
+                        run_bolt(ctx)
+                    }
+                })?;
+            tasks.push(TaskHandle {
+                task,
+                component: def.name.clone(),
+                is_spout,
+                metrics,
+                active_seen,
+                thread,
+            });
+        }
+        drop(started_tx);
+        let mut errors = Vec::new();
+        for _ in 0..tasks.len() {
+            match started_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => errors.push(e),
+                Err(_) => break,
+            }
+        }
+        let running = Running {
+            topology,
+            shared,
+            tasks,
+        };
+        if !errors.is_empty() {
+            running.stop();
+            return Err(SimulatorError::Start(errors));
+        }
+        Ok(running)
+    }
+}
+
+struct ThreadCtx {
+    topology: Arc<Topology>,
+    task: TaskId,
+    rx: QueueReceiver<Batch>,
+    transport: SimTransport,
+    shared: Arc<Shared>,
+    metrics: Arc<TaskMetrics>,
+    active_seen: Arc<AtomicBool>,
+    started: mpsc::Sender<Result<(), String>>,
+}
+
+impl ThreadCtx {
+    fn stopping(&self) -> bool {
+        self.shared.stop.load(SeqCst)
+    }
+
+    fn processed(&self) {
+        self.shared.epoch.fetch_add(1, SeqCst);
+        self.shared.in_flight.fetch_sub(1, SeqCst);
+    }
+
+    fn start_failed(&self, e: TaskError) -> TaskOutcome {
+        let msg = e.to_string();
+        let _ = self.started.send(Err(msg.clone()));
+        TaskOutcome {
+            instance: ComponentInstance::Lost,
+            error: Some(msg),
+        }
+    }
+}
+
+fn run_spout(mut cx: ThreadCtx) -> TaskOutcome {
+    let mut t = match SpoutTask::new(
+        &cx.topology,
+        cx.task,
+        Arc::clone(&cx.metrics),
+        Instant::now(),
+    ) {
+        Ok(t) => t,
+        Err(e) => return cx.start_failed(e),
+    };
+    let active = cx.shared.active.load(SeqCst);
+    if let Err(e) = t.open(active) {
+        return cx.start_failed(e);
+    }
+    cx.active_seen.store(true, SeqCst);
+    let _ = cx.started.send(Ok(()));
+    while !cx.stopping() {
+        let active = cx.shared.active.load(SeqCst);
+        t.set_active(active);
+        let now = Instant::now();
+        // Acks and fails first: they make room under max spout pending.
+        for _ in 0..64 {
+            let Some(batch) = cx.rx.try_pop() else { break };
+            let _ = t.handle_batch(&batch, now);
+            cx.processed();
+        }
+        if t.next_timer().is_some_and(|at| at <= now) {
+            t.on_timer(now);
+        }
+        t.outbox().send(&mut cx.transport);
+        let emitted = if t.can_emit() {
+            t.emit_cycle(now, EMIT_CYCLE_CALLS)
+        } else {
+            0
+        };
+        if emitted > 0 {
+            t.outbox().send(&mut cx.transport);
+            t.publish();
+            continue;
+        }
+        // Idle (nothing to emit, deactivated, max pending reached or outputs full): send what is open so nobody
+        // waits on a partial batch, then wait for acks or room.
+        t.outbox().flush_all();
+        t.outbox().send(&mut cx.transport);
+        t.publish();
+        cx.active_seen.store(t.is_active() == active, SeqCst);
+        let wait = if t.outbox().waiting() > 0 {
+            Duration::from_micros(100)
+        } else {
+            POLL.min(idle_wait(&t))
+        };
+        if let Some(batch) = cx.rx.pop_timeout(wait) {
+            let _ = t.handle_batch(&batch, Instant::now());
+            cx.processed();
+        }
+    }
+    TaskOutcome {
+        instance: ComponentInstance::Spout(t.close()),
+        error: None,
+    }
+}
+
+fn idle_wait(t: &SpoutTask) -> Duration {
+    // A spout that had nothing to emit is asked again soon; one blocked on max pending waits for acks.
+    if t.can_emit() {
+        Duration::from_micros(200)
+    } else {
+        POLL
+    }
+}
+
+fn run_bolt(mut cx: ThreadCtx) -> TaskOutcome {
+    let mut t = match BoltTask::new(
+        &cx.topology,
+        cx.task,
+        Arc::clone(&cx.metrics),
+        Instant::now(),
+    ) {
+        Ok(t) => t,
+        Err(e) => return cx.start_failed(e),
+    };
+    if let Err(e) = t.prepare() {
+        return cx.start_failed(e);
+    }
+    let _ = cx.started.send(Ok(()));
+    while !cx.stopping() {
+        // Outputs first: while a downstream queue is full, do not take more input (back pressure upstream).
+        if !t.outbox().send(&mut cx.transport) {
+            std::thread::sleep(Duration::from_micros(100));
+            continue;
+        }
+        let now = Instant::now();
+        let wait = t
+            .next_timer()
+            .map_or(POLL, |at| at.saturating_duration_since(now).min(POLL));
+        let batch = match cx.rx.try_pop() {
+            Some(b) => Some(b),
+            None => {
+                t.outbox().flush_all();
+                t.outbox().send(&mut cx.transport);
+                t.publish();
+                cx.rx.pop_timeout(wait)
+            }
+        };
+        if let Some(batch) = batch {
+            let _ = t.handle_batch(&batch, Instant::now());
+            // Publish the new outputs before this batch stops counting as in flight, so the topology never looks
+            // quiet while they wait.
+            cx.processed();
+            if cx.rx.is_empty() {
+                t.outbox().flush_all();
+            }
+            t.outbox().send(&mut cx.transport);
+            t.publish();
+        }
+        let now = Instant::now();
+        if t.next_timer().is_some_and(|at| at <= now) {
+            t.on_timer(now);
+        }
+    }
+    TaskOutcome {
+        instance: ComponentInstance::Bolt(t.cleanup()),
+        error: None,
+    }
+}
+
+/// A running topology.
+pub struct Running {
+    topology: Arc<Topology>,
+    shared: Arc<Shared>,
+    tasks: Vec<TaskHandle>,
+}
+
+impl Running {
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    /// Current counters of every task.
+    pub fn metrics(&self) -> TopologyMetrics {
+        TopologyMetrics {
+            tasks: self
+                .tasks
+                .iter()
+                .map(|t| (t.task, (t.component.clone(), t.metrics.snapshot())))
+                .collect(),
+        }
+    }
+
+    /// Complete latency (µs) over all spout tasks since start or the last reset.
+    pub fn complete_latency(&self) -> Histogram<u64> {
+        let mut all = new_latency_histogram();
+        for t in self.tasks.iter().filter(|t| t.is_spout) {
+            let _ = all.add(t.metrics.complete_latency());
+        }
+        all
+    }
+
+    pub fn reset_complete_latency(&self) {
+        for t in &self.tasks {
+            t.metrics.reset_complete_latency();
+        }
+    }
+
+    /// The last error each task reported, if any.
+    pub fn errors(&self) -> Vec<(TaskId, String)> {
+        self.tasks
+            .iter()
+            .filter_map(|t| t.metrics.last_error().map(|e| (t.task, e)))
+            .collect()
+    }
+
+    pub fn activate(&self) {
+        self.set_active(true)
+    }
+
+    pub fn deactivate(&self) {
+        self.set_active(false)
+    }
+
+    fn set_active(&self, active: bool) {
+        for t in self.tasks.iter().filter(|t| t.is_spout) {
+            t.active_seen.store(false, SeqCst);
+        }
+        self.shared.active.store(active, SeqCst);
+    }
+
+    /// Waits until `done` holds for the metrics, checking every millisecond.
+    pub fn wait_until(
+        &self,
+        timeout: Duration,
+        mut done: impl FnMut(&TopologyMetrics) -> bool,
+    ) -> Result<TopologyMetrics, SimulatorError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let m = self.metrics();
+            if done(&m) {
+                return Ok(m);
+            }
+            if Instant::now() >= deadline {
+                return Err(SimulatorError::Timeout(timeout));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    fn quiet_once(&self) -> bool {
+        self.shared.in_flight.load(SeqCst) == 0
+            && self.tasks.iter().all(|t| {
+                t.metrics.unflushed.load(SeqCst) == 0 && (!t.is_spout || t.active_seen.load(SeqCst))
+            })
+    }
+
+    /// Waits until nothing is in flight: every spout saw the current activation state and went idle, every batch was
+    /// processed. Deactivate first to drain a topology whose spouts never run dry.
+    pub fn wait_quiet(&self, timeout: Duration) -> Result<(), SimulatorError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let epoch = self.shared.epoch.load(SeqCst);
+            if self.quiet_once() {
+                std::thread::sleep(Duration::from_millis(5));
+                if self.quiet_once() && self.shared.epoch.load(SeqCst) == epoch {
+                    return Ok(());
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(SimulatorError::Timeout(timeout));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Runs for `duration`, then stops (see [`Running::stop`]).
+    pub fn run_for(self, duration: Duration) -> Finished {
+        std::thread::sleep(duration);
+        self.stop()
+    }
+
+    /// Deactivates the spouts, lets in-flight tuples drain (for at most 10 s), stops every task and returns what
+    /// the tasks left behind.
+    pub fn stop(self) -> Finished {
+        self.deactivate();
+        let drained = self.wait_quiet(Duration::from_secs(10)).is_ok();
+        self.stop_now(drained)
+    }
+
+    /// Stops every task at once, dropping what is in flight.
+    pub fn abort(self) -> Finished {
+        self.stop_now(false)
+    }
+
+    fn stop_now(self, drained: bool) -> Finished {
+        self.shared.stop.store(true, SeqCst);
+        let metrics = self.metrics();
+        let mut errors: Vec<(TaskId, String)> = self.errors();
+        let mut instances = BTreeMap::new();
+        for t in self.tasks {
+            let outcome = match t.thread.join() {
+                Ok(o) => o,
+                Err(panic) => {
+                    let msg = panic
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                        .unwrap_or_else(|| "unknown panic".into());
+                    TaskOutcome {
+                        instance: ComponentInstance::Lost,
+                        error: Some(format!("task panicked: {msg}")),
+                    }
+                }
+            };
+            if let Some(e) = outcome.error {
+                errors.push((t.task, e));
+            }
+            instances.insert(t.task, (t.component, outcome.instance));
+        }
+        Finished {
+            topology: self.topology,
+            instances,
+            metrics,
+            errors,
+            drained,
+        }
+    }
+}
+
+/// Counters of every task at one moment.
+#[derive(Debug, Clone, Default)]
+pub struct TopologyMetrics {
+    pub tasks: BTreeMap<TaskId, (String, TaskMetricsSnapshot)>,
+}
+
+impl TopologyMetrics {
+    /// The sum over a component's tasks.
+    pub fn component(&self, name: &str) -> TaskMetricsSnapshot {
+        let mut sum = TaskMetricsSnapshot::default();
+        for (c, m) in self.tasks.values() {
+            if c == name {
+                sum += *m;
+            }
+        }
+        sum
+    }
+
+    pub fn task(&self, task: TaskId) -> TaskMetricsSnapshot {
+        self.tasks.get(&task).map(|(_, m)| *m).unwrap_or_default()
+    }
+}
+
+/// A stopped topology: the components as their tasks left them, for tests to inspect.
+pub struct Finished {
+    topology: Arc<Topology>,
+    instances: BTreeMap<TaskId, (String, ComponentInstance)>,
+    pub metrics: TopologyMetrics,
+    /// Errors reported by tasks (last one per task), start failures and panics.
+    pub errors: Vec<(TaskId, String)>,
+    /// Whether everything in flight was processed before the tasks stopped.
+    pub drained: bool,
+}
+
+impl Finished {
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    fn instances_of<'a>(
+        &'a self,
+        component: &str,
+    ) -> impl Iterator<Item = &'a ComponentInstance> + 'a {
+        let component = component.to_string();
+        self.instances
+            .values()
+            .filter(move |(c, _)| *c == component)
+            .map(|(_, i)| i)
+    }
+
+    /// The bolt instances of a component, in task order, as type `T` (a [`egret_api::BasicBolt`] is found through
+    /// its adapter). Tasks that were lost or are of another type are skipped.
+    pub fn bolts<T: Any>(&self, component: &str) -> Vec<&T> {
+        self.instances_of(component)
+            .filter_map(|i| match i {
+                ComponentInstance::Bolt(b) => {
+                    let any: &dyn Any = &**b;
+                    any.downcast_ref::<T>()
+                        .or_else(|| any.downcast_ref::<BasicBoltAdapter<T>>().map(|a| &a.0))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The spout instances of a component, in task order, as type `T`.
+    pub fn spouts<T: Any>(&self, component: &str) -> Vec<&T> {
+        self.instances_of(component)
+            .filter_map(|i| match i {
+                ComponentInstance::Spout(s) => {
+                    let any: &dyn Any = &**s;
+                    any.downcast_ref::<T>()
+                }
+                _ => None,
+            })
+            .collect()
+    }
+}
