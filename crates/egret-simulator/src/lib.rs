@@ -202,7 +202,7 @@ impl Simulator {
             tasks,
         };
         if !errors.is_empty() {
-            running.stop();
+            running.abort();
             return Err(SimulatorError::Start(errors));
         }
         Ok(running)
