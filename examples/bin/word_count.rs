@@ -64,7 +64,7 @@ fn main() -> anyhow::Result<()> {
     }
     let mut totals: Vec<(String, u64)> = Vec::new();
     for bolt in finished.bolts::<CountBolt>("count") {
-        totals.extend(bolt.counts.iter().map(|(w, n)| (w.clone(), *n)));
+        totals.extend(bolt.counts.iter().map(|(w, n)| (w.to_string(), n)));
     }
     totals.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     let sum: u64 = totals.iter().map(|(_, n)| n).sum();

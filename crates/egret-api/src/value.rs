@@ -135,10 +135,10 @@ impl<'a> ValueRef<'a> {
     }
 
     pub fn to_owned_value(&self) -> Result<Value, DecodeError> {
-        self.to_owned_at(0)
+        self.owned_at(0)
     }
 
-    fn to_owned_at(&self, depth: usize) -> Result<Value, DecodeError> {
+    fn owned_at(&self, depth: usize) -> Result<Value, DecodeError> {
         if depth > MAX_DEPTH {
             return Err(DecodeError::TooDeep);
         }
@@ -152,7 +152,7 @@ impl<'a> ValueRef<'a> {
             ValueRef::List(seq) => {
                 let mut out = Vec::with_capacity(seq.count.min(1024) as usize);
                 for v in seq.values() {
-                    out.push(v?.to_owned_at(depth + 1)?);
+                    out.push(v?.owned_at(depth + 1)?);
                 }
                 Value::List(out)
             }
@@ -160,9 +160,9 @@ impl<'a> ValueRef<'a> {
                 let mut out = Vec::with_capacity(seq.count.min(1024) as usize);
                 let mut it = seq.values();
                 while let Some(k) = it.next() {
-                    let k = k?.to_owned_at(depth + 1)?;
+                    let k = k?.owned_at(depth + 1)?;
                     let v = it.next().ok_or(DecodeError::Truncated { needed: 1 })??;
-                    out.push((k, v.to_owned_at(depth + 1)?));
+                    out.push((k, v.owned_at(depth + 1)?));
                 }
                 Value::Map(out)
             }
@@ -170,7 +170,7 @@ impl<'a> ValueRef<'a> {
     }
 }
 
-fn take<'a>(bytes: &'a [u8], at: usize, n: usize) -> Result<&'a [u8], DecodeError> {
+fn take(bytes: &[u8], at: usize, n: usize) -> Result<&[u8], DecodeError> {
     let end = at
         .checked_add(n)
         .ok_or(DecodeError::Truncated { needed: n })?;

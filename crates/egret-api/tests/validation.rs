@@ -25,6 +25,10 @@ impl Bolt for DupStreams {
     fn execute(&mut self, _t: &Tuple<'_>, _out: &mut BoltCollector<'_>) {}
 }
 
+fn ignore<T>(_: T) {}
+
+type Edit = Box<dyn FnOnce(&mut TopologyBuilder)>;
+
 /// Builds a topology with `edit` applied to a valid base and returns the errors.
 fn check(edit: impl FnOnce(&mut TopologyBuilder)) -> Vec<TopologyError> {
     let mut b = TopologyBuilder::new("ok");
@@ -38,24 +42,47 @@ fn check(edit: impl FnOnce(&mut TopologyBuilder)) -> Vec<TopologyError> {
 
 #[test]
 fn valid_topology_builds() {
-    assert_eq!(check(|b| drop(b.set_bolt("bolt", 2, || B).fields_grouping("spout", ["word"]))), vec![]);
+    assert_eq!(
+        check(|b| ignore(
+            b.set_bolt("bolt", 2, || B)
+                .fields_grouping("spout", ["word"])
+        )),
+        vec![]
+    );
 }
 
 #[test]
 fn each_problem_is_named() {
     use TopologyError::*;
     let s = |x: &str| x.to_string();
-    let cases: Vec<(Box<dyn FnOnce(&mut TopologyBuilder)>, TopologyError)> = vec![
+    let cases: Vec<(Edit, TopologyError)> = vec![
         (
-            Box::new(|b| drop(b.set_bolt("bolt", 1, || B).shuffle_grouping("nope"))),
-            UnknownComponent { component: s("bolt"), producer: s("nope") },
+            Box::new(|b| ignore(b.set_bolt("bolt", 1, || B).shuffle_grouping("nope"))),
+            UnknownComponent {
+                component: s("bolt"),
+                producer: s("nope"),
+            },
         ),
         (
-            Box::new(|b| drop(b.set_bolt("bolt", 1, || B).grouping("spout", "other", Grouping::Shuffle))),
-            UnknownStream { component: s("bolt"), producer: s("spout"), stream: s("other") },
+            Box::new(|b| {
+                ignore(
+                    b.set_bolt("bolt", 1, || B)
+                        .grouping("spout", "other", Grouping::Shuffle),
+                )
+            }),
+            UnknownStream {
+                component: s("bolt"),
+                producer: s("spout"),
+                stream: s("other"),
+            },
         ),
         (
-            Box::new(|b| drop(b.set_bolt("bolt", 1, || B).fields_grouping("spout", ["wrd"]))),
+            Box::new(|b| {
+                ignore(
+                    b.set_bolt("bolt", 1, || B)
+                        .fields_grouping("spout", ["wrd"]),
+                )
+            }),
             GroupingOnUndeclaredField {
                 component: s("bolt"),
                 producer: s("spout"),
@@ -64,18 +91,42 @@ fn each_problem_is_named() {
                 declared: s("[word, n]"),
             },
         ),
-        (Box::new(|b| drop(b.set_spout("spout", 1, || S))), DuplicateComponent(s("spout"))),
         (
-            Box::new(|b| drop(b.set_bolt("bolt", 0, || B).shuffle_grouping("spout"))),
-            ZeroParallelism { component: s("bolt") },
-        ),
-        (Box::new(|b| drop(b.set_bolt("bolt", 1, || B))), BoltWithoutInput { component: s("bolt") }),
-        (
-            Box::new(|b| drop(b.set_bolt("bolt", 1, || B).grouping("spout", "default", Grouping::Direct))),
-            DirectGroupingOnPlainStream { component: s("bolt"), producer: s("spout"), stream: s("default") },
+            Box::new(|b| ignore(b.set_spout("spout", 1, || S))),
+            DuplicateComponent(s("spout")),
         ),
         (
-            Box::new(|b| drop(b.set_bolt("bolt", 1, || B).grouping("spout", "direct", Grouping::Shuffle))),
+            Box::new(|b| ignore(b.set_bolt("bolt", 0, || B).shuffle_grouping("spout"))),
+            ZeroParallelism {
+                component: s("bolt"),
+            },
+        ),
+        (
+            Box::new(|b| ignore(b.set_bolt("bolt", 1, || B))),
+            BoltWithoutInput {
+                component: s("bolt"),
+            },
+        ),
+        (
+            Box::new(|b| {
+                ignore(
+                    b.set_bolt("bolt", 1, || B)
+                        .grouping("spout", "default", Grouping::Direct),
+                )
+            }),
+            DirectGroupingOnPlainStream {
+                component: s("bolt"),
+                producer: s("spout"),
+                stream: s("default"),
+            },
+        ),
+        (
+            Box::new(|b| {
+                ignore(
+                    b.set_bolt("bolt", 1, || B)
+                        .grouping("spout", "direct", Grouping::Shuffle),
+                )
+            }),
             PlainGroupingOnDirectStream {
                 component: s("bolt"),
                 producer: s("spout"),
@@ -84,29 +135,57 @@ fn each_problem_is_named() {
             },
         ),
         (
-            Box::new(|b| drop(b.set_bolt("bolt", 1, || B).shuffle_grouping("spout").shuffle_grouping("spout"))),
-            DuplicateInput { component: s("bolt"), producer: s("spout"), stream: s("default") },
+            Box::new(|b| {
+                ignore(
+                    b.set_bolt("bolt", 1, || B)
+                        .shuffle_grouping("spout")
+                        .shuffle_grouping("spout"),
+                )
+            }),
+            DuplicateInput {
+                component: s("bolt"),
+                producer: s("spout"),
+                stream: s("default"),
+            },
         ),
         (
-            Box::new(|b| drop(b.set_bolt("bolt", 1, || B).fields_grouping("spout", Vec::<String>::new()))),
-            EmptyFieldsGrouping { component: s("bolt"), producer: s("spout"), stream: s("default") },
+            Box::new(|b| {
+                ignore(
+                    b.set_bolt("bolt", 1, || B)
+                        .fields_grouping("spout", Vec::<String>::new()),
+                )
+            }),
+            EmptyFieldsGrouping {
+                component: s("bolt"),
+                producer: s("spout"),
+                stream: s("default"),
+            },
         ),
         (
-            Box::new(|b| drop(b.set_bolt("has space", 1, || B).shuffle_grouping("spout"))),
+            Box::new(|b| ignore(b.set_bolt("has space", 1, || B).shuffle_grouping("spout"))),
             InvalidComponentName(s("has space")),
         ),
         (
-            Box::new(|b| drop(b.set_bolt("__system", 1, || B).shuffle_grouping("spout"))),
+            Box::new(|b| ignore(b.set_bolt("__system", 1, || B).shuffle_grouping("spout"))),
             InvalidComponentName(s("__system")),
         ),
         (
             Box::new(|b| {
                 b.config().set("topology.max.spout.pendng", 3);
             }),
-            UnknownConfigKey { scope: s("topology config"), key: s("topology.max.spout.pendng") },
+            UnknownConfigKey {
+                scope: s("topology config"),
+                key: s("topology.max.spout.pendng"),
+            },
         ),
         (
-            Box::new(|b| drop(b.set_bolt("bolt", 1, || B).shuffle_grouping("spout").config(keys::RELIABILITY_MODE, "SOMETIMES"))),
+            Box::new(|b| {
+                ignore(
+                    b.set_bolt("bolt", 1, || B)
+                        .shuffle_grouping("spout")
+                        .config(keys::RELIABILITY_MODE, "SOMETIMES"),
+                )
+            }),
             BadConfig {
                 scope: s("component \"bolt\" config"),
                 error: ConfigError {
@@ -151,7 +230,10 @@ fn task_layout_is_deterministic() {
     // Components sorted by name, task ids dealt from 1.
     let a = t.component_index("a-bolt").unwrap();
     let z = t.component_index("z-spout").unwrap();
-    assert_eq!(t.tasks_of(a).map(|t| t.0).collect::<Vec<_>>(), vec![1, 2, 3]);
+    assert_eq!(
+        t.tasks_of(a).map(|t| t.0).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
     assert_eq!(t.tasks_of(z).map(|t| t.0).collect::<Vec<_>>(), vec![4, 5]);
     assert_eq!(t.task_component(TaskId(5)), Some((z, 1)));
     assert_eq!(t.task_component(TaskId(6)), None);

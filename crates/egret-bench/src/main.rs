@@ -79,7 +79,10 @@ fn usage() -> (Duration, u64) {
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    (tv(ru.ru_utime) + tv(ru.ru_stime), ru.ru_maxrss as u64 * 1024)
+    (
+        tv(ru.ru_utime) + tv(ru.ru_stime),
+        ru.ru_maxrss as u64 * 1024,
+    )
 }
 
 fn wordcount(a: WordcountArgs) -> anyhow::Result<()> {
@@ -93,8 +96,11 @@ fn wordcount(a: WordcountArgs) -> anyhow::Result<()> {
     for (k, v) in &a.config {
         config.set(k.clone(), v);
     }
-    let reliability =
-        if a.semantics == Semantics::Atleast { ReliabilityMode::AtLeastOnce } else { ReliabilityMode::AtMostOnce };
+    let reliability = if a.semantics == Semantics::Atleast {
+        ReliabilityMode::AtLeastOnce
+    } else {
+        ReliabilityMode::AtMostOnce
+    };
     let options = WordCountOptions {
         spouts: a.spouts,
         bolts: a.bolts,
@@ -116,7 +122,9 @@ fn wordcount(a: WordcountArgs) -> anyhow::Result<()> {
     let end = start + Duration::from_secs_f64(a.seconds);
     let mut last = (start, count0);
     while Instant::now() < end {
-        std::thread::sleep(Duration::from_secs(1).min(end.saturating_duration_since(Instant::now())));
+        std::thread::sleep(
+            Duration::from_secs(1).min(end.saturating_duration_since(Instant::now())),
+        );
         let now = Instant::now();
         let c = running.metrics().component("count").executed;
         eprintln!(
@@ -142,7 +150,11 @@ fn wordcount(a: WordcountArgs) -> anyhow::Result<()> {
     } else {
         ("na".to_string(), "na".to_string())
     };
-    let semantics = if reliability == ReliabilityMode::AtLeastOnce { "atleast" } else { "atmost" };
+    let semantics = if reliability == ReliabilityMode::AtLeastOnce {
+        "atleast"
+    } else {
+        "atmost"
+    };
     println!(
         "RESULT bench=wordcount mode=simulator semantics={semantics} spouts={} bolts={} words={} rate={} \
          tuples_per_s={:.0} cpu_s={:.2} p50_ms={p50} p99_ms={p99} peak_rss_mb={:.1}",

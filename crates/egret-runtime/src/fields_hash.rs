@@ -73,4 +73,3 @@ mod tests {
         assert_eq!(select(0xa0843c6306707846, 3), 0);
     }
 }
-

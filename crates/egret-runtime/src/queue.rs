@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 /// Creates a queue that holds at most `capacity` items.
 pub fn bounded<T>(capacity: usize) -> (QueueSender<T>, QueueReceiver<T>) {
@@ -68,18 +68,12 @@ pub struct QueueReceiver<T>(Receiver<T>);
 
 impl<T> QueueReceiver<T> {
     pub fn try_pop(&self) -> Option<T> {
-        match self.0.try_recv() {
-            Ok(t) => Some(t),
-            Err(TryRecvError::Empty | TryRecvError::Disconnected) => None,
-        }
+        self.0.try_recv().ok()
     }
 
     /// Waits up to `timeout` for an item.
     pub fn pop_timeout(&self, timeout: Duration) -> Option<T> {
-        match self.0.recv_timeout(timeout) {
-            Ok(t) => Some(t),
-            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
-        }
+        self.0.recv_timeout(timeout).ok()
     }
 
     pub fn len(&self) -> usize {

@@ -24,7 +24,15 @@ struct FiniteSpout {
 
 impl FiniteSpout {
     fn new(items: Arc<Vec<(String, i64)>>) -> Self {
-        FiniteSpout { items, next: 0, replay: false, to_replay: vec![], acked: BTreeSet::new(), failed: vec![], stream: "default" }
+        FiniteSpout {
+            items,
+            next: 0,
+            replay: false,
+            to_replay: vec![],
+            acked: BTreeSet::new(),
+            failed: vec![],
+            stream: "default",
+        }
     }
 }
 
@@ -74,19 +82,32 @@ impl Bolt for Recorder {
             self.ticks += 1;
             return;
         }
-        let values = t.values().map(|v| v.unwrap().to_owned_value().unwrap()).collect();
-        self.seen.push((t.source_component().to_string(), t.source_stream().to_string(), values));
+        let values = t
+            .values()
+            .map(|v| v.unwrap().to_owned_value().unwrap())
+            .collect();
+        self.seen.push((
+            t.source_component().to_string(),
+            t.source_stream().to_string(),
+            values,
+        ));
         out.ack(t);
     }
 }
 
 fn items(n: usize, distinct: usize) -> Arc<Vec<(String, i64)>> {
-    Arc::new((0..n).map(|i| (format!("w{}", i % distinct), i as i64)).collect())
+    Arc::new(
+        (0..n)
+            .map(|i| (format!("w{}", i % distinct), i as i64))
+            .collect(),
+    )
 }
 
 fn run_until_executed(topology: Topology, component: &str, n: u64) -> Finished {
     let running = Simulator::start(topology).unwrap();
-    running.wait_until(WAIT, |m| m.component(component).executed >= n).unwrap();
+    running
+        .wait_until(WAIT, |m| m.component(component).executed >= n)
+        .unwrap();
     let f = running.stop();
     assert!(f.drained, "the topology did not drain");
     assert!(f.errors.is_empty(), "errors: {:?}", f.errors);
@@ -97,23 +118,38 @@ fn one_spout_one_bolt(grouping: Grouping, bolts: u32, n: usize) -> Topology {
     let data = items(n, 50);
     let mut b = TopologyBuilder::new("t");
     b.set_spout("src", 1, move || FiniteSpout::new(Arc::clone(&data)));
-    b.set_bolt("sink", bolts, Recorder::default).grouping("src", "default", grouping);
+    b.set_bolt("sink", bolts, Recorder::default)
+        .grouping("src", "default", grouping);
     b.build().unwrap()
 }
 
 #[test]
 fn fields_grouping_sends_every_occurrence_of_a_word_to_one_task() {
     let n = 20_000;
-    let f = run_until_executed(one_spout_one_bolt(Grouping::fields(["word"]), 3, n), "sink", n as u64);
+    let f = run_until_executed(
+        one_spout_one_bolt(Grouping::fields(["word"]), 3, n),
+        "sink",
+        n as u64,
+    );
     let mut owner: HashMap<String, u32> = HashMap::new();
     let mut total = 0;
     let sinks = f.bolts::<Recorder>("sink");
     assert_eq!(sinks.len(), 3);
     for r in &sinks {
-        assert!(!r.seen.is_empty(), "task {} saw nothing: keys do not spread", r.task);
+        assert!(
+            !r.seen.is_empty(),
+            "task {} saw nothing: keys do not spread",
+            r.task
+        );
         for (_, _, v) in &r.seen {
-            let Value::Str(w) = &v[0] else { panic!("not a string: {v:?}") };
-            assert_eq!(*owner.entry(w.clone()).or_insert(r.task), r.task, "{w} reached two tasks");
+            let Value::Str(w) = &v[0] else {
+                panic!("not a string: {v:?}")
+            };
+            assert_eq!(
+                *owner.entry(w.clone()).or_insert(r.task),
+                r.task,
+                "{w} reached two tasks"
+            );
             total += 1;
         }
     }
@@ -123,9 +159,17 @@ fn fields_grouping_sends_every_occurrence_of_a_word_to_one_task() {
 #[test]
 fn all_grouping_delivers_every_tuple_to_every_task() {
     let n = 5_000;
-    let f = run_until_executed(one_spout_one_bolt(Grouping::All, 3, n), "sink", 3 * n as u64);
+    let f = run_until_executed(
+        one_spout_one_bolt(Grouping::All, 3, n),
+        "sink",
+        3 * n as u64,
+    );
     for r in f.bolts::<Recorder>("sink") {
-        let ns: BTreeSet<i64> = r.seen.iter().map(|(_, _, v)| if let Value::I64(i) = v[1] { i } else { -1 }).collect();
+        let ns: BTreeSet<i64> = r
+            .seen
+            .iter()
+            .map(|(_, _, v)| if let Value::I64(i) = v[1] { i } else { -1 })
+            .collect();
         assert_eq!(ns.len(), n, "task {} missed tuples", r.task);
     }
 }
@@ -134,17 +178,30 @@ fn all_grouping_delivers_every_tuple_to_every_task() {
 fn global_grouping_delivers_everything_to_the_lowest_task() {
     let n = 5_000;
     let t = one_spout_one_bolt(Grouping::Global, 3, n);
-    let lowest = t.tasks_of(t.component_index("sink").unwrap()).min().unwrap().0;
+    let lowest = t
+        .tasks_of(t.component_index("sink").unwrap())
+        .min()
+        .unwrap()
+        .0;
     let f = run_until_executed(t, "sink", n as u64);
     for r in f.bolts::<Recorder>("sink") {
-        assert_eq!(r.seen.len(), if r.task == lowest { n } else { 0 }, "task {}", r.task);
+        assert_eq!(
+            r.seen.len(),
+            if r.task == lowest { n } else { 0 },
+            "task {}",
+            r.task
+        );
     }
 }
 
 #[test]
 fn shuffle_grouping_spreads_evenly() {
     let n = 9_000;
-    let f = run_until_executed(one_spout_one_bolt(Grouping::Shuffle, 3, n), "sink", n as u64);
+    let f = run_until_executed(
+        one_spout_one_bolt(Grouping::Shuffle, 3, n),
+        "sink",
+        n as u64,
+    );
     for r in f.bolts::<Recorder>("sink") {
         assert_eq!(r.seen.len(), n / 3, "round robin gives each task a third");
     }
@@ -180,12 +237,19 @@ fn direct_and_custom_groupings_and_several_inputs() {
             "even-odd"
         }
         fn choose(&self, t: &Tuple<'_>, targets: &[TaskId], out: &mut Vec<TaskId>) {
-            if t.get_i64("n").unwrap() % 2 == 0 { out.push(targets[0]) } else { out.extend_from_slice(targets) }
+            if t.get_i64("n").unwrap() % 2 == 0 {
+                out.push(targets[0])
+            } else {
+                out.extend_from_slice(targets)
+            }
         }
     }
     let data = items(100, 10);
     let mut b = TopologyBuilder::new("t");
-    b.set_spout("direct", 1, || DirectSpout { targets: vec![], next: 0 });
+    b.set_spout("direct", 1, || DirectSpout {
+        targets: vec![],
+        next: 0,
+    });
     b.set_spout("src", 1, move || FiniteSpout::new(Arc::clone(&data)));
     b.set_bolt("sink", 2, Recorder::default)
         .direct_grouping("direct", "d")
@@ -200,7 +264,11 @@ fn direct_and_custom_groupings_and_several_inputs() {
             .map(|(_, _, v)| if let Value::I64(n) = v[0] { n } else { -1 })
             .collect();
         assert_eq!(direct.len(), 150);
-        assert!(direct.iter().all(|n| n % 2 == i as i64), "task {} got another task's direct tuples", r.task);
+        assert!(
+            direct.iter().all(|n| n % 2 == i as i64),
+            "task {} got another task's direct tuples",
+            r.task
+        );
         let from_src = r.seen.iter().filter(|(c, _, _)| c == "src").count();
         assert_eq!(from_src, if i == 0 { 100 } else { 50 });
     }
@@ -213,7 +281,7 @@ fn at_least_once(b: &mut TopologyBuilder, timeout_secs: u64) {
 }
 
 #[test]
-fn at_least_once_acks_every_tree_through_a_chain_of_bolts() {
+fn at_least_once_completes_a_tree_only_when_every_descendant_is_acked() {
     /// Emits two anchored children per input, on two streams.
     struct Fork;
     impl BasicBolt for Fork {
@@ -221,10 +289,27 @@ fn at_least_once_acks_every_tree_through_a_chain_of_bolts() {
             out.declare(["word", "n"]);
             out.declare_stream("copy", ["word", "n"]);
         }
-        fn execute(&mut self, t: &Tuple<'_>, out: &mut BasicCollector<'_, '_>) -> Result<(), UserError> {
+        fn execute(
+            &mut self,
+            t: &Tuple<'_>,
+            out: &mut BasicCollector<'_, '_>,
+        ) -> Result<(), UserError> {
             out.emit((t.get_str(0)?, t.get_i64(1)?));
             out.emit_on("copy", (t.get_str(0)?, t.get_i64(1)?));
             Ok(())
+        }
+    }
+    /// Fails the copies of every seventh tuple, acks the rest. The fork has acked the parents long before, so
+    /// the spout sees these fails only if the fork's ack left the children's keys in the tree.
+    struct FailSevenths(u64);
+    impl Bolt for FailSevenths {
+        fn execute(&mut self, t: &Tuple<'_>, out: &mut BoltCollector<'_>) {
+            self.0 += 1;
+            if t.source_stream() == "copy" && t.get_i64("n").unwrap() % 7 == 0 {
+                out.fail(t)
+            } else {
+                out.ack(t)
+            }
         }
     }
     let n = 10_000;
@@ -233,17 +318,29 @@ fn at_least_once_acks_every_tree_through_a_chain_of_bolts() {
     at_least_once(&mut b, 30);
     b.set_spout("src", 1, move || FiniteSpout::new(Arc::clone(&data)));
     b.set_basic_bolt("fork", 2, || Fork).shuffle_grouping("src");
-    b.set_bolt("sink", 2, Recorder::default)
+    b.set_bolt("sink", 2, || FailSevenths(0))
         .fields_grouping("fork", ["word"])
         .grouping("fork", "copy", Grouping::All);
     let running = Simulator::start(b.build().unwrap()).unwrap();
-    let m = running.wait_until(WAIT, |m| m.component("src").acked >= n as u64).unwrap();
-    assert_eq!(m.component("src").failed, 0);
+    let m = running
+        .wait_until(WAIT, |m| {
+            m.component("src").acked + m.component("src").failed >= n as u64
+        })
+        .unwrap();
     assert_eq!(m.component("sink").executed, 3 * n as u64);
     let f = running.stop();
     let spout = f.spouts::<FiniteSpout>("src")[0];
-    assert_eq!(spout.acked.len(), n);
-    assert!(spout.failed.is_empty());
+    let failed: BTreeSet<_> = spout.failed.iter().copied().collect();
+    assert_eq!(
+        failed,
+        (0..n as u64).filter(|i| i % 7 == 0).collect(),
+        "exactly the trees with a failed leaf fail"
+    );
+    assert_eq!(
+        spout.acked,
+        (0..n as u64).filter(|i| i % 7 != 0).collect(),
+        "every other tree completes"
+    );
     assert_eq!(f.metrics.component("src").pending_roots, 0);
 }
 
@@ -275,16 +372,27 @@ fn timed_out_trees_fail_and_a_replaying_spout_completes_them() {
         s.replay = true;
         s
     });
-    b.set_bolt("sink", 1, Forgetful::default).shuffle_grouping("src");
+    b.set_bolt("sink", 1, Forgetful::default)
+        .shuffle_grouping("src");
     let running = Simulator::start(b.build().unwrap()).unwrap();
-    running.wait_until(WAIT, |m| m.component("src").acked >= n as u64).unwrap();
+    running
+        .wait_until(WAIT, |m| m.component("src").acked >= n as u64)
+        .unwrap();
     let f = running.stop();
     let spout = f.spouts::<FiniteSpout>("src")[0];
     let failed: BTreeSet<_> = spout.failed.iter().copied().collect();
-    assert_eq!(failed, (0..n as u64).filter(|i| i % 10 == 0).collect(), "exactly the unacked trees time out");
+    assert_eq!(
+        failed,
+        (0..n as u64).filter(|i| i % 10 == 0).collect(),
+        "exactly the unacked trees time out"
+    );
     assert_eq!(spout.acked.len(), n);
     let sink = f.bolts::<Forgetful>("sink")[0];
-    assert!(sink.executed.iter().all(|(n, c)| *c == if n % 10 == 0 { 2 } else { 1 }));
+    assert!(
+        sink.executed
+            .iter()
+            .all(|(n, c)| *c == if n % 10 == 0 { 2 } else { 1 })
+    );
 }
 
 #[test]
@@ -303,7 +411,11 @@ fn an_explicit_fail_reaches_the_spout_at_once() {
     b.set_bolt("sink", 1, || Refuser).shuffle_grouping("src");
     let running = Simulator::start(b.build().unwrap()).unwrap();
     // With a 10-minute timeout, only an explicit fail can end these trees within the wait.
-    running.wait_until(Duration::from_secs(10), |m| m.component("src").failed >= 100).unwrap();
+    running
+        .wait_until(Duration::from_secs(10), |m| {
+            m.component("src").failed >= 100
+        })
+        .unwrap();
     let f = running.stop();
     assert!(f.spouts::<FiniteSpout>("src")[0].acked.is_empty());
 }
@@ -333,13 +445,25 @@ fn max_spout_pending_bounds_trees_in_flight() {
     at_least_once(&mut b, 30);
     b.config().set(keys::MAX_SPOUT_PENDING, 50);
     b.set_spout("src", 1, move || FiniteSpout::new(Arc::clone(&data)));
-    b.set_bolt("sink", 1, Holder::default).shuffle_grouping("src").config(keys::TICK_TUPLE_FREQ_MS, 5);
+    b.set_bolt("sink", 1, Holder::default)
+        .shuffle_grouping("src")
+        .config(keys::TICK_TUPLE_FREQ_MS, 5);
     let running = Simulator::start(b.build().unwrap()).unwrap();
-    running.wait_until(WAIT, |m| m.component("src").acked >= 2_000).unwrap();
+    running
+        .wait_until(WAIT, |m| m.component("src").acked >= 2_000)
+        .unwrap();
     let f = running.stop();
     let holder = f.bolts::<Holder>("sink")[0];
-    assert!(holder.max_held <= 50, "held {} trees at once with max pending 50", holder.max_held);
-    assert!(holder.max_held >= 25, "the spout should fill the allowance, held at most {}", holder.max_held);
+    assert!(
+        holder.max_held <= 50,
+        "held {} trees at once with max pending 50",
+        holder.max_held
+    );
+    assert!(
+        holder.max_held >= 25,
+        "the spout should fill the allowance, held at most {}",
+        holder.max_held
+    );
 }
 
 #[test]
@@ -347,10 +471,17 @@ fn tick_tuples_arrive_at_the_configured_frequency() {
     let mut b = TopologyBuilder::new("t");
     let data = items(1, 1);
     b.set_spout("src", 1, move || FiniteSpout::new(Arc::clone(&data)));
-    b.set_bolt("sink", 1, Recorder::default).shuffle_grouping("src").config(keys::TICK_TUPLE_FREQ_SECS, "0.05");
-    let f = Simulator::start(b.build().unwrap()).unwrap().run_for(Duration::from_millis(600));
+    b.set_bolt("sink", 1, Recorder::default)
+        .shuffle_grouping("src")
+        .config(keys::TICK_TUPLE_FREQ_SECS, "0.05");
+    let f = Simulator::start(b.build().unwrap())
+        .unwrap()
+        .run_for(Duration::from_millis(600));
     let ticks = f.bolts::<Recorder>("sink")[0].ticks;
-    assert!((5..=13).contains(&ticks), "{ticks} ticks in 0.6 s at 20 per second");
+    assert!(
+        (5..=13).contains(&ticks),
+        "{ticks} ticks in 0.6 s at 20 per second"
+    );
 }
 
 /// Emits forever.
@@ -370,19 +501,38 @@ fn deactivated_spouts_do_not_emit_until_activated() {
     let mut b = TopologyBuilder::new("t");
     b.set_spout("src", 2, || Endless(0));
     b.set_bolt("sink", 1, || Counter(0)).shuffle_grouping("src");
-    let running =
-        Simulator::start_with(b.build().unwrap(), SimulatorOptions { start_active: false }).unwrap();
+    let running = Simulator::start_with(
+        b.build().unwrap(),
+        SimulatorOptions {
+            start_active: false,
+        },
+    )
+    .unwrap();
     std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(running.metrics().component("src").emitted, 0, "emitted while deployed deactivated");
+    assert_eq!(
+        running.metrics().component("src").emitted,
+        0,
+        "emitted while deployed deactivated"
+    );
     running.activate();
-    running.wait_until(WAIT, |m| m.component("sink").executed > 10_000).unwrap();
+    running
+        .wait_until(WAIT, |m| m.component("sink").executed > 10_000)
+        .unwrap();
     running.deactivate();
     running.wait_quiet(WAIT).unwrap();
     let frozen = running.metrics().component("src").emitted;
     std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(running.metrics().component("src").emitted, frozen, "emitted while deactivated");
+    assert_eq!(
+        running.metrics().component("src").emitted,
+        frozen,
+        "emitted while deactivated"
+    );
     let f = running.stop();
-    assert_eq!(f.metrics.component("sink").executed, frozen, "nothing emitted was lost");
+    assert_eq!(
+        f.metrics.component("sink").executed,
+        frozen,
+        "nothing emitted was lost"
+    );
 }
 
 /// Counts and acks; sleeps per tuple if asked.
@@ -403,7 +553,9 @@ fn a_slow_bolt_holds_back_a_fast_spout_with_bounded_memory() {
         }
     }
     let mut b = TopologyBuilder::new("t");
-    b.config().set(keys::QUEUE_BATCHES, 4).set(keys::BATCH_TUPLES, 100);
+    b.config()
+        .set(keys::QUEUE_BATCHES, 4)
+        .set(keys::BATCH_TUPLES, 100);
     b.set_spout("src", 1, || Endless(0));
     b.set_bolt("sink", 1, || Slow).shuffle_grouping("src");
     let running = Simulator::start(b.build().unwrap()).unwrap();
@@ -412,11 +564,18 @@ fn a_slow_bolt_holds_back_a_fast_spout_with_bounded_memory() {
         std::thread::sleep(Duration::from_millis(50));
         let m = running.metrics();
         let backlog = m.component("src").emitted - m.component("sink").executed;
-        assert!(backlog <= max_backlog, "{backlog} tuples queued: back pressure does not hold");
+        assert!(
+            backlog <= max_backlog,
+            "{backlog} tuples queued: back pressure does not hold"
+        );
     }
     let f = running.stop();
     assert!(f.drained);
-    assert_eq!(f.metrics.component("src").emitted, f.metrics.component("sink").executed, "no tuple dropped");
+    assert_eq!(
+        f.metrics.component("src").emitted,
+        f.metrics.component("sink").executed,
+        "no tuple dropped"
+    );
 }
 
 #[test]
@@ -439,10 +598,17 @@ fn bad_emits_are_reported_and_dropped() {
     b.set_spout("src", 1, || Wrong(0));
     b.set_bolt("sink", 1, || Counter(0)).shuffle_grouping("src");
     let running = Simulator::start(b.build().unwrap()).unwrap();
-    let m = running.wait_until(WAIT, |m| m.component("sink").executed == 1).unwrap();
+    let m = running
+        .wait_until(WAIT, |m| m.component("sink").executed == 1)
+        .unwrap();
     assert_eq!(m.component("src").errors, 2);
     let errors = running.errors();
-    assert!(errors[0].1.contains("emitted 2 values on stream \"default\", which declares 1 fields"), "{errors:?}");
+    assert!(
+        errors[0]
+            .1
+            .contains("emitted 2 values on stream \"default\", which declares 1 fields"),
+        "{errors:?}"
+    );
     running.stop();
 }
 
@@ -461,7 +627,9 @@ fn a_failing_open_stops_the_start_with_the_reason() {
     let mut b = TopologyBuilder::new("t");
     b.set_spout("src", 1, || Broken);
     b.set_bolt("sink", 1, || Counter(0)).shuffle_grouping("src");
-    let err = Simulator::start(b.build().unwrap()).err().expect("start must fail");
+    let err = Simulator::start(b.build().unwrap())
+        .err()
+        .expect("start must fail");
     assert!(err.to_string().contains("cannot reach the source"), "{err}");
 }
 
@@ -482,9 +650,13 @@ fn context_and_config_reach_the_tasks() {
         fn execute(&mut self, _t: &Tuple<'_>, _out: &mut BoltCollector<'_>) {}
     }
     let mut b = TopologyBuilder::new("t");
-    b.config().set("my.key", "topology").set("only.topology", "yes");
+    b.config()
+        .set("my.key", "topology")
+        .set("only.topology", "yes");
     b.set_spout("src", 1, || Endless(0));
-    b.set_bolt("sink", 2, || Probe).shuffle_grouping("src").config("my.key", "component");
+    b.set_bolt("sink", 2, || Probe)
+        .shuffle_grouping("src")
+        .config("my.key", "component");
     Simulator::start(b.build().unwrap()).unwrap().abort();
     assert_eq!(SEEN.load(Ordering::SeqCst), 2);
 }
