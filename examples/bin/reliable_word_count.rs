@@ -17,9 +17,7 @@ fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     let running = Simulator::start(topology)?;
     let n = sentences.len() as u64;
-    running.wait_until(Duration::from_secs(120), |m| {
-        m.component("sentence").acked >= n
-    })?;
+    running.wait_until(Duration::from_secs(120), |m| m.component("sentence").acked >= n)?;
     let finished = running.stop();
     let spout = finished.spouts::<SentenceSpout>("sentence")[0];
     let mut counts = std::collections::BTreeMap::<String, u64>::new();

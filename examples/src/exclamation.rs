@@ -36,11 +36,7 @@ impl BasicBolt for ExclamationBolt {
         out.declare(["word"]);
     }
 
-    fn execute(
-        &mut self,
-        tuple: &Tuple<'_>,
-        out: &mut BasicCollector<'_, '_>,
-    ) -> Result<(), UserError> {
+    fn execute(&mut self, tuple: &Tuple<'_>, out: &mut BasicCollector<'_, '_>) -> Result<(), UserError> {
         let exclaimed = format!("{}!!!", tuple.get_str("word")?);
         out.emit((exclaimed.as_str(),));
         self.executed += 1;

@@ -70,11 +70,7 @@ impl BasicBolt for SplitBolt {
         out.declare(["id", "pos", "word"]);
     }
 
-    fn execute(
-        &mut self,
-        tuple: &Tuple<'_>,
-        out: &mut BasicCollector<'_, '_>,
-    ) -> Result<(), UserError> {
+    fn execute(&mut self, tuple: &Tuple<'_>, out: &mut BasicCollector<'_, '_>) -> Result<(), UserError> {
         let id = tuple.get_i64("id")?;
         for (pos, word) in tuple.get_str("sentence")?.split_whitespace().enumerate() {
             out.emit((id, pos as i64, word));
@@ -120,11 +116,7 @@ impl Bolt for FlakyCountBolt {
             self.dropped_on_purpose += 1;
             return;
         }
-        let (id, pos, word) = match (
-            tuple.get_i64("id"),
-            tuple.get_i64("pos"),
-            tuple.get_str("word"),
-        ) {
+        let (id, pos, word) = match (tuple.get_i64("id"), tuple.get_i64("pos"), tuple.get_str("word")) {
             (Ok(id), Ok(pos), Ok(word)) => (id, pos, word),
             (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
                 out.report_error(&e);
@@ -177,11 +169,8 @@ pub fn topology(
         .set(keys::RELIABILITY_MODE, ReliabilityMode::AtLeastOnce)
         .set(keys::MESSAGE_TIMEOUT_SECS, timeout_secs)
         .set(keys::MAX_SPOUT_PENDING, 1000);
-    b.set_spout("sentence", 1, move || {
-        SentenceSpout::new(Arc::clone(&sentences))
-    });
-    b.set_basic_bolt("split", 2, || SplitBolt)
-        .shuffle_grouping("sentence");
+    b.set_spout("sentence", 1, move || SentenceSpout::new(Arc::clone(&sentences)));
+    b.set_basic_bolt("split", 2, || SplitBolt).shuffle_grouping("sentence");
     let seed = std::sync::atomic::AtomicU64::new(11);
     b.set_bolt("count", counters, move || {
         let s = seed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -194,11 +194,7 @@ pub fn random_dictionary(n: usize, seed: u64) -> Vec<String> {
     const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
     let mut rng = SplitMix(seed);
     (0..n)
-        .map(|_| {
-            (0..20)
-                .map(|_| ALPHABET[rng.below(ALPHABET.len())] as char)
-                .collect()
-        })
+        .map(|_| (0..20).map(|_| ALPHABET[rng.below(ALPHABET.len())] as char).collect())
         .collect()
 }
 
@@ -250,9 +246,7 @@ pub fn topology(o: &WordCountOptions) -> Result<Topology, TopologyErrors> {
     let seed = std::sync::atomic::AtomicU64::new(1);
     b.set_spout("word", o.spouts, move || {
         let s = seed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        WordSpout::new(Arc::clone(&words), s)
-            .with_rate(rate)
-            .tracked(tracked)
+        WordSpout::new(Arc::clone(&words), s).with_rate(rate).tracked(tracked)
     });
     b.set_bolt("count", o.bolts, CountBolt::default)
         .fields_grouping("word", ["word"]);

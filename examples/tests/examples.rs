@@ -15,18 +15,13 @@ fn reliable_word_count_ends_with_exact_counts_despite_failures_and_drops() {
     let topology = reliable_word_count::topology(Arc::clone(&sentences), 3, 0.10, 0.02, 1).unwrap();
     let running = Simulator::start(topology).unwrap();
     running
-        .wait_until(Duration::from_secs(60), |m| {
-            m.component("sentence").acked >= 2_000
-        })
+        .wait_until(Duration::from_secs(60), |m| m.component("sentence").acked >= 2_000)
         .unwrap();
     let f = running.stop();
     assert!(f.errors.is_empty(), "{:?}", f.errors);
     let spout = f.spouts::<SentenceSpout>("sentence")[0];
     assert_eq!(spout.acked.len(), 2_000);
-    assert!(
-        spout.fails > 0,
-        "the bolt's failures must have caused replays"
-    );
+    assert!(spout.fails > 0, "the bolt's failures must have caused replays");
     let mut counts = std::collections::BTreeMap::<String, u64>::new();
     let mut dropped = 0;
     for b in f.bolts::<FlakyCountBolt>("count") {
@@ -35,10 +30,7 @@ fn reliable_word_count_ends_with_exact_counts_despite_failures_and_drops() {
             *counts.entry(w.clone()).or_default() += c;
         }
     }
-    assert!(
-        dropped > 0,
-        "some tuples must have been recovered by the timeout alone"
-    );
+    assert!(dropped > 0, "some tuples must have been recovered by the timeout alone");
     assert_eq!(counts, expected);
 }
 
@@ -67,18 +59,13 @@ fn word_count_counts_every_emitted_word() {
     };
     let running = Simulator::start(word_count::topology(&options).unwrap()).unwrap();
     running
-        .wait_until(Duration::from_secs(30), |m| {
-            m.component("count").executed > 100_000
-        })
+        .wait_until(Duration::from_secs(30), |m| m.component("count").executed > 100_000)
         .unwrap();
     let f = running.stop();
     assert!(f.drained);
     let emitted = f.metrics.component("word").emitted;
     let bolts = f.bolts::<CountBolt>("count");
-    let counted: u64 = bolts
-        .iter()
-        .flat_map(|b| b.counts.iter().map(|(_, n)| n))
-        .sum();
+    let counted: u64 = bolts.iter().flat_map(|b| b.counts.iter().map(|(_, n)| n)).sum();
     assert_eq!(counted, emitted, "every emitted word is counted once");
     // Fields grouping: no word is counted by two tasks.
     let mut words = std::collections::HashSet::new();

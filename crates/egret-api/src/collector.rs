@@ -25,24 +25,18 @@ pub struct EmitRequest<'a> {
 pub enum EmitError {
     #[error("component {component} emitted on undeclared stream {stream:?}")]
     UnknownStream { component: String, stream: String },
-    #[error(
-        "component {component} emitted {got} values on stream {stream:?}, which declares {expected} fields"
-    )]
+    #[error("component {component} emitted {got} values on stream {stream:?}, which declares {expected} fields")]
     WrongArity {
         component: String,
         stream: String,
         expected: usize,
         got: usize,
     },
-    #[error(
-        "component {component} used emit_direct on stream {stream:?}, which is not declared direct"
-    )]
+    #[error("component {component} used emit_direct on stream {stream:?}, which is not declared direct")]
     NotDirect { component: String, stream: String },
     #[error("component {component} must use emit_direct on direct stream {stream:?}")]
     DirectRequired { component: String, stream: String },
-    #[error(
-        "component {component} sent a direct tuple on {stream:?} to task {task}, which does not consume it"
-    )]
+    #[error("component {component} sent a direct tuple on {stream:?} to task {task}, which does not consume it")]
     BadDirectTask {
         component: String,
         stream: String,
@@ -98,13 +92,7 @@ impl<'a> SpoutCollector<'a> {
     }
 
     /// Emits to one task of a component that subscribed to this direct stream with direct grouping.
-    pub fn emit_direct(
-        &mut self,
-        task: TaskId,
-        stream: &str,
-        id: Option<MessageId>,
-        values: impl Values,
-    ) {
+    pub fn emit_direct(&mut self, task: TaskId, stream: &str, id: Option<MessageId>, values: impl Values) {
         encode(self.sink, &values);
         self.sink.emit(EmitRequest {
             stream,
@@ -149,13 +137,7 @@ impl<'a> BoltCollector<'a> {
         });
     }
 
-    pub fn emit_direct(
-        &mut self,
-        task: TaskId,
-        stream: &str,
-        anchors: &[&dyn Anchor],
-        values: impl Values,
-    ) {
+    pub fn emit_direct(&mut self, task: TaskId, stream: &str, anchors: &[&dyn Anchor], values: impl Values) {
         encode(self.sink, &values);
         self.sink.emit(EmitRequest {
             stream,

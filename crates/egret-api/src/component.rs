@@ -70,11 +70,7 @@ pub trait BasicBolt: Any + Send {
         Ok(())
     }
 
-    fn execute(
-        &mut self,
-        tuple: &Tuple<'_>,
-        out: &mut BasicCollector<'_, '_>,
-    ) -> Result<(), UserError>;
+    fn execute(&mut self, tuple: &Tuple<'_>, out: &mut BasicCollector<'_, '_>) -> Result<(), UserError>;
 
     fn cleanup(&mut self) {}
 }
@@ -132,11 +128,7 @@ impl OutputDeclarer {
         self.declare_stream(DEFAULT_STREAM, fields)
     }
 
-    pub fn declare_stream(
-        &mut self,
-        name: impl Into<String>,
-        fields: impl Into<Fields>,
-    ) -> &mut Self {
+    pub fn declare_stream(&mut self, name: impl Into<String>, fields: impl Into<Fields>) -> &mut Self {
         self.streams.push(StreamDecl {
             name: name.into(),
             fields: fields.into(),
@@ -145,11 +137,7 @@ impl OutputDeclarer {
         self
     }
 
-    pub fn declare_direct_stream(
-        &mut self,
-        name: impl Into<String>,
-        fields: impl Into<Fields>,
-    ) -> &mut Self {
+    pub fn declare_direct_stream(&mut self, name: impl Into<String>, fields: impl Into<Fields>) -> &mut Self {
         self.streams.push(StreamDecl {
             name: name.into(),
             fields: fields.into(),

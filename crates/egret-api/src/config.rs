@@ -29,8 +29,7 @@ pub mod keys {
     pub const CONTAINER_PADDING_PERCENTAGE: &str = "topology.container.padding.percentage";
     pub const CONTAINER_MAX_INSTANCES: &str = "topology.container.max.instances";
     pub const DROPTUPLES_UPON_BACKPRESSURE: &str = "topology.droptuples.upon.backpressure";
-    pub const STATEFUL_CHECKPOINT_INTERVAL_SECONDS: &str =
-        "topology.stateful.checkpoint.interval.seconds";
+    pub const STATEFUL_CHECKPOINT_INTERVAL_SECONDS: &str = "topology.stateful.checkpoint.interval.seconds";
     pub const INITIAL_STATE: &str = "topology.initial.state";
     /// Egret: tuples per batch before a batch is sent.
     pub const BATCH_TUPLES: &str = "topology.egret.batch.tuples";
@@ -159,11 +158,7 @@ impl Config {
         Config { entries }
     }
 
-    fn parse<T: std::str::FromStr>(
-        &self,
-        key: &str,
-        expected: &'static str,
-    ) -> Result<Option<T>, ConfigError> {
+    fn parse<T: std::str::FromStr>(&self, key: &str, expected: &'static str) -> Result<Option<T>, ConfigError> {
         match self.get(key) {
             None => Ok(None),
             Some(v) => v.trim().parse().map(Some).map_err(|_| ConfigError {
@@ -223,9 +218,7 @@ impl Config {
     }
 
     pub fn message_timeouts_enabled(&self) -> Result<bool, ConfigError> {
-        Ok(self
-            .get_bool(keys::ENABLE_MESSAGE_TIMEOUTS)?
-            .unwrap_or(true))
+        Ok(self.get_bool(keys::ENABLE_MESSAGE_TIMEOUTS)?.unwrap_or(true))
     }
 
     pub fn max_spout_pending(&self) -> Result<u64, ConfigError> {
@@ -323,16 +316,10 @@ mod tests {
 
     #[test]
     fn legacy_acking_and_defaults() {
-        assert_eq!(
-            Config::new().reliability_mode().unwrap(),
-            ReliabilityMode::AtMostOnce
-        );
+        assert_eq!(Config::new().reliability_mode().unwrap(), ReliabilityMode::AtMostOnce);
         let c = Config::new().with(keys::ACKING, true);
         assert_eq!(c.reliability_mode().unwrap(), ReliabilityMode::AtLeastOnce);
-        assert_eq!(
-            Config::new().message_timeout().unwrap(),
-            Duration::from_secs(30)
-        );
+        assert_eq!(Config::new().message_timeout().unwrap(), Duration::from_secs(30));
         let c = Config::new().with(keys::TICK_TUPLE_FREQ_SECS, "0.5");
         assert_eq!(c.tick_period().unwrap(), Some(Duration::from_millis(500)));
     }
@@ -342,9 +329,6 @@ mod tests {
         let c = Config::new()
             .with("topology.max.spout.pendng", 5)
             .with("wordcount.words", 10);
-        assert_eq!(
-            c.unknown_topology_keys(),
-            vec!["topology.max.spout.pendng".to_string()]
-        );
+        assert_eq!(c.unknown_topology_keys(), vec!["topology.max.spout.pendng".to_string()]);
     }
 }

@@ -16,20 +16,16 @@ pub mod topology;
 pub mod tuple;
 pub mod value;
 
-pub use collector::{
-    BasicCollector, BoltCollector, EmitError, EmitRequest, EmitSink, SpoutCollector,
-};
-pub use component::{
-    BasicBolt, BasicBoltAdapter, Bolt, DEFAULT_STREAM, OutputDeclarer, Spout, StreamDecl, UserError,
-};
+pub use collector::{BasicCollector, BoltCollector, EmitError, EmitRequest, EmitSink, SpoutCollector};
+pub use component::{BasicBolt, BasicBoltAdapter, Bolt, DEFAULT_STREAM, OutputDeclarer, Spout, StreamDecl, UserError};
 pub use config::{Config, ConfigError, ReliabilityMode, defaults, keys};
 pub use context::TopologyContext;
 pub use fields::Fields;
 pub use grouping::{CustomGrouping, Grouping};
 pub use ids::{MessageId, Root, RootId, Roots, StreamIndex, TaskId};
 pub use topology::{
-    ComponentDeclarer, ComponentDef, ComponentKind, Input, Resources, StreamInfo, Topology,
-    TopologyBuilder, TopologyError, TopologyErrors,
+    ComponentDeclarer, ComponentDef, ComponentKind, Input, Resources, StreamInfo, Topology, TopologyBuilder,
+    TopologyError, TopologyErrors,
 };
 pub use tuple::{AckState, Anchor, FieldSel, OwnedTuple, StreamSource, Tuple, TupleError};
 pub use value::{Serde, ToValue, Value, ValueRef, Values};

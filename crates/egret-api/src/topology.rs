@@ -6,9 +6,7 @@ use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
 
-use crate::component::{
-    BasicBolt, BasicBoltAdapter, Bolt, DEFAULT_STREAM, OutputDeclarer, Spout, StreamDecl,
-};
+use crate::component::{BasicBolt, BasicBoltAdapter, Bolt, DEFAULT_STREAM, OutputDeclarer, Spout, StreamDecl};
 use crate::config::{Config, ConfigError};
 use crate::fields::Fields;
 use crate::grouping::{CustomGrouping, Grouping};
@@ -18,11 +16,12 @@ use crate::tuple::{SYSTEM_COMPONENT, StreamSource};
 pub type SpoutFactory = Arc<dyn Fn() -> Box<dyn Spout> + Send + Sync>;
 pub type BoltFactory = Arc<dyn Fn() -> Box<dyn Bolt> + Send + Sync>;
 
-/// How to make a component's tasks: one call per task.
+/// How to make a component's tasks: one call per task. A topology read from a stored definition (by a daemon,
+/// which runs no user code) has no factories.
 #[derive(Clone)]
 pub enum ComponentKind {
-    Spout(SpoutFactory),
-    Bolt(BoltFactory),
+    Spout(Option<SpoutFactory>),
+    Bolt(Option<BoltFactory>),
 }
 
 impl ComponentKind {
@@ -82,9 +81,7 @@ impl fmt::Debug for ComponentDef {
 pub enum TopologyError {
     #[error("topology name {0:?} is invalid: use 1-100 of A-Z a-z 0-9 _ . -")]
     InvalidTopologyName(String),
-    #[error(
-        "component name {0:?} is invalid: use 1-100 of A-Z a-z 0-9 _ . - and do not start with __"
-    )]
+    #[error("component name {0:?} is invalid: use 1-100 of A-Z a-z 0-9 _ . - and do not start with __")]
     InvalidComponentName(String),
     #[error("component {0:?} is declared more than once")]
     DuplicateComponent(String),
@@ -96,9 +93,7 @@ pub enum TopologyError {
     BoltWithoutInput { component: String },
     #[error("bolt {component:?} subscribes to unknown component {producer:?}")]
     UnknownComponent { component: String, producer: String },
-    #[error(
-        "bolt {component:?} subscribes to stream {stream:?} of {producer:?}, which declares no such stream"
-    )]
+    #[error("bolt {component:?} subscribes to stream {stream:?} of {producer:?}, which declares no such stream")]
     UnknownStream {
         component: String,
         producer: String,
@@ -126,17 +121,13 @@ pub enum TopologyError {
         producer: String,
         stream: String,
     },
-    #[error(
-        "bolt {component:?} uses direct grouping on {producer}/{stream}, which is not declared direct"
-    )]
+    #[error("bolt {component:?} uses direct grouping on {producer}/{stream}, which is not declared direct")]
     DirectGroupingOnPlainStream {
         component: String,
         producer: String,
         stream: String,
     },
-    #[error(
-        "bolt {component:?} uses {grouping} grouping on direct stream {producer}/{stream}; use direct grouping"
-    )]
+    #[error("bolt {component:?} uses {grouping} grouping on direct stream {producer}/{stream}; use direct grouping")]
     PlainGroupingOnDirectStream {
         component: String,
         producer: String,
@@ -145,9 +136,7 @@ pub enum TopologyError {
     },
     #[error("component {component:?} declares stream {stream:?} twice")]
     DuplicateStream { component: String, stream: String },
-    #[error(
-        "component {component:?} declares stream name {stream:?}, which is invalid (empty or reserved __)"
-    )]
+    #[error("component {component:?} declares stream name {stream:?}, which is invalid (empty or reserved __)")]
     InvalidStreamName { component: String, stream: String },
     #[error("component {component:?} declares field {field:?} twice on stream {stream:?}")]
     DuplicateField {
@@ -209,12 +198,7 @@ impl TopologyBuilder {
     }
 
     /// Adds a spout; `factory` makes one instance per task.
-    pub fn set_spout<S, F>(
-        &mut self,
-        name: impl Into<String>,
-        parallelism: u32,
-        factory: F,
-    ) -> ComponentDeclarer<'_>
+    pub fn set_spout<S, F>(&mut self, name: impl Into<String>, parallelism: u32, factory: F) -> ComponentDeclarer<'_>
     where
         S: Spout,
         F: Fn() -> S + Send + Sync + 'static,
@@ -222,16 +206,11 @@ impl TopologyBuilder {
         let factory: SpoutFactory = Arc::new(move || Box::new(factory()) as Box<dyn Spout>);
         let mut out = OutputDeclarer::new();
         factory().declare_outputs(&mut out);
-        self.push(name.into(), parallelism, ComponentKind::Spout(factory), out)
+        self.push(name.into(), parallelism, ComponentKind::Spout(Some(factory)), out)
     }
 
     /// Adds a bolt; `factory` makes one instance per task.
-    pub fn set_bolt<B, F>(
-        &mut self,
-        name: impl Into<String>,
-        parallelism: u32,
-        factory: F,
-    ) -> ComponentDeclarer<'_>
+    pub fn set_bolt<B, F>(&mut self, name: impl Into<String>, parallelism: u32, factory: F) -> ComponentDeclarer<'_>
     where
         B: Bolt,
         F: Fn() -> B + Send + Sync + 'static,
@@ -239,7 +218,7 @@ impl TopologyBuilder {
         let factory: BoltFactory = Arc::new(move || Box::new(factory()) as Box<dyn Bolt>);
         let mut out = OutputDeclarer::new();
         factory().declare_outputs(&mut out);
-        self.push(name.into(), parallelism, ComponentKind::Bolt(factory), out)
+        self.push(name.into(), parallelism, ComponentKind::Bolt(Some(factory)), out)
     }
 
     /// Adds a [`BasicBolt`] (anchors and acks for you).
@@ -279,13 +258,7 @@ impl TopologyBuilder {
 
     /// Validates everything and reports every problem found, not only the first.
     pub fn build(self) -> Result<Topology, TopologyErrors> {
-        let errors = validate(&self.name, &self.config, &self.components);
-        if !errors.is_empty() {
-            return Err(TopologyErrors(errors));
-        }
-        let mut components = self.components;
-        components.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(Topology::from_validated(self.name, self.config, components))
+        Topology::from_parts(self.name, self.config, self.components, KeyCheck::Strict)
     }
 }
 
@@ -317,12 +290,7 @@ impl ComponentDeclarer<'_> {
     }
 
     /// Subscribes to `stream` of `component` with `grouping`.
-    pub fn grouping(
-        self,
-        component: impl Into<String>,
-        stream: impl Into<String>,
-        grouping: Grouping,
-    ) -> Self {
+    pub fn grouping(self, component: impl Into<String>, stream: impl Into<String>, grouping: Grouping) -> Self {
         self.def.inputs.push(Input {
             component: component.into(),
             stream: stream.into(),
@@ -352,11 +320,7 @@ impl ComponentDeclarer<'_> {
     pub fn direct_grouping(self, component: impl Into<String>, stream: impl Into<String>) -> Self {
         self.grouping(component, stream, Grouping::Direct)
     }
-    pub fn custom_grouping(
-        self,
-        component: impl Into<String>,
-        grouping: impl CustomGrouping + 'static,
-    ) -> Self {
+    pub fn custom_grouping(self, component: impl Into<String>, grouping: impl CustomGrouping + 'static) -> Self {
         self.grouping(component, DEFAULT_STREAM, Grouping::custom(grouping))
     }
 }
@@ -369,28 +333,39 @@ fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
-fn check_config(scope: String, config: &Config, errors: &mut Vec<TopologyError>) {
+fn check_config(scope: String, config: &Config, keys: KeyCheck, errors: &mut Vec<TopologyError>) {
     for error in config.check() {
         errors.push(TopologyError::BadConfig {
             scope: scope.clone(),
             error,
         });
     }
-    for key in config.unknown_topology_keys() {
-        errors.push(TopologyError::UnknownConfigKey {
-            scope: scope.clone(),
-            key,
-        });
+    if keys == KeyCheck::Strict {
+        for key in config.unknown_topology_keys() {
+            errors.push(TopologyError::UnknownConfigKey {
+                scope: scope.clone(),
+                key,
+            });
+        }
     }
 }
 
-fn validate(name: &str, config: &Config, components: &[ComponentDef]) -> Vec<TopologyError> {
+/// Whether unknown `topology.*` config keys are errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyCheck {
+    /// Built with Egret's builder: an unknown `topology.*` key is a typo.
+    Strict,
+    /// Read from a stored definition, possibly written by Heron's tools, which set keys Egret does not use.
+    Lenient,
+}
+
+fn validate(name: &str, config: &Config, components: &[ComponentDef], keys: KeyCheck) -> Vec<TopologyError> {
     use TopologyError::*;
     let mut errors = Vec::new();
     if !valid_name(name) {
         errors.push(InvalidTopologyName(name.to_string()));
     }
-    check_config("topology config".into(), config, &mut errors);
+    check_config("topology config".into(), config, keys, &mut errors);
 
     let mut seen = BTreeSet::new();
     for c in components {
@@ -405,11 +380,7 @@ fn validate(name: &str, config: &Config, components: &[ComponentDef]) -> Vec<Top
                 component: c.name.clone(),
             });
         }
-        check_config(
-            format!("component {:?} config", c.name),
-            &c.config,
-            &mut errors,
-        );
+        check_config(format!("component {:?} config", c.name), &c.config, keys, &mut errors);
         let mut streams = BTreeSet::new();
         for s in &c.outputs {
             if s.name.is_empty() || s.name.starts_with("__") {
@@ -440,8 +411,7 @@ fn validate(name: &str, config: &Config, components: &[ComponentDef]) -> Vec<Top
         errors.push(NoSpout);
     }
 
-    let by_name: BTreeMap<&str, &ComponentDef> =
-        components.iter().map(|c| (c.name.as_str(), c)).collect();
+    let by_name: BTreeMap<&str, &ComponentDef> = components.iter().map(|c| (c.name.as_str(), c)).collect();
     for c in components.iter().filter(|c| !c.kind.is_spout()) {
         if c.inputs.is_empty() {
             errors.push(BoltWithoutInput {
@@ -450,11 +420,7 @@ fn validate(name: &str, config: &Config, components: &[ComponentDef]) -> Vec<Top
         }
         let mut subscribed = BTreeSet::new();
         for input in &c.inputs {
-            let (component, producer, stream) = (
-                c.name.clone(),
-                input.component.clone(),
-                input.stream.clone(),
-            );
+            let (component, producer, stream) = (c.name.clone(), input.component.clone(), input.stream.clone());
             if !subscribed.insert((input.component.as_str(), input.stream.as_str())) {
                 errors.push(DuplicateInput {
                     component,
@@ -464,10 +430,7 @@ fn validate(name: &str, config: &Config, components: &[ComponentDef]) -> Vec<Top
                 continue;
             }
             let Some(src) = by_name.get(input.component.as_str()) else {
-                errors.push(UnknownComponent {
-                    component,
-                    producer,
-                });
+                errors.push(UnknownComponent { component, producer });
                 continue;
             };
             let Some(decl) = src.output(&input.stream) else {
@@ -544,6 +507,26 @@ pub struct Topology {
 }
 
 impl Topology {
+    /// Validates components (from the builder, or read from a stored definition) into a topology.
+    pub fn from_parts(
+        name: String,
+        config: Config,
+        mut components: Vec<ComponentDef>,
+        keys: KeyCheck,
+    ) -> Result<Topology, TopologyErrors> {
+        let errors = validate(&name, &config, &components, keys);
+        if !errors.is_empty() {
+            return Err(TopologyErrors(errors));
+        }
+        components.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(Topology::from_validated(name, config, components))
+    }
+
+    /// A copy whose topology-wide config has `overrides` applied (e.g. `--config-property` at submit).
+    pub fn with_config(&self, config: Config) -> Topology {
+        Topology { config, ..self.clone() }
+    }
+
     fn from_validated(name: String, config: Config, components: Vec<ComponentDef>) -> Topology {
         let mut next = 1u32;
         let task_ranges = components
@@ -588,9 +571,7 @@ impl Topology {
         &self.components
     }
     pub fn component_index(&self, name: &str) -> Option<usize> {
-        self.components
-            .binary_search_by(|c| c.name.as_str().cmp(name))
-            .ok()
+        self.components.binary_search_by(|c| c.name.as_str().cmp(name)).ok()
     }
     pub fn component(&self, name: &str) -> Option<&ComponentDef> {
         self.component_index(name).map(|i| &self.components[i])

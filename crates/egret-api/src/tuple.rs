@@ -72,15 +72,12 @@ impl FieldSel for usize {
 
 impl FieldSel for &str {
     fn index(self, source: &StreamSource) -> Result<usize, TupleError> {
-        source
-            .fields
-            .index_of(self)
-            .ok_or_else(|| TupleError::NoSuchField {
-                component: source.component.clone(),
-                stream: source.stream.clone(),
-                field: self.to_string(),
-                fields: source.fields.to_string(),
-            })
+        source.fields.index_of(self).ok_or_else(|| TupleError::NoSuchField {
+            component: source.component.clone(),
+            stream: source.stream.clone(),
+            field: self.to_string(),
+            fields: source.fields.to_string(),
+        })
     }
     fn describe(self) -> String {
         format!("{self:?}")
@@ -114,13 +111,7 @@ pub struct Tuple<'a> {
 
 impl<'a> Tuple<'a> {
     /// Built by the runtime from a received record; `values` are the encoded values.
-    pub fn new(
-        source: &'a Arc<StreamSource>,
-        src_task: TaskId,
-        values: &'a [u8],
-        key: u64,
-        roots: Roots<'a>,
-    ) -> Self {
+    pub fn new(source: &'a Arc<StreamSource>, src_task: TaskId, values: &'a [u8], key: u64, roots: Roots<'a>) -> Self {
         Tuple {
             source,
             src_task,
@@ -266,10 +257,7 @@ impl Anchor for Tuple<'_> {
 
 impl std::fmt::Debug for Tuple<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let values: Vec<_> = self
-            .values()
-            .map(|v| v.and_then(|v| v.to_owned_value()))
-            .collect();
+        let values: Vec<_> = self.values().map(|v| v.and_then(|v| v.to_owned_value())).collect();
         f.debug_struct("Tuple")
             .field("component", &self.source.component)
             .field("stream", &self.source.stream)
@@ -369,9 +357,6 @@ mod tests {
         let src = source();
         let t = Tuple::new(&src, TaskId(1), enc.bytes(), 0, Roots::default());
         assert_eq!(t.get_serde::<Point>(0).unwrap(), p);
-        assert!(matches!(
-            t.get_serde::<Point>(1),
-            Err(TupleError::WrongType { .. })
-        ));
+        assert!(matches!(t.get_serde::<Point>(1), Err(TupleError::WrongType { .. })));
     }
 }

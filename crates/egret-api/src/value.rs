@@ -171,9 +171,7 @@ impl<'a> ValueRef<'a> {
 }
 
 fn take(bytes: &[u8], at: usize, n: usize) -> Result<&[u8], DecodeError> {
-    let end = at
-        .checked_add(n)
-        .ok_or(DecodeError::Truncated { needed: n })?;
+    let end = at.checked_add(n).ok_or(DecodeError::Truncated { needed: n })?;
     bytes.get(at..end).ok_or(DecodeError::Truncated {
         needed: end - bytes.len().min(end),
     })
@@ -215,11 +213,7 @@ pub fn decode_ref(bytes: &[u8]) -> Result<(ValueRef<'_>, usize), DecodeError> {
         }
         TAG_LIST | TAG_MAP => {
             let count = read_u32(bytes, 1)?;
-            let items = if tag == TAG_MAP {
-                count as u64 * 2
-            } else {
-                count as u64
-            };
+            let items = if tag == TAG_MAP { count as u64 * 2 } else { count as u64 };
             let len = skip_values(&bytes[5..], items, 1)?;
             let seq = EncodedSeq {
                 count,
@@ -247,9 +241,7 @@ fn skip_values(bytes: &[u8], items: u64, depth: usize) -> Result<usize, DecodeEr
     }
     let mut at = 0usize;
     for _ in 0..items {
-        let rest = bytes
-            .get(at..)
-            .ok_or(DecodeError::Truncated { needed: 1 })?;
+        let rest = bytes.get(at..).ok_or(DecodeError::Truncated { needed: 1 })?;
         let tag = *rest.first().ok_or(DecodeError::Truncated { needed: 1 })?;
         let used = if tag == TAG_LIST || tag == TAG_MAP {
             let count = read_u32(rest, 1)? as u64;
@@ -328,10 +320,7 @@ impl Encoder {
     /// The encoded bytes of value `i`.
     pub fn field(&self, i: usize) -> &[u8] {
         let start = self.starts[i] as usize;
-        let end = self
-            .starts
-            .get(i + 1)
-            .map_or(self.buf.len(), |&e| e as usize);
+        let end = self.starts.get(i + 1).map_or(self.buf.len(), |&e| e as usize);
         &self.buf[start..end]
     }
 
@@ -519,11 +508,7 @@ impl<T: ToValue> ToValue for Option<T> {
 }
 impl ToValue for BTreeMap<String, Value> {
     fn encode(&self, enc: &mut Encoder) {
-        let v = Value::Map(
-            self.iter()
-                .map(|(k, v)| (Value::Str(k.clone()), v.clone()))
-                .collect(),
-        );
+        let v = Value::Map(self.iter().map(|(k, v)| (Value::Str(k.clone()), v.clone())).collect());
         enc.value(&v)
     }
 }

@@ -43,10 +43,7 @@ fn check(edit: impl FnOnce(&mut TopologyBuilder)) -> Vec<TopologyError> {
 #[test]
 fn valid_topology_builds() {
     assert_eq!(
-        check(|b| ignore(
-            b.set_bolt("bolt", 2, || B)
-                .fields_grouping("spout", ["word"])
-        )),
+        check(|b| ignore(b.set_bolt("bolt", 2, || B).fields_grouping("spout", ["word"]))),
         vec![]
     );
 }
@@ -77,12 +74,7 @@ fn each_problem_is_named() {
             },
         ),
         (
-            Box::new(|b| {
-                ignore(
-                    b.set_bolt("bolt", 1, || B)
-                        .fields_grouping("spout", ["wrd"]),
-                )
-            }),
+            Box::new(|b| ignore(b.set_bolt("bolt", 1, || B).fields_grouping("spout", ["wrd"]))),
             GroupingOnUndeclaredField {
                 component: s("bolt"),
                 producer: s("spout"),
@@ -97,15 +89,11 @@ fn each_problem_is_named() {
         ),
         (
             Box::new(|b| ignore(b.set_bolt("bolt", 0, || B).shuffle_grouping("spout"))),
-            ZeroParallelism {
-                component: s("bolt"),
-            },
+            ZeroParallelism { component: s("bolt") },
         ),
         (
             Box::new(|b| ignore(b.set_bolt("bolt", 1, || B))),
-            BoltWithoutInput {
-                component: s("bolt"),
-            },
+            BoltWithoutInput { component: s("bolt") },
         ),
         (
             Box::new(|b| {
@@ -230,10 +218,7 @@ fn task_layout_is_deterministic() {
     // Components sorted by name, task ids dealt from 1.
     let a = t.component_index("a-bolt").unwrap();
     let z = t.component_index("z-spout").unwrap();
-    assert_eq!(
-        t.tasks_of(a).map(|t| t.0).collect::<Vec<_>>(),
-        vec![1, 2, 3]
-    );
+    assert_eq!(t.tasks_of(a).map(|t| t.0).collect::<Vec<_>>(), vec![1, 2, 3]);
     assert_eq!(t.tasks_of(z).map(|t| t.0).collect::<Vec<_>>(), vec![4, 5]);
     assert_eq!(t.task_component(TaskId(5)), Some((z, 1)));
     assert_eq!(t.task_component(TaskId(6)), None);

@@ -79,10 +79,7 @@ fn usage() -> (Duration, u64) {
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    (
-        tv(ru.ru_utime) + tv(ru.ru_stime),
-        ru.ru_maxrss as u64 * 1024,
-    )
+    (tv(ru.ru_utime) + tv(ru.ru_stime), ru.ru_maxrss as u64 * 1024)
 }
 
 fn wordcount(a: WordcountArgs) -> anyhow::Result<()> {
@@ -122,9 +119,7 @@ fn wordcount(a: WordcountArgs) -> anyhow::Result<()> {
     let end = start + Duration::from_secs_f64(a.seconds);
     let mut last = (start, count0);
     while Instant::now() < end {
-        std::thread::sleep(
-            Duration::from_secs(1).min(end.saturating_duration_since(Instant::now())),
-        );
+        std::thread::sleep(Duration::from_secs(1).min(end.saturating_duration_since(Instant::now())));
         let now = Instant::now();
         let c = running.metrics().component("count").executed;
         eprintln!(

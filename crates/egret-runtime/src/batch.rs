@@ -40,15 +40,8 @@ pub struct DataRecord<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Record<'a> {
     Data(DataRecord<'a>),
-    Ack {
-        dest: TaskId,
-        root: RootId,
-        xor: u64,
-    },
-    Fail {
-        dest: TaskId,
-        root: RootId,
-    },
+    Ack { dest: TaskId, root: RootId, xor: u64 },
+    Fail { dest: TaskId, root: RootId },
 }
 
 impl Record<'_> {
@@ -142,10 +135,7 @@ impl<'a> BatchReader<'a> {
                     root: RootId(u64_at(r, 5)),
                 })
             }
-            kind => Err(BatchError::UnknownKind {
-                offset: self.at,
-                kind,
-            }),
+            kind => Err(BatchError::UnknownKind { offset: self.at, kind }),
         }
     }
 }

@@ -64,8 +64,7 @@ pub struct XorLedger {
 
 impl XorLedger {
     pub fn new(timeout: Option<Duration>, now: Instant) -> Self {
-        let rotate_every =
-            timeout.map(|t| (t / (BUCKETS as u32 - 1)).max(Duration::from_millis(1)));
+        let rotate_every = timeout.map(|t| (t / (BUCKETS as u32 - 1)).max(Duration::from_millis(1)));
         XorLedger {
             buckets: (0..BUCKETS).map(|_| IdMap::default()).collect(),
             rotate_every,
@@ -80,13 +79,7 @@ impl XorLedger {
     }
 
     /// Starts a root. `xor` is the XOR of the keys of the copies sent; zero (no consumer) completes it at once.
-    pub fn start(
-        &mut self,
-        root: RootId,
-        message_id: MessageId,
-        xor: u64,
-        now: Instant,
-    ) -> Option<Completed> {
+    pub fn start(&mut self, root: RootId, message_id: MessageId, xor: u64, now: Instant) -> Option<Completed> {
         if xor == 0 {
             return Some(Completed {
                 message_id,
@@ -203,10 +196,7 @@ mod tests {
         let mut expired = Vec::new();
         l.expire(now + T - Duration::from_millis(1), &mut expired);
         assert!(expired.is_empty(), "expired before the timeout");
-        l.expire(
-            now + T * BUCKETS as u32 / (BUCKETS as u32 - 1),
-            &mut expired,
-        );
+        l.expire(now + T * BUCKETS as u32 / (BUCKETS as u32 - 1), &mut expired);
         assert_eq!(expired, vec![7]);
         assert_eq!(l.in_flight(), 0);
         assert_eq!(

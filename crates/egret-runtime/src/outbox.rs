@@ -165,8 +165,7 @@ mod tests {
     }
 
     fn push(o: &mut Outbox, dest: u32, now: Instant) {
-        o.builder(TaskId(dest))
-            .push_fail(now, TaskId(dest), RootId(1));
+        o.builder(TaskId(dest)).push_fail(now, TaskId(dest), RootId(1));
         o.pushed(TaskId(dest));
     }
 
@@ -178,10 +177,7 @@ mod tests {
         push(&mut o, 1, now);
         push(&mut o, 2, now);
         assert_eq!(o.waiting(), 1, "task 1's batch is full");
-        let mut t = Limited {
-            room: 0,
-            sent: vec![],
-        };
+        let mut t = Limited { room: 0, sent: vec![] };
         assert!(!o.send(&mut t), "no room: the batch must stay");
         assert_eq!(o.unflushed(), 3);
         o.flush_due(now + Duration::from_micros(50));

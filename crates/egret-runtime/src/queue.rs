@@ -95,10 +95,7 @@ mod tests {
         tx.try_push(1).unwrap();
         tx.try_push(2).unwrap();
         assert_eq!(tx.try_push(3), Err(Rejected::Full(3)));
-        assert_eq!(
-            tx.push_timeout(4, Duration::from_millis(5)),
-            Err(Rejected::Full(4))
-        );
+        assert_eq!(tx.push_timeout(4, Duration::from_millis(5)), Err(Rejected::Full(4)));
         assert_eq!(rx.try_pop(), Some(1));
         tx.try_push(3).unwrap();
         assert_eq!(rx.len(), 2);

@@ -16,9 +16,7 @@ impl FastRng {
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
-        let mut r = FastRng(
-            nanos ^ (std::process::id() as u64) << 32 ^ salt.wrapping_mul(0x9E37_79B9_7F4A_7C15),
-        );
+        let mut r = FastRng(nanos ^ (std::process::id() as u64) << 32 ^ salt.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         r.next_u64();
         r
     }

@@ -7,9 +7,7 @@
 use std::sync::Arc;
 
 use egret_api::value::Encoder;
-use egret_api::{
-    CustomGrouping, Grouping, Roots, StreamIndex, StreamSource, TaskId, Topology, Tuple,
-};
+use egret_api::{CustomGrouping, Grouping, Roots, StreamIndex, StreamSource, TaskId, Topology, Tuple};
 
 use crate::fields_hash;
 use crate::rng::FastRng;
@@ -47,9 +45,7 @@ pub struct StreamRouter {
 impl StreamRouter {
     /// Builds the router of `stream` from the topology; `rng` picks the shuffle start points.
     pub fn new(topology: &Topology, stream: StreamIndex, rng: &mut FastRng) -> StreamRouter {
-        let info = topology
-            .stream(stream)
-            .expect("stream index from this topology");
+        let info = topology.stream(stream).expect("stream index from this topology");
         let consumers = topology
             .consumers(stream)
             .map(|(ci, input)| {
@@ -60,10 +56,7 @@ impl StreamRouter {
                     },
                     Grouping::Fields(names) => Selector::Fields(
                         // Validation guarantees every grouping field is declared.
-                        names
-                            .iter()
-                            .filter_map(|n| info.decl.fields.index_of(n))
-                            .collect(),
+                        names.iter().filter_map(|n| info.decl.fields.index_of(n)).collect(),
                     ),
                     Grouping::All => Selector::All,
                     Grouping::Global => Selector::Lowest,
@@ -113,14 +106,10 @@ impl StreamRouter {
                     }
                 }
                 Selector::Custom(g) => {
-                    let tuple =
-                        Tuple::new(&self.source, src_task, enc.bytes(), 0, Roots::default());
+                    let tuple = Tuple::new(&self.source, src_task, enc.bytes(), 0, Roots::default());
                     let start = out.len();
                     g.choose(&tuple, &c.tasks, out);
-                    if let Some(&bad) = out[start..]
-                        .iter()
-                        .find(|t| c.tasks.binary_search(t).is_err())
-                    {
+                    if let Some(&bad) = out[start..].iter().find(|t| c.tasks.binary_search(t).is_err()) {
                         out.truncate(start);
                         return Err(RouteError::BadCustomTask {
                             grouping: g.name().to_string(),
@@ -201,10 +190,7 @@ mod tests {
         for t in owner.values() {
             *per_task.entry(*t).or_default() += 1;
         }
-        assert!(
-            per_task.values().all(|&n| n > 80),
-            "uneven spread: {per_task:?}"
-        );
+        assert!(per_task.values().all(|&n| n > 80), "uneven spread: {per_task:?}");
     }
 
     #[test]

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use egret_api::value::Encoder;
 use egret_api::{
-    AckState, Bolt, BoltCollector, ComponentKind, ConfigError, EmitError, EmitRequest, EmitSink,
-    MessageId, ReliabilityMode, Root, RootId, Spout, SpoutCollector, StreamIndex, StreamSource,
-    TaskId, Topology, TopologyContext, Tuple, UserError,
+    AckState, Bolt, BoltCollector, ComponentKind, ConfigError, EmitError, EmitRequest, EmitSink, MessageId,
+    ReliabilityMode, Root, RootId, Spout, SpoutCollector, StreamIndex, StreamSource, TaskId, Topology, TopologyContext,
+    Tuple, UserError,
 };
 use hdrhistogram::Histogram;
 
@@ -36,6 +36,8 @@ pub enum TaskError {
     },
     #[error("task {task}: {error}")]
     Config { task: TaskId, error: ConfigError },
+    #[error("task {task}: this process has no code for component {component} (a definition read from storage)")]
+    NoCode { task: TaskId, component: String },
     #[error("task {task} ({component}) failed to start: {error}")]
     Start {
         task: TaskId,
@@ -86,15 +88,8 @@ pub struct Emitter {
 }
 
 impl Emitter {
-    fn new(
-        topology: &Topology,
-        task: TaskId,
-        metrics: Arc<TaskMetrics>,
-        now: Instant,
-    ) -> Result<Self, TaskError> {
-        let (ci, _) = topology
-            .task_component(task)
-            .ok_or(TaskError::UnknownTask(task))?;
+    fn new(topology: &Topology, task: TaskId, metrics: Arc<TaskMetrics>, now: Instant) -> Result<Self, TaskError> {
+        let (ci, _) = topology.task_component(task).ok_or(TaskError::UnknownTask(task))?;
         let config = topology.component_config(ci);
         let err = |error| TaskError::Config { task, error };
         let mode = config.reliability_mode().map_err(err)?;
@@ -212,10 +207,7 @@ impl EmitSink for Emitter {
             return self.error(&e);
         }
         self.dests.clear();
-        if let Err(e) = s
-            .router
-            .route(&self.enc, self.task, req.direct_task, &mut self.dests)
-        {
+        if let Err(e) = s.router.route(&self.enc, self.task, req.direct_task, &mut self.dests) {
             let e = match e {
                 crate::router::RouteError::BadDirectTask { task } => EmitError::BadDirectTask {
                     component: self.component.clone(),
@@ -261,22 +253,10 @@ impl EmitSink for Emitter {
         }
         let mut xor = 0u64;
         for &dest in &self.dests {
-            let key = if self.roots.is_empty() {
-                0
-            } else {
-                self.rng.next_key()
-            };
+            let key = if self.roots.is_empty() { 0 } else { self.rng.next_key() };
             xor ^= key;
             let b = self.outbox.builder(dest);
-            b.push_data(
-                self.now,
-                dest,
-                self.task,
-                stream,
-                key,
-                &self.roots,
-                self.enc.bytes(),
-            );
+            b.push_data(self.now, dest, self.task, stream, key, &self.roots, self.enc.bytes());
             self.outbox.pushed(dest);
         }
         // Each anchor's ack must cancel the keys of the children anchored on it.
@@ -298,9 +278,7 @@ impl EmitSink for Emitter {
         }
         let xor = t.key ^ t.children_xor.get();
         for r in t.roots.iter() {
-            self.outbox
-                .builder(r.task)
-                .push_ack(self.now, r.task, r.id, xor);
+            self.outbox.builder(r.task).push_ack(self.now, r.task, r.id, xor);
             self.outbox.pushed(r.task);
         }
     }
@@ -311,9 +289,7 @@ impl EmitSink for Emitter {
             return;
         }
         for r in t.roots.iter() {
-            self.outbox
-                .builder(r.task)
-                .push_fail(self.now, r.task, r.id);
+            self.outbox.builder(r.task).push_fail(self.now, r.task, r.id);
             self.outbox.pushed(r.task);
         }
     }
@@ -344,9 +320,7 @@ impl SpoutTask {
         metrics: Arc<TaskMetrics>,
         now: Instant,
     ) -> Result<Self, TaskError> {
-        let (ci, _) = topology
-            .task_component(task)
-            .ok_or(TaskError::UnknownTask(task))?;
+        let (ci, _) = topology.task_component(task).ok_or(TaskError::UnknownTask(task))?;
         let def = &topology.components()[ci];
         let ComponentKind::Spout(factory) = &def.kind else {
             return Err(TaskError::WrongKind {
@@ -355,9 +329,12 @@ impl SpoutTask {
                 actual: kind_name(&def.kind),
             });
         };
+        let factory = factory.as_ref().ok_or_else(|| TaskError::NoCode {
+            task,
+            component: def.name.clone(),
+        })?;
         let em = Emitter::new(topology, task, metrics, now)?;
-        let ctx =
-            TopologyContext::new(Arc::clone(topology), task).ok_or(TaskError::UnknownTask(task))?;
+        let ctx = TopologyContext::new(Arc::clone(topology), task).ok_or(TaskError::UnknownTask(task))?;
         let max_pending = ctx
             .config()
             .max_spout_pending()
@@ -374,13 +351,11 @@ impl SpoutTask {
 
     /// Calls `open`, then `activate` if the topology starts active.
     pub fn open(&mut self, active: bool) -> Result<(), TaskError> {
-        self.spout
-            .open(&self.ctx)
-            .map_err(|error| TaskError::Start {
-                task: self.em.task,
-                component: self.em.component.clone(),
-                error,
-            })?;
+        self.spout.open(&self.ctx).map_err(|error| TaskError::Start {
+            task: self.em.task,
+            component: self.em.component.clone(),
+            error,
+        })?;
         self.set_active(active);
         Ok(())
     }
@@ -405,11 +380,7 @@ impl SpoutTask {
     pub fn can_emit(&self) -> bool {
         self.active
             && self.em.outbox.waiting() == 0
-            && self
-                .em
-                .ledger
-                .as_ref()
-                .is_none_or(|l| l.in_flight() < self.max_pending)
+            && self.em.ledger.as_ref().is_none_or(|l| l.in_flight() < self.max_pending)
     }
 
     /// Calls `next_tuple` up to `max_calls` times, stopping early when the spout emits nothing or may not emit.
@@ -422,8 +393,7 @@ impl SpoutTask {
                 break;
             }
             let n = self.em.counts.emitted;
-            self.spout
-                .next_tuple(&mut SpoutCollector::new(&mut self.em));
+            self.spout.next_tuple(&mut SpoutCollector::new(&mut self.em));
             if self.em.counts.emitted == n {
                 break;
             }
@@ -444,12 +414,8 @@ impl SpoutTask {
         for rec in BatchReader::new(batch) {
             match rec {
                 Ok(Record::Ack { root, xor, .. }) => {
-                    if let Some(done) = self.em.ledger.as_mut().and_then(|l| l.ack(root, xor, now))
-                    {
-                        let _ = self
-                            .em
-                            .latencies
-                            .record(done.latency.as_micros().max(1) as u64);
+                    if let Some(done) = self.em.ledger.as_mut().and_then(|l| l.ack(root, xor, now)) {
+                        let _ = self.em.latencies.record(done.latency.as_micros().max(1) as u64);
                         self.em.counts.acked += 1;
                         self.spout.ack(done.message_id);
                     }
@@ -461,10 +427,9 @@ impl SpoutTask {
                     }
                 }
                 Ok(Record::Data(d)) => {
-                    self.em.metrics.record_error(format!(
-                        "spout task {} received a data tuple from {}",
-                        d.dest, d.src
-                    ));
+                    self.em
+                        .metrics
+                        .record_error(format!("spout task {} received a data tuple from {}", d.dest, d.src));
                 }
                 Err(e) => {
                     self.em.metrics.record_error(format!("corrupt batch: {e}"));
@@ -528,9 +493,7 @@ impl BoltTask {
         metrics: Arc<TaskMetrics>,
         now: Instant,
     ) -> Result<Self, TaskError> {
-        let (ci, _) = topology
-            .task_component(task)
-            .ok_or(TaskError::UnknownTask(task))?;
+        let (ci, _) = topology.task_component(task).ok_or(TaskError::UnknownTask(task))?;
         let def = &topology.components()[ci];
         let ComponentKind::Bolt(factory) = &def.kind else {
             return Err(TaskError::WrongKind {
@@ -539,9 +502,12 @@ impl BoltTask {
                 actual: kind_name(&def.kind),
             });
         };
+        let factory = factory.as_ref().ok_or_else(|| TaskError::NoCode {
+            task,
+            component: def.name.clone(),
+        })?;
         let em = Emitter::new(topology, task, metrics, now)?;
-        let ctx =
-            TopologyContext::new(Arc::clone(topology), task).ok_or(TaskError::UnknownTask(task))?;
+        let ctx = TopologyContext::new(Arc::clone(topology), task).ok_or(TaskError::UnknownTask(task))?;
         let tick = ctx
             .config()
             .tick_period()
@@ -550,24 +516,18 @@ impl BoltTask {
             bolt: factory(),
             em,
             ctx,
-            sources: topology
-                .streams()
-                .iter()
-                .map(|s| Arc::clone(&s.source))
-                .collect(),
+            sources: topology.streams().iter().map(|s| Arc::clone(&s.source)).collect(),
             tick_source: StreamSource::tick(),
             tick: tick.map(|p| (p, now + p)),
         })
     }
 
     pub fn prepare(&mut self) -> Result<(), TaskError> {
-        self.bolt
-            .prepare(&self.ctx)
-            .map_err(|error| TaskError::Start {
-                task: self.em.task,
-                component: self.em.component.clone(),
-                error,
-            })
+        self.bolt.prepare(&self.ctx).map_err(|error| TaskError::Start {
+            task: self.em.task,
+            component: self.em.component.clone(),
+            error,
+        })
     }
 
     /// Executes every tuple of a received batch; returns how many were executed.
@@ -585,15 +545,13 @@ impl BoltTask {
                         continue;
                     };
                     let tuple = Tuple::new(source, d.src, d.values, d.key, d.roots);
-                    self.bolt
-                        .execute(&tuple, &mut BoltCollector::new(&mut self.em));
+                    self.bolt.execute(&tuple, &mut BoltCollector::new(&mut self.em));
                     executed += 1;
                 }
                 Ok(other) => {
-                    self.em.metrics.record_error(format!(
-                        "bolt task {} received an ack record {other:?}",
-                        self.em.task
-                    ));
+                    self.em
+                        .metrics
+                        .record_error(format!("bolt task {} received an ack record {other:?}", self.em.task));
                 }
                 Err(e) => {
                     self.em.metrics.record_error(format!("corrupt batch: {e}"));
@@ -614,15 +572,8 @@ impl BoltTask {
             && now >= *next
         {
             *next = now + *period;
-            let tuple = Tuple::new(
-                &self.tick_source,
-                egret_api::TaskId(0),
-                &[],
-                0,
-                Default::default(),
-            );
-            self.bolt
-                .execute(&tuple, &mut BoltCollector::new(&mut self.em));
+            let tuple = Tuple::new(&self.tick_source, egret_api::TaskId(0), &[], 0, Default::default());
+            self.bolt.execute(&tuple, &mut BoltCollector::new(&mut self.em));
         }
         self.em.outbox.flush_due(now);
         self.em.publish();

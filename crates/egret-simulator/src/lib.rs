@@ -24,9 +24,7 @@ use std::time::{Duration, Instant};
 use egret_api::{BasicBoltAdapter, Bolt, Spout, TaskId, Topology};
 use egret_runtime::metrics::new_latency_histogram;
 use egret_runtime::queue::{self, QueueReceiver, QueueSender, Rejected};
-use egret_runtime::{
-    Batch, BoltTask, SpoutTask, TaskError, TaskMetrics, TaskMetricsSnapshot, Transport,
-};
+use egret_runtime::{Batch, BoltTask, SpoutTask, TaskError, TaskMetrics, TaskMetricsSnapshot, Transport};
 use hdrhistogram::Histogram;
 
 /// Tasks check for stop and deactivation at least this often.
@@ -126,10 +124,7 @@ impl Simulator {
         Self::start_with(topology, SimulatorOptions::default())
     }
 
-    pub fn start_with(
-        topology: Topology,
-        options: SimulatorOptions,
-    ) -> Result<Running, SimulatorError> {
+    pub fn start_with(topology: Topology, options: SimulatorOptions) -> Result<Running, SimulatorError> {
         let topology = Arc::new(topology);
         let config = topology.config();
         let capacity = config
@@ -171,13 +166,7 @@ impl Simulator {
             let is_spout = def.kind.is_spout();
             let thread = std::thread::Builder::new()
                 .name(format!("{}-{}", def.name, index))
-                .spawn(move || {
-                    if is_spout {
-                        run_spout(ctx)
-                    } else {
-                        run_bolt(ctx)
-                    }
-                })?;
+                .spawn(move || if is_spout { run_spout(ctx) } else { run_bolt(ctx) })?;
             tasks.push(TaskHandle {
                 task,
                 component: def.name.clone(),
@@ -241,12 +230,7 @@ impl ThreadCtx {
 }
 
 fn run_spout(mut cx: ThreadCtx) -> TaskOutcome {
-    let mut t = match SpoutTask::new(
-        &cx.topology,
-        cx.task,
-        Arc::clone(&cx.metrics),
-        Instant::now(),
-    ) {
+    let mut t = match SpoutTask::new(&cx.topology, cx.task, Arc::clone(&cx.metrics), Instant::now()) {
         Ok(t) => t,
         Err(e) => return cx.start_failed(e),
     };
@@ -304,20 +288,11 @@ fn run_spout(mut cx: ThreadCtx) -> TaskOutcome {
 
 fn idle_wait(t: &SpoutTask) -> Duration {
     // A spout that had nothing to emit is asked again soon; one blocked on max pending waits for acks.
-    if t.can_emit() {
-        Duration::from_micros(200)
-    } else {
-        POLL
-    }
+    if t.can_emit() { Duration::from_micros(200) } else { POLL }
 }
 
 fn run_bolt(mut cx: ThreadCtx) -> TaskOutcome {
-    let mut t = match BoltTask::new(
-        &cx.topology,
-        cx.task,
-        Arc::clone(&cx.metrics),
-        Instant::now(),
-    ) {
+    let mut t = match BoltTask::new(&cx.topology, cx.task, Arc::clone(&cx.metrics), Instant::now()) {
         Ok(t) => t,
         Err(e) => return cx.start_failed(e),
     };
@@ -448,9 +423,10 @@ impl Running {
 
     fn quiet_once(&self) -> bool {
         self.shared.in_flight.load(SeqCst) == 0
-            && self.tasks.iter().all(|t| {
-                t.metrics.unflushed.load(SeqCst) == 0 && (!t.is_spout || t.active_seen.load(SeqCst))
-            })
+            && self
+                .tasks
+                .iter()
+                .all(|t| t.metrics.unflushed.load(SeqCst) == 0 && (!t.is_spout || t.active_seen.load(SeqCst)))
     }
 
     /// Waits until nothing is in flight: every spout saw the current activation state and went idle, every batch was
@@ -565,10 +541,7 @@ impl Finished {
         &self.topology
     }
 
-    fn instances_of<'a>(
-        &'a self,
-        component: &str,
-    ) -> impl Iterator<Item = &'a ComponentInstance> + 'a {
+    fn instances_of<'a>(&'a self, component: &str) -> impl Iterator<Item = &'a ComponentInstance> + 'a {
         let component = component.to_string();
         self.instances
             .values()

@@ -82,25 +82,15 @@ impl Bolt for Recorder {
             self.ticks += 1;
             return;
         }
-        let values = t
-            .values()
-            .map(|v| v.unwrap().to_owned_value().unwrap())
-            .collect();
-        self.seen.push((
-            t.source_component().to_string(),
-            t.source_stream().to_string(),
-            values,
-        ));
+        let values = t.values().map(|v| v.unwrap().to_owned_value().unwrap()).collect();
+        self.seen
+            .push((t.source_component().to_string(), t.source_stream().to_string(), values));
         out.ack(t);
     }
 }
 
 fn items(n: usize, distinct: usize) -> Arc<Vec<(String, i64)>> {
-    Arc::new(
-        (0..n)
-            .map(|i| (format!("w{}", i % distinct), i as i64))
-            .collect(),
-    )
+    Arc::new((0..n).map(|i| (format!("w{}", i % distinct), i as i64)).collect())
 }
 
 fn run_until_executed(topology: Topology, component: &str, n: u64) -> Finished {
@@ -126,21 +116,13 @@ fn one_spout_one_bolt(grouping: Grouping, bolts: u32, n: usize) -> Topology {
 #[test]
 fn fields_grouping_sends_every_occurrence_of_a_word_to_one_task() {
     let n = 20_000;
-    let f = run_until_executed(
-        one_spout_one_bolt(Grouping::fields(["word"]), 3, n),
-        "sink",
-        n as u64,
-    );
+    let f = run_until_executed(one_spout_one_bolt(Grouping::fields(["word"]), 3, n), "sink", n as u64);
     let mut owner: HashMap<String, u32> = HashMap::new();
     let mut total = 0;
     let sinks = f.bolts::<Recorder>("sink");
     assert_eq!(sinks.len(), 3);
     for r in &sinks {
-        assert!(
-            !r.seen.is_empty(),
-            "task {} saw nothing: keys do not spread",
-            r.task
-        );
+        assert!(!r.seen.is_empty(), "task {} saw nothing: keys do not spread", r.task);
         for (_, _, v) in &r.seen {
             let Value::Str(w) = &v[0] else {
                 panic!("not a string: {v:?}")
@@ -159,11 +141,7 @@ fn fields_grouping_sends_every_occurrence_of_a_word_to_one_task() {
 #[test]
 fn all_grouping_delivers_every_tuple_to_every_task() {
     let n = 5_000;
-    let f = run_until_executed(
-        one_spout_one_bolt(Grouping::All, 3, n),
-        "sink",
-        3 * n as u64,
-    );
+    let f = run_until_executed(one_spout_one_bolt(Grouping::All, 3, n), "sink", 3 * n as u64);
     for r in f.bolts::<Recorder>("sink") {
         let ns: BTreeSet<i64> = r
             .seen
@@ -178,30 +156,17 @@ fn all_grouping_delivers_every_tuple_to_every_task() {
 fn global_grouping_delivers_everything_to_the_lowest_task() {
     let n = 5_000;
     let t = one_spout_one_bolt(Grouping::Global, 3, n);
-    let lowest = t
-        .tasks_of(t.component_index("sink").unwrap())
-        .min()
-        .unwrap()
-        .0;
+    let lowest = t.tasks_of(t.component_index("sink").unwrap()).min().unwrap().0;
     let f = run_until_executed(t, "sink", n as u64);
     for r in f.bolts::<Recorder>("sink") {
-        assert_eq!(
-            r.seen.len(),
-            if r.task == lowest { n } else { 0 },
-            "task {}",
-            r.task
-        );
+        assert_eq!(r.seen.len(), if r.task == lowest { n } else { 0 }, "task {}", r.task);
     }
 }
 
 #[test]
 fn shuffle_grouping_spreads_evenly() {
     let n = 9_000;
-    let f = run_until_executed(
-        one_spout_one_bolt(Grouping::Shuffle, 3, n),
-        "sink",
-        n as u64,
-    );
+    let f = run_until_executed(one_spout_one_bolt(Grouping::Shuffle, 3, n), "sink", n as u64);
     for r in f.bolts::<Recorder>("sink") {
         assert_eq!(r.seen.len(), n / 3, "round robin gives each task a third");
     }
@@ -289,11 +254,7 @@ fn at_least_once_completes_a_tree_only_when_every_descendant_is_acked() {
             out.declare(["word", "n"]);
             out.declare_stream("copy", ["word", "n"]);
         }
-        fn execute(
-            &mut self,
-            t: &Tuple<'_>,
-            out: &mut BasicCollector<'_, '_>,
-        ) -> Result<(), UserError> {
+        fn execute(&mut self, t: &Tuple<'_>, out: &mut BasicCollector<'_, '_>) -> Result<(), UserError> {
             out.emit((t.get_str(0)?, t.get_i64(1)?));
             out.emit_on("copy", (t.get_str(0)?, t.get_i64(1)?));
             Ok(())
@@ -372,8 +333,7 @@ fn timed_out_trees_fail_and_a_replaying_spout_completes_them() {
         s.replay = true;
         s
     });
-    b.set_bolt("sink", 1, Forgetful::default)
-        .shuffle_grouping("src");
+    b.set_bolt("sink", 1, Forgetful::default).shuffle_grouping("src");
     let running = Simulator::start(b.build().unwrap()).unwrap();
     running
         .wait_until(WAIT, |m| m.component("src").acked >= n as u64)
@@ -388,11 +348,7 @@ fn timed_out_trees_fail_and_a_replaying_spout_completes_them() {
     );
     assert_eq!(spout.acked.len(), n);
     let sink = f.bolts::<Forgetful>("sink")[0];
-    assert!(
-        sink.executed
-            .iter()
-            .all(|(n, c)| *c == if n % 10 == 0 { 2 } else { 1 })
-    );
+    assert!(sink.executed.iter().all(|(n, c)| *c == if n % 10 == 0 { 2 } else { 1 }));
 }
 
 #[test]
@@ -412,9 +368,7 @@ fn an_explicit_fail_reaches_the_spout_at_once() {
     let running = Simulator::start(b.build().unwrap()).unwrap();
     // With a 10-minute timeout, only an explicit fail can end these trees within the wait.
     running
-        .wait_until(Duration::from_secs(10), |m| {
-            m.component("src").failed >= 100
-        })
+        .wait_until(Duration::from_secs(10), |m| m.component("src").failed >= 100)
         .unwrap();
     let f = running.stop();
     assert!(f.spouts::<FiniteSpout>("src")[0].acked.is_empty());
@@ -449,9 +403,7 @@ fn max_spout_pending_bounds_trees_in_flight() {
         .shuffle_grouping("src")
         .config(keys::TICK_TUPLE_FREQ_MS, 5);
     let running = Simulator::start(b.build().unwrap()).unwrap();
-    running
-        .wait_until(WAIT, |m| m.component("src").acked >= 2_000)
-        .unwrap();
+    running.wait_until(WAIT, |m| m.component("src").acked >= 2_000).unwrap();
     let f = running.stop();
     let holder = f.bolts::<Holder>("sink")[0];
     assert!(
@@ -478,10 +430,7 @@ fn tick_tuples_arrive_at_the_configured_frequency() {
         .unwrap()
         .run_for(Duration::from_millis(600));
     let ticks = f.bolts::<Recorder>("sink")[0].ticks;
-    assert!(
-        (5..=13).contains(&ticks),
-        "{ticks} ticks in 0.6 s at 20 per second"
-    );
+    assert!((5..=13).contains(&ticks), "{ticks} ticks in 0.6 s at 20 per second");
 }
 
 /// Emits forever.
@@ -501,13 +450,7 @@ fn deactivated_spouts_do_not_emit_until_activated() {
     let mut b = TopologyBuilder::new("t");
     b.set_spout("src", 2, || Endless(0));
     b.set_bolt("sink", 1, || Counter(0)).shuffle_grouping("src");
-    let running = Simulator::start_with(
-        b.build().unwrap(),
-        SimulatorOptions {
-            start_active: false,
-        },
-    )
-    .unwrap();
+    let running = Simulator::start_with(b.build().unwrap(), SimulatorOptions { start_active: false }).unwrap();
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(
         running.metrics().component("src").emitted,
@@ -528,11 +471,7 @@ fn deactivated_spouts_do_not_emit_until_activated() {
         "emitted while deactivated"
     );
     let f = running.stop();
-    assert_eq!(
-        f.metrics.component("sink").executed,
-        frozen,
-        "nothing emitted was lost"
-    );
+    assert_eq!(f.metrics.component("sink").executed, frozen, "nothing emitted was lost");
 }
 
 /// Counts and acks; sleeps per tuple if asked.
@@ -553,9 +492,7 @@ fn a_slow_bolt_holds_back_a_fast_spout_with_bounded_memory() {
         }
     }
     let mut b = TopologyBuilder::new("t");
-    b.config()
-        .set(keys::QUEUE_BATCHES, 4)
-        .set(keys::BATCH_TUPLES, 100);
+    b.config().set(keys::QUEUE_BATCHES, 4).set(keys::BATCH_TUPLES, 100);
     b.set_spout("src", 1, || Endless(0));
     b.set_bolt("sink", 1, || Slow).shuffle_grouping("src");
     let running = Simulator::start(b.build().unwrap()).unwrap();
@@ -598,9 +535,7 @@ fn bad_emits_are_reported_and_dropped() {
     b.set_spout("src", 1, || Wrong(0));
     b.set_bolt("sink", 1, || Counter(0)).shuffle_grouping("src");
     let running = Simulator::start(b.build().unwrap()).unwrap();
-    let m = running
-        .wait_until(WAIT, |m| m.component("sink").executed == 1)
-        .unwrap();
+    let m = running.wait_until(WAIT, |m| m.component("sink").executed == 1).unwrap();
     assert_eq!(m.component("src").errors, 2);
     let errors = running.errors();
     assert!(
@@ -627,9 +562,7 @@ fn a_failing_open_stops_the_start_with_the_reason() {
     let mut b = TopologyBuilder::new("t");
     b.set_spout("src", 1, || Broken);
     b.set_bolt("sink", 1, || Counter(0)).shuffle_grouping("src");
-    let err = Simulator::start(b.build().unwrap())
-        .err()
-        .expect("start must fail");
+    let err = Simulator::start(b.build().unwrap()).err().expect("start must fail");
     assert!(err.to_string().contains("cannot reach the source"), "{err}");
 }
 
@@ -650,9 +583,7 @@ fn context_and_config_reach_the_tasks() {
         fn execute(&mut self, _t: &Tuple<'_>, _out: &mut BoltCollector<'_>) {}
     }
     let mut b = TopologyBuilder::new("t");
-    b.config()
-        .set("my.key", "topology")
-        .set("only.topology", "yes");
+    b.config().set("my.key", "topology").set("only.topology", "yes");
     b.set_spout("src", 1, || Endless(0));
     b.set_bolt("sink", 2, || Probe)
         .shuffle_grouping("src")

@@ -1,0 +1,236 @@
+//! Frames: how every Egret process talks to another over TCP. This crate knows bytes and peers, never tuples.
+//!
+//! ```text
+//! frame   = u32 length (LE, bytes after this field) | u8 kind | body
+//! CONTROL   body = one protobuf `egret.Control` envelope
+//! DATA      body = u32 destination task (LE) | batch records (egret_runtime::batch) for that task
+//! ```
+//!
+//! A stmgr routes a DATA frame by its destination task alone and forwards the frame's bytes unchanged. The reader
+//! checks the length against a maximum before allocating and rejects unknown kinds; an error names the peer's
+//! offence, and the caller drops the connection.
+
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::net::TcpStream;
+
+use egret_proto::Message;
+use egret_proto::egret::{Control, control};
+
+pub const KIND_CONTROL: u8 = 1;
+pub const KIND_DATA: u8 = 2;
+/// Largest frame accepted by default (Heron's stmgr uses 10 MB).
+pub const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;
+/// Length field + kind.
+pub const HEADER_LEN: usize = 5;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("connection closed")]
+    Closed,
+    #[error("i/o: {0}")]
+    Io(#[from] io::Error),
+    #[error("frame of {len} bytes exceeds the maximum of {max}")]
+    TooLarge { len: usize, max: usize },
+    #[error("empty frame (no kind byte)")]
+    Empty,
+    #[error("unknown frame kind {0}")]
+    UnknownKind(u8),
+    #[error("DATA frame of {0} bytes is too short for its destination task")]
+    ShortData(usize),
+    #[error("CONTROL frame does not decode: {0}")]
+    BadControl(#[from] egret_proto::prost::DecodeError),
+    #[error("CONTROL frame carries no message")]
+    EmptyControl,
+}
+
+/// A frame as read: the kind and the body (without header).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Frame {
+    Control(control::Msg),
+    /// `raw` is the whole frame including its header, so it can be forwarded without copying it again.
+    Data {
+        dest: u32,
+        raw: Vec<u8>,
+    },
+}
+
+impl Frame {
+    /// The batch records of a DATA frame.
+    pub fn data_records(raw: &[u8]) -> &[u8] {
+        &raw[HEADER_LEN + 4..]
+    }
+}
+
+/// Encodes a CONTROL frame.
+pub fn control_frame(msg: control::Msg) -> Vec<u8> {
+    let env = Control { msg: Some(msg) };
+    let len = env.encoded_len();
+    let mut out = Vec::with_capacity(HEADER_LEN + len);
+    out.extend_from_slice(&((len + 1) as u32).to_le_bytes());
+    out.push(KIND_CONTROL);
+    env.encode(&mut out).expect("a Vec grows as needed");
+    out
+}
+
+/// Encodes a DATA frame around batch records for `dest`.
+pub fn data_frame(dest: u32, records: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_LEN + 4 + records.len());
+    out.extend_from_slice(&((1 + 4 + records.len()) as u32).to_le_bytes());
+    out.push(KIND_DATA);
+    out.extend_from_slice(&dest.to_le_bytes());
+    out.extend_from_slice(records);
+    out
+}
+
+/// Reads one frame from `r`. Checks the length before allocating.
+pub fn read_frame(r: &mut impl Read, max: usize) -> Result<Frame, FrameError> {
+    let mut len = [0u8; 4];
+    if let Err(e) = r.read_exact(&mut len) {
+        return Err(if e.kind() == io::ErrorKind::UnexpectedEof {
+            FrameError::Closed
+        } else {
+            e.into()
+        });
+    }
+    let len = u32::from_le_bytes(len) as usize;
+    if len > max {
+        return Err(FrameError::TooLarge { len, max });
+    }
+    if len == 0 {
+        return Err(FrameError::Empty);
+    }
+    let mut raw = vec![0u8; 4 + len];
+    raw[..4].copy_from_slice(&(len as u32).to_le_bytes());
+    r.read_exact(&mut raw[4..])?;
+    parse(raw)
+}
+
+/// Interprets a whole frame (header included).
+pub fn parse(raw: Vec<u8>) -> Result<Frame, FrameError> {
+    match raw[4] {
+        KIND_CONTROL => {
+            let env = Control::decode(&raw[HEADER_LEN..])?;
+            env.msg.map(Frame::Control).ok_or(FrameError::EmptyControl)
+        }
+        KIND_DATA => {
+            if raw.len() < HEADER_LEN + 4 {
+                return Err(FrameError::ShortData(raw.len()));
+            }
+            let dest = u32::from_le_bytes([raw[5], raw[6], raw[7], raw[8]]);
+            Ok(Frame::Data { dest, raw })
+        }
+        kind => Err(FrameError::UnknownKind(kind)),
+    }
+}
+
+/// A buffered, blocking connection split into a reader and a writer that can live on different threads.
+pub struct FrameReader {
+    inner: BufReader<TcpStream>,
+    max: usize,
+}
+
+impl FrameReader {
+    pub fn read(&mut self) -> Result<Frame, FrameError> {
+        read_frame(&mut self.inner, self.max)
+    }
+}
+
+pub struct FrameWriter {
+    inner: BufWriter<TcpStream>,
+}
+
+impl FrameWriter {
+    /// Buffers a whole frame; call [`FrameWriter::flush`] when no more frames are ready.
+    pub fn write(&mut self, frame: &[u8]) -> io::Result<()> {
+        self.inner.write_all(frame)
+    }
+
+    pub fn send_control(&mut self, msg: control::Msg) -> io::Result<()> {
+        self.write(&control_frame(msg))?;
+        self.flush()
+    }
+
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+
+    pub fn shutdown(&self) {
+        let _ = self.inner.get_ref().shutdown(std::net::Shutdown::Both);
+    }
+}
+
+/// Splits a connected stream into a frame reader and writer (64 KiB buffers, Nagle off).
+pub fn split(stream: TcpStream, max_frame: usize) -> io::Result<(FrameReader, FrameWriter)> {
+    stream.set_nodelay(true)?;
+    let read = stream.try_clone()?;
+    Ok((
+        FrameReader {
+            inner: BufReader::with_capacity(64 * 1024, read),
+            max: max_frame,
+        },
+        FrameWriter {
+            inner: BufWriter::with_capacity(64 * 1024, stream),
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use egret_proto::egret::Heartbeat;
+    use proptest::prelude::*;
+
+    #[test]
+    fn frames_round_trip() {
+        let c = control_frame(control::Msg::Heartbeat(Heartbeat { time_ms: 5 }));
+        let d = data_frame(7, b"records");
+        let mut bytes = &[c.clone(), d.clone()].concat()[..];
+        assert_eq!(
+            read_frame(&mut bytes, 1024).unwrap(),
+            Frame::Control(control::Msg::Heartbeat(Heartbeat { time_ms: 5 }))
+        );
+        match read_frame(&mut bytes, 1024).unwrap() {
+            Frame::Data { dest, raw } => {
+                assert_eq!(dest, 7);
+                assert_eq!(Frame::data_records(&raw), b"records");
+                assert_eq!(raw, d);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(read_frame(&mut bytes, 1024), Err(FrameError::Closed)));
+    }
+
+    #[test]
+    fn bad_frames_are_named() {
+        let big = (2000u32).to_le_bytes();
+        assert!(matches!(
+            read_frame(&mut &big[..], 1024),
+            Err(FrameError::TooLarge { len: 2000, max: 1024 })
+        ));
+        let unknown = [1, 0, 0, 0, 9];
+        assert!(matches!(
+            read_frame(&mut &unknown[..], 1024),
+            Err(FrameError::UnknownKind(9))
+        ));
+        let short = [3, 0, 0, 0, KIND_DATA, 1, 2];
+        assert!(matches!(
+            read_frame(&mut &short[..], 1024),
+            Err(FrameError::ShortData(7))
+        ));
+        let garbage = [3, 0, 0, 0, KIND_CONTROL, 0xff, 0xff];
+        assert!(matches!(
+            read_frame(&mut &garbage[..], 1024),
+            Err(FrameError::BadControl(_))
+        ));
+    }
+
+    proptest! {
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let mut r = &bytes[..];
+            for _ in 0..8 {
+                if read_frame(&mut r, 4096).is_err() { break; }
+            }
+        }
+    }
+}
