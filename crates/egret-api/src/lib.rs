@@ -24,7 +24,7 @@ pub use fields::Fields;
 pub use grouping::{CustomGrouping, Grouping};
 pub use ids::{MessageId, Root, RootId, Roots, StreamIndex, TaskId};
 pub use topology::{
-    ComponentDeclarer, ComponentDef, ComponentKind, Input, Resources, StreamInfo, Topology, TopologyBuilder,
+    ComponentDeclarer, ComponentDef, ComponentKind, Input, KeyCheck, Resources, StreamInfo, Topology, TopologyBuilder,
     TopologyError, TopologyErrors,
 };
 pub use tuple::{AckState, Anchor, FieldSel, OwnedTuple, StreamSource, Tuple, TupleError};

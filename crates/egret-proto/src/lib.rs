@@ -19,6 +19,8 @@ pub mod egret {
     include!(concat!(env!("OUT_DIR"), "/egret.rs"));
 }
 
+pub mod defn;
+
 pub use heron::proto::api;
 pub use prost;
 pub use prost::Message;

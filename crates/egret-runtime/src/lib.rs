@@ -10,6 +10,7 @@
 //! Nothing here does I/O or reads the clock on its own: callers pass the time in.
 
 pub mod batch;
+pub mod driver;
 pub mod fields_hash;
 pub mod ledger;
 pub mod metrics;

@@ -22,15 +22,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use egret_api::{BasicBoltAdapter, Bolt, Spout, TaskId, Topology};
+use egret_runtime::driver::{self, LoopControl};
 use egret_runtime::metrics::new_latency_histogram;
 use egret_runtime::queue::{self, QueueReceiver, QueueSender, Rejected};
 use egret_runtime::{Batch, BoltTask, SpoutTask, TaskError, TaskMetrics, TaskMetricsSnapshot, Transport};
 use hdrhistogram::Histogram;
-
-/// Tasks check for stop and deactivation at least this often.
-const POLL: Duration = Duration::from_millis(2);
-/// `next_tuple` calls per emit cycle between checks of the input queue and timers.
-const EMIT_CYCLE_CALLS: usize = 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SimulatorError {
@@ -154,19 +150,25 @@ impl Simulator {
                 topology: Arc::clone(&topology),
                 task,
                 rx,
-                transport: SimTransport {
-                    queues: Arc::clone(&queues),
-                    shared: Arc::clone(&shared),
-                },
                 shared: Arc::clone(&shared),
                 metrics: Arc::clone(&metrics),
                 active_seen: Arc::clone(&active_seen),
                 started: started_tx.clone(),
             };
             let is_spout = def.kind.is_spout();
+            let transport = SimTransport {
+                queues: Arc::clone(&queues),
+                shared: Arc::clone(&shared),
+            };
             let thread = std::thread::Builder::new()
                 .name(format!("{}-{}", def.name, index))
-                .spawn(move || if is_spout { run_spout(ctx) } else { run_bolt(ctx) })?;
+                .spawn(move || {
+                    if is_spout {
+                        run_spout(ctx, transport)
+                    } else {
+                        run_bolt(ctx, transport)
+                    }
+                })?;
             tasks.push(TaskHandle {
                 task,
                 component: def.name.clone(),
@@ -202,7 +204,6 @@ struct ThreadCtx {
     topology: Arc<Topology>,
     task: TaskId,
     rx: QueueReceiver<Batch>,
-    transport: SimTransport,
     shared: Arc<Shared>,
     metrics: Arc<TaskMetrics>,
     active_seen: Arc<AtomicBool>,
@@ -210,15 +211,6 @@ struct ThreadCtx {
 }
 
 impl ThreadCtx {
-    fn stopping(&self) -> bool {
-        self.shared.stop.load(SeqCst)
-    }
-
-    fn processed(&self) {
-        self.shared.epoch.fetch_add(1, SeqCst);
-        self.shared.in_flight.fetch_sub(1, SeqCst);
-    }
-
     fn start_failed(&self, e: TaskError) -> TaskOutcome {
         let msg = e.to_string();
         let _ = self.started.send(Err(msg.clone()));
@@ -229,69 +221,40 @@ impl ThreadCtx {
     }
 }
 
-fn run_spout(mut cx: ThreadCtx) -> TaskOutcome {
+impl LoopControl for ThreadCtx {
+    fn stopping(&self) -> bool {
+        self.shared.stop.load(SeqCst)
+    }
+    fn active(&self) -> bool {
+        self.shared.active.load(SeqCst)
+    }
+    fn processed(&self) {
+        self.shared.epoch.fetch_add(1, SeqCst);
+        self.shared.in_flight.fetch_sub(1, SeqCst);
+    }
+    fn active_seen(&self, seen: bool) {
+        self.active_seen.store(seen, SeqCst);
+    }
+}
+
+fn run_spout(cx: ThreadCtx, mut transport: SimTransport) -> TaskOutcome {
     let mut t = match SpoutTask::new(&cx.topology, cx.task, Arc::clone(&cx.metrics), Instant::now()) {
         Ok(t) => t,
         Err(e) => return cx.start_failed(e),
     };
-    let active = cx.shared.active.load(SeqCst);
-    if let Err(e) = t.open(active) {
+    if let Err(e) = t.open(cx.shared.active.load(SeqCst)) {
         return cx.start_failed(e);
     }
     cx.active_seen.store(true, SeqCst);
     let _ = cx.started.send(Ok(()));
-    while !cx.stopping() {
-        let active = cx.shared.active.load(SeqCst);
-        t.set_active(active);
-        let now = Instant::now();
-        // Acks and fails first: they make room under max spout pending.
-        for _ in 0..64 {
-            let Some(batch) = cx.rx.try_pop() else { break };
-            let _ = t.handle_batch(&batch, now);
-            cx.processed();
-        }
-        if t.next_timer().is_some_and(|at| at <= now) {
-            t.on_timer(now);
-        }
-        t.outbox().send(&mut cx.transport);
-        let emitted = if t.can_emit() {
-            t.emit_cycle(now, EMIT_CYCLE_CALLS)
-        } else {
-            0
-        };
-        if emitted > 0 {
-            t.outbox().send(&mut cx.transport);
-            t.publish();
-            continue;
-        }
-        // Idle (nothing to emit, deactivated, max pending reached or outputs full): send what is open so nobody
-        // waits on a partial batch, then wait for acks or room.
-        t.outbox().flush_all();
-        t.outbox().send(&mut cx.transport);
-        t.publish();
-        cx.active_seen.store(t.is_active() == active, SeqCst);
-        let wait = if t.outbox().waiting() > 0 {
-            Duration::from_micros(100)
-        } else {
-            POLL.min(idle_wait(&t))
-        };
-        if let Some(batch) = cx.rx.pop_timeout(wait) {
-            let _ = t.handle_batch(&batch, Instant::now());
-            cx.processed();
-        }
-    }
+    driver::run_spout(&mut t, &cx.rx, &mut transport, &cx);
     TaskOutcome {
         instance: ComponentInstance::Spout(t.close()),
         error: None,
     }
 }
 
-fn idle_wait(t: &SpoutTask) -> Duration {
-    // A spout that had nothing to emit is asked again soon; one blocked on max pending waits for acks.
-    if t.can_emit() { Duration::from_micros(200) } else { POLL }
-}
-
-fn run_bolt(mut cx: ThreadCtx) -> TaskOutcome {
+fn run_bolt(cx: ThreadCtx, mut transport: SimTransport) -> TaskOutcome {
     let mut t = match BoltTask::new(&cx.topology, cx.task, Arc::clone(&cx.metrics), Instant::now()) {
         Ok(t) => t,
         Err(e) => return cx.start_failed(e),
@@ -300,41 +263,7 @@ fn run_bolt(mut cx: ThreadCtx) -> TaskOutcome {
         return cx.start_failed(e);
     }
     let _ = cx.started.send(Ok(()));
-    while !cx.stopping() {
-        // Outputs first: while a downstream queue is full, do not take more input (back pressure upstream).
-        if !t.outbox().send(&mut cx.transport) {
-            std::thread::sleep(Duration::from_micros(100));
-            continue;
-        }
-        let now = Instant::now();
-        let wait = t
-            .next_timer()
-            .map_or(POLL, |at| at.saturating_duration_since(now).min(POLL));
-        let batch = match cx.rx.try_pop() {
-            Some(b) => Some(b),
-            None => {
-                t.outbox().flush_all();
-                t.outbox().send(&mut cx.transport);
-                t.publish();
-                cx.rx.pop_timeout(wait)
-            }
-        };
-        if let Some(batch) = batch {
-            let _ = t.handle_batch(&batch, Instant::now());
-            // Publish the new outputs before this batch stops counting as in flight, so the topology never looks
-            // quiet while they wait.
-            cx.processed();
-            if cx.rx.is_empty() {
-                t.outbox().flush_all();
-            }
-            t.outbox().send(&mut cx.transport);
-            t.publish();
-        }
-        let now = Instant::now();
-        if t.next_timer().is_some_and(|at| at <= now) {
-            t.on_timer(now);
-        }
-    }
+    driver::run_bolt(&mut t, &cx.rx, &mut transport, &cx);
     TaskOutcome {
         instance: ComponentInstance::Bolt(t.cleanup()),
         error: None,

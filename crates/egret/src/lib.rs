@@ -37,3 +37,75 @@ pub use egret_api::*;
 pub mod simulator {
     pub use egret_simulator::*;
 }
+
+use std::time::Duration;
+
+use egret_instance::{InstanceEnv, env};
+use egret_proto::Message;
+
+/// The `main` of a topology binary: build the topology (from the same arguments every time) and hand it here.
+///
+/// - Started by `egret submit` (with `EGRET_DEFINITION_OUT` set), it writes the topology definition and exits;
+///   an invalid topology prints every problem and exits with status 2.
+/// - Started by an executor as an instance (`EGRET_INSTANCE` set), it runs its one task until its stmgr goes away.
+/// - Started by hand, it runs the whole topology in the simulator until interrupted, printing rates.
+pub fn run(topology: Result<Topology, TopologyErrors>) -> ! {
+    let topology = match topology {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(2);
+        }
+    };
+    if let Some(path) = std::env::var_os(env::DEFINITION_OUT) {
+        let defn =
+            egret_proto::defn::to_definition(&topology, topology.name(), egret_proto::api::TopologyState::Running);
+        if let Err(e) = std::fs::write(&path, defn.encode_to_vec()) {
+            eprintln!(
+                "cannot write the topology definition to {}: {e}",
+                path.to_string_lossy()
+            );
+            std::process::exit(1);
+        }
+        std::process::exit(0);
+    }
+    if let Some(instance) = InstanceEnv::from_env() {
+        let result = instance.and_then(|env| egret_instance::run(topology, env));
+        if let Err(e) = result {
+            eprintln!("instance: {e}");
+        }
+        std::process::exit(1);
+    }
+    simulate(topology)
+}
+
+fn simulate(topology: Topology) -> ! {
+    eprintln!(
+        "{}: not started by `egret submit`, so running it in the simulator until interrupted.\n\
+         To run it as processes: egret submit local <this binary> [its arguments]",
+        topology.name()
+    );
+    let names: Vec<String> = topology.components().iter().map(|c| c.name.clone()).collect();
+    let running = match simulator::Simulator::start(topology) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(1);
+        }
+    };
+    loop {
+        std::thread::sleep(Duration::from_secs(5));
+        let m = running.metrics();
+        let line: Vec<String> = names
+            .iter()
+            .map(|n| {
+                let c = m.component(n);
+                format!(
+                    "{n}: emitted {} executed {} acked {} failed {}",
+                    c.emitted, c.executed, c.acked, c.failed
+                )
+            })
+            .collect();
+        eprintln!("{}", line.join(" | "));
+    }
+}

@@ -1,0 +1,79 @@
+//! `egret`: the one binary of an Egret install. User commands (`submit`, `kill`, `activate`, `deactivate`,
+//! `restart`, `list`, `explain`) and the daemon roles the executors start (`executor`, `tmanager`, `stmgr`,
+//! `metricsmgr`, hidden from `--help`). Exit status 0 on success; otherwise a one-line reason on stderr.
+
+mod commands;
+mod submit;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "egret",
+    version,
+    about = "Egret: real-time stream processing with Heron's model"
+)]
+struct Cli {
+    /// Egret's state, packages and logs.
+    #[arg(long, global = true, env = "EGRET_HOME", default_value_os_t = default_home())]
+    home: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+fn default_home() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join(".egret")
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate, pack, upload and start a topology; returns once it runs.
+    Submit(submit::SubmitArgs),
+    /// Stop every process of a topology and remove its state.
+    Kill(commands::TopologyArgs),
+    /// Let the spouts of a topology emit.
+    Activate(commands::TopologyArgs),
+    /// Stop the spouts of a topology from emitting (in-flight tuples still drain).
+    Deactivate(commands::TopologyArgs),
+    /// Restart one container of a topology, or all of them.
+    Restart(commands::RestartArgs),
+    /// List the topologies of a cluster.
+    List(commands::ListArgs),
+    /// Show a topology's logical plan, packing plan, physical plan and processes.
+    Explain(commands::ExplainArgs),
+    #[command(hide = true)]
+    Executor(commands::DaemonArgs),
+    #[command(hide = true)]
+    Tmanager(commands::DaemonArgs),
+    #[command(hide = true)]
+    Stmgr(commands::DaemonArgs),
+    #[command(hide = true)]
+    Metricsmgr(commands::DaemonArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let home = cli.home;
+    let result = match cli.command {
+        Command::Submit(a) => submit::submit(&home, a),
+        Command::Kill(a) => commands::kill(&home, a),
+        Command::Activate(a) => commands::set_active(&home, a, true),
+        Command::Deactivate(a) => commands::set_active(&home, a, false),
+        Command::Restart(a) => commands::restart(&home, a),
+        Command::List(a) => commands::list(&home, a),
+        Command::Explain(a) => commands::explain(&home, a),
+        Command::Executor(a) => commands::executor(&home, a),
+        Command::Tmanager(a) => commands::tmanager(&home, a),
+        Command::Stmgr(a) => commands::stmgr(&home, a),
+        Command::Metricsmgr(a) => commands::metricsmgr(&home, a),
+    };
+    if let Err(e) = result {
+        eprintln!("egret: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,285 @@
+//! `egret submit`: ask the topology binary for its definition, validate it, pack it, store it, upload the binary,
+//! start one executor per container, and wait until the physical plan is published.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use egret_api::{ConfigError, keys};
+use egret_packing::Algorithm;
+use egret_proto::api::TopologyState;
+use egret_proto::defn;
+use egret_proto::egret::ExecutionState;
+use egret_proto::{Message, api};
+use egret_scheduler::local::LocalScheduler;
+use egret_scheduler::package_dir;
+use egret_statemgr::LocalStateManager;
+
+use crate::commands::{check_cluster, cleanup};
+
+#[derive(Args)]
+pub struct SubmitArgs {
+    /// The cluster to run on (`local`).
+    cluster: String,
+    /// The topology binary (built with `egret::run`).
+    binary: PathBuf,
+    /// Arguments for the topology binary (also given to every instance).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    topology_args: Vec<String>,
+    /// Topology name (default: the name the binary gives it).
+    #[arg(long)]
+    name: Option<String>,
+    /// Override a topology config value, e.g. `topology.stmgrs=2` (repeatable).
+    #[arg(long = "config-property", value_name = "KEY=VALUE")]
+    config_property: Vec<String>,
+    /// Start with the spouts deactivated.
+    #[arg(long)]
+    deploy_deactivated: bool,
+    /// Validate and pack, print the plan, start nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Packing algorithm: round-robin (over `topology.stmgrs` containers) or first-fit-decreasing.
+    #[arg(long, default_value = "round-robin")]
+    packing: Algorithm,
+    /// Seconds to wait for the topology to run.
+    #[arg(long, default_value_t = 60)]
+    timeout: u64,
+}
+
+/// Runs the binary in describe mode and reads the definition it writes.
+fn describe(binary: &Path, args: &[String]) -> anyhow::Result<api::Topology> {
+    let out = std::env::temp_dir().join(format!("egret-defn-{}-{}", std::process::id(), now_ms()));
+    let result = Command::new(binary)
+        .args(args)
+        .env("EGRET_DEFINITION_OUT", &out)
+        .env_remove("EGRET_INSTANCE")
+        .output()
+        .with_context(|| format!("cannot run {}", binary.display()))?;
+    if !result.status.success() {
+        let _ = std::fs::remove_file(&out);
+        let stderr = String::from_utf8_lossy(&result.stderr);
+        bail!(
+            "{} could not describe its topology ({}):\n{}",
+            binary.display(),
+            result.status,
+            stderr.trim_end()
+        );
+    }
+    let bytes = std::fs::read(&out).with_context(|| {
+        format!(
+            "{} exited without writing a topology definition: does its main call egret::run?",
+            binary.display()
+        )
+    })?;
+    let _ = std::fs::remove_file(&out);
+    api::Topology::decode(&bytes[..]).context("the topology definition does not decode")
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+pub fn submit(home: &Path, a: SubmitArgs) -> anyhow::Result<()> {
+    check_cluster(&a.cluster)?;
+    let binary =
+        std::fs::canonicalize(&a.binary).with_context(|| format!("no topology binary at {}", a.binary.display()))?;
+    eprintln!("[1/5] asking {} for its topology", binary.display());
+    let mut definition = describe(&binary, &a.topology_args)?;
+    if let Some(name) = &a.name {
+        definition.name = name.clone();
+    }
+    let name = definition.name.clone();
+    definition.id = format!("{name}-{:x}", now_ms());
+    definition.state = if a.deploy_deactivated {
+        TopologyState::Paused
+    } else {
+        TopologyState::Running
+    } as i32;
+    // Config overrides go into the stored definition, which every process reads.
+    let mut overrides = Vec::new();
+    for kv in &a.config_property {
+        let (k, v) = kv
+            .split_once('=')
+            .with_context(|| format!("--config-property {kv:?} is not KEY=VALUE"))?;
+        overrides.push((k.trim().to_string(), v.trim().to_string()));
+    }
+    let cfg = definition.topology_config.get_or_insert_with(Default::default);
+    for (k, v) in &overrides {
+        cfg.kvs.retain(|kv| &kv.key != k);
+        cfg.kvs.push(api::config::KeyValue {
+            key: k.clone(),
+            value: Some(v.clone()),
+            serialized_value: None,
+            r#type: Some(api::ConfigValueType::StringValue as i32),
+        });
+    }
+    eprintln!("[2/5] validating topology {name}");
+    let parsed = defn::from_definition(&definition)?;
+    for key in &parsed.skipped_config {
+        eprintln!("      note: config {key} is serialized by another language and ignored");
+    }
+    let unknown: Vec<String> = overrides
+        .iter()
+        .filter(|(k, _)| {
+            k.starts_with("topology.") && !keys::KNOWN.contains(&k.as_str()) && !k.starts_with("topology.egret.")
+        })
+        .map(|(k, _)| k.clone())
+        .collect();
+    if !unknown.is_empty() {
+        bail!(
+            "unknown config key(s) {}: check the spelling of the topology.* key",
+            unknown.join(", ")
+        );
+    }
+    let problems: Vec<ConfigError> = parsed.topology.config().check();
+    if let Some(p) = problems.first() {
+        bail!("{p}");
+    }
+    let topology = parsed.topology;
+    let plan = egret_packing::pack(&topology, a.packing)?;
+    let tasks: usize = plan.containers.iter().map(|c| c.instances.len()).sum();
+    eprintln!(
+        "[3/5] packed {tasks} instances into {} container(s) with {} (plus container 0 for the tmanager)",
+        plan.containers.len(),
+        a.packing.as_str()
+    );
+    for c in &plan.containers {
+        let list: Vec<String> = c
+            .instances
+            .iter()
+            .map(|i| format!("{}#{}", i.component, i.task_id))
+            .collect();
+        eprintln!("      container {}: {}", c.id, list.join(", "));
+    }
+    if a.dry_run {
+        println!("dry run: topology {name} is valid; nothing was started");
+        return Ok(());
+    }
+
+    let state = LocalStateManager::new(home, &a.cluster)?;
+    if state.exists(&name)? {
+        bail!(
+            "topology {name} already exists on cluster {}: kill it first (egret kill {} {name})",
+            a.cluster,
+            a.cluster
+        );
+    }
+    let pkg_dir = package_dir(home, &a.cluster, &name);
+    std::fs::create_dir_all(&pkg_dir).with_context(|| format!("cannot create {}", pkg_dir.display()))?;
+    let file_name = binary
+        .file_name()
+        .map(|f| f.to_os_string())
+        .unwrap_or_else(|| "topology".into());
+    let package = pkg_dir.join(file_name);
+    std::fs::copy(&binary, &package).with_context(|| format!("cannot upload the binary to {}", package.display()))?;
+    eprintln!("[4/5] uploaded the binary to {}", package.display());
+    let user = std::env::var("USER").unwrap_or_default();
+    state.put_topology(&name, &definition)?;
+    state.put_packing_plan(&name, &plan)?;
+    state.put_execution_state(
+        &name,
+        &ExecutionState {
+            topology_name: name.clone(),
+            topology_id: definition.id.clone(),
+            cluster: a.cluster.clone(),
+            submission_time_ms: now_ms(),
+            submission_user: user,
+            egret_version: env!("CARGO_PKG_VERSION").into(),
+            containers: plan.containers.len() as i32 + 1,
+            package: package.display().to_string(),
+            topology_args: a.topology_args.clone(),
+        },
+    )?;
+
+    let egret_bin = std::env::current_exe().context("cannot find the egret binary")?;
+    let scheduler = LocalScheduler::new(home, &a.cluster, egret_bin);
+    for container in 0..=plan.containers.len() as i32 {
+        if let Err(e) = scheduler.launch(&name, container) {
+            let _ = cleanup(home, &a.cluster, &name);
+            return Err(e).context("starting the executors");
+        }
+    }
+    eprintln!(
+        "[5/5] started {} executors; waiting for the physical plan",
+        plan.containers.len() + 1
+    );
+    match wait_running(&state, &name, tasks, Duration::from_secs(a.timeout)) {
+        Ok(()) => {
+            let how = if a.deploy_deactivated {
+                "deployed deactivated"
+            } else {
+                "running"
+            };
+            println!(
+                "topology {name} is {how} on cluster {}: {tasks} instances in {} containers",
+                a.cluster,
+                plan.containers.len()
+            );
+            println!("see it with: egret explain {} {name}", a.cluster);
+            Ok(())
+        }
+        Err(e) => {
+            let logs = egret_scheduler::log_dir(home, &a.cluster, &name);
+            let _ = cleanup(home, &a.cluster, &name);
+            Err(e.context(format!(
+                "the topology did not start; it was killed (logs were in {})",
+                logs.display()
+            )))
+        }
+    }
+}
+
+/// Waits until the tmanager has published a physical plan with every instance, showing progress; fails early when
+/// a process keeps crashing.
+fn wait_running(state: &LocalStateManager, name: &str, tasks: usize, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    let mut last = String::new();
+    loop {
+        if let Some(p) = state.get_physical_plan(name)?
+            && p.instances.len() >= tasks
+        {
+            return Ok(());
+        }
+        let statuses = state.container_statuses(name)?;
+        let procs: Vec<_> = statuses.iter().flat_map(|c| c.processes.iter()).collect();
+        let running = procs.iter().filter(|p| p.state == "running").count();
+        let stmgrs = state
+            .locations(name)?
+            .iter()
+            .filter(|l| l.process.starts_with("stmgr-"))
+            .count();
+        let line = format!(
+            "      {running}/{} processes running, {stmgrs} stmgr(s) listening",
+            procs.len()
+        );
+        if line != last {
+            eprintln!("{line}");
+            last = line;
+        }
+        if let Some(bad) = procs.iter().find(|p| p.restarts >= 3) {
+            let tail = std::fs::read_to_string(&bad.log_file).unwrap_or_default();
+            let tail: Vec<&str> = tail
+                .lines()
+                .rev()
+                .take(10)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            bail!(
+                "{} keeps exiting ({}); its log ends with:\n{}",
+                bad.name,
+                bad.state,
+                tail.join("\n")
+            );
+        }
+        if Instant::now() > deadline {
+            bail!("no physical plan after {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -1,0 +1,354 @@
+//! An instance: the process that runs one task. It is the user's topology binary started by an executor with
+//! `EGRET_INSTANCE=1` (see [`InstanceEnv`]), so user code is ordinary Rust linked into one binary.
+//!
+//! Threads: the **task thread** runs the spout or bolt through `egret_runtime::driver` (the same loop the simulator
+//! runs); a **gateway reader** turns frames from the stmgr into input batches and activation changes; a **gateway
+//! writer** sends DATA frames to the stmgr; a **metrics thread** publishes the task's counters to the container's
+//! metricsmgr every second. Bounded queues sit between the task thread and the gateway: a full outgoing queue
+//! hands the batch back (the spout stops emitting), a full incoming queue stops the reader, and TCP carries the
+//! pressure to the stmgr.
+
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::time::{Duration, Instant};
+
+use egret_api::{TaskId, Topology};
+use egret_proto::api::TopologyState;
+use egret_proto::defn;
+use egret_proto::egret::{InstanceInfo, MetricValue, PublishMetrics, RegisterInstance, control};
+use egret_runtime::driver::{self, LoopControl};
+use egret_runtime::queue::{self, QueueReceiver, QueueSender};
+use egret_runtime::{Batch, BoltTask, SpoutTask, TaskMetrics, Transport};
+use egret_statemgr::LocalStateManager;
+use egret_transport::{Frame, FrameError, data_frame};
+
+/// Environment variables an executor sets for an instance.
+pub mod env {
+    pub const INSTANCE: &str = "EGRET_INSTANCE";
+    pub const HOME: &str = "EGRET_HOME";
+    pub const CLUSTER: &str = "EGRET_CLUSTER";
+    pub const TOPOLOGY: &str = "EGRET_TOPOLOGY";
+    pub const TASK: &str = "EGRET_TASK";
+    pub const CONTAINER: &str = "EGRET_CONTAINER";
+    /// Set by `egret submit`: write the topology definition to this path and exit.
+    pub const DEFINITION_OUT: &str = "EGRET_DEFINITION_OUT";
+    /// Set by `egret submit --name`: the topology's name.
+    pub const TOPOLOGY_NAME: &str = "EGRET_TOPOLOGY_NAME";
+}
+
+/// How long an instance waits for its stmgr to appear.
+const STMGR_WAIT: Duration = Duration::from_secs(60);
+const METRICS_INTERVAL: Duration = Duration::from_secs(1);
+
+#[derive(Debug, thiserror::Error)]
+pub enum InstanceError {
+    #[error("environment variable {0} is missing or invalid")]
+    Env(&'static str),
+    #[error("state manager: {0}")]
+    State(#[from] egret_statemgr::StateError),
+    #[error("topology {0} has no stored definition")]
+    NoDefinition(String),
+    #[error("stored definition: {0}")]
+    Definition(#[from] defn::DefnError),
+    #[error("this binary builds another topology than the one submitted: {0}")]
+    ShapeMismatch(String),
+    #[error("task {0} is not in the topology")]
+    UnknownTask(TaskId),
+    #[error("no stmgr for container {container} appeared within {STMGR_WAIT:?}")]
+    NoStmgr { container: i32 },
+    #[error("stmgr connection: {0}")]
+    Connection(#[from] std::io::Error),
+    #[error("stmgr connection: {0}")]
+    Frame(#[from] FrameError),
+    #[error("the stmgr refused the registration: {0}")]
+    Refused(String),
+    #[error("task failed to start: {0}")]
+    Task(#[from] egret_runtime::TaskError),
+    #[error("lost the connection to the stmgr")]
+    LostStmgr,
+}
+
+/// Who this instance is, from the executor's environment.
+#[derive(Debug, Clone)]
+pub struct InstanceEnv {
+    pub egret_home: PathBuf,
+    pub cluster: String,
+    pub topology: String,
+    pub task: TaskId,
+    pub container: i32,
+}
+
+impl InstanceEnv {
+    /// `None` when this process was not started as an instance.
+    pub fn from_env() -> Option<Result<InstanceEnv, InstanceError>> {
+        std::env::var_os(env::INSTANCE)?;
+        let var = |k: &'static str| std::env::var(k).map_err(|_| InstanceError::Env(k));
+        Some((|| {
+            Ok(InstanceEnv {
+                egret_home: PathBuf::from(var(env::HOME)?),
+                cluster: var(env::CLUSTER)?,
+                topology: var(env::TOPOLOGY)?,
+                task: TaskId(var(env::TASK)?.parse().map_err(|_| InstanceError::Env(env::TASK))?),
+                container: var(env::CONTAINER)?
+                    .parse()
+                    .map_err(|_| InstanceError::Env(env::CONTAINER))?,
+            })
+        })())
+    }
+}
+
+struct Control {
+    stop: AtomicBool,
+    active: AtomicBool,
+}
+
+impl LoopControl for Control {
+    fn stopping(&self) -> bool {
+        self.stop.load(SeqCst)
+    }
+    fn active(&self) -> bool {
+        self.active.load(SeqCst)
+    }
+}
+
+/// A DATA frame whose records are the input batch.
+struct InFrame(Vec<u8>);
+
+impl AsRef<[u8]> for InFrame {
+    fn as_ref(&self) -> &[u8] {
+        Frame::data_records(&self.0)
+    }
+}
+
+/// Sends batches to the gateway writer as DATA frames.
+struct GatewayTransport {
+    out: QueueSender<Vec<u8>>,
+}
+
+impl Transport for GatewayTransport {
+    fn try_send(&mut self, dest: TaskId, batch: Batch) -> Result<(), Batch> {
+        match self.out.try_push(data_frame(dest.0, &batch)) {
+            Ok(()) => Ok(()),
+            // The frame copy is dropped; the batch goes back to the outbox and is retried.
+            Err(queue::Rejected::Full(_)) => Err(batch),
+            // The writer is gone: the process is stopping, nothing can be sent.
+            Err(queue::Rejected::Closed(_)) => Ok(()),
+        }
+    }
+}
+
+/// Runs the task until the stmgr connection is lost (then the executor restarts the process).
+pub fn run(topology: Topology, env: InstanceEnv) -> Result<(), InstanceError> {
+    let state = LocalStateManager::new(&env.egret_home, &env.cluster)?;
+    let stored = state
+        .get_topology(&env.topology)?
+        .ok_or_else(|| InstanceError::NoDefinition(env.topology.clone()))?;
+    let stored = defn::from_definition(&stored)?;
+    defn::same_shape(&topology, &stored.topology).map_err(InstanceError::ShapeMismatch)?;
+    // Config given at submit time (--config-property) is in the stored definition.
+    let topology = Arc::new(topology.with_config(stored.topology.config().clone()));
+    let (ci, index) = topology
+        .task_component(env.task)
+        .ok_or(InstanceError::UnknownTask(env.task))?;
+    let component = topology.components()[ci].name.clone();
+    let is_spout = topology.components()[ci].kind.is_spout();
+    eprintln!(
+        "instance: topology={} task={} component={component} container={} pid={}",
+        env.topology,
+        env.task,
+        env.container,
+        std::process::id()
+    );
+
+    let stmgr_process = format!("stmgr-{}", env.container);
+    let deadline = Instant::now() + STMGR_WAIT;
+    let location = loop {
+        if let Some(l) = state.get_location(&env.topology, &stmgr_process)? {
+            break l;
+        }
+        if Instant::now() > deadline {
+            return Err(InstanceError::NoStmgr {
+                container: env.container,
+            });
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stream = connect_retrying(&location.host, location.port as u16, deadline)?;
+    let (mut reader, mut writer) = egret_transport::split(stream, egret_transport::DEFAULT_MAX_FRAME)?;
+    writer.send_control(control::Msg::RegisterInstance(RegisterInstance {
+        topology_id: stored.id.clone(),
+        instance: Some(InstanceInfo {
+            task_id: env.task.0 as i32,
+            component: component.clone(),
+            component_index: index as i32,
+            stmgr_id: stmgr_process.clone(),
+        }),
+    }))?;
+    match reader.read()? {
+        Frame::Control(control::Msg::Status(s)) if s.ok => {}
+        Frame::Control(control::Msg::Status(s)) => return Err(InstanceError::Refused(s.message)),
+        other => return Err(InstanceError::Refused(format!("unexpected first reply {other:?}"))),
+    }
+
+    let config = topology.config();
+    let capacity = config.queue_batches().unwrap_or(32);
+    let ctl = Arc::new(Control {
+        stop: AtomicBool::new(false),
+        active: AtomicBool::new(false),
+    });
+    let (in_tx, in_rx) = queue::bounded::<InFrame>(capacity);
+    let (out_tx, out_rx) = queue::bounded::<Vec<u8>>(capacity);
+    let metrics = Arc::new(TaskMetrics::default());
+
+    let reader_ctl = Arc::clone(&ctl);
+    std::thread::Builder::new()
+        .name("gateway-reader".into())
+        .spawn(move || {
+            gateway_reader(&mut reader, &in_tx, &reader_ctl);
+            reader_ctl.stop.store(true, SeqCst);
+        })?;
+    let writer_ctl = Arc::clone(&ctl);
+    std::thread::Builder::new()
+        .name("gateway-writer".into())
+        .spawn(move || {
+            gateway_writer(&mut writer, &out_rx, &writer_ctl);
+            writer.shutdown();
+            writer_ctl.stop.store(true, SeqCst);
+        })?;
+    {
+        let (ctl, metrics, state, env, component) = (
+            Arc::clone(&ctl),
+            Arc::clone(&metrics),
+            state.clone(),
+            env.clone(),
+            component.clone(),
+        );
+        std::thread::Builder::new()
+            .name("metrics".into())
+            .spawn(move || publish_metrics(&state, &env, &component, &metrics, &ctl))?;
+    }
+
+    let mut transport = GatewayTransport { out: out_tx };
+    let now = Instant::now();
+    if is_spout {
+        let mut t = SpoutTask::new(&topology, env.task, metrics, now)?;
+        t.open(ctl.active.load(SeqCst))?;
+        driver::run_spout(&mut t, &in_rx, &mut transport, &*ctl);
+        t.close();
+    } else {
+        let mut t = BoltTask::new(&topology, env.task, metrics, now)?;
+        t.prepare()?;
+        driver::run_bolt(&mut t, &in_rx, &mut transport, &*ctl);
+        t.cleanup();
+    }
+    Err(InstanceError::LostStmgr)
+}
+
+fn connect_retrying(host: &str, port: u16, deadline: Instant) -> Result<TcpStream, InstanceError> {
+    loop {
+        match TcpStream::connect((host, port)) {
+            Ok(s) => return Ok(s),
+            Err(e) if Instant::now() > deadline => return Err(e.into()),
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+fn gateway_reader(reader: &mut egret_transport::FrameReader, in_tx: &QueueSender<InFrame>, ctl: &Control) {
+    loop {
+        match reader.read() {
+            Ok(Frame::Data { raw, .. }) => {
+                let mut item = InFrame(raw);
+                // Block (checking for stop) while the task thread is behind: TCP pushes back on the stmgr.
+                loop {
+                    match in_tx.push_timeout(item, Duration::from_millis(100)) {
+                        Ok(()) => break,
+                        Err(queue::Rejected::Full(back)) if !ctl.stop.load(SeqCst) => item = back,
+                        Err(_) => return,
+                    }
+                }
+            }
+            Ok(Frame::Control(control::Msg::PhysicalPlan(pplan))) => {
+                let running = pplan.topology.as_ref().map(|t| t.state) == Some(TopologyState::Running as i32);
+                ctl.active.store(running, SeqCst);
+            }
+            Ok(Frame::Control(other)) => eprintln!("instance: ignoring control message {other:?}"),
+            Err(e) => {
+                eprintln!("instance: stmgr connection ended: {e}");
+                return;
+            }
+        }
+    }
+}
+
+fn gateway_writer(writer: &mut egret_transport::FrameWriter, out_rx: &QueueReceiver<Vec<u8>>, ctl: &Control) {
+    while !ctl.stop.load(SeqCst) {
+        let Some(frame) = out_rx.pop_timeout(Duration::from_millis(100)) else {
+            continue;
+        };
+        let mut result = writer.write(&frame);
+        while result.is_ok() {
+            match out_rx.try_pop() {
+                Some(f) => result = writer.write(&f),
+                None => break,
+            }
+        }
+        if let Err(e) = result.and_then(|()| writer.flush()) {
+            eprintln!("instance: writing to the stmgr failed: {e}");
+            return;
+        }
+    }
+}
+
+/// Publishes the task's totals to the container's metricsmgr every second; reconnects as needed.
+fn publish_metrics(state: &LocalStateManager, env: &InstanceEnv, component: &str, m: &TaskMetrics, ctl: &Control) {
+    let process = format!("metricsmgr-{}", env.container);
+    let mut conn: Option<TcpStream> = None;
+    while !ctl.stop.load(SeqCst) {
+        std::thread::sleep(METRICS_INTERVAL);
+        if conn.is_none()
+            && let Ok(Some(l)) = state.get_location(&env.topology, &process)
+        {
+            conn = TcpStream::connect((l.host.as_str(), l.port as u16)).ok();
+        }
+        let Some(stream) = conn.as_mut() else { continue };
+        let s = m.snapshot();
+        let mut metrics = vec![
+            value(egret_runtime::metrics::names::EMIT_COUNT, s.emitted as f64),
+            value(egret_runtime::metrics::names::ACK_COUNT, s.acked as f64),
+            value(egret_runtime::metrics::names::FAIL_COUNT, s.failed as f64),
+            value(egret_runtime::metrics::names::EXCEPTION_COUNT, s.errors as f64),
+        ];
+        if s.executed > 0 || !s.execute_time.is_zero() {
+            metrics.push(value(egret_runtime::metrics::names::EXECUTE_COUNT, s.executed as f64));
+            let avg_ms = s.execute_time.as_secs_f64() * 1000.0 / s.executed.max(1) as f64;
+            metrics.push(value(egret_runtime::metrics::names::EXECUTE_LATENCY, avg_ms));
+        }
+        let latency = m.complete_latency();
+        if !latency.is_empty() {
+            metrics.push(value(
+                egret_runtime::metrics::names::COMPLETE_LATENCY,
+                latency.mean() / 1000.0,
+            ));
+        }
+        let frame = egret_transport::control_frame(control::Msg::PublishMetrics(PublishMetrics {
+            component: component.to_string(),
+            task_id: env.task.0 as i32,
+            process: format!("instance-{}", env.task),
+            metrics,
+        }));
+        if std::io::Write::write_all(stream, &frame).is_err() {
+            conn = None;
+        }
+    }
+}
+
+fn value(name: &str, v: f64) -> MetricValue {
+    MetricValue {
+        name: name.to_string(),
+        stream: String::new(),
+        value: v,
+    }
+}

@@ -1,0 +1,168 @@
+//! What the manager knows: the latest value of every series each publisher sent, and the manager's own counters.
+
+use std::collections::BTreeMap;
+
+use egret_proto::egret::PublishMetrics;
+
+/// Most series the manager keeps over all publishers. Publishers are local processes, but their metric names and
+/// identities are still bytes from a peer: without a bound, a faulty publisher inventing names would grow the
+/// manager's memory (and every scrape) without limit. Updates to series already known are always applied.
+pub const MAX_SERIES: usize = 100_000;
+
+/// Who published a set of values. Keyed by the process too, so two processes reporting for the same task (a task
+/// and the daemon hosting it, say) do not overwrite each other.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PublisherKey {
+    pub component: String,
+    pub task_id: i32,
+    pub process: String,
+}
+
+/// One series of a publisher: a metric name as published (Heron's, e.g. `__emit-count`) and a stream (empty when
+/// the metric is not per stream).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SeriesKey {
+    pub name: String,
+    pub stream: String,
+}
+
+/// A point-in-time copy of everything the manager serves; [`crate::render`] turns it into the exposition text.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Snapshot {
+    /// Latest value of each series, per publisher. Values stay after a publisher disconnects, so a scrape between
+    /// a task's death and its restart still sees its last totals.
+    pub series: BTreeMap<PublisherKey, BTreeMap<SeriesKey, f64>>,
+    /// Publisher connections open now.
+    pub publishers: u64,
+    /// Frames that were not `PublishMetrics` or did not decode; each one ended its connection.
+    pub frames_rejected: u64,
+    /// Values of new series refused because [`MAX_SERIES`] series were already kept.
+    pub series_dropped: u64,
+}
+
+impl Snapshot {
+    /// Number of series kept over all publishers.
+    pub fn series_count(&self) -> usize {
+        self.series.values().map(BTreeMap::len).sum()
+    }
+
+    /// Records a publisher's current values: each (name, stream) takes the latest value. Series the message does
+    /// not mention keep their previous value. A value whose name is empty names no metric and is ignored.
+    ///
+    /// Returns how many values were dropped because they would have created a series beyond [`MAX_SERIES`].
+    pub fn apply(&mut self, msg: PublishMetrics) -> u64 {
+        let PublishMetrics {
+            component,
+            task_id,
+            process,
+            metrics,
+        } = msg;
+        let mut total = self.series_count();
+        let key = PublisherKey {
+            component,
+            task_id,
+            process,
+        };
+        let mut dropped = 0;
+        let known = self.series.contains_key(&key);
+        if !known && total >= MAX_SERIES {
+            // Do not even create an empty entry for a publisher that can keep nothing.
+            let new = metrics.iter().filter(|m| !m.name.is_empty()).count() as u64;
+            self.series_dropped += new;
+            return new;
+        }
+        let entry = self.series.entry(key).or_default();
+        for m in metrics {
+            if m.name.is_empty() {
+                continue;
+            }
+            let series = SeriesKey {
+                name: m.name,
+                stream: m.stream,
+            };
+            if let Some(v) = entry.get_mut(&series) {
+                *v = m.value;
+            } else if total < MAX_SERIES {
+                entry.insert(series, m.value);
+                total += 1;
+            } else {
+                dropped += 1;
+            }
+        }
+        self.series_dropped += dropped;
+        dropped
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use egret_proto::egret::MetricValue;
+
+    fn value(name: &str, stream: &str, value: f64) -> MetricValue {
+        MetricValue {
+            name: name.into(),
+            stream: stream.into(),
+            value,
+        }
+    }
+
+    fn publish(component: &str, task_id: i32, metrics: Vec<MetricValue>) -> PublishMetrics {
+        PublishMetrics {
+            component: component.into(),
+            task_id,
+            process: format!("instance-{task_id}"),
+            metrics,
+        }
+    }
+
+    #[test]
+    fn latest_value_wins_and_unmentioned_series_stay() {
+        let mut s = Snapshot::default();
+        s.apply(publish(
+            "word",
+            3,
+            vec![value("__emit-count", "default", 1.0), value("__ack-count", "", 1.0)],
+        ));
+        s.apply(publish(
+            "word",
+            3,
+            vec![value("__emit-count", "default", 5.0), value("", "x", 9.0)],
+        ));
+        let series = &s.series[&PublisherKey {
+            component: "word".into(),
+            task_id: 3,
+            process: "instance-3".into(),
+        }];
+        assert_eq!(series.len(), 2);
+        assert_eq!(
+            series[&SeriesKey {
+                name: "__emit-count".into(),
+                stream: "default".into()
+            }],
+            5.0
+        );
+        assert_eq!(
+            series[&SeriesKey {
+                name: "__ack-count".into(),
+                stream: String::new()
+            }],
+            1.0
+        );
+    }
+
+    #[test]
+    fn new_series_beyond_the_bound_are_dropped_but_known_ones_update() {
+        let mut s = Snapshot::default();
+        let many: Vec<_> = (0..MAX_SERIES).map(|i| value(&format!("m{i}"), "", 1.0)).collect();
+        assert_eq!(s.apply(publish("a", 1, many)), 0);
+        assert_eq!(
+            s.apply(publish("a", 1, vec![value("m0", "", 2.0), value("new", "", 1.0)])),
+            1
+        );
+        assert_eq!(s.apply(publish("b", 2, vec![value("x", "", 1.0)])), 1);
+        assert_eq!(s.series_dropped, 2);
+        assert_eq!(s.series_count(), MAX_SERIES);
+        assert_eq!(s.series.len(), 1);
+    }
+}

@@ -1,0 +1,175 @@
+//! A manager on loopback: publishers over real sockets, scrapes over raw HTTP, a peer sending garbage, shutdown.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use egret_metricsmgr::MetricsManager;
+use egret_proto::egret::{MetricValue, PublishMetrics, control};
+use egret_transport::control_frame;
+
+const DEADLINE: Duration = Duration::from_secs(5);
+
+fn publish(stream: &mut TcpStream, component: &str, task_id: i32, metrics: &[(&str, &str, f64)]) {
+    let msg = PublishMetrics {
+        component: component.into(),
+        task_id,
+        process: format!("instance-{task_id}"),
+        metrics: metrics
+            .iter()
+            .map(|&(name, stream, value)| MetricValue {
+                name: name.into(),
+                stream: stream.into(),
+                value,
+            })
+            .collect(),
+    };
+    stream
+        .write_all(&control_frame(control::Msg::PublishMetrics(msg)))
+        .expect("publish");
+}
+
+/// One raw HTTP request; returns (status line, head, body).
+fn request(port: u16, request_line: &str) -> (String, String, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the http port");
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    write!(s, "{request_line}\r\nHost: localhost\r\nAccept: text/plain\r\n\r\n").unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).expect("read the response");
+    let (head, body) = reply.split_once("\r\n\r\n").expect("a response head");
+    let status = head.lines().next().unwrap_or("").to_string();
+    let content_length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Length: "))
+        .expect("Content-Length")
+        .parse()
+        .unwrap();
+    assert_eq!(content_length, body.len(), "Content-Length matches the body");
+    assert!(head.contains("\r\nConnection: close"), "{head}");
+    (status, head.to_string(), body.to_string())
+}
+
+/// Scrapes until every line of `wanted` is a line of the body, or fails after the deadline.
+fn scrape_until(port: u16, wanted: &[&str]) -> String {
+    let start = Instant::now();
+    loop {
+        let (status, head, body) = request(port, "GET /metrics HTTP/1.1");
+        assert_eq!(status, "HTTP/1.1 200 OK");
+        assert!(
+            head.contains("\r\nContent-Type: text/plain; version=0.0.4\r\n"),
+            "{head}"
+        );
+        if wanted.iter().all(|w| body.lines().any(|l| l == *w)) {
+            return body;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "after {DEADLINE:?} the scrape still lacks some of {wanted:#?}:\n{body}"
+        );
+        // Poll, not wait: publishers are applied on their own threads.
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn publishers_are_scraped_garbage_is_rejected_and_shutdown_joins() {
+    let manager = MetricsManager::bind("t", "127.0.0.1").expect("bind");
+    let (pub_port, http_port) = (manager.publisher_port(), manager.http_port());
+    assert_ne!(pub_port, 0);
+    assert_ne!(http_port, 0);
+    assert_ne!(pub_port, http_port);
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let server = {
+        let shutdown = Arc::clone(&shutdown);
+        thread::spawn(move || manager.serve(shutdown))
+    };
+
+    let mut word = TcpStream::connect(("127.0.0.1", pub_port)).unwrap();
+    let mut count = TcpStream::connect(("127.0.0.1", pub_port)).unwrap();
+    publish(&mut word, "word", 3, &[("__emit-count", "default", 10.0)]);
+    publish(
+        &mut word,
+        "word",
+        3,
+        &[("__emit-count", "default", 42.0), ("__ack-count", "", 40.0)],
+    );
+    publish(
+        &mut count,
+        "count",
+        5,
+        &[
+            ("__execute-count", "default", 17.0),
+            ("__execute-latency", "", 0.5),
+            ("__time_spent_back_pressure_by_compid/word", "", 3.0),
+        ],
+    );
+    let body = scrape_until(
+        http_port,
+        &[
+            r#"egret_emit_count{topology="t",component="word",task="3",stream="default"} 42"#,
+            r#"egret_ack_count{topology="t",component="word",task="3"} 40"#,
+            r#"egret_execute_count{topology="t",component="count",task="5",stream="default"} 17"#,
+            r#"egret_execute_latency{topology="t",component="count",task="5"} 0.5"#,
+            r#"egret_time_spent_back_pressure_by_compid_word{topology="t",component="count",task="5"} 3"#,
+            r#"egret_metricsmgr_publishers{topology="t"} 2"#,
+            r#"egret_metricsmgr_frames_rejected{topology="t"} 0"#,
+        ],
+    );
+    assert!(body.contains("# TYPE egret_emit_count counter\n"), "{body}");
+    assert!(body.contains("# TYPE egret_execute_latency gauge\n"), "{body}");
+    assert_eq!(body.matches("# TYPE egret_emit_count ").count(), 1, "{body}");
+    assert!(!body.contains(" 10\n"), "the older emit total was replaced:\n{body}");
+
+    // Garbage: its first four bytes read as a length far beyond 1 MiB.
+    let mut garbage = TcpStream::connect(("127.0.0.1", pub_port)).unwrap();
+    garbage.set_read_timeout(Some(DEADLINE)).unwrap();
+    garbage.write_all(b"this is not an egret frame at all").unwrap();
+    let mut rest = Vec::new();
+    // The manager drops the connection: EOF (or a reset), not a timeout.
+    match garbage.read_to_end(&mut rest) {
+        Ok(_) => assert!(rest.is_empty()),
+        Err(e) => assert!(
+            !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
+            "the manager kept the garbage connection open: {e}"
+        ),
+    }
+    scrape_until(
+        http_port,
+        &[
+            r#"egret_metricsmgr_frames_rejected{topology="t"} 1"#,
+            r#"egret_metricsmgr_publishers{topology="t"} 2"#,
+        ],
+    );
+
+    // The others are still served: a new total arrives, and a publisher that leaves keeps its last values.
+    publish(&mut word, "word", 3, &[("__emit-count", "default", 50.0)]);
+    drop(count);
+    scrape_until(
+        http_port,
+        &[
+            r#"egret_emit_count{topology="t",component="word",task="3",stream="default"} 50"#,
+            r#"egret_execute_count{topology="t",component="count",task="5",stream="default"} 17"#,
+            r#"egret_metricsmgr_publishers{topology="t"} 1"#,
+            r#"egret_metricsmgr_frames_rejected{topology="t"} 1"#,
+        ],
+    );
+
+    let (status, _, _) = request(http_port, "GET /other HTTP/1.1");
+    assert_eq!(status, "HTTP/1.1 404 Not Found");
+    let (status, head, _) = request(http_port, "POST /metrics HTTP/1.1");
+    assert_eq!(status, "HTTP/1.1 405 Method Not Allowed");
+    assert!(head.contains("\r\nAllow: GET"), "{head}");
+
+    // `word` is still connected: shutdown must close it rather than wait for it.
+    shutdown.store(true, Ordering::Release);
+    server
+        .join()
+        .expect("serve did not panic")
+        .expect("serve ended cleanly");
+    let mut buf = [0u8; 1];
+    word.set_read_timeout(Some(DEADLINE)).unwrap();
+    assert!(matches!(word.read(&mut buf), Ok(0) | Err(_)));
+}

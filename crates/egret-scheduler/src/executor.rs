@@ -1,0 +1,219 @@
+//! The executor of one container: starts its processes, restarts any that exits (back-off 0.5 s doubling to 30 s,
+//! reset after a minute of good health), and records what runs in the state manager for `egret explain`.
+//! It is started as the leader of its own process group, so the scheduler stops the container by signalling the
+//! group: the executor and every child go together.
+
+use std::fs::{self, File};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use egret_proto::egret::{ContainerStatus, ProcessStatus};
+use egret_statemgr::LocalStateManager;
+
+use crate::{SchedulerError, log_dir};
+
+#[derive(Debug, Clone)]
+pub struct Opts {
+    pub egret_home: PathBuf,
+    pub cluster: String,
+    pub topology: String,
+    pub container: i32,
+    /// The `egret` binary, to start the daemons.
+    pub egret_bin: PathBuf,
+}
+
+const MIN_BACKOFF: Duration = Duration::from_millis(500);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+const HEALTHY_AFTER: Duration = Duration::from_secs(60);
+
+/// One process the executor keeps running.
+struct Supervised {
+    name: String,
+    program: PathBuf,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    log: PathBuf,
+    child: Option<Child>,
+    started: Instant,
+    started_ms: i64,
+    restarts: i32,
+    backoff: Duration,
+    restart_at: Option<Instant>,
+    last_exit: String,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Supervised {
+    fn start(&mut self) {
+        let out = File::options().create(true).append(true).open(&self.log);
+        let spawned = out.and_then(|out| {
+            let err = out.try_clone()?;
+            Command::new(&self.program)
+                .args(&self.args)
+                .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                .stdin(Stdio::null())
+                .stdout(out)
+                .stderr(err)
+                .spawn()
+        });
+        self.started = Instant::now();
+        self.started_ms = now_ms();
+        match spawned {
+            Ok(child) => self.child = Some(child),
+            Err(e) => {
+                eprintln!("executor: cannot start {}: {e}", self.name);
+                self.last_exit = format!("could not start: {e}");
+                self.schedule_restart();
+            }
+        }
+    }
+
+    fn schedule_restart(&mut self) {
+        if self.started.elapsed() > HEALTHY_AFTER {
+            self.backoff = MIN_BACKOFF;
+        }
+        self.restart_at = Some(Instant::now() + self.backoff);
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+    }
+
+    fn status(&self, container: i32) -> ProcessStatus {
+        let (pid, state) = match (&self.child, self.restart_at) {
+            (Some(c), _) => (c.id() as i32, "running".to_string()),
+            (None, Some(_)) => (0, format!("restarting ({})", self.last_exit)),
+            (None, None) => (0, "stopped".to_string()),
+        };
+        ProcessStatus {
+            name: self.name.clone(),
+            container,
+            pid,
+            state,
+            log_file: self.log.display().to_string(),
+            restarts: self.restarts,
+            started_ms: self.started_ms,
+        }
+    }
+}
+
+/// Runs the executor until it is killed.
+pub fn run(opts: Opts) -> Result<(), SchedulerError> {
+    let state = LocalStateManager::new(&opts.egret_home, &opts.cluster)?;
+    let name = &opts.topology;
+    let packing = state
+        .get_packing_plan(name)?
+        .ok_or_else(|| SchedulerError::Missing(name.clone(), "packing plan"))?;
+    let exec = state
+        .get_execution_state(name)?
+        .ok_or_else(|| SchedulerError::Missing(name.clone(), "execution state"))?;
+    let logs = log_dir(&opts.egret_home, &opts.cluster, name);
+    fs::create_dir_all(&logs).map_err(SchedulerError::io(format!("creating {}", logs.display())))?;
+
+    let home = opts.egret_home.display().to_string();
+    let daemon = |role: &str, process: String| {
+        let args = vec![
+            role.to_string(),
+            "--home".into(),
+            home.clone(),
+            "--cluster".into(),
+            opts.cluster.clone(),
+            "--topology".into(),
+            name.clone(),
+            "--container".into(),
+            opts.container.to_string(),
+        ];
+        (process, opts.egret_bin.clone(), args, Vec::new())
+    };
+    let mut specs = Vec::new();
+    if opts.container == 0 {
+        specs.push(daemon("tmanager", "tmanager".into()));
+        specs.push(daemon("metricsmgr", "metricsmgr-0".into()));
+    } else {
+        let plan = packing
+            .containers
+            .iter()
+            .find(|c| c.id == opts.container)
+            .ok_or(SchedulerError::UnknownContainer(opts.container))?;
+        specs.push(daemon("stmgr", format!("stmgr-{}", opts.container)));
+        specs.push(daemon("metricsmgr", format!("metricsmgr-{}", opts.container)));
+        for i in &plan.instances {
+            let env = vec![
+                ("EGRET_INSTANCE".to_string(), "1".to_string()),
+                ("EGRET_HOME".into(), home.clone()),
+                ("EGRET_CLUSTER".into(), opts.cluster.clone()),
+                ("EGRET_TOPOLOGY".into(), name.clone()),
+                ("EGRET_TASK".into(), i.task_id.to_string()),
+                ("EGRET_CONTAINER".into(), opts.container.to_string()),
+            ];
+            let process = format!("instance-{}-{}", i.task_id, i.component);
+            specs.push((process, PathBuf::from(&exec.package), exec.topology_args.clone(), env));
+        }
+    }
+    let mut procs: Vec<Supervised> = specs
+        .into_iter()
+        .map(|(name, program, args, env)| Supervised {
+            log: logs.join(format!("{name}.log")),
+            name,
+            program,
+            args,
+            env,
+            child: None,
+            started: Instant::now(),
+            started_ms: 0,
+            restarts: 0,
+            backoff: MIN_BACKOFF,
+            restart_at: None,
+            last_exit: String::new(),
+        })
+        .collect();
+    eprintln!(
+        "executor: topology={name} container={} pid={} starting {} processes",
+        opts.container,
+        std::process::id(),
+        procs.len()
+    );
+    for p in &mut procs {
+        p.start();
+    }
+    let mut dirty = true;
+    loop {
+        for p in &mut procs {
+            if let Some(child) = p.child.as_mut()
+                && let Ok(Some(exit)) = child.try_wait()
+            {
+                p.child = None;
+                p.last_exit = exit.to_string();
+                p.schedule_restart();
+                eprintln!(
+                    "executor: {} {}; restarting in {:?}",
+                    p.name,
+                    p.last_exit,
+                    p.restart_at.map(|t| t - Instant::now())
+                );
+                dirty = true;
+            }
+            if p.child.is_none() && p.restart_at.is_some_and(|t| Instant::now() >= t) {
+                p.restart_at = None;
+                p.restarts += 1;
+                p.start();
+                dirty = true;
+            }
+        }
+        if dirty {
+            let status = ContainerStatus {
+                container: opts.container,
+                executor_pid: std::process::id() as i32,
+                processes: procs.iter().map(|p| p.status(opts.container)).collect(),
+            };
+            if let Err(e) = state.put_container_status(name, &status) {
+                eprintln!("executor: cannot record status: {e}");
+            }
+            dirty = false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -1,0 +1,304 @@
+//! The topology manager (tmanager), in container 0. It does not place anything (the packing plan did): it waits
+//! until the stmgr of every container has registered with its instances, stitches the **physical plan** (which
+//! task runs behind which stmgr, on which port, and whether the topology is active), stores it in the state
+//! manager and pushes it to every stmgr. `activate` / `deactivate` from the CLI change the plan's state and push it
+//! again; a stmgr that registers again (restarted) gets the current plan.
+
+use std::collections::BTreeMap;
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use crossbeam_channel::{Sender, bounded};
+use egret_proto::api::TopologyState;
+use egret_proto::egret::{InstanceInfo, Location, PhysicalPlan, RegisterStmgr, Status, StmgrInfo, control};
+use egret_statemgr::LocalStateManager;
+use egret_transport::{Frame, FrameWriter, control_frame, split};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TmanagerError {
+    #[error("state manager: {0}")]
+    State(#[from] egret_statemgr::StateError),
+    #[error("topology {0} has no {1}")]
+    Missing(String, &'static str),
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+#[derive(Debug, Clone)]
+pub struct Opts {
+    pub egret_home: PathBuf,
+    pub cluster: String,
+    pub topology: String,
+    pub host: String,
+}
+
+struct Registered {
+    info: StmgrInfo,
+    instances: Vec<InstanceInfo>,
+    writer: Option<Sender<Vec<u8>>>,
+}
+
+struct Tm {
+    topology: egret_proto::api::Topology,
+    expected: Vec<String>,
+    stmgrs: BTreeMap<String, Registered>,
+    plan: Option<PhysicalPlan>,
+}
+
+struct Tmanager {
+    opts: Opts,
+    state: LocalStateManager,
+    inner: Mutex<Tm>,
+}
+
+/// Runs the tmanager until its process is killed.
+pub fn run(opts: Opts) -> Result<(), TmanagerError> {
+    let state = LocalStateManager::new(&opts.egret_home, &opts.cluster)?;
+    let name = opts.topology.clone();
+    let topology = state
+        .get_topology(&name)?
+        .ok_or_else(|| TmanagerError::Missing(name.clone(), "definition"))?;
+    let packing = state
+        .get_packing_plan(&name)?
+        .ok_or_else(|| TmanagerError::Missing(name.clone(), "packing plan"))?;
+    let expected: Vec<String> = packing.containers.iter().map(|c| format!("stmgr-{}", c.id)).collect();
+    // A restarted tmanager keeps the activation state it had published.
+    let mut topology = topology;
+    if let Some(old) = state.get_physical_plan(&name)?.and_then(|p| p.topology) {
+        topology.state = old.state;
+    }
+    let listener = TcpListener::bind((opts.host.as_str(), 0))?;
+    let port = listener.local_addr()?.port();
+    eprintln!("tmanager: topology={name} port={port} waiting for {expected:?}");
+    state.put_location(
+        &name,
+        &Location {
+            process: "tmanager".into(),
+            container: 0,
+            host: opts.host.clone(),
+            port: port as i32,
+            pid: std::process::id() as i32,
+            http_port: 0,
+        },
+    )?;
+    let tm = Arc::new(Tmanager {
+        opts,
+        state,
+        inner: Mutex::new(Tm {
+            topology,
+            expected,
+            stmgrs: BTreeMap::new(),
+            plan: None,
+        }),
+    });
+    for conn in listener.incoming() {
+        match conn {
+            Ok(stream) => {
+                let tm = Arc::clone(&tm);
+                std::thread::spawn(move || {
+                    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+                    if let Err(e) = serve(&tm, stream) {
+                        eprintln!("tmanager: connection from {peer} closed: {e}");
+                    }
+                });
+            }
+            Err(e) => eprintln!("tmanager: accept failed: {e}"),
+        }
+    }
+    Ok(())
+}
+
+fn status(ok: bool, message: impl Into<String>) -> control::Msg {
+    control::Msg::Status(Status {
+        ok,
+        message: message.into(),
+    })
+}
+
+fn spawn_writer(mut writer: FrameWriter) -> Sender<Vec<u8>> {
+    let (tx, rx) = bounded::<Vec<u8>>(64);
+    std::thread::spawn(move || {
+        while let Ok(frame) = rx.recv() {
+            if writer.write(&frame).and_then(|()| writer.flush()).is_err() {
+                break;
+            }
+        }
+        writer.shutdown();
+    });
+    tx
+}
+
+fn serve(tm: &Tmanager, stream: TcpStream) -> Result<(), egret_transport::FrameError> {
+    let (mut reader, mut writer) = split(stream, egret_transport::DEFAULT_MAX_FRAME)?;
+    match reader.read()? {
+        Frame::Control(control::Msg::RegisterStmgr(r)) => {
+            let id = register(tm, r, &mut writer)?;
+            let Some(id) = id else { return Ok(()) };
+            let tx = spawn_writer(writer);
+            let plan = {
+                let Ok(mut inner) = tm.inner.lock() else { return Ok(()) };
+                if let Some(s) = inner.stmgrs.get_mut(&id) {
+                    s.writer = Some(tx.clone());
+                }
+                inner.plan.clone()
+            };
+            match plan {
+                // A stmgr that (re)joins a running topology gets the current plan at once.
+                Some(p) => {
+                    let _ = tx.send(control_frame(control::Msg::PhysicalPlan(p)));
+                }
+                None => publish_if_complete(tm),
+            }
+            // Heartbeats until the stmgr goes away.
+            let result = loop {
+                match reader.read() {
+                    Ok(_) => {}
+                    Err(e) => break e,
+                }
+            };
+            if let Ok(mut inner) = tm.inner.lock()
+                && let Some(s) = inner.stmgrs.get_mut(&id)
+            {
+                s.writer = None;
+            }
+            Err(result)
+        }
+        Frame::Control(control::Msg::SetActive(a)) => {
+            let reply = set_active(tm, &a.topology_id, a.active);
+            writer.send_control(reply)?;
+            Ok(())
+        }
+        other => {
+            eprintln!("tmanager: dropping a connection that opened with {other:?}");
+            Ok(())
+        }
+    }
+}
+
+/// Records a stmgr's registration; `None` if it was refused.
+fn register(
+    tm: &Tmanager,
+    r: RegisterStmgr,
+    writer: &mut FrameWriter,
+) -> Result<Option<String>, egret_transport::FrameError> {
+    let Ok(mut inner) = tm.inner.lock() else {
+        return Ok(None);
+    };
+    let Some(info) = r
+        .stmgr
+        .filter(|s| r.topology_id == inner.topology.id && inner.expected.contains(&s.id))
+    else {
+        drop(inner);
+        writer.send_control(status(false, format!("not a stmgr of topology {}", tm.opts.topology)))?;
+        return Ok(None);
+    };
+    let id = info.id.clone();
+    eprintln!("tmanager: {id} registered with {} instances", r.instances.len());
+    let rejoin = inner.plan.is_some();
+    inner.stmgrs.insert(
+        id.clone(),
+        Registered {
+            info,
+            instances: r.instances,
+            writer: None,
+        },
+    );
+    if rejoin {
+        // Its address changed: rebuild the plan and tell everyone.
+        let plan = build_plan(&inner);
+        inner.plan = Some(plan);
+    }
+    drop(inner);
+    writer.send_control(status(true, ""))?;
+    if rejoin {
+        store_and_push(tm);
+    }
+    Ok(Some(id))
+}
+
+fn build_plan(inner: &Tm) -> PhysicalPlan {
+    let mut instances: Vec<InstanceInfo> = inner
+        .stmgrs
+        .values()
+        .flat_map(|s| s.instances.iter().cloned())
+        .collect();
+    instances.sort_by_key(|i| i.task_id);
+    PhysicalPlan {
+        topology: Some(inner.topology.clone()),
+        stmgrs: inner.stmgrs.values().map(|s| s.info.clone()).collect(),
+        instances,
+    }
+}
+
+fn publish_if_complete(tm: &Tmanager) {
+    {
+        let Ok(mut inner) = tm.inner.lock() else { return };
+        if inner.plan.is_some() || !inner.expected.iter().all(|id| inner.stmgrs.contains_key(id)) {
+            return;
+        }
+        let plan = build_plan(&inner);
+        eprintln!(
+            "tmanager: every stmgr registered; publishing the physical plan ({} instances)",
+            plan.instances.len()
+        );
+        inner.plan = Some(plan);
+    }
+    store_and_push(tm);
+}
+
+fn store_and_push(tm: &Tmanager) {
+    let (plan, writers) = {
+        let Ok(inner) = tm.inner.lock() else { return };
+        let Some(plan) = inner.plan.clone() else { return };
+        (
+            plan,
+            inner
+                .stmgrs
+                .values()
+                .filter_map(|s| s.writer.clone())
+                .collect::<Vec<_>>(),
+        )
+    };
+    if let Err(e) = tm.state.put_physical_plan(&tm.opts.topology, &plan) {
+        eprintln!("tmanager: cannot store the physical plan: {e}");
+    }
+    let frame = control_frame(control::Msg::PhysicalPlan(plan));
+    for w in writers {
+        let _ = w.send(frame.clone());
+    }
+}
+
+fn set_active(tm: &Tmanager, topology_id: &str, active: bool) -> control::Msg {
+    let want = if active {
+        TopologyState::Running
+    } else {
+        TopologyState::Paused
+    };
+    {
+        let Ok(mut inner) = tm.inner.lock() else {
+            return status(false, "tmanager state is poisoned");
+        };
+        if topology_id != inner.topology.id {
+            return status(false, format!("topology id {topology_id} is not {}", inner.topology.id));
+        }
+        if inner.topology.state == want as i32 {
+            return status(
+                true,
+                if active {
+                    "already active"
+                } else {
+                    "already deactivated"
+                },
+            );
+        }
+        inner.topology.state = want as i32;
+        if let Some(plan) = inner.plan.as_mut()
+            && let Some(t) = plan.topology.as_mut()
+        {
+            t.state = want as i32;
+        }
+    }
+    store_and_push(tm);
+    status(true, if active { "activated" } else { "deactivated" })
+}
