@@ -1,0 +1,131 @@
+//! A topology for the end-to-end tests: two spout tasks emit a finite (or endless) sequence of words; three bolts
+//! subscribe with fields, all and global grouping, and every task writes what it saw to `<out>/<component>-<task>.json`
+//! a few times a second, so a test can check routing across containers.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use clap::Parser;
+use egret::*;
+
+#[derive(Parser, Clone)]
+struct Args {
+    /// Directory the tasks write their observations to.
+    #[arg(long)]
+    out: PathBuf,
+    /// Tuples per spout task (ignored with --endless).
+    #[arg(long, default_value_t = 5000)]
+    per_spout: u64,
+    #[arg(long)]
+    endless: bool,
+    #[arg(long, default_value_t = 2)]
+    containers: u32,
+    /// Declare a fields grouping on a field the spout does not declare.
+    #[arg(long)]
+    broken: bool,
+}
+
+struct Numbers {
+    args: Args,
+    task: u32,
+    next: u64,
+}
+
+impl Spout for Numbers {
+    fn declare_outputs(&self, out: &mut OutputDeclarer) {
+        out.declare(["word", "n"]);
+    }
+    fn open(&mut self, ctx: &TopologyContext) -> Result<(), UserError> {
+        self.task = ctx.task_id().0;
+        Ok(())
+    }
+    fn next_tuple(&mut self, out: &mut SpoutCollector<'_>) {
+        if !self.args.endless && self.next >= self.args.per_spout {
+            return;
+        }
+        let word = format!("w{}", self.next % 50);
+        out.emit((word.as_str(), self.next as i64));
+        self.next += 1;
+        if self.next % 1000 == 0 || self.next == self.args.per_spout {
+            write(
+                &self.args.out,
+                "numbers",
+                self.task,
+                &serde_json::json!({ "emitted": self.next }),
+            );
+        }
+        if self.args.endless {
+            // Keep the endless mode gentle on a 2-core machine.
+            std::thread::sleep(std::time::Duration::from_micros(20));
+        }
+    }
+}
+
+/// Records words (fields grouping) or a count, and writes them out on every tick.
+struct Recorder {
+    out: PathBuf,
+    component: String,
+    task: u32,
+    words: BTreeMap<String, u64>,
+    total: u64,
+}
+
+impl Bolt for Recorder {
+    fn prepare(&mut self, ctx: &TopologyContext) -> Result<(), UserError> {
+        self.task = ctx.task_id().0;
+        self.component = ctx.component_id().to_string();
+        Ok(())
+    }
+    fn execute(&mut self, t: &Tuple<'_>, out: &mut BoltCollector<'_>) {
+        if t.is_tick() {
+            let summary = serde_json::json!({ "total": self.total, "words": self.words });
+            write(&self.out, &self.component, self.task, &summary);
+            return;
+        }
+        self.total += 1;
+        if self.component == "by-word" {
+            match t.get_str("word") {
+                Ok(w) => *self.words.entry(w.to_string()).or_default() += 1,
+                Err(e) => out.report_error(&e),
+            }
+        }
+    }
+}
+
+fn write(dir: &std::path::Path, component: &str, task: u32, value: &serde_json::Value) {
+    let tmp = dir.join(format!(".{component}-{task}.tmp"));
+    if std::fs::write(&tmp, value.to_string()).is_ok() {
+        let _ = std::fs::rename(tmp, dir.join(format!("{component}-{task}.json")));
+    }
+}
+
+fn main() {
+    let args = Args::parse();
+    let _ = std::fs::create_dir_all(&args.out);
+    let mut b = TopologyBuilder::new("grouping-check");
+    b.config()
+        .set(keys::STMGRS, args.containers)
+        .set(keys::TICK_TUPLE_FREQ_MS, 200);
+    let a = args.clone();
+    b.set_spout("numbers", 2, move || Numbers {
+        args: a.clone(),
+        task: 0,
+        next: 0,
+    });
+    let recorder = {
+        let out = args.out.clone();
+        move || Recorder {
+            out: out.clone(),
+            component: String::new(),
+            task: 0,
+            words: BTreeMap::new(),
+            total: 0,
+        }
+    };
+    let field = if args.broken { "wrod" } else { "word" };
+    b.set_bolt("by-word", 2, recorder.clone())
+        .fields_grouping("numbers", [field]);
+    b.set_bolt("to-all", 2, recorder.clone()).all_grouping("numbers");
+    b.set_bolt("global", 2, recorder).global_grouping("numbers");
+    egret::run(b.build())
+}

@@ -1,0 +1,365 @@
+//! End-to-end tests on the local cluster: real `egret` commands start real processes. Every wait has a deadline;
+//! every test kills what it started, even when it fails, and prints the process logs on failure.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const DEADLINE: Duration = Duration::from_secs(90);
+
+/// The `egret` binary, built next to this package's binaries (built here if missing).
+fn egret_bin() -> PathBuf {
+    let dir = Path::new(env!("CARGO_BIN_EXE_grouping-check"))
+        .parent()
+        .expect("binary dir")
+        .to_path_buf();
+    let bin = dir.join("egret");
+    if !bin.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "-p", "egret-cli", "--bin", "egret"]);
+        if dir.ends_with("release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("running cargo build for the egret binary");
+        assert!(status.success(), "could not build the egret binary");
+    }
+    bin
+}
+
+/// A private EGRET_HOME; kills every topology in it and removes it on drop.
+struct Cluster {
+    home: PathBuf,
+    egret: PathBuf,
+}
+
+impl Cluster {
+    fn new() -> Cluster {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let home = std::env::temp_dir().join(format!(
+            "egret-e2e-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&home);
+        std::fs::create_dir_all(&home).unwrap();
+        Cluster {
+            home,
+            egret: egret_bin(),
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(&self.egret)
+            .arg("--home")
+            .arg(&self.home)
+            .args(args)
+            .output()
+            .expect("running egret")
+    }
+
+    /// Runs an egret command that must succeed; returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "egret {args:?} failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn explain(&self, topology: &str) -> Value {
+        serde_json::from_str(&self.ok(&["explain", "local", topology, "--json"])).expect("explain --json is JSON")
+    }
+
+    fn pids(&self, topology: &str) -> Vec<i32> {
+        self.explain(topology)["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|p| p["pid"].as_i64())
+            .map(|p| p as i32)
+            .filter(|&p| p > 0)
+            .collect()
+    }
+
+    fn metrics_urls(&self, topology: &str) -> Vec<u16> {
+        self.explain(topology)["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|p| p["http_port"].as_i64())
+            .map(|p| p as u16)
+            .collect()
+    }
+
+    /// Sum of a metric over every metricsmgr, for series whose labels contain `filter`.
+    fn metric_sum(&self, topology: &str, name: &str, filter: &str) -> f64 {
+        let mut sum = 0.0;
+        for port in self.metrics_urls(topology) {
+            for line in http_get(port, "/metrics").lines() {
+                if line.starts_with(&format!("{name}{{")) && line.contains(filter) {
+                    sum += line
+                        .rsplit(' ')
+                        .next()
+                        .and_then(|v| v.parse::<f64>().ok())
+                        .unwrap_or(0.0);
+                }
+            }
+        }
+        sum
+    }
+
+    fn print_logs(&self) {
+        let dir = self.home.join("logs");
+        for entry in walk(&dir) {
+            let text = std::fs::read_to_string(&entry).unwrap_or_default();
+            let tail: Vec<&str> = text
+                .lines()
+                .rev()
+                .take(15)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            eprintln!("==== {} ====\n{}", entry.display(), tail.join("\n"));
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.print_logs();
+        }
+        let list = self.run(&["list", "local", "--json"]);
+        if let Ok(Value::Array(ts)) = serde_json::from_slice::<Value>(&list.stdout) {
+            for t in ts {
+                if let Some(name) = t["name"].as_str() {
+                    let _ = self.run(&["kill", "local", name]);
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.home);
+    }
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() { out.extend(walk(&p)) } else { out.push(p) }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body);
+    body.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
+}
+
+fn alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    unsafe { libc::kill(pid, 0) == 0 }
+}
+
+/// Polls `f` every 100 ms until it returns Some, or panics with `what` at the deadline.
+fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {DEADLINE:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// What the grouping-check tasks wrote: component -> task -> JSON.
+fn observations(out: &Path) -> BTreeMap<String, BTreeMap<u32, Value>> {
+    let mut m: BTreeMap<String, BTreeMap<u32, Value>> = BTreeMap::new();
+    for p in walk(out) {
+        let Some(name) = p.file_name().and_then(|f| f.to_str()) else {
+            continue;
+        };
+        let Some(stem) = name.strip_suffix(".json") else {
+            continue;
+        };
+        let Some((component, task)) = stem.rsplit_once('-') else {
+            continue;
+        };
+        let (Ok(task), Ok(text)) = (task.parse::<u32>(), std::fs::read_to_string(&p)) else {
+            continue;
+        };
+        if let Ok(v) = serde_json::from_str(&text) {
+            m.entry(component.to_string()).or_default().insert(task, v);
+        }
+    }
+    m
+}
+
+fn submit_grouping_check(c: &Cluster, out: &Path, extra: &[&str]) -> String {
+    let bin = env!("CARGO_BIN_EXE_grouping-check");
+    let out = out.display().to_string();
+    let mut args = vec!["submit", "local", bin, "--out", out.as_str()];
+    args.extend_from_slice(extra);
+    c.ok(&args)
+}
+
+#[test]
+fn every_grouping_routes_correctly_across_two_containers() {
+    let c = Cluster::new();
+    let out = c.home.join("out");
+    let per_spout = 5000u64;
+    let printed = submit_grouping_check(&c, &out, &["--per-spout", &per_spout.to_string(), "--containers", "2"]);
+    assert!(printed.contains("is running"), "{printed}");
+    let plan = c.explain("grouping-check");
+    let containers = plan["packing_plan"]["containers"].as_array().unwrap();
+    assert_eq!(containers.len(), 2, "two containers: {plan}");
+    for container in containers {
+        assert_eq!(
+            container["instances"].as_array().unwrap().len(),
+            4,
+            "round robin spreads 8 tasks: {plan}"
+        );
+    }
+    let total = 2 * per_spout;
+    let seen = wait_for("every bolt task to report every tuple", || {
+        let o = observations(&out);
+        let sum = |comp: &str| {
+            o.get(comp).map_or(0, |ts| {
+                ts.values().map(|v| v["total"].as_u64().unwrap_or(0)).sum::<u64>()
+            })
+        };
+        (sum("by-word") == total && sum("to-all") == 2 * total && sum("global") == total).then_some(o)
+    });
+    // Fields: every occurrence of a word was counted by one task, and keys spread over both tasks.
+    let mut owner: BTreeMap<String, u32> = BTreeMap::new();
+    for (task, v) in &seen["by-word"] {
+        let words = v["words"].as_object().unwrap();
+        assert!(!words.is_empty(), "by-word task {task} got no key");
+        for w in words.keys() {
+            assert!(owner.insert(w.clone(), *task).is_none(), "word {w} reached two tasks");
+        }
+    }
+    assert_eq!(owner.len(), 50);
+    // All: every task saw every tuple.
+    for (task, v) in &seen["to-all"] {
+        assert_eq!(v["total"].as_u64(), Some(total), "to-all task {task}");
+    }
+    // Global: the lowest task saw everything.
+    let global = &seen["global"];
+    let lowest = global.keys().min().unwrap();
+    assert_eq!(global[lowest]["total"].as_u64(), Some(total));
+    assert!(
+        global
+            .iter()
+            .all(|(t, v)| t == lowest || v["total"].as_u64() == Some(0))
+    );
+    // The metrics manager saw the same tuples.
+    let executed = wait_for("metrics to catch up", || {
+        let n = c.metric_sum("grouping-check", "egret_execute_count", "component=\"by-word\"");
+        (n as u64 == total).then_some(n)
+    });
+    assert_eq!(executed as u64, total);
+}
+
+#[test]
+fn deactivate_stops_the_spouts_and_kill_leaves_nothing_behind() {
+    let c = Cluster::new();
+    let out = c.home.join("out");
+    submit_grouping_check(&c, &out, &["--endless", "--containers", "2"]);
+    let emitted = || c.metric_sum("grouping-check", "egret_emit_count", "component=\"numbers\"");
+    wait_for("the spouts to emit", || (emitted() > 0.0).then_some(()));
+    c.ok(&["deactivate", "local", "grouping-check"]);
+    assert!(c.ok(&["list", "local"]).contains("PAUSED"));
+    // Metrics are published every second: let the last emits arrive, then the count must stand still.
+    std::thread::sleep(Duration::from_millis(2500));
+    let frozen = emitted();
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(emitted(), frozen, "spouts emitted while deactivated");
+    c.ok(&["activate", "local", "grouping-check"]);
+    wait_for("the spouts to emit again", || (emitted() > frozen).then_some(()));
+
+    let pids = c.pids("grouping-check");
+    assert!(
+        pids.len() >= 3 + 2 * 2 + 8,
+        "executors, daemons and instances: {pids:?}"
+    );
+    c.ok(&["kill", "local", "grouping-check"]);
+    let left: Vec<i32> = pids.into_iter().filter(|&p| alive(p)).collect();
+    assert!(left.is_empty(), "processes left after kill: {left:?}");
+    let state: Vec<PathBuf> = walk(&c.home.join("state"))
+        .into_iter()
+        .chain(walk(&c.home.join("packages")))
+        .collect();
+    assert!(state.is_empty(), "state left after kill: {state:?}");
+    assert!(c.ok(&["list", "local"]).contains("no topologies"));
+}
+
+#[test]
+fn a_broken_topology_is_refused_with_the_reason_and_nothing_starts() {
+    let c = Cluster::new();
+    let bin = env!("CARGO_BIN_EXE_grouping-check");
+    let out = c.home.join("out").display().to_string();
+    let r = c.run(&["submit", "local", bin, "--out", &out, "--broken"]);
+    assert!(!r.status.success());
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        err.contains("by-word") && err.contains("\"wrod\""),
+        "the error names the component and field:\n{err}"
+    );
+    assert!(
+        walk(&c.home.join("state")).is_empty(),
+        "state written for a broken topology"
+    );
+    assert!(
+        walk(&c.home.join("logs")).is_empty(),
+        "processes started for a broken topology"
+    );
+
+    let r = c.run(&[
+        "submit",
+        "--config-property",
+        "topology.max.spout.pendng=5",
+        "local",
+        bin,
+        "--out",
+        &out,
+    ]);
+    let text = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        !r.status.success() && text.contains("topology.max.spout.pendng"),
+        "a misspelt key is named:\n{text}"
+    );
+    assert!(walk(&c.home.join("state")).is_empty(), "state written for a bad config");
+
+    let dry = c.ok(&["submit", "--dry-run", "local", bin, "--out", &out]);
+    assert!(dry.contains("dry run"), "{dry}");
+    assert!(walk(&c.home.join("state")).is_empty(), "a dry run wrote state");
+
+    let bad_cluster = c.run(&["submit", "mars", bin]);
+    assert!(String::from_utf8_lossy(&bad_cluster.stderr).contains("unknown cluster \"mars\""));
+}
