@@ -46,7 +46,7 @@ impl Spout for Numbers {
         let word = format!("w{}", self.next % 50);
         out.emit((word.as_str(), self.next as i64));
         self.next += 1;
-        if self.next % 1000 == 0 || self.next == self.args.per_spout {
+        if self.next.is_multiple_of(1000) || self.next == self.args.per_spout {
             write(
                 &self.args.out,
                 "numbers",
