@@ -363,3 +363,122 @@ fn a_broken_topology_is_refused_with_the_reason_and_nothing_starts() {
     let bad_cluster = c.run(&["submit", "mars", bin]);
     assert!(String::from_utf8_lossy(&bad_cluster.stderr).contains("unknown cluster \"mars\""));
 }
+
+/// Pids of the running processes of one container whose name starts with `prefix`.
+fn container_pids(c: &Cluster, topology: &str, container: i64, prefix: &str) -> Vec<i64> {
+    c.explain(topology)["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["container"].as_i64() == Some(container) && p["name"].as_str().unwrap_or("").starts_with(prefix))
+        .filter(|p| p["state"] == "running")
+        .filter_map(|p| p["pid"].as_i64())
+        .collect()
+}
+
+#[test]
+fn restarted_containers_rejoin_and_the_topology_keeps_running() {
+    let c = Cluster::new();
+    let out = c.home.join("out");
+    submit_grouping_check(&c, &out, &["--endless", "--containers", "2"]);
+    let executed = |filter: &str| c.metric_sum("grouping-check", "egret_execute_count", filter);
+    wait_for("tuples to flow", || {
+        (executed("component=\"to-all\"") > 0.0).then_some(())
+    });
+
+    // A worker container: its stmgr comes back on a new port, the other stmgr reconnects, tuples flow to it again.
+    let before = container_pids(&c, "grouping-check", 1, "instance-");
+    assert_eq!(before.len(), 4);
+    c.ok(&["restart", "local", "grouping-check", "--container", "1"]);
+    let after = wait_for("container 1 to run again", || {
+        let now = container_pids(&c, "grouping-check", 1, "instance-");
+        (now.len() == 4 && now.iter().all(|p| !before.contains(p))).then_some(now)
+    });
+    assert!(after.iter().all(|&p| alive(p as i32)));
+    // The to-all bolt has a task in each container; both must execute again (fresh counters in container 1).
+    let tasks_of_container_1: Vec<String> = c.explain("grouping-check")["packing_plan"]["containers"][0]["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["component"] == "to-all")
+        .map(|i| format!("task=\"{}\"", i["task"]))
+        .collect();
+    assert_eq!(tasks_of_container_1.len(), 1);
+    wait_for("the restarted to-all task to execute", || {
+        (executed(&tasks_of_container_1[0]) > 100.0).then_some(())
+    });
+
+    // The tmanager's container: the stmgrs register again and the CLI reaches the new tmanager.
+    let tm = container_pids(&c, "grouping-check", 0, "tmanager");
+    c.ok(&["restart", "local", "grouping-check", "--container", "0"]);
+    wait_for("a new tmanager", || {
+        let now = container_pids(&c, "grouping-check", 0, "tmanager");
+        (now.len() == 1 && now != tm).then_some(())
+    });
+    wait_for("the new tmanager to take commands", || {
+        c.run(&["deactivate", "local", "grouping-check"])
+            .status
+            .success()
+            .then_some(())
+    });
+    wait_for("the new tmanager to publish PAUSED", || {
+        c.ok(&["list", "local"]).contains("PAUSED").then_some(())
+    });
+}
+
+#[test]
+fn two_topologies_run_side_by_side() {
+    let c = Cluster::new();
+    let bin = env!("CARGO_BIN_EXE_grouping-check");
+    let (out_a, out_b) = (
+        c.home.join("a").display().to_string(),
+        c.home.join("b").display().to_string(),
+    );
+    c.ok(&[
+        "submit",
+        "--name",
+        "first",
+        "local",
+        bin,
+        "--out",
+        &out_a,
+        "--per-spout",
+        "1000",
+        "--containers",
+        "1",
+    ]);
+    c.ok(&[
+        "submit",
+        "--name",
+        "second",
+        "local",
+        bin,
+        "--out",
+        &out_b,
+        "--per-spout",
+        "2000",
+        "--containers",
+        "1",
+    ]);
+    let again = c.run(&["submit", "--name", "first", "local", bin, "--out", &out_a]);
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("already exists"),
+        "a duplicate name is refused"
+    );
+    for (out, n) in [(&out_a, 2000u64), (&out_b, 4000u64)] {
+        wait_for("both topologies to finish their input", || {
+            let o = observations(Path::new(out));
+            let sum = o.get("by-word").map_or(0, |ts| {
+                ts.values().map(|v| v["total"].as_u64().unwrap_or(0)).sum::<u64>()
+            });
+            (sum == n).then_some(())
+        });
+    }
+    let list = c.ok(&["list", "local"]);
+    assert!(list.contains("first") && list.contains("second"), "{list}");
+    c.ok(&["kill", "local", "first"]);
+    assert!(
+        c.ok(&["list", "local"]).contains("second"),
+        "killing one leaves the other"
+    );
+}

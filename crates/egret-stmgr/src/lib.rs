@@ -55,8 +55,8 @@ struct Routes {
     local: HashMap<u32, Sender<Vec<u8>>>,
     /// Task id -> stmgr id holding it (from the physical plan).
     remote: HashMap<u32, String>,
-    /// Stmgr id -> writer of our outgoing connection to it.
-    peers: HashMap<String, Sender<Vec<u8>>>,
+    /// Stmgr id -> (its address, writer of our outgoing connection to it).
+    peers: HashMap<String, (String, Writer)>,
 }
 
 struct Stmgr {
@@ -143,9 +143,18 @@ pub fn run(opts: Opts) -> Result<(), StmgrError> {
     Ok(())
 }
 
+/// The feeding end of a connection's writer thread.
+#[derive(Clone)]
+struct Writer {
+    tx: Sender<Vec<u8>>,
+    alive: Arc<AtomicBool>,
+}
+
 /// Starts the writer thread of a connection; returns the channel that feeds it.
-fn spawn_writer(mut writer: FrameWriter, name: String) -> Sender<Vec<u8>> {
+fn spawn_writer(mut writer: FrameWriter, name: String) -> Writer {
     let (tx, rx): (Sender<Vec<u8>>, Receiver<Vec<u8>>) = bounded(WRITER_QUEUE);
+    let alive = Arc::new(AtomicBool::new(true));
+    let flag = Arc::clone(&alive);
     std::thread::spawn(move || {
         while let Ok(frame) = rx.recv() {
             let mut result = writer.write(&frame);
@@ -161,8 +170,9 @@ fn spawn_writer(mut writer: FrameWriter, name: String) -> Sender<Vec<u8>> {
             }
         }
         writer.shutdown();
+        flag.store(false, SeqCst);
     });
-    tx
+    Writer { tx, alive }
 }
 
 fn serve_connection(s: &Arc<Stmgr>, stream: TcpStream) -> Result<(), egret_transport::FrameError> {
@@ -185,7 +195,7 @@ fn serve_connection(s: &Arc<Stmgr>, stream: TcpStream) -> Result<(), egret_trans
                 message: String::new(),
             }))?;
             let task = info.task_id as u32;
-            let tx = spawn_writer(writer, format!("task {task}"));
+            let tx = spawn_writer(writer, format!("task {task}")).tx;
             if let Some(p) = s.pplan.lock().map(|p| p.clone()).unwrap_or(None) {
                 let _ = tx.send(control_frame(control::Msg::PhysicalPlan(p)));
             }
@@ -226,7 +236,11 @@ fn route(s: &Stmgr, dest: u32, raw: Vec<u8>) {
         let Ok(r) = s.routes.read() else { return };
         match r.local.get(&dest) {
             Some(tx) => Some(tx.clone()),
-            None => r.remote.get(&dest).and_then(|id| r.peers.get(id)).cloned(),
+            None => r
+                .remote
+                .get(&dest)
+                .and_then(|id| r.peers.get(id))
+                .map(|(_, w)| w.tx.clone()),
         }
     };
     // Blocking send: a slow destination stops this reader, and TCP pushes back on its sender.
@@ -313,7 +327,7 @@ fn tmanager_session(s: &Arc<Stmgr>) -> Result<(), String> {
     }
 }
 
-/// Learns where every task lives, connects to new peers, and passes the plan on to the local instances.
+/// Learns where every task lives, connects to new or moved peers, and passes the plan on to the local instances.
 fn apply_plan(s: &Stmgr, p: PhysicalPlan) {
     let mut remote = HashMap::new();
     for i in &p.instances {
@@ -321,22 +335,32 @@ fn apply_plan(s: &Stmgr, p: PhysicalPlan) {
             remote.insert(i.task_id as u32, i.stmgr_id.clone());
         }
     }
-    let known: BTreeSet<String> = s
+    // A peer needs a (new) connection when it is new, moved (restarted on another port) or its writer died.
+    let current: HashMap<String, (String, bool)> = s
         .routes
         .read()
-        .map(|r| r.peers.keys().cloned().collect())
+        .map(|r| {
+            r.peers
+                .iter()
+                .map(|(id, (addr, tx))| (id.clone(), (addr.clone(), is_open(tx))))
+                .collect()
+        })
         .unwrap_or_default();
-    let mut new_peers = Vec::new();
-    for peer in p.stmgrs.iter().filter(|m| m.id != s.id && !known.contains(&m.id)) {
+    let mut fresh = Vec::new();
+    for peer in p.stmgrs.iter().filter(|m| m.id != s.id) {
+        let addr = format!("{}:{}", peer.host, peer.data_port);
+        if current.get(&peer.id).is_some_and(|(a, open)| *a == addr && *open) {
+            continue;
+        }
         match connect_peer(s, peer) {
-            Ok(tx) => new_peers.push((peer.id.clone(), tx)),
+            Ok(tx) => fresh.push((peer.id.clone(), (addr, tx))),
             Err(e) => eprintln!("stmgr: cannot connect to {}: {e}", peer.id),
         }
     }
     let locals: Vec<Sender<Vec<u8>>> = match s.routes.write() {
         Ok(mut r) => {
             r.remote = remote;
-            r.peers.extend(new_peers);
+            r.peers.extend(fresh);
             r.local.values().cloned().collect()
         }
         Err(_) => return,
@@ -350,7 +374,12 @@ fn apply_plan(s: &Stmgr, p: PhysicalPlan) {
     }
 }
 
-fn connect_peer(s: &Stmgr, peer: &StmgrInfo) -> Result<Sender<Vec<u8>>, String> {
+/// Whether a peer's writer thread is still running (it ends when its connection fails).
+fn is_open(w: &Writer) -> bool {
+    w.alive.load(SeqCst)
+}
+
+fn connect_peer(s: &Stmgr, peer: &StmgrInfo) -> Result<Writer, String> {
     let deadline = Instant::now() + Duration::from_secs(10);
     let stream = loop {
         match TcpStream::connect((peer.host.as_str(), peer.data_port as u16)) {
