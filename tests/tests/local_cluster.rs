@@ -284,6 +284,12 @@ fn every_grouping_routes_correctly_across_two_containers() {
         (n as u64 == total).then_some(n)
     });
     assert_eq!(executed as u64, total);
+    // Series are labelled by stream: emits by output stream, executes by source component/stream.
+    wait_for("per-stream series", || {
+        let emitted = c.metric_sum("grouping-check", "egret_emit_count", "stream=\"default\"");
+        let from_numbers = c.metric_sum("grouping-check", "egret_execute_count", "stream=\"numbers/default\"");
+        (emitted as u64 == total && from_numbers as u64 == 4 * total).then_some(())
+    });
 }
 
 #[test]

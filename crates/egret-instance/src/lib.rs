@@ -19,6 +19,7 @@ use egret_proto::api::TopologyState;
 use egret_proto::defn;
 use egret_proto::egret::{InstanceInfo, MetricValue, PublishMetrics, RegisterInstance, control};
 use egret_runtime::driver::{self, LoopControl};
+use egret_runtime::metrics::names;
 use egret_runtime::queue::{self, QueueReceiver, QueueSender};
 use egret_runtime::{Batch, BoltTask, SpoutTask, TaskMetrics, Transport};
 use egret_statemgr::LocalStateManager;
@@ -218,16 +219,17 @@ pub fn run(topology: Topology, env: InstanceEnv) -> Result<(), InstanceError> {
             writer_ctl.stop.store(true, SeqCst);
         })?;
     {
-        let (ctl, metrics, state, env, component) = (
+        let (ctl, metrics, state, env, component, topology) = (
             Arc::clone(&ctl),
             Arc::clone(&metrics),
             state.clone(),
             env.clone(),
             component.clone(),
+            Arc::clone(&topology),
         );
         std::thread::Builder::new()
             .name("metrics".into())
-            .spawn(move || publish_metrics(&state, &env, &component, &metrics, &ctl))?;
+            .spawn(move || publish_metrics(&state, &env, &topology, &component, &metrics, &ctl))?;
     }
 
     let mut transport = GatewayTransport { out: out_tx };
@@ -303,7 +305,14 @@ fn gateway_writer(writer: &mut egret_transport::FrameWriter, out_rx: &QueueRecei
 }
 
 /// Publishes the task's totals to the container's metricsmgr every second; reconnects as needed.
-fn publish_metrics(state: &LocalStateManager, env: &InstanceEnv, component: &str, m: &TaskMetrics, ctl: &Control) {
+fn publish_metrics(
+    state: &LocalStateManager,
+    env: &InstanceEnv,
+    topology: &Topology,
+    component: &str,
+    m: &TaskMetrics,
+    ctl: &Control,
+) {
     let process = format!("metricsmgr-{}", env.container);
     let mut conn: Option<TcpStream> = None;
     while !ctl.stop.load(SeqCst) {
@@ -316,22 +325,30 @@ fn publish_metrics(state: &LocalStateManager, env: &InstanceEnv, component: &str
         let Some(stream) = conn.as_mut() else { continue };
         let s = m.snapshot();
         let mut metrics = vec![
-            value(egret_runtime::metrics::names::EMIT_COUNT, s.emitted as f64),
-            value(egret_runtime::metrics::names::ACK_COUNT, s.acked as f64),
-            value(egret_runtime::metrics::names::FAIL_COUNT, s.failed as f64),
-            value(egret_runtime::metrics::names::EXCEPTION_COUNT, s.errors as f64),
+            value(names::ACK_COUNT, "", s.acked as f64),
+            value(names::FAIL_COUNT, "", s.failed as f64),
+            value(names::EXCEPTION_COUNT, "", s.errors as f64),
         ];
-        if s.executed > 0 || !s.execute_time.is_zero() {
-            metrics.push(value(egret_runtime::metrics::names::EXECUTE_COUNT, s.executed as f64));
-            let avg_ms = s.execute_time.as_secs_f64() * 1000.0 / s.executed.max(1) as f64;
-            metrics.push(value(egret_runtime::metrics::names::EXECUTE_LATENCY, avg_ms));
+        // Emits are labelled by output stream, executes by source "component/stream" (Heron's keys).
+        for (i, c) in m.stream_counts().iter().enumerate() {
+            let Some(info) = topology.streams().get(i) else {
+                continue;
+            };
+            if c.emitted > 0 {
+                metrics.push(value(names::EMIT_COUNT, &info.source.stream, c.emitted as f64));
+            }
+            if c.executed > 0 {
+                let source = format!("{}/{}", info.source.component, info.source.stream);
+                metrics.push(value(names::EXECUTE_COUNT, &source, c.executed as f64));
+            }
+        }
+        if s.executed > 0 {
+            let avg_ms = s.execute_time.as_secs_f64() * 1000.0 / s.executed as f64;
+            metrics.push(value(names::EXECUTE_LATENCY, "", avg_ms));
         }
         let latency = m.complete_latency();
         if !latency.is_empty() {
-            metrics.push(value(
-                egret_runtime::metrics::names::COMPLETE_LATENCY,
-                latency.mean() / 1000.0,
-            ));
+            metrics.push(value(names::COMPLETE_LATENCY, "", latency.mean() / 1000.0));
         }
         let frame = egret_transport::control_frame(control::Msg::PublishMetrics(PublishMetrics {
             component: component.to_string(),
@@ -345,10 +362,10 @@ fn publish_metrics(state: &LocalStateManager, env: &InstanceEnv, component: &str
     }
 }
 
-fn value(name: &str, v: f64) -> MetricValue {
+fn value(name: &str, stream: &str, v: f64) -> MetricValue {
     MetricValue {
         name: name.to_string(),
-        stream: String::new(),
+        stream: stream.to_string(),
         value: v,
     }
 }

@@ -37,6 +37,8 @@ pub struct TaskMetrics {
     pub pending_roots: AtomicU64,
     /// Tuples emitted but not yet handed to a queue; used to tell when a topology is quiet.
     pub unflushed: AtomicU64,
+    /// Per stream, indexed by `StreamIndex`: tuples emitted on it (by this task) and executed from it.
+    streams: Mutex<Vec<StreamCount>>,
     /// Spouts: emit-to-complete latency, microseconds.
     complete_latency: Mutex<Histogram<u64>>,
     last_error: Mutex<Option<String>>,
@@ -53,6 +55,7 @@ impl Default for TaskMetrics {
             execute_nanos: AtomicU64::new(0),
             pending_roots: AtomicU64::new(0),
             unflushed: AtomicU64::new(0),
+            streams: Mutex::new(Vec::new()),
             complete_latency: Mutex::new(new_latency_histogram()),
             last_error: Mutex::new(None),
         }
@@ -64,7 +67,33 @@ pub fn new_latency_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("static histogram bounds are valid")
 }
 
+/// Emits and executes of one stream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StreamCount {
+    pub emitted: u64,
+    pub executed: u64,
+}
+
 impl TaskMetrics {
+    /// Adds a task's local per-stream counts and zeroes them.
+    pub fn add_stream_counts(&self, local: &mut [StreamCount]) {
+        if let Ok(mut all) = self.streams.lock() {
+            if all.len() < local.len() {
+                all.resize(local.len(), StreamCount::default());
+            }
+            for (a, l) in all.iter_mut().zip(local.iter_mut()) {
+                a.emitted += l.emitted;
+                a.executed += l.executed;
+                *l = StreamCount::default();
+            }
+        }
+    }
+
+    /// Totals per stream index.
+    pub fn stream_counts(&self) -> Vec<StreamCount> {
+        self.streams.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
     pub fn add_complete_latencies(&self, local: &mut Histogram<u64>) {
         if local.is_empty() {
             return;

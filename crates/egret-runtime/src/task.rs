@@ -18,7 +18,7 @@ use hdrhistogram::Histogram;
 
 use crate::batch::{BatchError, BatchReader, Record};
 use crate::ledger::XorLedger;
-use crate::metrics::{TaskMetrics, new_latency_histogram};
+use crate::metrics::{StreamCount, TaskMetrics, new_latency_histogram};
 use crate::outbox::Outbox;
 use crate::rng::FastRng;
 use crate::router::StreamRouter;
@@ -84,6 +84,9 @@ pub struct Emitter {
     /// Spouts: complete latencies not yet published (µs).
     latencies: Histogram<u64>,
     counts: LocalCounts,
+    /// Emits and executes per stream (indexed by `StreamIndex`), published with the other counts.
+    stream_counts: Vec<StreamCount>,
+    stream_counts_dirty: bool,
     metrics: Arc<TaskMetrics>,
 }
 
@@ -137,6 +140,8 @@ impl Emitter {
             immediate_acks: Vec::new(),
             latencies: new_latency_histogram(),
             counts: LocalCounts::default(),
+            stream_counts: vec![StreamCount::default(); topology.streams().len()],
+            stream_counts_dirty: false,
             metrics,
         })
     }
@@ -160,6 +165,10 @@ impl Emitter {
         }
         if c.failed > 0 {
             m.failed.fetch_add(c.failed, Relaxed);
+        }
+        if self.stream_counts_dirty {
+            m.add_stream_counts(&mut self.stream_counts);
+            self.stream_counts_dirty = false;
         }
         m.add_complete_latencies(&mut self.latencies);
         if let Some(l) = &self.ledger {
@@ -220,6 +229,8 @@ impl EmitSink for Emitter {
         }
         let stream = s.index;
         self.counts.emitted += 1;
+        self.stream_counts[stream.0 as usize].emitted += 1;
+        self.stream_counts_dirty = true;
 
         if !self.acking {
             for &dest in &self.dests {
@@ -547,6 +558,7 @@ impl BoltTask {
                     let tuple = Tuple::new(source, d.src, d.values, d.key, d.roots);
                     self.bolt.execute(&tuple, &mut BoltCollector::new(&mut self.em));
                     executed += 1;
+                    self.em.stream_counts[d.stream.0 as usize].executed += 1;
                 }
                 Ok(other) => {
                     self.em
@@ -560,6 +572,7 @@ impl BoltTask {
             }
         }
         self.em.counts.executed += executed;
+        self.em.stream_counts_dirty |= executed > 0;
         self.em.counts.execute_nanos += now.elapsed().as_nanos() as u64;
         self.em.publish();
         result.map(|()| executed)
