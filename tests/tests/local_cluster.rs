@@ -290,6 +290,10 @@ fn every_grouping_routes_correctly_across_two_containers() {
         let from_numbers = c.metric_sum("grouping-check", "egret_execute_count", "stream=\"numbers/default\"");
         (emitted as u64 == total && from_numbers as u64 == 4 * total).then_some(())
     });
+    // The stmgrs publish their own counters: frames crossed between the two containers.
+    wait_for("stmgr metrics", || {
+        (c.metric_sum("grouping-check", "egret_frames_routed_count", "component=\"__stmgr__\"") > 0.0).then_some(())
+    });
 }
 
 #[test]

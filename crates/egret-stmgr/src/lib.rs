@@ -69,9 +69,15 @@ struct Stmgr {
     registered: Mutex<Vec<InstanceInfo>>,
     pplan: Mutex<Option<PhysicalPlan>>,
     data_port: u16,
+    /// DATA frames and their bytes forwarded, and frames dropped for want of a route.
+    routed: AtomicU64,
+    routed_bytes: AtomicU64,
     dropped: AtomicU64,
     stop: AtomicBool,
 }
+
+/// The component name Heron gives stmgr metrics.
+pub const METRICS_COMPONENT: &str = "__stmgr__";
 
 /// Runs the stmgr until its process is killed.
 pub fn run(opts: Opts) -> Result<(), StmgrError> {
@@ -102,6 +108,8 @@ pub fn run(opts: Opts) -> Result<(), StmgrError> {
         registered: Mutex::new(Vec::new()),
         pplan: Mutex::new(None),
         data_port,
+        routed: AtomicU64::new(0),
+        routed_bytes: AtomicU64::new(0),
         dropped: AtomicU64::new(0),
         stop: AtomicBool::new(false),
         opts,
@@ -122,6 +130,12 @@ pub fn run(opts: Opts) -> Result<(), StmgrError> {
         std::thread::Builder::new()
             .name("tmanager-client".into())
             .spawn(move || tmanager_client(&s))?;
+    }
+    {
+        let s = Arc::clone(&s);
+        std::thread::Builder::new()
+            .name("metrics".into())
+            .spawn(move || publish_metrics(&s))?;
     }
     for conn in listener.incoming() {
         match conn {
@@ -244,11 +258,49 @@ fn route(s: &Stmgr, dest: u32, raw: Vec<u8>) {
         }
     };
     // Blocking send: a slow destination stops this reader, and TCP pushes back on its sender.
-    if tx.is_none_or(|tx| tx.send(raw).is_err()) {
+    let len = raw.len() as u64;
+    if tx.is_some_and(|tx| tx.send(raw).is_ok()) {
+        s.routed.fetch_add(1, SeqCst);
+        s.routed_bytes.fetch_add(len, SeqCst);
+    } else {
         // No route (the destination is down or not yet known): counted, as Heron's __tuples_to_*_lost.
         let n = s.dropped.fetch_add(1, SeqCst) + 1;
         if n.is_power_of_two() {
             eprintln!("stmgr: no route to task {dest}; {n} frames dropped so far");
+        }
+    }
+}
+
+/// Publishes the stmgr's counters to the container's metricsmgr every second.
+fn publish_metrics(s: &Stmgr) {
+    use egret_proto::egret::{MetricValue, PublishMetrics};
+    let process = format!("metricsmgr-{}", s.opts.container);
+    let mut conn: Option<TcpStream> = None;
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+        if conn.is_none()
+            && let Ok(Some(l)) = s.state.get_location(&s.opts.topology, &process)
+        {
+            conn = TcpStream::connect((l.host.as_str(), l.port as u16)).ok();
+        }
+        let Some(stream) = conn.as_mut() else { continue };
+        let value = |name: &str, v: &AtomicU64| MetricValue {
+            name: name.to_string(),
+            stream: String::new(),
+            value: v.load(SeqCst) as f64,
+        };
+        let frame = control_frame(control::Msg::PublishMetrics(PublishMetrics {
+            component: METRICS_COMPONENT.into(),
+            task_id: s.opts.container,
+            process: s.id.clone(),
+            metrics: vec![
+                value("__frames-routed-count", &s.routed),
+                value("__bytes-routed-count", &s.routed_bytes),
+                value("__frames-dropped-count", &s.dropped),
+            ],
+        }));
+        if std::io::Write::write_all(stream, &frame).is_err() {
+            conn = None;
         }
     }
 }
