@@ -3,9 +3,24 @@
 //!     RESULT bench=wordcount mode=simulator semantics=atmost spouts=1 bolts=1 tuples_per_s=... cpu_s=... p50_ms=... p99_ms=...
 //!
 //! `tuples_per_s` counts tuples executed by the counting bolts per second of the measured window (after the
-//! warm-up); `cpu_s` is the process's user + system CPU time over that window; latencies are emit-to-ack (complete
-//! latency) under at-least-once and `na` otherwise.
+//! warm-up); `cpu_s` is the CPU time (user + system) the topology used over that window; latencies are emit-to-ack
+//! (complete latency) under at-least-once and `na` otherwise.
+//!
+//! Two modes run the same word count topology:
+//!
+//! - `--mode simulator`: every task on a thread of this process. `cpu_s` is this process's CPU time, `peak_rss_mb`
+//!   its peak RSS, and p50/p99 come from the spouts' complete-latency histograms, reset at the start of the window.
+//! - `--mode local`: real processes on the local cluster (`egret submit local` into a temporary EGRET_HOME; see
+//!   [`local`]). Counts come from the metrics managers, `cpu_s` is summed over every process of the topology from
+//!   `/proc`, and `peak_rss_mb_<kind>` is the largest peak RSS (VmHWM) of each kind of process. The instances export
+//!   only a mean complete latency, not a histogram, so p50/p99 are `na` in local mode and at-least-once runs add
+//!   `mean_complete_ms` (the exported gauge, a mean since each spout task started, averaged over the spout tasks)
+//!   and `window_mean_complete_ms` (the mean over the trees completed in the measured window, derived from the
+//!   gauge and the spouts' ack counters).
 
+mod local;
+
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,12 +47,23 @@ enum Bench {
 enum Mode {
     /// All tasks in this process, on threads.
     Simulator,
+    /// Real processes on the local cluster: `egret submit local word-count-topology` into a temporary EGRET_HOME.
+    Local,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq)]
 enum Semantics {
     Atmost,
     Atleast,
+}
+
+impl Semantics {
+    fn as_str(self) -> &'static str {
+        match self {
+            Semantics::Atmost => "atmost",
+            Semantics::Atleast => "atleast",
+        }
+    }
 }
 
 #[derive(Parser)]
@@ -50,6 +76,9 @@ struct WordcountArgs {
     spouts: u32,
     #[arg(long, default_value_t = 1)]
     bolts: u32,
+    /// Containers (stmgrs) to spread the tasks over; local mode only [default: 2].
+    #[arg(long)]
+    containers: Option<u32>,
     /// Measured seconds (after the warm-up).
     #[arg(long, default_value_t = 10.0)]
     seconds: f64,
@@ -65,12 +94,81 @@ struct WordcountArgs {
     /// Extra topology config, key=value (repeatable).
     #[arg(long = "config-property", value_parser = parse_kv)]
     config: Vec<(String, String)>,
+    /// Local mode: copy the topology's logs to this directory before the temporary EGRET_HOME is removed.
+    #[arg(long, value_name = "DIR")]
+    keep_logs: Option<PathBuf>,
 }
 
 fn parse_kv(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
         .ok_or_else(|| format!("expected key=value, got {s:?}"))
+}
+
+/// What a run measured, for the RESULT line.
+struct Outcome {
+    mode: &'static str,
+    /// Containers the topology ran in (local mode).
+    containers: Option<u32>,
+    tuples_per_s: f64,
+    cpu_s: f64,
+    /// Complete latency percentiles in ms, when measured.
+    p50_ms: Option<f64>,
+    p99_ms: Option<f64>,
+    /// Mode-specific `key=value` fields, written after the latencies in this order.
+    extra: Vec<(String, String)>,
+}
+
+/// The RESULT line: the run's parameters, then what it measured.
+fn result_line(a: &WordcountArgs, o: &Outcome) -> String {
+    let ms = |v: Option<f64>| v.map_or("na".to_string(), |v| format!("{v:.3}"));
+    let mut line = format!(
+        "RESULT bench=wordcount mode={} semantics={} spouts={} bolts={}",
+        o.mode,
+        a.semantics.as_str(),
+        a.spouts,
+        a.bolts
+    );
+    if let Some(c) = o.containers {
+        line.push_str(&format!(" containers={c}"));
+    }
+    line.push_str(&format!(
+        " words={} rate={} tuples_per_s={:.0} cpu_s={:.2} p50_ms={} p99_ms={}",
+        a.words,
+        a.rate.map_or("max".to_string(), |r| format!("{r:.0}")),
+        o.tuples_per_s,
+        o.cpu_s,
+        ms(o.p50_ms),
+        ms(o.p99_ms),
+    ));
+    for (k, v) in &o.extra {
+        line.push_str(&format!(" {k}={v}"));
+    }
+    line
+}
+
+/// Prints one line per measured interval to stderr: seconds into the window and the rate over the interval.
+struct Progress {
+    start: Instant,
+    last: (Instant, f64),
+}
+
+impl Progress {
+    fn new(start: Instant, count: f64) -> Self {
+        Progress {
+            start,
+            last: (start, count),
+        }
+    }
+
+    fn update(&mut self, now: Instant, count: f64) {
+        eprintln!(
+            "  {:>5.1} s  {:>8.3} M tuples/s",
+            now.duration_since(self.start).as_secs_f64(),
+            (count - self.last.1) / now.duration_since(self.last.0).as_secs_f64() / 1e6
+        );
+        self.last = (now, count);
+    }
 }
 
 /// User + system CPU time and peak RSS of this process.
@@ -89,6 +187,20 @@ fn wordcount(a: WordcountArgs) -> anyhow::Result<()> {
     if a.words == 0 {
         bail!("--words must be at least 1");
     }
+    let outcome = match a.mode {
+        Mode::Simulator => {
+            if a.containers.is_some() || a.keep_logs.is_some() {
+                bail!("--containers and --keep-logs apply to --mode local only");
+            }
+            simulator(&a)?
+        }
+        Mode::Local => local::run(&a)?,
+    };
+    println!("{}", result_line(&a, &outcome));
+    Ok(())
+}
+
+fn simulator(a: &WordcountArgs) -> anyhow::Result<Outcome> {
     let mut config = Config::new();
     for (k, v) in &a.config {
         config.set(k.clone(), v);
@@ -107,9 +219,7 @@ fn wordcount(a: WordcountArgs) -> anyhow::Result<()> {
         config,
     };
     let topology = word_count::topology(&options)?;
-    let running = match a.mode {
-        Mode::Simulator => Simulator::start(topology).context("starting the simulator")?,
-    };
+    let running = Simulator::start(topology).context("starting the simulator")?;
     eprintln!("warming up for {} s", a.warmup);
     std::thread::sleep(Duration::from_secs_f64(a.warmup));
     running.reset_complete_latency();
@@ -117,17 +227,12 @@ fn wordcount(a: WordcountArgs) -> anyhow::Result<()> {
     let start = Instant::now();
     let count0 = running.metrics().component("count").executed;
     let end = start + Duration::from_secs_f64(a.seconds);
-    let mut last = (start, count0);
+    let mut progress = Progress::new(start, count0 as f64);
     while Instant::now() < end {
         std::thread::sleep(Duration::from_secs(1).min(end.saturating_duration_since(Instant::now())));
         let now = Instant::now();
         let c = running.metrics().component("count").executed;
-        eprintln!(
-            "  {:>5.1} s  {:>8.3} M tuples/s",
-            now.duration_since(start).as_secs_f64(),
-            (c - last.1) as f64 / now.duration_since(last.0).as_secs_f64() / 1e6
-        );
-        last = (now, c);
+        progress.update(now, c as f64);
     }
     let elapsed = start.elapsed();
     let count1 = running.metrics().component("count").executed;
@@ -138,30 +243,24 @@ fn wordcount(a: WordcountArgs) -> anyhow::Result<()> {
     if let Some((task, e)) = errors.first().or(finished.errors.first()) {
         bail!("task {task} reported an error: {e}");
     }
-    let tuples_per_s = (count1 - count0) as f64 / elapsed.as_secs_f64();
-    let (p50, p99) = if reliability == ReliabilityMode::AtLeastOnce && !latency.is_empty() {
-        let ms = |q: f64| format!("{:.3}", latency.value_at_quantile(q) as f64 / 1000.0);
+    let (p50_ms, p99_ms) = if reliability == ReliabilityMode::AtLeastOnce && !latency.is_empty() {
+        let ms = |q: f64| Some(latency.value_at_quantile(q) as f64 / 1000.0);
         (ms(0.50), ms(0.99))
     } else {
-        ("na".to_string(), "na".to_string())
+        (None, None)
     };
-    let semantics = if reliability == ReliabilityMode::AtLeastOnce {
-        "atleast"
-    } else {
-        "atmost"
-    };
-    println!(
-        "RESULT bench=wordcount mode=simulator semantics={semantics} spouts={} bolts={} words={} rate={} \
-         tuples_per_s={:.0} cpu_s={:.2} p50_ms={p50} p99_ms={p99} peak_rss_mb={:.1}",
-        a.spouts,
-        a.bolts,
-        a.words,
-        a.rate.map_or("max".to_string(), |r| format!("{r:.0}")),
-        tuples_per_s,
-        (cpu1 - cpu0).as_secs_f64(),
-        peak_rss as f64 / (1024.0 * 1024.0),
-    );
-    Ok(())
+    Ok(Outcome {
+        mode: "simulator",
+        containers: None,
+        tuples_per_s: (count1 - count0) as f64 / elapsed.as_secs_f64(),
+        cpu_s: (cpu1 - cpu0).as_secs_f64(),
+        p50_ms,
+        p99_ms,
+        extra: vec![(
+            "peak_rss_mb".to_string(),
+            format!("{:.1}", peak_rss as f64 / (1024.0 * 1024.0)),
+        )],
+    })
 }
 
 fn main() {

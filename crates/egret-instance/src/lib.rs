@@ -314,15 +314,13 @@ fn publish_metrics(
     ctl: &Control,
 ) {
     let process = format!("metricsmgr-{}", env.container);
-    let mut conn: Option<TcpStream> = None;
+    let (state, name) = (state.clone(), env.topology.clone());
+    let mut client = egret_metricsmgr::MetricsClient::new(move || {
+        let l = state.get_location(&name, &process).ok()??;
+        Some((l.host, l.port as u16))
+    });
     while !ctl.stop.load(SeqCst) {
         std::thread::sleep(METRICS_INTERVAL);
-        if conn.is_none()
-            && let Ok(Some(l)) = state.get_location(&env.topology, &process)
-        {
-            conn = TcpStream::connect((l.host.as_str(), l.port as u16)).ok();
-        }
-        let Some(stream) = conn.as_mut() else { continue };
         let s = m.snapshot();
         let mut metrics = vec![
             value(names::ACK_COUNT, "", s.acked as f64),
@@ -350,15 +348,12 @@ fn publish_metrics(
         if !latency.is_empty() {
             metrics.push(value(names::COMPLETE_LATENCY, "", latency.mean() / 1000.0));
         }
-        let frame = egret_transport::control_frame(control::Msg::PublishMetrics(PublishMetrics {
+        client.publish(PublishMetrics {
             component: component.to_string(),
             task_id: env.task.0 as i32,
             process: format!("instance-{}", env.task),
             metrics,
-        }));
-        if std::io::Write::write_all(stream, &frame).is_err() {
-            conn = None;
-        }
+        });
     }
 }
 

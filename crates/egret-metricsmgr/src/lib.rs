@@ -21,6 +21,7 @@
 //! Blocking std threads throughout: two accept loops polled without blocking (so `serve` sees its shutdown flag
 //! within [`POLL_INTERVAL`]), a thread per publisher and per scrape, all joined when `serve` returns.
 
+mod client;
 mod http;
 mod publisher;
 mod render;
@@ -36,6 +37,7 @@ use std::time::Duration;
 
 use egret_proto::egret::PublishMetrics;
 
+pub use client::MetricsClient;
 pub use http::{CONTENT_TYPE, MAX_HEAD};
 pub use publisher::MAX_FRAME;
 pub use render::{escape_label_value, metric_name, render};

@@ -13,14 +13,13 @@
 use std::collections::{BTreeSet, HashMap};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, bounded};
 use egret_proto::egret::{InstanceInfo, Location, PhysicalPlan, RegisterStmgr, StmgrHello, StmgrInfo, control};
 use egret_statemgr::LocalStateManager;
-use egret_transport::{Frame, FrameReader, FrameWriter, control_frame, split};
+use egret_transport::{Frame, FrameReader, Writer, control_frame, split};
 
 /// Frames a writer may have queued before its feeders wait.
 const WRITER_QUEUE: usize = 256;
@@ -52,7 +51,7 @@ pub struct Opts {
 #[derive(Default)]
 struct Routes {
     /// Task id -> writer of the local instance.
-    local: HashMap<u32, Sender<Vec<u8>>>,
+    local: HashMap<u32, Writer>,
     /// Task id -> stmgr id holding it (from the physical plan).
     remote: HashMap<u32, String>,
     /// Stmgr id -> (its address, writer of our outgoing connection to it).
@@ -73,7 +72,6 @@ struct Stmgr {
     routed: AtomicU64,
     routed_bytes: AtomicU64,
     dropped: AtomicU64,
-    stop: AtomicBool,
 }
 
 /// The component name Heron gives stmgr metrics.
@@ -111,7 +109,6 @@ pub fn run(opts: Opts) -> Result<(), StmgrError> {
         routed: AtomicU64::new(0),
         routed_bytes: AtomicU64::new(0),
         dropped: AtomicU64::new(0),
-        stop: AtomicBool::new(false),
         opts,
     });
     s.state.put_location(
@@ -137,56 +134,8 @@ pub fn run(opts: Opts) -> Result<(), StmgrError> {
             .name("metrics".into())
             .spawn(move || publish_metrics(&s))?;
     }
-    for conn in listener.incoming() {
-        match conn {
-            Ok(stream) => {
-                let s = Arc::clone(&s);
-                std::thread::spawn(move || {
-                    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
-                    if let Err(e) = serve_connection(&s, stream) {
-                        eprintln!("stmgr: connection from {peer} closed: {e}");
-                    }
-                });
-            }
-            Err(e) => eprintln!("stmgr: accept failed: {e}"),
-        }
-        if s.stop.load(SeqCst) {
-            break;
-        }
-    }
+    egret_transport::accept_loop(listener, "stmgr", move |stream| serve_connection(&s, stream));
     Ok(())
-}
-
-/// The feeding end of a connection's writer thread.
-#[derive(Clone)]
-struct Writer {
-    tx: Sender<Vec<u8>>,
-    alive: Arc<AtomicBool>,
-}
-
-/// Starts the writer thread of a connection; returns the channel that feeds it.
-fn spawn_writer(mut writer: FrameWriter, name: String) -> Writer {
-    let (tx, rx): (Sender<Vec<u8>>, Receiver<Vec<u8>>) = bounded(WRITER_QUEUE);
-    let alive = Arc::new(AtomicBool::new(true));
-    let flag = Arc::clone(&alive);
-    std::thread::spawn(move || {
-        while let Ok(frame) = rx.recv() {
-            let mut result = writer.write(&frame);
-            while result.is_ok() {
-                match rx.try_recv() {
-                    Ok(f) => result = writer.write(&f),
-                    Err(_) => break,
-                }
-            }
-            if let Err(e) = result.and_then(|()| writer.flush()) {
-                eprintln!("stmgr: writing to {name} failed: {e}");
-                break;
-            }
-        }
-        writer.shutdown();
-        flag.store(false, SeqCst);
-    });
-    Writer { tx, alive }
 }
 
 fn serve_connection(s: &Arc<Stmgr>, stream: TcpStream) -> Result<(), egret_transport::FrameError> {
@@ -209,7 +158,7 @@ fn serve_connection(s: &Arc<Stmgr>, stream: TcpStream) -> Result<(), egret_trans
                 message: String::new(),
             }))?;
             let task = info.task_id as u32;
-            let tx = spawn_writer(writer, format!("task {task}")).tx;
+            let tx = egret_transport::spawn_writer(writer, WRITER_QUEUE, format!("task {task}"));
             if let Some(p) = s.pplan.lock().map(|p| p.clone()).unwrap_or(None) {
                 let _ = tx.send(control_frame(control::Msg::PhysicalPlan(p)));
             }
@@ -254,7 +203,8 @@ fn route(s: &Stmgr, dest: u32, raw: Vec<u8>) {
                 .remote
                 .get(&dest)
                 .and_then(|id| r.peers.get(id))
-                .map(|(_, w)| w.tx.clone()),
+                .cloned()
+                .map(|(_, w)| w),
         }
     };
     // Blocking send: a slow destination stops this reader, and TCP pushes back on its sender.
@@ -272,24 +222,22 @@ fn route(s: &Stmgr, dest: u32, raw: Vec<u8>) {
 }
 
 /// Publishes the stmgr's counters to the container's metricsmgr every second.
-fn publish_metrics(s: &Stmgr) {
+fn publish_metrics(s: &Arc<Stmgr>) {
     use egret_proto::egret::{MetricValue, PublishMetrics};
     let process = format!("metricsmgr-{}", s.opts.container);
-    let mut conn: Option<TcpStream> = None;
+    let locator = Arc::clone(s);
+    let mut client = egret_metricsmgr::MetricsClient::new(move || {
+        let l = locator.state.get_location(&locator.opts.topology, &process).ok()??;
+        Some((l.host, l.port as u16))
+    });
     loop {
         std::thread::sleep(Duration::from_secs(1));
-        if conn.is_none()
-            && let Ok(Some(l)) = s.state.get_location(&s.opts.topology, &process)
-        {
-            conn = TcpStream::connect((l.host.as_str(), l.port as u16)).ok();
-        }
-        let Some(stream) = conn.as_mut() else { continue };
         let value = |name: &str, v: &AtomicU64| MetricValue {
             name: name.to_string(),
             stream: String::new(),
             value: v.load(SeqCst) as f64,
         };
-        let frame = control_frame(control::Msg::PublishMetrics(PublishMetrics {
+        client.publish(PublishMetrics {
             component: METRICS_COMPONENT.into(),
             task_id: s.opts.container,
             process: s.id.clone(),
@@ -298,10 +246,7 @@ fn publish_metrics(s: &Stmgr) {
                 value("__bytes-routed-count", &s.routed_bytes),
                 value("__frames-dropped-count", &s.dropped),
             ],
-        }));
-        if std::io::Write::write_all(stream, &frame).is_err() {
-            conn = None;
-        }
+        });
     }
 }
 
@@ -394,7 +339,7 @@ fn apply_plan(s: &Stmgr, p: PhysicalPlan) {
         .map(|r| {
             r.peers
                 .iter()
-                .map(|(id, (addr, tx))| (id.clone(), (addr.clone(), is_open(tx))))
+                .map(|(id, (addr, tx))| (id.clone(), (addr.clone(), tx.is_open())))
                 .collect()
         })
         .unwrap_or_default();
@@ -409,7 +354,7 @@ fn apply_plan(s: &Stmgr, p: PhysicalPlan) {
             Err(e) => eprintln!("stmgr: cannot connect to {}: {e}", peer.id),
         }
     }
-    let locals: Vec<Sender<Vec<u8>>> = match s.routes.write() {
+    let locals: Vec<Writer> = match s.routes.write() {
         Ok(mut r) => {
             r.remote = remote;
             r.peers.extend(fresh);
@@ -424,11 +369,6 @@ fn apply_plan(s: &Stmgr, p: PhysicalPlan) {
     if let Ok(mut plan) = s.pplan.lock() {
         *plan = Some(p);
     }
-}
-
-/// Whether a peer's writer thread is still running (it ends when its connection fails).
-fn is_open(w: &Writer) -> bool {
-    w.alive.load(SeqCst)
 }
 
 fn connect_peer(s: &Stmgr, peer: &StmgrInfo) -> Result<Writer, String> {
@@ -447,5 +387,5 @@ fn connect_peer(s: &Stmgr, peer: &StmgrInfo) -> Result<Writer, String> {
             stmgr_id: s.id.clone(),
         }))
         .map_err(|e| e.to_string())?;
-    Ok(spawn_writer(writer, peer.id.clone()))
+    Ok(egret_transport::spawn_writer(writer, WRITER_QUEUE, peer.id.clone()))
 }

@@ -9,11 +9,10 @@ use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use crossbeam_channel::{Sender, bounded};
 use egret_proto::api::TopologyState;
 use egret_proto::egret::{InstanceInfo, Location, PhysicalPlan, RegisterStmgr, Status, StmgrInfo, control};
 use egret_statemgr::LocalStateManager;
-use egret_transport::{Frame, FrameWriter, control_frame, split};
+use egret_transport::{Frame, FrameWriter, Writer, control_frame, split};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TmanagerError {
@@ -36,7 +35,7 @@ pub struct Opts {
 struct Registered {
     info: StmgrInfo,
     instances: Vec<InstanceInfo>,
-    writer: Option<Sender<Vec<u8>>>,
+    writer: Option<Writer>,
 }
 
 struct Tm {
@@ -92,20 +91,7 @@ pub fn run(opts: Opts) -> Result<(), TmanagerError> {
             plan: None,
         }),
     });
-    for conn in listener.incoming() {
-        match conn {
-            Ok(stream) => {
-                let tm = Arc::clone(&tm);
-                std::thread::spawn(move || {
-                    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
-                    if let Err(e) = serve(&tm, stream) {
-                        eprintln!("tmanager: connection from {peer} closed: {e}");
-                    }
-                });
-            }
-            Err(e) => eprintln!("tmanager: accept failed: {e}"),
-        }
-    }
+    egret_transport::accept_loop(listener, "tmanager", move |stream| serve(&tm, stream));
     Ok(())
 }
 
@@ -116,26 +102,13 @@ fn status(ok: bool, message: impl Into<String>) -> control::Msg {
     })
 }
 
-fn spawn_writer(mut writer: FrameWriter) -> Sender<Vec<u8>> {
-    let (tx, rx) = bounded::<Vec<u8>>(64);
-    std::thread::spawn(move || {
-        while let Ok(frame) = rx.recv() {
-            if writer.write(&frame).and_then(|()| writer.flush()).is_err() {
-                break;
-            }
-        }
-        writer.shutdown();
-    });
-    tx
-}
-
 fn serve(tm: &Tmanager, stream: TcpStream) -> Result<(), egret_transport::FrameError> {
     let (mut reader, mut writer) = split(stream, egret_transport::DEFAULT_MAX_FRAME)?;
     match reader.read()? {
         Frame::Control(control::Msg::RegisterStmgr(r)) => {
             let id = register(tm, r, &mut writer)?;
             let Some(id) = id else { return Ok(()) };
-            let tx = spawn_writer(writer);
+            let tx = egret_transport::spawn_writer(writer, 64, id.clone());
             let plan = {
                 let Ok(mut inner) = tm.inner.lock() else { return Ok(()) };
                 if let Some(s) = inner.stmgrs.get_mut(&id) {

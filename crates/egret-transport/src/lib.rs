@@ -11,7 +11,11 @@
 //! offence, and the caller drops the connection.
 
 use std::io::{self, BufReader, BufWriter, Read, Write};
-use std::net::TcpStream;
+use std::net::{TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+
+use crossbeam_channel::{Sender, bounded};
 
 use egret_proto::Message;
 use egret_proto::egret::{Control, control};
@@ -172,6 +176,75 @@ pub fn split(stream: TcpStream, max_frame: usize) -> io::Result<(FrameReader, Fr
             inner: BufWriter::with_capacity(64 * 1024, stream),
         },
     ))
+}
+
+/// The feeding end of a connection's writer thread: frames sent here are written in order, batched into as few
+/// `write` calls as the queue allows. The channel is bounded, so a slow peer makes its feeders wait (TCP back
+/// pressure reaches them); a failed connection ends the thread, and sends fail from then on.
+#[derive(Clone)]
+pub struct Writer {
+    tx: Sender<Vec<u8>>,
+    alive: Arc<AtomicBool>,
+}
+
+impl Writer {
+    /// Queues a frame, waiting while the queue is full. Fails when the connection is gone.
+    pub fn send(&self, frame: Vec<u8>) -> Result<(), Vec<u8>> {
+        self.tx.send(frame).map_err(|e| e.into_inner())
+    }
+
+    /// Whether the writer thread still runs (its connection has not failed).
+    pub fn is_open(&self) -> bool {
+        self.alive.load(SeqCst)
+    }
+}
+
+/// Starts a writer thread for `writer` with a queue of `capacity` frames; `name` labels its error message.
+pub fn spawn_writer(mut writer: FrameWriter, capacity: usize, name: String) -> Writer {
+    let (tx, rx) = bounded::<Vec<u8>>(capacity);
+    let alive = Arc::new(AtomicBool::new(true));
+    let flag = Arc::clone(&alive);
+    std::thread::spawn(move || {
+        while let Ok(frame) = rx.recv() {
+            let mut result = writer.write(&frame);
+            while result.is_ok() {
+                match rx.try_recv() {
+                    Ok(f) => result = writer.write(&f),
+                    Err(_) => break,
+                }
+            }
+            if let Err(e) = result.and_then(|()| writer.flush()) {
+                eprintln!("writing to {name} failed: {e}");
+                break;
+            }
+        }
+        flag.store(false, SeqCst);
+        writer.shutdown();
+    });
+    Writer { tx, alive }
+}
+
+/// Accepts connections forever, serving each on its own thread; `role` labels the log lines.
+pub fn accept_loop<E: std::fmt::Display>(
+    listener: TcpListener,
+    role: &'static str,
+    serve: impl Fn(TcpStream) -> Result<(), E> + Send + Sync + 'static,
+) {
+    let serve = Arc::new(serve);
+    for conn in listener.incoming() {
+        match conn {
+            Ok(stream) => {
+                let serve = Arc::clone(&serve);
+                std::thread::spawn(move || {
+                    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+                    if let Err(e) = serve(stream) {
+                        eprintln!("{role}: connection from {peer} closed: {e}");
+                    }
+                });
+            }
+            Err(e) => eprintln!("{role}: accept failed: {e}"),
+        }
+    }
 }
 
 #[cfg(test)]

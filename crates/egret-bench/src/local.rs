@@ -1,0 +1,834 @@
+//! `--mode local`: the word count as real processes on the local cluster, driven through the `egret` CLI the way
+//! a user runs it.
+//!
+//! 1. `egret` and `word-count-topology` are taken from the directory of this executable (all three are built by
+//!    [`BUILD`]).
+//! 2. A fresh EGRET_HOME under the system's temp dir holds the topology's state, package and logs; [`LocalCluster`]
+//!    kills the topology and removes the directory when dropped, on errors and on Ctrl-C too.
+//! 3. `egret --home <tmp> submit local <word-count-topology> ...` starts it; `egret explain local word-count --json`
+//!    gives every process (executors, tmanager, stmgrs, metricsmgrs, instances) with its pid, and the metricsmgrs'
+//!    HTTP ports.
+//! 4. After the warm-up, the measured window starts and ends with a scrape of every metricsmgr's `/metrics`:
+//!    `tuples_per_s` is the increase of `egret_execute_count` over the `count` component's series, summed over
+//!    the metricsmgrs, divided by the time between the two scrapes. `cpu_s` is the increase of utime + stime
+//!    (`/proc/<pid>/stat`) summed over every process of the topology, read right after each of the two scrapes.
+//! 5. After the window: peak RSS (`VmHWM`) of every process, the largest per kind; then `egret kill`.
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use serde_json::Value;
+
+use crate::{Outcome, Progress, Semantics, WordcountArgs};
+
+/// Builds the binaries local mode runs.
+const BUILD: &str = "cargo build --release -p egret-cli -p egret-examples -p egret-bench";
+const CLUSTER: &str = "local";
+/// The name `word-count-topology` gives its topology.
+const TOPOLOGY: &str = "word-count";
+/// Process kinds, in the order of the RESULT line's `peak_rss_mb_<kind>` fields.
+const KINDS: [&str; 5] = ["executor", "tmanager", "stmgr", "metricsmgr", "instance"];
+/// How long the topology may take to show every process and metrics series.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Runs the benchmark; the topology is killed and the temporary EGRET_HOME removed before this returns.
+pub fn run(a: &WordcountArgs) -> anyhow::Result<Outcome> {
+    let egret = sibling_binary("egret")?;
+    let topology_bin = sibling_binary("word-count-topology")?;
+    catch_interrupts();
+    let mut cluster = LocalCluster::new(egret, a.keep_logs.clone())?;
+    let outcome = measure(&mut cluster, &topology_bin, a);
+    drop(cluster);
+    outcome
+}
+
+fn measure(cluster: &mut LocalCluster, topology_bin: &Path, a: &WordcountArgs) -> anyhow::Result<Outcome> {
+    let containers = a.containers.unwrap_or(2);
+    if containers == 0 {
+        bail!("--containers must be at least 1");
+    }
+    let atleast = a.semantics == Semantics::Atleast;
+
+    // egret's own options (--home, --config-property) go before the binary; the topology's options after it.
+    let mut args: Vec<String> = vec!["submit".into(), CLUSTER.into()];
+    for (k, v) in &a.config {
+        args.push("--config-property".into());
+        args.push(format!("{k}={v}"));
+    }
+    args.push(topology_bin.display().to_string());
+    args.extend([
+        "--containers".to_string(),
+        containers.to_string(),
+        "--spouts".into(),
+        a.spouts.to_string(),
+        "--bolts".into(),
+        a.bolts.to_string(),
+        "--random-words".into(),
+        a.words.to_string(),
+    ]);
+    if atleast {
+        args.push("--at-least-once".into());
+    }
+    if let Some(r) = a.rate {
+        args.push("--rate".into());
+        args.push(r.to_string());
+    }
+    eprintln!(
+        "submitting: {} --home {} {}",
+        cluster.egret.display(),
+        cluster.home.display(),
+        args.join(" ")
+    );
+    cluster.submitted = true;
+    cluster.egret_ok(&args)?;
+    check_interrupted()?;
+
+    let procs = cluster.wait_ready(a.spouts + a.bolts)?;
+    let ports: Vec<u16> = procs.iter().filter_map(|p| p.http_port).collect();
+    let stmgrs = procs.iter().filter(|p| p.kind == "stmgr").count() as u32;
+    if stmgrs != containers {
+        eprintln!("note: asked for {containers} containers, the packing made {stmgrs}");
+    }
+    eprintln!("running: {} processes, metrics on ports {ports:?}", procs.len());
+    for p in &procs {
+        if p.restarts > 0 {
+            eprintln!("warning: {} restarted {} time(s) while starting", p.name, p.restarts);
+        }
+    }
+
+    eprintln!("warming up for {} s", a.warmup);
+    sleep_checked(Duration::from_secs_f64(a.warmup))?;
+    // Every task publishes its first values a second after it starts: do not open the window before each counting
+    // (and, at-least-once, spout) task has been seen, or a late first value would count as throughput.
+    let deadline = Instant::now() + READY_TIMEOUT;
+    let mut first = scrape(&ports)?;
+    while tasks_with(&first, "egret_execute_count", "count") < a.bolts as usize
+        || (atleast && tasks_with(&first, "egret_complete_latency", "word") < a.spouts as usize)
+    {
+        if Instant::now() > deadline {
+            bail!("not every task published metrics within {READY_TIMEOUT:?} after the warm-up");
+        }
+        sleep_checked(Duration::from_millis(200))?;
+        first = scrape(&ports)?;
+    }
+
+    // The window starts and ends with a scrape. Each instance publishes its totals every second, each on its own
+    // phase, so a scrape sees every task's count as it was up to 1 s earlier: a window boundary is exact to ±1 s
+    // per task (less in practice, as each task's phase drifts little over the window). Over the default 10 s
+    // window that is at most ±10 %, usually far less; the per-second progress lines show any step.
+    let pids: Vec<i32> = procs.iter().map(|p| p.pid).collect();
+    let start = first;
+    let ticks0 = cpu_ticks(&pids)?;
+    let count0 = executed(&start);
+    let end = start.at + Duration::from_secs_f64(a.seconds);
+    let mut progress = Progress::new(start.at, count0);
+    let mut last = None;
+    while Instant::now() < end {
+        sleep_checked(Duration::from_secs(1).min(end.saturating_duration_since(Instant::now())))?;
+        let s = scrape(&ports)?;
+        progress.update(s.at, executed(&s));
+        last = Some(s);
+    }
+    let last = last.context("the window ended before its first scrape")?;
+    let ticks1 = cpu_ticks(&pids)?;
+    let elapsed = last.at.duration_since(start.at).as_secs_f64();
+    let tuples_per_s = (executed(&last) - count0) / elapsed;
+    let hwm: Vec<u64> = pids.iter().map(|&p| peak_rss_kb(p)).collect::<anyhow::Result<_>>()?;
+
+    // The same processes must have run the whole window, or the CPU and memory figures miss some of it.
+    let after = cluster.processes()?;
+    for p in &procs {
+        match after.iter().find(|q| q.name == p.name) {
+            Some(q) if q.pid == p.pid => {}
+            Some(q) => bail!(
+                "{} restarted during the measurement (pid {} -> {})",
+                p.name,
+                p.pid,
+                q.pid
+            ),
+            None => bail!("{} disappeared during the measurement", p.name),
+        }
+    }
+
+    // SAFETY: sysconf has no preconditions.
+    let tck = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let tck = if tck > 0 { tck as f64 } else { 100.0 };
+    let cpu: Vec<f64> = ticks0
+        .iter()
+        .zip(&ticks1)
+        .map(|(t0, t1)| t1.saturating_sub(*t0) as f64 / tck)
+        .collect();
+    eprintln!("{:<28} {:>8} {:>8} {:>12}", "process", "pid", "cpu_s", "peak_rss_mb");
+    for ((p, c), h) in procs.iter().zip(&cpu).zip(&hwm) {
+        eprintln!("{:<28} {:>8} {:>8.2} {:>12.1}", p.name, p.pid, c, *h as f64 / 1024.0);
+    }
+
+    let mut extra = Vec::new();
+    if atleast {
+        let fmt = |v: Option<f64>| v.map_or("na".to_string(), |v| format!("{v:.3}"));
+        extra.push(("mean_complete_ms".to_string(), fmt(mean_complete_ms(&last))));
+        extra.push((
+            "window_mean_complete_ms".to_string(),
+            fmt(window_mean_complete_ms(&start, &last)),
+        ));
+    }
+    let mut kinds: Vec<&str> = KINDS.to_vec();
+    for p in &procs {
+        if !kinds.contains(&p.kind.as_str()) {
+            kinds.push(&p.kind);
+        }
+    }
+    for kind in kinds {
+        let peak = procs
+            .iter()
+            .zip(&hwm)
+            .filter(|(p, _)| p.kind == kind)
+            .map(|(_, h)| *h)
+            .max();
+        if let Some(kb) = peak {
+            extra.push((format!("peak_rss_mb_{kind}"), format!("{:.1}", kb as f64 / 1024.0)));
+        }
+    }
+
+    let log_sizes = log_sizes(&cluster.home);
+    cluster.kill()?;
+    report_log_problems(&cluster.home, &log_sizes);
+
+    Ok(Outcome {
+        mode: "local",
+        containers: Some(stmgrs),
+        tuples_per_s,
+        cpu_s: cpu.iter().sum(),
+        p50_ms: None,
+        p99_ms: None,
+        extra,
+    })
+}
+
+/// A binary built next to this one.
+fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("cannot find the egret-bench executable")?;
+    let path = exe
+        .parent()
+        .context("the egret-bench executable has no directory")?
+        .join(name);
+    if !path.is_file() {
+        bail!(
+            "{} does not exist: --mode local runs the binaries built next to egret-bench; build them with `{BUILD}`",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_interrupt(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// The executors run in process groups of their own, which a Ctrl-C does not reach: turn SIGINT and SIGTERM into
+/// an error at the next check, so that the topology is killed on the way out.
+fn catch_interrupts() {
+    let handler: extern "C" fn(libc::c_int) = on_interrupt;
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, handler as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, handler as libc::sighandler_t);
+    }
+}
+
+fn check_interrupted() -> anyhow::Result<()> {
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        bail!("interrupted");
+    }
+    Ok(())
+}
+
+/// Sleeps for `d`, failing early when interrupted.
+fn sleep_checked(d: Duration) -> anyhow::Result<()> {
+    let end = Instant::now() + d;
+    loop {
+        check_interrupted()?;
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(());
+        }
+        std::thread::sleep(left.min(Duration::from_millis(50)));
+    }
+}
+
+/// One process of the topology, as `egret explain --json` shows it.
+#[derive(Debug, Clone)]
+struct Proc {
+    name: String,
+    kind: String,
+    pid: i32,
+    state: String,
+    restarts: i64,
+    http_port: Option<u16>,
+}
+
+/// The kind of a process: its name without the `-<n>` suffix (`stmgr-1` -> `stmgr`); `instance-<task>-<component>`
+/// -> `instance`.
+fn kind_of(name: &str) -> String {
+    if name.starts_with("instance-") {
+        return "instance".into();
+    }
+    match name.rsplit_once('-') {
+        Some((base, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => base.into(),
+        _ => name.into(),
+    }
+}
+
+/// A private EGRET_HOME with (once submitted) the word count in it. Dropping it kills the topology — `egret kill`,
+/// then SIGKILL to any process still running from this EGRET_HOME — copies the logs if asked, and removes the
+/// directory.
+struct LocalCluster {
+    egret: PathBuf,
+    home: PathBuf,
+    keep_logs: Option<PathBuf>,
+    submitted: bool,
+    killed: bool,
+}
+
+impl LocalCluster {
+    fn new(egret: PathBuf, keep_logs: Option<PathBuf>) -> anyhow::Result<Self> {
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let home = std::env::temp_dir().join(format!("egret-bench-{}-{nanos:x}", std::process::id()));
+        std::fs::create_dir(&home).with_context(|| format!("cannot create {}", home.display()))?;
+        Ok(LocalCluster {
+            egret,
+            home,
+            keep_logs,
+            submitted: false,
+            killed: false,
+        })
+    }
+
+    fn egret(&self, args: &[impl AsRef<OsStr>]) -> anyhow::Result<Output> {
+        Command::new(&self.egret)
+            .arg("--home")
+            .arg(&self.home)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("cannot run {}", self.egret.display()))
+    }
+
+    /// Runs an egret command that must exit 0; returns its stdout.
+    fn egret_ok(&self, args: &[impl AsRef<OsStr>]) -> anyhow::Result<String> {
+        let out = self.egret(args)?;
+        if !out.status.success() {
+            let words: Vec<_> = args.iter().map(|a| a.as_ref().to_string_lossy()).collect();
+            bail!(
+                "`egret {}` failed ({}):\n{}{}",
+                words.join(" "),
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr).trim_end()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Every process of the topology, from `egret explain --json`.
+    fn processes(&self) -> anyhow::Result<Vec<Proc>> {
+        let text = self.egret_ok(&["explain", CLUSTER, TOPOLOGY, "--json"])?;
+        let v: Value = serde_json::from_str(&text).context("`egret explain --json` did not print JSON")?;
+        let list = v["processes"]
+            .as_array()
+            .context("`egret explain --json` lists no processes")?;
+        list.iter()
+            .map(|p| {
+                let name = p["name"].as_str().context("a process without a name")?.to_string();
+                Ok(Proc {
+                    kind: kind_of(&name),
+                    pid: p["pid"].as_i64().unwrap_or(0) as i32,
+                    state: p["state"].as_str().unwrap_or("").to_string(),
+                    restarts: p["restarts"].as_i64().unwrap_or(0),
+                    http_port: p["http_port"].as_u64().and_then(|p| u16::try_from(p).ok()),
+                    name,
+                })
+            })
+            .collect()
+    }
+
+    /// Waits until every process runs (with a pid) and every metricsmgr has an HTTP port.
+    fn wait_ready(&self, tasks: u32) -> anyhow::Result<Vec<Proc>> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            let procs = self.processes()?;
+            let instances = procs.iter().filter(|p| p.kind == "instance").count();
+            let ready = instances == tasks as usize
+                && procs
+                    .iter()
+                    .all(|p| p.pid > 0 && (p.kind == "executor" || p.state == "running"))
+                && procs
+                    .iter()
+                    .filter(|p| p.kind == "metricsmgr")
+                    .all(|p| p.http_port.is_some())
+                && procs.iter().any(|p| p.kind == "metricsmgr");
+            if ready {
+                return Ok(procs);
+            }
+            if Instant::now() > deadline {
+                let states: Vec<String> = procs
+                    .iter()
+                    .map(|p| format!("{} pid {} {} port {:?}", p.name, p.pid, p.state, p.http_port))
+                    .collect();
+                bail!(
+                    "the topology was not fully up after {READY_TIMEOUT:?}:\n  {}",
+                    states.join("\n  ")
+                );
+            }
+            sleep_checked(Duration::from_millis(200))?;
+        }
+    }
+
+    /// `egret kill`, which must exit 0 and leave no process of this EGRET_HOME running.
+    fn kill(&mut self) -> anyhow::Result<()> {
+        self.killed = true;
+        self.egret_ok(&["kill", CLUSTER, TOPOLOGY])?;
+        let left = processes_under(&self.home);
+        if !left.is_empty() {
+            sigkill(&left);
+            bail!("`egret kill` exited 0 but left processes {left:?} running (now sent SIGKILL)");
+        }
+        Ok(())
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        if self.submitted && !self.killed {
+            match self.egret(&["kill", CLUSTER, TOPOLOGY]) {
+                Ok(out) if out.status.success() => {}
+                // Submit failed and cleaned up after itself: nothing to kill.
+                Ok(out) if String::from_utf8_lossy(&out.stderr).contains("no topology") => {}
+                Ok(out) => eprintln!(
+                    "egret-bench: egret kill failed: {}",
+                    String::from_utf8_lossy(&out.stderr).trim_end()
+                ),
+                Err(e) => eprintln!("egret-bench: {e:#}"),
+            }
+        }
+        let left = processes_under(&self.home);
+        if !left.is_empty() {
+            eprintln!(
+                "egret-bench: sending SIGKILL to processes {left:?} still running from {}",
+                self.home.display()
+            );
+            sigkill(&left);
+        }
+        if let Some(dest) = &self.keep_logs {
+            match copy_dir(&self.home.join("logs"), dest) {
+                Ok(()) => eprintln!("logs copied to {}", dest.display()),
+                Err(e) => eprintln!("egret-bench: could not copy the logs to {}: {e:#}", dest.display()),
+            }
+        }
+        if let Err(e) = std::fs::remove_dir_all(&self.home) {
+            eprintln!("egret-bench: could not remove {}: {e}", self.home.display());
+        }
+    }
+}
+
+/// Processes whose command line mentions `home`: every daemon gets `--home <home>` and every instance runs the
+/// package uploaded under it. Never this process.
+fn processes_under(home: &Path) -> Vec<i32> {
+    let needle = home.as_os_str().as_bytes();
+    let me = std::process::id() as i32;
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut pids: Vec<i32> = dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| pid != me)
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|cmd| !needle.is_empty() && cmd.windows(needle.len()).any(|w| w == needle))
+        })
+        .collect();
+    pids.sort_unstable();
+    pids
+}
+
+fn sigkill(pids: &[i32]) {
+    for &pid in pids {
+        // SAFETY: kill has no memory effects; these pids run from our private EGRET_HOME.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+        }
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(to).with_context(|| format!("cannot create {}", to.display()))?;
+    for entry in std::fs::read_dir(from).with_context(|| format!("cannot read {}", from.display()))? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target).with_context(|| format!("cannot copy to {}", target.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Every file under `dir`, sorted.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The length of every log file now, to tell what was logged during the run from what was logged while stopping.
+fn log_sizes(home: &Path) -> BTreeMap<PathBuf, usize> {
+    walk(&home.join("logs"))
+        .into_iter()
+        .map(|p| {
+            let len = std::fs::metadata(&p).map_or(0, |m| m.len() as usize);
+            (p, len)
+        })
+        .collect()
+}
+
+/// Prints the log lines that look like trouble (errors, panics, failures, restarts), split into those written
+/// during the run and those written while the topology was being killed.
+fn report_log_problems(home: &Path, sizes_at_kill: &BTreeMap<PathBuf, usize>) {
+    const WORDS: [&str; 5] = ["error", "panic", "fail", "restarting", "refused"];
+    let logs = home.join("logs");
+    let mut during = Vec::new();
+    let mut stopping = Vec::new();
+    for path in walk(&logs) {
+        let Ok(bytes) = std::fs::read(&path) else { continue };
+        let split = sizes_at_kill.get(&path).copied().unwrap_or(0).min(bytes.len());
+        let name = path.strip_prefix(&logs).unwrap_or(&path).display().to_string();
+        for (part, out) in [(&bytes[..split], &mut during), (&bytes[split..], &mut stopping)] {
+            for line in String::from_utf8_lossy(part).lines() {
+                let lower = line.to_ascii_lowercase();
+                if WORDS.iter().any(|w| lower.contains(w)) {
+                    out.push(format!("{name}: {line}"));
+                }
+            }
+        }
+    }
+    for (what, lines) in [("during the run", during), ("while stopping", stopping)] {
+        if lines.is_empty() {
+            continue;
+        }
+        eprintln!("log lines that look like trouble, {what} ({}):", lines.len());
+        for l in lines.iter().take(20) {
+            eprintln!("  {l}");
+        }
+        if lines.len() > 20 {
+            eprintln!("  ... and {} more", lines.len() - 20);
+        }
+    }
+}
+
+/// One sample of the text exposition format.
+#[derive(Debug, Clone, PartialEq)]
+struct Sample {
+    name: String,
+    labels: Vec<(String, String)>,
+    value: f64,
+}
+
+impl Sample {
+    fn label(&self, key: &str) -> Option<&str> {
+        self.labels.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+}
+
+/// Parses one line of the Prometheus text format: `name{k="v",...} value [timestamp]`. Comments, blank lines and
+/// lines that do not parse give None.
+fn parse_sample(line: &str) -> Option<Sample> {
+    let line = line.trim();
+    if line.is_empty() || line.starts_with('#') {
+        return None;
+    }
+    let name_end = line.find(|c: char| c == '{' || c.is_whitespace())?;
+    let name = line[..name_end].to_string();
+    let mut rest = &line[name_end..];
+    let mut labels = Vec::new();
+    if let Some(r) = rest.strip_prefix('{') {
+        let mut chars = r.char_indices();
+        loop {
+            // A label name up to '=', or the closing brace.
+            let mut key = String::new();
+            let closed = loop {
+                match chars.next()? {
+                    (i, '}') if key.trim().is_empty() => break Some(i),
+                    (_, '=') => break None,
+                    (_, ',') if key.trim().is_empty() => {}
+                    (_, c) => key.push(c),
+                }
+            };
+            if let Some(i) = closed {
+                rest = &r[i + 1..];
+                break;
+            }
+            if chars.next()?.1 != '"' {
+                return None;
+            }
+            let mut value = String::new();
+            loop {
+                match chars.next()?.1 {
+                    '\\' => match chars.next()?.1 {
+                        'n' => value.push('\n'),
+                        c => value.push(c),
+                    },
+                    '"' => break,
+                    c => value.push(c),
+                }
+            }
+            labels.push((key.trim().to_string(), value));
+        }
+    }
+    let value = rest.split_whitespace().next()?.parse::<f64>().ok()?;
+    Some(Sample { name, labels, value })
+}
+
+/// Every metricsmgr's samples at one moment.
+struct Scrape {
+    at: Instant,
+    samples: Vec<Sample>,
+}
+
+fn scrape(ports: &[u16]) -> anyhow::Result<Scrape> {
+    let at = Instant::now();
+    let mut samples = Vec::new();
+    for &port in ports {
+        samples.extend(http_get_metrics(port)?.lines().filter_map(parse_sample));
+    }
+    Ok(Scrape { at, samples })
+}
+
+/// `GET /metrics` over a plain TCP connection (the metricsmgr answers with Content-Length and closes).
+fn http_get_metrics(port: u16) -> anyhow::Result<String> {
+    let what = || format!("scraping http://127.0.0.1:{port}/metrics");
+    let mut s = TcpStream::connect(("127.0.0.1", port)).with_context(what)?;
+    s.set_read_timeout(Some(HTTP_TIMEOUT))?;
+    s.set_write_timeout(Some(HTTP_TIMEOUT))?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .with_context(what)?;
+    let mut response = Vec::new();
+    s.read_to_end(&mut response).with_context(what)?;
+    let text = String::from_utf8(response).with_context(what)?;
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .with_context(|| format!("{}: no end of headers", what()))?;
+    let status = head.lines().next().unwrap_or("");
+    if status.split(' ').nth(1) != Some("200") {
+        bail!("{}: {status}", what());
+    }
+    Ok(body.to_string())
+}
+
+/// Series of `name` for `component`, summed over streams, per task.
+fn per_task(s: &Scrape, name: &str, component: &str) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    for x in s
+        .samples
+        .iter()
+        .filter(|x| x.name == name && x.label("component") == Some(component))
+    {
+        *out.entry(x.label("task").unwrap_or("").to_string()).or_insert(0.0) += x.value;
+    }
+    out
+}
+
+fn tasks_with(s: &Scrape, name: &str, component: &str) -> usize {
+    per_task(s, name, component).len()
+}
+
+/// Tuples executed by the counting bolts (all tasks, all input streams).
+fn executed(s: &Scrape) -> f64 {
+    per_task(s, "egret_execute_count", "count").values().sum()
+}
+
+/// The spouts' exported complete latency: a mean in ms since each spout task started, averaged over the tasks.
+fn mean_complete_ms(s: &Scrape) -> Option<f64> {
+    let means = per_task(s, "egret_complete_latency", "word");
+    (!means.is_empty()).then(|| means.values().sum::<f64>() / means.len() as f64)
+}
+
+/// The mean complete latency of the trees completed between two scrapes: a spout task's gauge times its ack count
+/// is the total latency of its completed trees, so the window's total is the difference of those products.
+fn window_mean_complete_ms(start: &Scrape, end: &Scrape) -> Option<f64> {
+    let (m0, n0) = (
+        per_task(start, "egret_complete_latency", "word"),
+        per_task(start, "egret_ack_count", "word"),
+    );
+    let (m1, n1) = (
+        per_task(end, "egret_complete_latency", "word"),
+        per_task(end, "egret_ack_count", "word"),
+    );
+    let (mut total_ms, mut trees) = (0.0, 0.0);
+    for (task, mean1) in &m1 {
+        let acked1 = n1.get(task).copied().unwrap_or(0.0);
+        let (mean0, acked0) = (
+            m0.get(task).copied().unwrap_or(0.0),
+            n0.get(task).copied().unwrap_or(0.0),
+        );
+        total_ms += mean1 * acked1 - mean0 * acked0;
+        trees += acked1 - acked0;
+    }
+    (trees > 0.0).then(|| total_ms / trees)
+}
+
+/// utime + stime (fields 14 and 15 of `/proc/<pid>/stat`), in clock ticks.
+fn cpu_ticks_of(stat: &str) -> Option<u64> {
+    // The command name (field 2) is in parentheses and may hold spaces; the fields after it start at field 3.
+    let after = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let utime: u64 = fields.get(14 - 3)?.parse().ok()?;
+    let stime: u64 = fields.get(15 - 3)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+fn cpu_ticks(pids: &[i32]) -> anyhow::Result<Vec<u64>> {
+    pids.iter()
+        .map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .with_context(|| format!("process {pid} of the topology is gone"))?;
+            cpu_ticks_of(&stat).with_context(|| format!("cannot parse /proc/{pid}/stat"))
+        })
+        .collect()
+}
+
+/// VmHWM (peak resident set) in kB from the text of `/proc/<pid>/status`.
+fn vm_hwm_kb(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line["VmHWM:".len()..].split_whitespace().next()?.parse().ok()
+}
+
+fn peak_rss_kb(pid: i32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("process {pid} of the topology is gone"))?;
+    vm_hwm_kb(&status).with_context(|| format!("no VmHWM in /proc/{pid}/status"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scrape_of(text: &str) -> Scrape {
+        Scrape {
+            at: Instant::now(),
+            samples: text.lines().filter_map(parse_sample).collect(),
+        }
+    }
+
+    #[test]
+    fn samples_parse_with_labels_escapes_and_special_values() {
+        let s =
+            parse_sample(r#"egret_execute_count{topology="t",component="count",task="3",stream="word/default"} 42"#)
+                .unwrap();
+        assert_eq!(s.name, "egret_execute_count");
+        assert_eq!(s.label("component"), Some("count"));
+        assert_eq!(s.label("stream"), Some("word/default"));
+        assert_eq!(s.value, 42.0);
+        let s = parse_sample(r#"m{a="x\"}\\y",b="z"} 1.5e3 1700000000"#).unwrap();
+        assert_eq!(s.label("a"), Some("x\"}\\y"));
+        assert_eq!(s.label("b"), Some("z"));
+        assert_eq!(s.value, 1500.0);
+        assert_eq!(parse_sample("plain 7").unwrap().value, 7.0);
+        assert_eq!(parse_sample("m{} 2").unwrap().labels, vec![]);
+        assert_eq!(parse_sample(r#"m{a="b",} 3"#).unwrap().label("a"), Some("b"));
+        assert!(parse_sample("m{a=\"b\"} NaN").unwrap().value.is_nan());
+        assert_eq!(parse_sample("m +Inf").unwrap().value, f64::INFINITY);
+        assert_eq!(parse_sample("# TYPE m counter"), None);
+        assert_eq!(parse_sample(""), None);
+        assert_eq!(parse_sample(r#"m{a="b" 3"#), None);
+        assert_eq!(parse_sample("m{a=b} 3"), None);
+        assert_eq!(parse_sample("m x"), None);
+    }
+
+    #[test]
+    fn executed_sums_the_count_component_over_tasks_and_streams() {
+        let s = scrape_of(
+            r#"# HELP egret_execute_count x
+egret_execute_count{topology="t",component="count",task="1",stream="word/default"} 10
+egret_execute_count{topology="t",component="count",task="1",stream="other/default"} 5
+egret_execute_count{topology="t",component="count",task="2"} 20
+egret_execute_count{topology="t",component="counter",task="4"} 1000
+egret_emit_count{topology="t",component="count",task="1"} 1000"#,
+        );
+        assert_eq!(executed(&s), 35.0);
+        assert_eq!(tasks_with(&s, "egret_execute_count", "count"), 2);
+    }
+
+    #[test]
+    fn window_mean_latency_comes_from_gauge_times_acks() {
+        let start = scrape_of(
+            r#"egret_complete_latency{component="word",task="3"} 2
+egret_ack_count{component="word",task="3"} 100
+egret_complete_latency{component="word",task="4"} 1
+egret_ack_count{component="word",task="4"} 100"#,
+        );
+        // Task 3: 100 more trees at 1 ms (mean 1.5 over 200); task 4: 300 more at 3 ms (mean 2.5 over 400).
+        let end = scrape_of(
+            r#"egret_complete_latency{component="word",task="3"} 1.5
+egret_ack_count{component="word",task="3"} 200
+egret_complete_latency{component="word",task="4"} 2.5
+egret_ack_count{component="word",task="4"} 400
+egret_ack_count{component="count",task="1"} 99999"#,
+        );
+        assert_eq!(mean_complete_ms(&end), Some(2.0));
+        let w = window_mean_complete_ms(&start, &end).unwrap();
+        assert!((w - 2.5).abs() < 1e-9, "{w}");
+        assert_eq!(window_mean_complete_ms(&end, &end), None);
+        assert_eq!(mean_complete_ms(&scrape_of("")), None);
+    }
+
+    #[test]
+    fn kinds_drop_the_number_and_instances_their_task() {
+        assert_eq!(kind_of("executor-0"), "executor");
+        assert_eq!(kind_of("tmanager"), "tmanager");
+        assert_eq!(kind_of("stmgr-12"), "stmgr");
+        assert_eq!(kind_of("metricsmgr-1"), "metricsmgr");
+        assert_eq!(kind_of("instance-3-count"), "instance");
+        assert_eq!(kind_of("instance-10-word-2"), "instance");
+        assert_eq!(kind_of("odd-"), "odd-");
+    }
+
+    #[test]
+    fn proc_stat_and_status_parse() {
+        let stat = "1234 (my (odd) name) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 37 0 0 20 0 4 0 5 1000 200";
+        assert_eq!(cpu_ticks_of(stat), Some(287));
+        assert_eq!(cpu_ticks_of("1234 (x) S 1"), None);
+        let status = "Name:\tegret\nVmPeak:\t  20000 kB\nVmHWM:\t    5120 kB\nVmRSS:\t    4096 kB\n";
+        assert_eq!(vm_hwm_kb(status), Some(5120));
+        assert_eq!(vm_hwm_kb("Name:\tx\n"), None);
+    }
+
+    #[test]
+    fn this_process_has_cpu_and_memory_figures() {
+        let me = std::process::id() as i32;
+        assert_eq!(cpu_ticks(&[me]).unwrap().len(), 1);
+        assert!(peak_rss_kb(me).unwrap() > 0);
+    }
+}
