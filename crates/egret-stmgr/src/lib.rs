@@ -162,14 +162,20 @@ fn serve_connection(s: &Arc<Stmgr>, stream: TcpStream) -> Result<(), egret_trans
             if let Some(p) = s.pplan.lock().map(|p| p.clone()).unwrap_or(None) {
                 let _ = tx.send(control_frame(control::Msg::PhysicalPlan(p)));
             }
-            s.routes.write().map(|mut r| r.local.insert(task, tx)).ok();
+            // A restarted instance replaces the route of its previous incarnation.
+            s.routes.write().map(|mut r| r.local.insert(task, tx.clone())).ok();
             if let Ok(mut reg) = s.registered.lock() {
                 reg.retain(|i| i.task_id != info.task_id);
                 reg.push(info);
             }
             eprintln!("stmgr: task {task} registered");
             let result = forward(s, &mut reader);
-            s.routes.write().map(|mut r| r.local.remove(&task)).ok();
+            // Remove the route only if it is still ours: the task may already have re-registered on a new connection.
+            if let Ok(mut r) = s.routes.write()
+                && r.local.get(&task).is_some_and(|w| w.same(&tx))
+            {
+                r.local.remove(&task);
+            }
             result
         }
         Frame::Control(control::Msg::StmgrHello(h)) if h.topology_id == s.topology_id => {

@@ -193,6 +193,11 @@ impl Writer {
         self.tx.send(frame).map_err(|e| e.into_inner())
     }
 
+    /// Whether two handles feed the same writer thread (the same connection).
+    pub fn same(&self, other: &Writer) -> bool {
+        Arc::ptr_eq(&self.alive, &other.alive)
+    }
+
     /// Whether the writer thread still runs (its connection has not failed).
     pub fn is_open(&self) -> bool {
         self.alive.load(SeqCst)
