@@ -492,3 +492,90 @@ fn two_topologies_run_side_by_side() {
         "killing one leaves the other"
     );
 }
+
+/// Resident memory of a process in KiB.
+fn rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_slow_bolt_holds_back_the_spouts_without_loss_and_releases_them() {
+    let c = Cluster::new();
+    let out = c.home.join("out");
+    let slow = c.home.join("slow");
+    std::fs::write(&slow, "").unwrap();
+    let bin = env!("CARGO_BIN_EXE_grouping-check");
+    let (out_s, slow_s) = (out.display().to_string(), slow.display().to_string());
+    c.ok(&[
+        "submit",
+        "--config-property",
+        "topology.egret.backpressure.high.bytes=262144",
+        "--config-property",
+        "topology.egret.backpressure.low.bytes=131072",
+        "local",
+        bin,
+        "--out",
+        &out_s,
+        "--endless",
+        "--fast",
+        "--slow-file",
+        &slow_s,
+        "--containers",
+        "2",
+    ]);
+    let t = "grouping-check";
+    let active = || c.metric_sum(t, "egret_back_pressure_active", "");
+    wait_for("back pressure to start", || (active() > 0.0).then_some(()));
+    let stmgrs = container_pids(&c, t, 1, "stmgr")
+        .into_iter()
+        .chain(container_pids(&c, t, 2, "stmgr"));
+    let stmgrs: Vec<i32> = stmgrs.map(|p| p as i32).collect();
+    // While it holds: the spouts go at the slow bolt's pace, the backlog and the stmgrs' memory stay bounded, and
+    // nothing is dropped.
+    let mut backlogs = Vec::new();
+    for _ in 0..10 {
+        std::thread::sleep(Duration::from_secs(1));
+        let emitted = c.metric_sum(t, "egret_emit_count", "component=\"numbers\"");
+        let executed = c.metric_sum(t, "egret_execute_count", "component=\"by-word\"");
+        backlogs.push(emitted - executed);
+        assert_eq!(
+            c.metric_sum(t, "egret_frames_dropped_count", ""),
+            0.0,
+            "a stmgr dropped frames"
+        );
+        for &p in &stmgrs {
+            assert!(
+                rss_kib(p) < 64 * 1024,
+                "stmgr {p} uses {} KiB while holding back pressure",
+                rss_kib(p)
+            );
+        }
+    }
+    let max_backlog = backlogs.iter().cloned().fold(0.0, f64::max);
+    assert!(
+        max_backlog < 1_500_000.0,
+        "backlog grew to {max_backlog} tuples: {backlogs:?}"
+    );
+    assert!(
+        backlogs.last().unwrap() <= &(backlogs[0] + 300_000.0),
+        "the backlog keeps growing under back pressure: {backlogs:?}"
+    );
+    assert!(c.metric_sum(t, "egret_time_spent_back_pressure_initiated", "") > 1000.0);
+    assert!(
+        c.metric_sum(t, "egret_time_spent_back_pressure_by_compid", "component=\"by-word\"") > 1000.0,
+        "the slow instance is named as the cause"
+    );
+    // Removing the slowness lifts it, and the spouts speed up.
+    let before = c.metric_sum(t, "egret_execute_count", "component=\"by-word\"");
+    std::fs::remove_file(&slow).unwrap();
+    wait_for("back pressure to lift", || (active() == 0.0).then_some(()));
+    wait_for("the topology to speed up", || {
+        (c.metric_sum(t, "egret_execute_count", "component=\"by-word\"") > before + 1_000_000.0).then_some(())
+    });
+}

@@ -37,6 +37,11 @@ pub mod keys {
     pub const BATCH_FLUSH_MICROS: &str = "topology.egret.batch.flush.micros";
     /// Egret: capacity of a task's input queue, in batches.
     pub const QUEUE_BATCHES: &str = "topology.egret.queue.batches";
+    /// Egret: bytes queued by a stmgr for one instance at which it starts back pressure (Heron's
+    /// `heron.streammgr.network.backpressure.highwatermark.mb`).
+    pub const BACKPRESSURE_HIGH_BYTES: &str = "topology.egret.backpressure.high.bytes";
+    /// Egret: ... and at or below which it stops.
+    pub const BACKPRESSURE_LOW_BYTES: &str = "topology.egret.backpressure.low.bytes";
 
     /// Every `topology.*` key Egret knows. A `topology.*` key outside this list is reported at validation, because
     /// it is almost always a typo of one of these.
@@ -65,6 +70,8 @@ pub mod keys {
         BATCH_TUPLES,
         BATCH_FLUSH_MICROS,
         QUEUE_BATCHES,
+        BACKPRESSURE_HIGH_BYTES,
+        BACKPRESSURE_LOW_BYTES,
     ];
 }
 
@@ -78,6 +85,10 @@ pub mod defaults {
     pub const BATCH_TUPLES: u64 = 1024;
     pub const BATCH_FLUSH_MICROS: u64 = 200;
     pub const QUEUE_BATCHES: u64 = 32;
+    /// Heron's are 100 MB / 50 MB; a native instance drains far faster than a JVM, so a few megabytes hold enough
+    /// work and bound memory and latency much tighter.
+    pub const BACKPRESSURE_HIGH_BYTES: u64 = 4 * 1024 * 1024;
+    pub const BACKPRESSURE_LOW_BYTES: u64 = 2 * 1024 * 1024;
 }
 
 /// Heron's three delivery modes.
@@ -260,6 +271,18 @@ impl Config {
         ))
     }
 
+    /// Back-pressure watermarks (high, low) in bytes; low is at most high.
+    pub fn backpressure_watermarks(&self) -> Result<(u64, u64), ConfigError> {
+        let high = self
+            .get_u64(keys::BACKPRESSURE_HIGH_BYTES)?
+            .unwrap_or(defaults::BACKPRESSURE_HIGH_BYTES)
+            .max(1);
+        let low = self
+            .get_u64(keys::BACKPRESSURE_LOW_BYTES)?
+            .unwrap_or(defaults::BACKPRESSURE_LOW_BYTES);
+        Ok((high, low.min(high)))
+    }
+
     pub fn queue_batches(&self) -> Result<usize, ConfigError> {
         Ok(self
             .get_u64(keys::QUEUE_BATCHES)?
@@ -283,6 +306,7 @@ impl Config {
         note(self.batch_tuples().map(drop));
         note(self.batch_flush_interval().map(drop));
         note(self.queue_batches().map(drop));
+        note(self.backpressure_watermarks().map(drop));
         note(self.get_u64(keys::STMGRS).map(drop));
         note(self.get_u64(keys::COMPONENT_PARALLELISM).map(drop));
         note(self.get_bool(keys::DEBUG).map(drop));

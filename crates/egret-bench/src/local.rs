@@ -12,7 +12,15 @@
 //!    `tuples_per_s` is the increase of `egret_execute_count` over the `count` component's series, summed over
 //!    the metricsmgrs, divided by the time between the two scrapes. `cpu_s` is the increase of utime + stime
 //!    (`/proc/<pid>/stat`) summed over every process of the topology, read right after each of the two scrapes.
-//! 5. After the window: peak RSS (`VmHWM`) of every process, the largest per kind; then `egret kill`.
+//! 5. After the window: peak RSS (`VmHWM`) of every process, the largest per kind; then `egret kill`, which must
+//!    exit 0 and leave no process running. Log lines that look like trouble are printed to stderr (split into
+//!    those written during the run and while stopping); `--keep-logs DIR` keeps a copy of the logs.
+//!
+//! Latency: each spout instance exports only the mean of its complete-latency histogram since it started (gauge
+//! `egret_complete_latency`, ms), so no percentile can be computed and p50/p99 stay `na`. At-least-once runs add
+//! `mean_complete_ms` (that gauge at the end of the window, averaged over the spout tasks) and
+//! `window_mean_complete_ms` (the mean over the trees completed within the window: gauge × `egret_ack_count` is a
+//! task's total latency so far, and the window's share is the difference between its two boundary scrapes).
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
@@ -121,10 +129,13 @@ fn measure(cluster: &mut LocalCluster, topology_bin: &Path, a: &WordcountArgs) -
         first = scrape(&ports)?;
     }
 
-    // The window starts and ends with a scrape. Each instance publishes its totals every second, each on its own
-    // phase, so a scrape sees every task's count as it was up to 1 s earlier: a window boundary is exact to ±1 s
-    // per task (less in practice, as each task's phase drifts little over the window). Over the default 10 s
-    // window that is at most ±10 %, usually far less; the per-second progress lines show any step.
+    // The window starts and ends with a scrape, and is scraped every whole second in between for the progress
+    // lines. Each instance publishes its totals every second (it sleeps 1 s, then publishes, so its period is 1 s
+    // plus a little), on a phase of its own, and a scrape sees each task's count as of its latest publish, 0 to 1 s
+    // old. The window therefore counts the publishes that fell inside it: over a whole number of seconds that is
+    // exactly `--seconds` publishes per task, unless a task's phase drifts across a window boundary, so the error is
+    // that drift (milliseconds) and at worst one publish: ±1 s of counting, ±10 % of the default 10 s window. A
+    // fractional `--seconds` adds up to one publish per task at random; each progress line is one publish per task.
     let pids: Vec<i32> = procs.iter().map(|p| p.pid).collect();
     let start = first;
     let ticks0 = cpu_ticks(&pids)?;
@@ -132,11 +143,15 @@ fn measure(cluster: &mut LocalCluster, topology_bin: &Path, a: &WordcountArgs) -
     let end = start.at + Duration::from_secs_f64(a.seconds);
     let mut progress = Progress::new(start.at, count0);
     let mut last = None;
-    while Instant::now() < end {
-        sleep_checked(Duration::from_secs(1).min(end.saturating_duration_since(Instant::now())))?;
+    for k in 1.. {
+        let next = (start.at + Duration::from_secs(k)).min(end);
+        sleep_checked(next.saturating_duration_since(Instant::now()))?;
         let s = scrape(&ports)?;
         progress.update(s.at, executed(&s));
         last = Some(s);
+        if next >= end {
+            break;
+        }
     }
     let last = last.context("the window ended before its first scrape")?;
     let ticks1 = cpu_ticks(&pids)?;

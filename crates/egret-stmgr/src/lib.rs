@@ -10,19 +10,24 @@
 //!   reading its socket, so TCP pushes back on the sender (Heron's TCP back pressure). Explicit watermark-based
 //!   back pressure between stmgrs is not built yet.
 
+mod backpressure;
+
+pub use backpressure::{BackPressure, Change};
+
 use std::collections::{BTreeSet, HashMap};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use egret_proto::egret::{InstanceInfo, Location, PhysicalPlan, RegisterStmgr, StmgrHello, StmgrInfo, control};
 use egret_statemgr::LocalStateManager;
 use egret_transport::{Frame, FrameReader, Writer, control_frame, split};
 
-/// Frames a writer may have queued before its feeders wait.
-const WRITER_QUEUE: usize = 256;
+/// Frames a writer may have queued before its feeders wait. Large enough that the back-pressure watermarks (in
+/// bytes) act first; this bound is the backstop that keeps memory finite even if they are set too high.
+const WRITER_QUEUE: usize = 4096;
 const HEARTBEAT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +38,8 @@ pub enum StmgrError {
     Missing(String, &'static str),
     #[error("container {0} is not in the packing plan")]
     UnknownContainer(i32),
+    #[error("the stored definition is invalid: {0}")]
+    Definition(String),
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -72,6 +79,13 @@ struct Stmgr {
     routed: AtomicU64,
     routed_bytes: AtomicU64,
     dropped: AtomicU64,
+    /// Components whose instances are spouts: their connections are the ones back pressure stops reading.
+    spouts: BTreeSet<String>,
+    bp: Mutex<BackPressure>,
+    /// Signalled whenever the clamp may have lifted.
+    bp_lifted: Condvar,
+    /// Per local task: time its queue was above the high watermark (Heron's `__time_spent_back_pressure_by_compid`).
+    bp_by_task: Mutex<HashMap<u32, Duration>>,
 }
 
 /// The component name Heron gives stmgr metrics.
@@ -97,7 +111,19 @@ pub fn run(opts: Opts) -> Result<(), StmgrError> {
     let data_port = listener.local_addr()?.port();
     let id = format!("stmgr-{}", opts.container);
     eprintln!("stmgr: topology={name} id={id} port={data_port} expecting tasks {expected:?}");
+    let definition =
+        egret_proto::defn::from_definition(&topology).map_err(|e| StmgrError::Definition(e.to_string()))?;
+    let (high, low) = definition
+        .topology
+        .config()
+        .backpressure_watermarks()
+        .map_err(|e| StmgrError::Definition(e.to_string()))?;
+    let spouts = topology.spouts.iter().map(|sp| sp.comp.name.clone()).collect();
     let s = Arc::new(Stmgr {
+        spouts,
+        bp: Mutex::new(BackPressure::new(high, low)),
+        bp_lifted: Condvar::new(),
+        bp_by_task: Mutex::new(HashMap::new()),
         id: id.clone(),
         topology_id: topology.id.clone(),
         state,
@@ -134,6 +160,12 @@ pub fn run(opts: Opts) -> Result<(), StmgrError> {
             .name("metrics".into())
             .spawn(move || publish_metrics(&s))?;
     }
+    {
+        let s = Arc::clone(&s);
+        std::thread::Builder::new()
+            .name("backpressure".into())
+            .spawn(move || watch_queues(&s))?;
+    }
     egret_transport::accept_loop(listener, "stmgr", move |stream| serve_connection(&s, stream));
     Ok(())
 }
@@ -158,6 +190,7 @@ fn serve_connection(s: &Arc<Stmgr>, stream: TcpStream) -> Result<(), egret_trans
                 message: String::new(),
             }))?;
             let task = info.task_id as u32;
+            let info_component = info.component.clone();
             let tx = egret_transport::spawn_writer(writer, WRITER_QUEUE, format!("task {task}"));
             if let Some(p) = s.pplan.lock().map(|p| p.clone()).unwrap_or(None) {
                 let _ = tx.send(control_frame(control::Msg::PhysicalPlan(p)));
@@ -169,7 +202,8 @@ fn serve_connection(s: &Arc<Stmgr>, stream: TcpStream) -> Result<(), egret_trans
                 reg.push(info);
             }
             eprintln!("stmgr: task {task} registered");
-            let result = forward(s, &mut reader);
+            let is_spout = s.spouts.contains(&info_component);
+            let result = forward(s, &mut reader, if is_spout { Source::Spout } else { Source::Bolt });
             // Remove the route only if it is still ours: the task may already have re-registered on a new connection.
             if let Ok(mut r) = s.routes.write()
                 && r.local.get(&task).is_some_and(|w| w.same(&tx))
@@ -180,7 +214,13 @@ fn serve_connection(s: &Arc<Stmgr>, stream: TcpStream) -> Result<(), egret_trans
         }
         Frame::Control(control::Msg::StmgrHello(h)) if h.topology_id == s.topology_id => {
             eprintln!("stmgr: peer {} connected", h.stmgr_id);
-            forward(s, &mut reader)
+            let result = forward(s, &mut reader, Source::Peer);
+            // A peer that went away no longer holds back pressure.
+            if let Ok(mut bp) = s.bp.lock() {
+                bp.peer_stop(&h.stmgr_id, Instant::now());
+            }
+            s.bp_lifted.notify_all();
+            result
         }
         other => {
             eprintln!("stmgr: dropping a connection that opened with {other:?}");
@@ -190,13 +230,102 @@ fn serve_connection(s: &Arc<Stmgr>, stream: TcpStream) -> Result<(), egret_trans
 }
 
 /// Reads frames and routes DATA frames until the connection ends.
-fn forward(s: &Stmgr, reader: &mut FrameReader) -> Result<(), egret_transport::FrameError> {
+/// Who is at the other end of a connection we read.
+#[derive(Clone, Copy)]
+enum Source {
+    Spout,
+    Bolt,
+    Peer,
+}
+
+fn forward(s: &Stmgr, reader: &mut FrameReader, source: Source) -> Result<(), egret_transport::FrameError> {
     loop {
+        if matches!(source, Source::Spout) {
+            wait_while_clamped(s);
+        }
         match reader.read()? {
             Frame::Data { dest, raw } => route(s, dest, raw),
+            Frame::Control(control::Msg::BackPressure(bp)) if matches!(source, Source::Peer) => {
+                if let Ok(mut state) = s.bp.lock() {
+                    if bp.start {
+                        state.peer_start(&bp.stmgr_id, Instant::now());
+                    } else {
+                        state.peer_stop(&bp.stmgr_id, Instant::now());
+                    }
+                }
+                s.bp_lifted.notify_all();
+            }
             Frame::Control(control::Msg::Heartbeat(_)) => {}
             Frame::Control(other) => eprintln!("stmgr: ignoring control message {other:?}"),
         }
+    }
+}
+
+/// Blocks a spout connection's reader while back pressure holds: the spout's socket fills and it stops emitting.
+fn wait_while_clamped(s: &Stmgr) {
+    let Ok(mut bp) = s.bp.lock() else { return };
+    while bp.clamped() {
+        match s.bp_lifted.wait_timeout(bp, Duration::from_millis(50)) {
+            Ok((guard, _)) => bp = guard,
+            Err(_) => return,
+        }
+    }
+}
+
+/// How often the stmgr looks at its instance queues.
+const BP_CHECK: Duration = Duration::from_millis(2);
+
+/// Watches the queues to local instances and starts or stops back pressure, telling every peer.
+fn watch_queues(s: &Stmgr) {
+    let (high, _) = s.bp.lock().map(|b| b.watermarks()).unwrap_or((u64::MAX, 0));
+    let mut last = Instant::now();
+    loop {
+        std::thread::sleep(BP_CHECK);
+        let now = Instant::now();
+        let queues: Vec<(u32, u64)> = s
+            .routes
+            .read()
+            .map(|r| {
+                r.local
+                    .iter()
+                    .filter(|(_, w)| w.is_open())
+                    .map(|(t, w)| (*t, w.queued_bytes()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let max = queues.iter().map(|(_, q)| *q).max().unwrap_or(0);
+        if let Ok(mut by_task) = s.bp_by_task.lock() {
+            for (task, q) in &queues {
+                if *q >= high {
+                    *by_task.entry(*task).or_default() += now - last;
+                }
+            }
+        }
+        last = now;
+        let change = s.bp.lock().ok().and_then(|mut b| b.observe(max, now));
+        if let Some(change) = change {
+            eprintln!("stmgr: back pressure {change:?} (largest instance queue {max} bytes)");
+            announce(s, change == Change::Start);
+            if change == Change::Stop {
+                s.bp_lifted.notify_all();
+            }
+        }
+    }
+}
+
+/// Tells every peer that this stmgr starts or stops back pressure.
+fn announce(s: &Stmgr, start: bool) {
+    let frame = control_frame(control::Msg::BackPressure(egret_proto::egret::BackPressure {
+        stmgr_id: s.id.clone(),
+        start,
+    }));
+    let peers: Vec<Writer> = s
+        .routes
+        .read()
+        .map(|r| r.peers.values().map(|(_, w)| w.clone()).collect())
+        .unwrap_or_default();
+    for w in peers {
+        let _ = w.send(frame.clone());
     }
 }
 
@@ -253,6 +382,48 @@ fn publish_metrics(s: &Arc<Stmgr>) {
                 value("__frames-dropped-count", &s.dropped),
             ],
         });
+        // Back-pressure time, in milliseconds since the stmgr started (Heron's names).
+        let now = Instant::now();
+        let (initiated, clamped, active) =
+            s.bp.lock()
+                .map(|b| (b.initiated_time(now), b.clamped_time(now), b.clamped()))
+                .unwrap_or_default();
+        let ms = |name: &str, d: Duration| MetricValue {
+            name: name.into(),
+            stream: String::new(),
+            value: d.as_secs_f64() * 1000.0,
+        };
+        client.publish(PublishMetrics {
+            component: METRICS_COMPONENT.into(),
+            task_id: s.opts.container,
+            process: format!("{}-bp", s.id),
+            metrics: vec![
+                ms("__time_spent_back_pressure_initiated", initiated),
+                ms("__time_spent_back_pressure", clamped),
+                MetricValue {
+                    name: "__back_pressure_active".into(),
+                    stream: String::new(),
+                    value: active as u8 as f64,
+                },
+            ],
+        });
+        let per_task: Vec<(u32, Duration)> = s
+            .bp_by_task
+            .lock()
+            .map(|m| m.iter().map(|(t, d)| (*t, *d)).collect())
+            .unwrap_or_default();
+        let registered = s.registered.lock().map(|r| r.clone()).unwrap_or_default();
+        for (task, d) in per_task {
+            let Some(info) = registered.iter().find(|i| i.task_id as u32 == task) else {
+                continue;
+            };
+            client.publish(PublishMetrics {
+                component: info.component.clone(),
+                task_id: task as i32,
+                process: s.id.clone(),
+                metrics: vec![ms("__time_spent_back_pressure_by_compid", d)],
+            });
+        }
     }
 }
 
@@ -356,7 +527,17 @@ fn apply_plan(s: &Stmgr, p: PhysicalPlan) {
             continue;
         }
         match connect_peer(s, peer) {
-            Ok(tx) => fresh.push((peer.id.clone(), (addr, tx))),
+            Ok(tx) => {
+                // A peer that (re)joins while we hold back pressure must hear about it.
+                if s.bp.lock().is_ok_and(|b| b.holding()) {
+                    let start = egret_proto::egret::BackPressure {
+                        stmgr_id: s.id.clone(),
+                        start: true,
+                    };
+                    let _ = tx.send(control_frame(control::Msg::BackPressure(start)));
+                }
+                fresh.push((peer.id.clone(), (addr, tx)))
+            }
             Err(e) => eprintln!("stmgr: cannot connect to {}: {e}", peer.id),
         }
     }

@@ -13,7 +13,7 @@
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 
 use crossbeam_channel::{Sender, bounded};
 
@@ -185,12 +185,24 @@ pub fn split(stream: TcpStream, max_frame: usize) -> io::Result<(FrameReader, Fr
 pub struct Writer {
     tx: Sender<Vec<u8>>,
     alive: Arc<AtomicBool>,
+    /// Bytes queued and not yet written to the socket (back pressure watches this).
+    queued: Arc<AtomicU64>,
 }
 
 impl Writer {
     /// Queues a frame, waiting while the queue is full. Fails when the connection is gone.
     pub fn send(&self, frame: Vec<u8>) -> Result<(), Vec<u8>> {
-        self.tx.send(frame).map_err(|e| e.into_inner())
+        let len = frame.len() as u64;
+        self.queued.fetch_add(len, SeqCst);
+        self.tx.send(frame).map_err(|e| {
+            self.queued.fetch_sub(len, SeqCst);
+            e.into_inner()
+        })
+    }
+
+    /// Bytes waiting to be written.
+    pub fn queued_bytes(&self) -> u64 {
+        self.queued.load(SeqCst)
     }
 
     /// Whether two handles feed the same writer thread (the same connection).
@@ -208,25 +220,34 @@ impl Writer {
 pub fn spawn_writer(mut writer: FrameWriter, capacity: usize, name: String) -> Writer {
     let (tx, rx) = bounded::<Vec<u8>>(capacity);
     let alive = Arc::new(AtomicBool::new(true));
-    let flag = Arc::clone(&alive);
+    let queued = Arc::new(AtomicU64::new(0));
+    let (flag, written) = (Arc::clone(&alive), Arc::clone(&queued));
     std::thread::spawn(move || {
         while let Ok(frame) = rx.recv() {
+            let mut bytes = frame.len() as u64;
             let mut result = writer.write(&frame);
             while result.is_ok() {
                 match rx.try_recv() {
-                    Ok(f) => result = writer.write(&f),
+                    Ok(f) => {
+                        bytes += f.len() as u64;
+                        result = writer.write(&f);
+                    }
                     Err(_) => break,
                 }
             }
-            if let Err(e) = result.and_then(|()| writer.flush()) {
+            let result = result.and_then(|()| writer.flush());
+            written.fetch_sub(bytes, SeqCst);
+            if let Err(e) = result {
                 eprintln!("writing to {name} failed: {e}");
                 break;
             }
         }
         flag.store(false, SeqCst);
+        // Whatever is still queued will never be written.
+        written.store(0, SeqCst);
         writer.shutdown();
     });
-    Writer { tx, alive }
+    Writer { tx, alive, queued }
 }
 
 /// Accepts connections forever, serving each on its own thread; `role` labels the log lines.

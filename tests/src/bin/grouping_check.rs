@@ -23,6 +23,12 @@ struct Args {
     /// Declare a fields grouping on a field the spout does not declare.
     #[arg(long)]
     broken: bool,
+    /// With --endless: emit as fast as possible (no pause between tuples).
+    #[arg(long)]
+    fast: bool,
+    /// While this file exists, the by-word bolt sleeps 50 µs per tuple (a slow consumer for back pressure).
+    #[arg(long)]
+    slow_file: Option<PathBuf>,
 }
 
 struct Numbers {
@@ -54,7 +60,7 @@ impl Spout for Numbers {
                 &serde_json::json!({ "emitted": self.next }),
             );
         }
-        if self.args.endless {
+        if self.args.endless && !self.args.fast {
             // Keep the endless mode gentle on a 2-core machine.
             std::thread::sleep(std::time::Duration::from_micros(20));
         }
@@ -63,6 +69,8 @@ impl Spout for Numbers {
 
 /// Records words (fields grouping) or a count, and writes them out on every tick.
 struct Recorder {
+    slow_file: Option<PathBuf>,
+    slow: bool,
     out: PathBuf,
     component: String,
     task: u32,
@@ -78,11 +86,15 @@ impl Bolt for Recorder {
     }
     fn execute(&mut self, t: &Tuple<'_>, out: &mut BoltCollector<'_>) {
         if t.is_tick() {
+            self.slow = self.component == "by-word" && self.slow_file.as_ref().is_some_and(|f| f.exists());
             let summary = serde_json::json!({ "total": self.total, "words": self.words });
             write(&self.out, &self.component, self.task, &summary);
             return;
         }
         self.total += 1;
+        if self.slow {
+            std::thread::sleep(std::time::Duration::from_micros(50));
+        }
         if self.component == "by-word" {
             match t.get_str("word") {
                 Ok(w) => *self.words.entry(w.to_string()).or_default() += 1,
@@ -113,8 +125,10 @@ fn main() {
         next: 0,
     });
     let recorder = {
-        let out = args.out.clone();
+        let (out, slow_file) = (args.out.clone(), args.slow_file.clone());
         move || Recorder {
+            slow_file: slow_file.clone(),
+            slow: false,
             out: out.clone(),
             component: String::new(),
             task: 0,
