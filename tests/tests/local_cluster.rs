@@ -1,224 +1,13 @@
 //! End-to-end tests on the local cluster: real `egret` commands start real processes. Every wait has a deadline;
 //! every test kills what it started, even when it fails, and prints the process logs on failure.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use serde_json::Value;
-
-const DEADLINE: Duration = Duration::from_secs(90);
-
-/// The `egret` binary, built next to this package's binaries (built here if missing).
-fn egret_bin() -> PathBuf {
-    let dir = Path::new(env!("CARGO_BIN_EXE_grouping-check"))
-        .parent()
-        .expect("binary dir")
-        .to_path_buf();
-    let bin = dir.join("egret");
-    if !bin.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.args(["build", "-p", "egret-cli", "--bin", "egret"]);
-        if dir.ends_with("release") {
-            cmd.arg("--release");
-        }
-        let status = cmd.status().expect("running cargo build for the egret binary");
-        assert!(status.success(), "could not build the egret binary");
-    }
-    bin
-}
-
-/// A private EGRET_HOME; kills every topology in it and removes it on drop.
-struct Cluster {
-    home: PathBuf,
-    egret: PathBuf,
-}
-
-impl Cluster {
-    fn new() -> Cluster {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let home = std::env::temp_dir().join(format!(
-            "egret-e2e-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        ));
-        let _ = std::fs::remove_dir_all(&home);
-        std::fs::create_dir_all(&home).unwrap();
-        Cluster {
-            home,
-            egret: egret_bin(),
-        }
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(&self.egret)
-            .arg("--home")
-            .arg(&self.home)
-            .args(args)
-            .output()
-            .expect("running egret")
-    }
-
-    /// Runs an egret command that must succeed; returns stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "egret {args:?} failed ({}):\n{}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn explain(&self, topology: &str) -> Value {
-        serde_json::from_str(&self.ok(&["explain", "local", topology, "--json"])).expect("explain --json is JSON")
-    }
-
-    fn pids(&self, topology: &str) -> Vec<i32> {
-        self.explain(topology)["processes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|p| p["pid"].as_i64())
-            .map(|p| p as i32)
-            .filter(|&p| p > 0)
-            .collect()
-    }
-
-    fn metrics_urls(&self, topology: &str) -> Vec<u16> {
-        self.explain(topology)["processes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|p| p["http_port"].as_i64())
-            .map(|p| p as u16)
-            .collect()
-    }
-
-    /// Sum of a metric over every metricsmgr, for series whose labels contain `filter`.
-    fn metric_sum(&self, topology: &str, name: &str, filter: &str) -> f64 {
-        let mut sum = 0.0;
-        for port in self.metrics_urls(topology) {
-            for line in http_get(port, "/metrics").lines() {
-                if line.starts_with(&format!("{name}{{")) && line.contains(filter) {
-                    sum += line
-                        .rsplit(' ')
-                        .next()
-                        .and_then(|v| v.parse::<f64>().ok())
-                        .unwrap_or(0.0);
-                }
-            }
-        }
-        sum
-    }
-
-    fn print_logs(&self) {
-        let dir = self.home.join("logs");
-        for entry in walk(&dir) {
-            let text = std::fs::read_to_string(&entry).unwrap_or_default();
-            let tail: Vec<&str> = text
-                .lines()
-                .rev()
-                .take(15)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect();
-            eprintln!("==== {} ====\n{}", entry.display(), tail.join("\n"));
-        }
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            self.print_logs();
-        }
-        let list = self.run(&["list", "local", "--json"]);
-        if let Ok(Value::Array(ts)) = serde_json::from_slice::<Value>(&list.stdout) {
-            for t in ts {
-                if let Some(name) = t["name"].as_str() {
-                    let _ = self.run(&["kill", "local", name]);
-                }
-            }
-        }
-        let _ = std::fs::remove_dir_all(&self.home);
-    }
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() { out.extend(walk(&p)) } else { out.push(p) }
-        }
-    }
-    out.sort();
-    out
-}
-
-fn http_get(port: u16, path: &str) -> String {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return String::new();
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-    let _ = write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-    let mut body = String::new();
-    let _ = s.read_to_string(&mut body);
-    body.split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default()
-}
-
-fn alive(pid: i32) -> bool {
-    // SAFETY: signal 0 only checks that the process exists.
-    unsafe { libc::kill(pid, 0) == 0 }
-}
-
-/// Polls `f` every 100 ms until it returns Some, or panics with `what` at the deadline.
-fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {DEADLINE:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// What the grouping-check tasks wrote: component -> task -> JSON.
-fn observations(out: &Path) -> BTreeMap<String, BTreeMap<u32, Value>> {
-    let mut m: BTreeMap<String, BTreeMap<u32, Value>> = BTreeMap::new();
-    for p in walk(out) {
-        let Some(name) = p.file_name().and_then(|f| f.to_str()) else {
-            continue;
-        };
-        let Some(stem) = name.strip_suffix(".json") else {
-            continue;
-        };
-        let Some((component, task)) = stem.rsplit_once('-') else {
-            continue;
-        };
-        let (Ok(task), Ok(text)) = (task.parse::<u32>(), std::fs::read_to_string(&p)) else {
-            continue;
-        };
-        if let Ok(v) = serde_json::from_str(&text) {
-            m.entry(component.to_string()).or_default().insert(task, v);
-        }
-    }
-    m
-}
+use common::*;
 
 fn submit_grouping_check(c: &Cluster, out: &Path, extra: &[&str]) -> String {
     let bin = env!("CARGO_BIN_EXE_grouping-check");
@@ -374,18 +163,6 @@ fn a_broken_topology_is_refused_with_the_reason_and_nothing_starts() {
     assert!(String::from_utf8_lossy(&bad_cluster.stderr).contains("unknown cluster \"mars\""));
 }
 
-/// Pids of the running processes of one container whose name starts with `prefix`.
-fn container_pids(c: &Cluster, topology: &str, container: i64, prefix: &str) -> Vec<i64> {
-    c.explain(topology)["processes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|p| p["container"].as_i64() == Some(container) && p["name"].as_str().unwrap_or("").starts_with(prefix))
-        .filter(|p| p["state"] == "running")
-        .filter_map(|p| p["pid"].as_i64())
-        .collect()
-}
-
 #[test]
 fn restarted_containers_rejoin_and_the_topology_keeps_running() {
     let c = Cluster::new();
@@ -491,17 +268,6 @@ fn two_topologies_run_side_by_side() {
         c.ok(&["list", "local"]).contains("second"),
         "killing one leaves the other"
     );
-}
-
-/// Resident memory of a process in KiB.
-fn rss_kib(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
 }
 
 #[test]
