@@ -345,3 +345,48 @@ fn a_slow_bolt_holds_back_the_spouts_without_loss_and_releases_them() {
         (c.metric_sum(t, "egret_execute_count", "component=\"by-word\"") > before + 1_000_000.0).then_some(())
     });
 }
+
+#[test]
+fn bad_bytes_on_the_wire_are_logged_and_dropped_while_the_stmgr_keeps_serving() {
+    use std::io::Write;
+    let c = Cluster::new();
+    let out = c.home.join("out");
+    submit_grouping_check(&c, &out, &["--endless", "--containers", "1"]);
+    let t = "grouping-check";
+    let executed = || c.metric_sum(t, "egret_execute_count", "component=\"to-all\"");
+    wait_for("tuples to flow", || (executed() > 0.0).then_some(()));
+    let plan = c.explain(t);
+    let port = plan["physical_plan"]["stmgrs"][0]["data_port"].as_i64().unwrap() as u16;
+    let send = |bytes: &[u8]| {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let _ = s.write_all(bytes);
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // Garbage, an oversized frame, an unknown kind, and a peer from another topology.
+    send(b"GET / HTTP/1.1\r\n\r\n");
+    send(&(1u32 << 30).to_le_bytes());
+    send(&[1, 0, 0, 0, 42]);
+    let hello = egret_proto::egret::StmgrHello {
+        topology_id: "another-topology-1".into(),
+        stmgr_id: "stmgr-9".into(),
+    };
+    send(&egret_transport::control_frame(
+        egret_proto::egret::control::Msg::StmgrHello(hello),
+    ));
+    // The stmgr named each offence with the peer, and still routes tuples.
+    let log = std::fs::read_to_string(c.home.join("logs/local/grouping-check/stmgr-1.log")).unwrap();
+    for needle in [
+        "exceeds the maximum",
+        "unknown frame kind 42",
+        "from another topology (another-topology-1)",
+    ] {
+        assert!(log.contains(needle), "stmgr log lacks {needle:?}:\n{log}");
+    }
+    assert!(
+        log.contains("connection from 127.0.0.1:"),
+        "errors name the peer:\n{log}"
+    );
+    let before = executed();
+    wait_for("tuples to keep flowing", || (executed() > before).then_some(()));
+    assert_eq!(container_pids(&c, t, 1, "stmgr").len(), 1);
+}

@@ -170,7 +170,18 @@ pub fn run(opts: Opts) -> Result<(), StmgrError> {
     Ok(())
 }
 
-fn serve_connection(s: &Arc<Stmgr>, stream: TcpStream) -> Result<(), egret_transport::FrameError> {
+/// Why a connection was closed.
+#[derive(Debug, thiserror::Error)]
+enum ConnError {
+    #[error("{0}")]
+    Frame(#[from] egret_transport::FrameError),
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("refused: {0}")]
+    Refused(String),
+}
+
+fn serve_connection(s: &Arc<Stmgr>, stream: TcpStream) -> Result<(), ConnError> {
     let (mut reader, mut writer) = split(stream, egret_transport::DEFAULT_MAX_FRAME)?;
     match reader.read()? {
         Frame::Control(control::Msg::RegisterInstance(r)) => {
@@ -210,7 +221,7 @@ fn serve_connection(s: &Arc<Stmgr>, stream: TcpStream) -> Result<(), egret_trans
             {
                 r.local.remove(&task);
             }
-            result
+            result.map_err(ConnError::from)
         }
         Frame::Control(control::Msg::StmgrHello(h)) if h.topology_id == s.topology_id => {
             eprintln!("stmgr: peer {} connected", h.stmgr_id);
@@ -220,12 +231,13 @@ fn serve_connection(s: &Arc<Stmgr>, stream: TcpStream) -> Result<(), egret_trans
                 bp.peer_stop(&h.stmgr_id, Instant::now());
             }
             s.bp_lifted.notify_all();
-            result
+            result.map_err(ConnError::from)
         }
-        other => {
-            eprintln!("stmgr: dropping a connection that opened with {other:?}");
-            Ok(())
-        }
+        Frame::Control(control::Msg::StmgrHello(h)) => Err(ConnError::Refused(format!(
+            "a stmgr ({}) from another topology ({}) tried to connect",
+            h.stmgr_id, h.topology_id
+        ))),
+        other => Err(ConnError::Refused(format!("the connection opened with {other:?}"))),
     }
 }
 
