@@ -165,9 +165,13 @@ pub fn run(topology: Topology, env: InstanceEnv) -> Result<(), InstanceError> {
 
     let stmgr_process = format!("stmgr-{}", env.container);
     let deadline = Instant::now() + STMGR_WAIT;
-    let location = loop {
-        if let Some(l) = state.get_location(&env.topology, &stmgr_process)? {
-            break l;
+    // Re-read the location on every attempt: a restarted stmgr listens on a new port, and until it writes its
+    // location the old (dead) one is still on file.
+    let stream = loop {
+        if let Some(l) = state.get_location(&env.topology, &stmgr_process)?
+            && let Ok(stream) = TcpStream::connect((l.host.as_str(), l.port as u16))
+        {
+            break stream;
         }
         if Instant::now() > deadline {
             return Err(InstanceError::NoStmgr {
@@ -176,7 +180,6 @@ pub fn run(topology: Topology, env: InstanceEnv) -> Result<(), InstanceError> {
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    let stream = connect_retrying(&location.host, location.port as u16, deadline)?;
     let (mut reader, mut writer) = egret_transport::split(stream, egret_transport::DEFAULT_MAX_FRAME)?;
     writer.send_control(control::Msg::RegisterInstance(RegisterInstance {
         topology_id: stored.id.clone(),
@@ -246,16 +249,6 @@ pub fn run(topology: Topology, env: InstanceEnv) -> Result<(), InstanceError> {
         t.cleanup();
     }
     Err(InstanceError::LostStmgr)
-}
-
-fn connect_retrying(host: &str, port: u16, deadline: Instant) -> Result<TcpStream, InstanceError> {
-    loop {
-        match TcpStream::connect((host, port)) {
-            Ok(s) => return Ok(s),
-            Err(e) if Instant::now() > deadline => return Err(e.into()),
-            Err(_) => std::thread::sleep(Duration::from_millis(50)),
-        }
-    }
 }
 
 fn gateway_reader(reader: &mut egret_transport::FrameReader, in_tx: &QueueSender<InFrame>, ctl: &Control) {
