@@ -12,13 +12,6 @@ use common::*;
 
 const N: u64 = 20_000;
 
-/// These tests run one at a time: each runs 13 processes on a 2-core machine, and recovery waits on timeouts.
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 /// Ids in `<out>/<prefix>*.log`, one per line.
 fn ids(out: &Path, prefix: &str) -> (BTreeSet<u64>, u64) {
     let mut set = BTreeSet::new();
@@ -57,7 +50,6 @@ fn process(c: &Cluster, topology: &str, pattern: &str) -> (i32, i64, String) {
 }
 
 fn kill_and_recover(victim: &str) {
-    let _serial = serial();
     let c = Cluster::new();
     let out = c.home.join("out");
     let bin = env!("CARGO_BIN_EXE_reliable-check");
@@ -139,7 +131,6 @@ fn kill_the_tmanager() {
 
 #[test]
 fn every_input_arrives_without_failures() {
-    let _serial = serial();
     let c = Cluster::new();
     let out = c.home.join("out");
     let bin = env!("CARGO_BIN_EXE_reliable-check");

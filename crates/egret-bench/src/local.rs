@@ -16,8 +16,11 @@
 //!    exit 0 and leave no process running. Log lines that look like trouble are printed to stderr (split into
 //!    those written during the run and while stopping); `--keep-logs DIR` keeps a copy of the logs.
 //!
-//! Latency: each spout instance exports only the mean of its complete-latency histogram since it started (gauge
-//! `egret_complete_latency`, ms), so no percentile can be computed and p50/p99 stay `na`. At-least-once runs add
+//! Latency: every second each spout instance exports the p50 and p99 of the complete latency of the trees it
+//! completed in that second (gauges `egret_complete_latency_p50` / `_p99`, ms). Quantiles of different seconds cannot
+//! be merged exactly, so at-least-once runs report `p50_ms` = the median of those per-second p50s and `p99_ms` = the
+//! largest per-second p99, over the spout tasks and the seconds of the window: the second is an upper bound of the
+//! window's true p99. They also add
 //! `mean_complete_ms` (that gauge at the end of the window, averaged over the spout tasks) and
 //! `window_mean_complete_ms` (the mean over the trees completed within the window: gauge × `egret_ack_count` is a
 //! task's total latency so far, and the window's share is the difference between its two boundary scrapes).
@@ -143,11 +146,14 @@ fn measure(cluster: &mut LocalCluster, topology_bin: &Path, a: &WordcountArgs) -
     let end = start.at + Duration::from_secs_f64(a.seconds);
     let mut progress = Progress::new(start.at, count0);
     let mut last = None;
+    let (mut p50s, mut p99s) = (Vec::new(), Vec::new());
     for k in 1.. {
         let next = (start.at + Duration::from_secs(k)).min(end);
         sleep_checked(next.saturating_duration_since(Instant::now()))?;
         let s = scrape(&ports)?;
         progress.update(s.at, executed(&s));
+        p50s.extend(per_task(&s, "egret_complete_latency_p50", "word").into_values());
+        p99s.extend(per_task(&s, "egret_complete_latency_p99", "word").into_values());
         last = Some(s);
         if next >= end {
             break;
@@ -223,10 +229,16 @@ fn measure(cluster: &mut LocalCluster, topology_bin: &Path, a: &WordcountArgs) -
         containers: Some(stmgrs),
         tuples_per_s,
         cpu_s: cpu.iter().sum(),
-        p50_ms: None,
-        p99_ms: None,
+        p50_ms: median(&mut p50s),
+        p99_ms: p99s.iter().cloned().reduce(f64::max),
         extra,
     })
+}
+
+/// The median of some values (`None` if there are none).
+fn median(values: &mut [f64]) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied()
 }
 
 /// A binary built next to this one.

@@ -312,6 +312,7 @@ fn publish_metrics(
         let l = state.get_location(&name, &process).ok()??;
         Some((l.host, l.port as u16))
     });
+    let mut previous = m.complete_latency();
     while !ctl.stop.load(SeqCst) {
         std::thread::sleep(METRICS_INTERVAL);
         let s = m.snapshot();
@@ -341,6 +342,14 @@ fn publish_metrics(
         if !latency.is_empty() {
             metrics.push(value(names::COMPLETE_LATENCY, "", latency.mean() / 1000.0));
         }
+        // Quantiles of the trees completed since the last publish: the cumulative histogram minus the previous one.
+        let mut interval = latency.clone();
+        if interval.subtract(&previous).is_ok() && !interval.is_empty() {
+            let ms = |q: f64| interval.value_at_quantile(q) as f64 / 1000.0;
+            metrics.push(value(names::COMPLETE_LATENCY_P50, "", ms(0.50)));
+            metrics.push(value(names::COMPLETE_LATENCY_P99, "", ms(0.99)));
+        }
+        previous = latency;
         client.publish(PublishMetrics {
             component: component.to_string(),
             task_id: env.task.0 as i32,

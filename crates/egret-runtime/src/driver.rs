@@ -54,13 +54,18 @@ pub fn run_spout<I: AsRef<[u8]>>(
             t.publish();
             continue;
         }
-        // Idle (nothing to emit, deactivated, max pending reached or outputs full): send what is open so nobody
-        // waits on a partial batch, then wait for acks or room.
-        t.outbox().flush_all();
+        // Idle (nothing to emit, deactivated, max pending reached or outputs full): send the batches that waited
+        // the flush interval (`topology.egret.batch.flush.micros`) and wait for acks, room or the next flush. When
+        // the spout cannot emit (deactivated, max pending), send everything: nothing more will join those batches.
+        if t.can_emit() {
+            t.outbox().flush_due(now);
+        } else {
+            t.outbox().flush_all();
+        }
         t.outbox().send(transport);
         t.publish();
         control.active_seen(t.is_active() == active);
-        let wait = if t.outbox().waiting() > 0 {
+        let mut wait = if t.outbox().waiting() > 0 {
             Duration::from_micros(100)
         } else if t.can_emit() {
             // Nothing to emit right now: ask again soon.
@@ -68,6 +73,9 @@ pub fn run_spout<I: AsRef<[u8]>>(
         } else {
             POLL
         };
+        if let Some(at) = t.next_timer() {
+            wait = wait.min(at.saturating_duration_since(Instant::now()));
+        }
         if let Some(batch) = rx.pop_timeout(wait) {
             let _ = t.handle_batch(batch.as_ref(), Instant::now());
             control.processed();
@@ -95,20 +103,23 @@ pub fn run_bolt<I: AsRef<[u8]>>(
         let batch = match rx.try_pop() {
             Some(b) => Some(b),
             None => {
-                t.outbox().flush_all();
+                // Out of input: send what waited the flush interval, then wait for input or the next flush.
+                t.outbox().flush_due(now);
                 t.outbox().send(transport);
                 t.publish();
+                let wait = t
+                    .next_timer()
+                    .map_or(wait, |at| at.saturating_duration_since(Instant::now()).min(wait));
                 rx.pop_timeout(wait)
             }
         };
         if let Some(batch) = batch {
-            let _ = t.handle_batch(batch.as_ref(), Instant::now());
+            let now = Instant::now();
+            let _ = t.handle_batch(batch.as_ref(), now);
             // Publish the new outputs before this batch stops counting as in flight, so the topology never looks
             // quiet while they wait.
             control.processed();
-            if rx.is_empty() {
-                t.outbox().flush_all();
-            }
+            t.outbox().flush_due(now);
             t.outbox().send(transport);
             t.publish();
         }

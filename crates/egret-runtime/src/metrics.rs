@@ -15,6 +15,9 @@ pub mod names {
     pub const FAIL_COUNT: &str = "__fail-count";
     pub const EXECUTE_LATENCY: &str = "__execute-latency";
     pub const COMPLETE_LATENCY: &str = "__complete-latency";
+    /// Egret: quantiles (ms) of the complete latency of the trees completed in the last publish interval (1 s).
+    pub const COMPLETE_LATENCY_P50: &str = "__complete-latency-p50";
+    pub const COMPLETE_LATENCY_P99: &str = "__complete-latency-p99";
     pub const EXCEPTION_COUNT: &str = "__exception-count";
 }
 

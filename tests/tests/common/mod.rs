@@ -35,10 +35,16 @@ pub fn egret_bin() -> PathBuf {
 pub struct Cluster {
     pub home: PathBuf,
     pub egret: PathBuf,
+    /// Held for the cluster's life: the tests of a binary run one at a time, since each runs a dozen processes on
+    /// a 2-core machine and several at once would starve each other past their deadlines.
+    _serial: std::sync::MutexGuard<'static, ()>,
 }
+
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl Cluster {
     pub fn new() -> Cluster {
+        let serial = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         static N: AtomicU32 = AtomicU32::new(0);
         let home = std::env::temp_dir().join(format!(
             "egret-e2e-{}-{}",
@@ -50,6 +56,7 @@ impl Cluster {
         Cluster {
             home,
             egret: egret_bin(),
+            _serial: serial,
         }
     }
 
