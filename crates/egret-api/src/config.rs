@@ -33,7 +33,8 @@ pub mod keys {
     pub const INITIAL_STATE: &str = "topology.initial.state";
     /// Egret: tuples per batch before a batch is sent.
     pub const BATCH_TUPLES: &str = "topology.egret.batch.tuples";
-    /// Egret: how long a partly filled batch may wait before it is sent, in microseconds.
+    /// Egret: how long a partly filled batch may wait before it is sent, in microseconds, also when its task is idle
+    /// (0: send as soon as the task has nothing else to do).
     pub const BATCH_FLUSH_MICROS: &str = "topology.egret.batch.flush.micros";
     /// Egret: capacity of a task's input queue, in batches.
     pub const QUEUE_BATCHES: &str = "topology.egret.queue.batches";
