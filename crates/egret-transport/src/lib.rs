@@ -324,6 +324,30 @@ mod tests {
     }
 
     proptest! {
+        /// Any prefix of a valid stream of frames reads the whole frames it contains, then a clean error.
+        #[test]
+        fn truncated_frames_give_a_clean_error(dest in any::<u32>(), body in proptest::collection::vec(any::<u8>(), 0..64), cut in 0usize..200) {
+            let stream = [
+                control_frame(control::Msg::Heartbeat(Heartbeat { time_ms: 7 })),
+                data_frame(dest, &body),
+            ]
+            .concat();
+            let cut = cut.min(stream.len());
+            let mut r = &stream[..cut];
+            let mut whole = 0;
+            loop {
+                match read_frame(&mut r, 4096) {
+                    Ok(_) => whole += 1,
+                    Err(FrameError::Closed) | Err(FrameError::Io(_)) => break,
+                    Err(other) => prop_assert!(false, "a prefix of valid frames gave {other}"),
+                }
+            }
+            prop_assert!(whole <= 2);
+            if cut == stream.len() {
+                prop_assert_eq!(whole, 2);
+            }
+        }
+
         #[test]
         fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
             let mut r = &bytes[..];
