@@ -1,5 +1,6 @@
 //! A task's outgoing batches: one open batch per destination task, closed when full (`topology.egret.batch.tuples`)
-//! or older than the flush interval (`topology.egret.batch.flush.micros`), or when the task goes idle. Closed
+//! or older than the flush interval (`topology.egret.batch.flush.micros`), or all at once when the task stops (a
+//! spout that may not emit, a bolt at shutdown). Closed
 //! batches wait in `ready` until the transport takes them; a full destination queue hands its batch back and only
 //! that destination waits (order per destination is kept).
 
@@ -84,7 +85,7 @@ impl Outbox {
         }
     }
 
-    /// Closes every open batch (the task is idle: do not make anyone wait).
+    /// Closes every open batch (nothing more will join them: do not make anyone wait).
     pub fn flush_all(&mut self) {
         for i in 0..self.open.len() {
             let dest = self.open[i];
