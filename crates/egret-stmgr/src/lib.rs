@@ -14,14 +14,16 @@ mod backpressure;
 
 pub use backpressure::{BackPressure, Change};
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use egret_api::{RootId, TaskId};
 use egret_proto::egret::{InstanceInfo, Location, PhysicalPlan, RegisterStmgr, StmgrHello, StmgrInfo, control};
+use egret_runtime::batch::{BatchBuilder, BatchReader, Record};
 use egret_statemgr::LocalStateManager;
 use egret_transport::{Frame, FrameReader, Writer, control_frame, split};
 
@@ -356,15 +358,49 @@ fn route(s: &Stmgr, dest: u32, raw: Vec<u8>) {
     };
     // Blocking send: a slow destination stops this reader, and TCP pushes back on its sender.
     let len = raw.len() as u64;
-    if tx.is_some_and(|tx| tx.send(raw).is_ok()) {
-        s.routed.fetch_add(1, SeqCst);
-        s.routed_bytes.fetch_add(len, SeqCst);
-    } else {
-        // No route (the destination is down or not yet known): counted, as Heron's __tuples_to_*_lost.
-        let n = s.dropped.fetch_add(1, SeqCst) + 1;
-        if n.is_power_of_two() {
-            eprintln!("stmgr: no route to task {dest}; {n} frames dropped so far");
+    let lost = match tx {
+        Some(tx) => tx.send(raw).err(),
+        None => Some(raw),
+    };
+    match lost {
+        None => {
+            s.routed.fetch_add(1, SeqCst);
+            s.routed_bytes.fetch_add(len, SeqCst);
         }
+        Some(raw) => {
+            // No route (the destination is down or not yet known): counted, as Heron's __tuples_to_*_lost.
+            let n = s.dropped.fetch_add(1, SeqCst) + 1;
+            if n.is_power_of_two() {
+                eprintln!("stmgr: no route to task {dest}; {n} frames dropped so far");
+            }
+            fail_lost_roots(s, &raw);
+        }
+    }
+}
+
+/// Fails, at once, the roots of the tuples in a frame that could not be delivered, so their spouts replay them now
+/// rather than at the message timeout. Only record headers are read. A frame of FAIL records yields nothing, so
+/// this cannot loop; lost ACK records are left to the timeout.
+fn fail_lost_roots(s: &Stmgr, raw: &[u8]) {
+    let mut roots: BTreeMap<u32, BTreeSet<u64>> = BTreeMap::new();
+    for record in BatchReader::new(Frame::data_records(raw)) {
+        match record {
+            Ok(Record::Data(d)) => {
+                for r in d.roots.iter() {
+                    roots.entry(r.task.0).or_default().insert(r.id.0);
+                }
+            }
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    let now = Instant::now();
+    for (task, ids) in roots {
+        let mut batch = BatchBuilder::new();
+        for id in ids {
+            batch.push_fail(now, TaskId(task), RootId(id));
+        }
+        route(s, task, egret_transport::data_frame(task, &batch.take()));
     }
 }
 
