@@ -390,3 +390,98 @@ fn bad_bytes_on_the_wire_are_logged_and_dropped_while_the_stmgr_keeps_serving() 
     wait_for("tuples to keep flowing", || (executed() > before).then_some(()));
     assert_eq!(container_pids(&c, t, 1, "stmgr").len(), 1);
 }
+
+/// Asks the topology's tmanager for metrics, as the tracker does.
+fn query_tmanager(
+    c: &Cluster,
+    topology: &str,
+    q: egret_proto::egret::MetricsQuery,
+) -> egret_proto::egret::MetricsQueryResponse {
+    use egret_proto::egret::control;
+    let plan = c.explain(topology);
+    let tm = plan["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "tmanager")
+        .expect("a tmanager");
+    let port = tm["port"].as_i64().expect("the tmanager's port") as u16;
+    let stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let (mut reader, mut writer) = egret_transport::split(stream, 16 << 20).unwrap();
+    writer.send_control(control::Msg::MetricsQuery(q)).unwrap();
+    match reader.read().unwrap() {
+        egret_transport::Frame::Control(control::Msg::MetricsQueryResponse(r)) => r,
+        other => panic!("unexpected answer {other:?}"),
+    }
+}
+
+#[test]
+fn the_tmanager_keeps_time_series_and_exceptions_from_every_container() {
+    use egret_proto::egret::MetricsQuery;
+    let c = Cluster::new();
+    let out = c.home.join("out");
+    submit_grouping_check(&c, &out, &["--endless", "--containers", "2", "--report-errors"]);
+    let t = "grouping-check";
+    // Reports arrive every 5 s from each container's metrics manager.
+    let r = wait_for("two reports of the spouts' emit counts", || {
+        let r = query_tmanager(
+            &c,
+            t,
+            MetricsQuery {
+                component: "numbers".into(),
+                names: vec!["__emit-count".into()],
+                ..Default::default()
+            },
+        );
+        (r.series.len() == 2 && r.series.iter().all(|s| s.points.len() >= 2)).then_some(r)
+    });
+    for s in &r.series {
+        assert_eq!(s.stream, "default");
+        assert!(
+            s.points
+                .windows(2)
+                .all(|w| w[0].time_ms < w[1].time_ms && w[0].value <= w[1].value),
+            "{s:?}"
+        );
+        assert!(s.points.last().unwrap().value > 0.0);
+    }
+    let tasks: BTreeMap<i32, ()> = r.series.iter().map(|s| (s.task_id, ())).collect();
+    assert_eq!(tasks.len(), 2, "both spout tasks, from both containers");
+    // The error the global bolt reports reaches the tmanager with its count.
+    let e = wait_for("the reported errors", || {
+        let r = query_tmanager(
+            &c,
+            t,
+            MetricsQuery {
+                component: "global".into(),
+                ..Default::default()
+            },
+        );
+        r.exceptions
+            .into_iter()
+            .find(|e| e.message.contains("sample error") && e.count > 0)
+    });
+    assert!(e.first_ms <= e.last_ms);
+    // Filters: one task, and a time range.
+    let one = query_tmanager(
+        &c,
+        t,
+        MetricsQuery {
+            component: "numbers".into(),
+            tasks: vec![r.series[0].task_id],
+            names: vec!["__emit-count".into()],
+            ..Default::default()
+        },
+    );
+    assert_eq!(one.series.len(), 1);
+    let none = query_tmanager(
+        &c,
+        t,
+        MetricsQuery {
+            component: "numbers".into(),
+            since_ms: i64::MAX,
+            ..Default::default()
+        },
+    );
+    assert!(none.series.iter().all(|s| s.points.is_empty()));
+}

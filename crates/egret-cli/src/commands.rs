@@ -1,29 +1,21 @@
 //! The commands that act on a running topology, and the daemon roles executors start.
 
 use std::net::TcpStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use egret_proto::api::TopologyState;
 use egret_proto::egret::{Location, SetActive, control};
 use egret_scheduler::local::{LocalScheduler, alive};
-use egret_scheduler::{log_dir, package_dir};
+use egret_scheduler::package_dir;
 use egret_statemgr::LocalStateManager;
 use egret_transport::{Frame, split};
-use serde_json::json;
-
-/// The only cluster this build can run on.
-pub const LOCAL: &str = "local";
 
 pub fn check_cluster(cluster: &str) -> anyhow::Result<()> {
-    if cluster != LOCAL {
-        bail!("unknown cluster {cluster:?}: this build runs topologies on the `local` cluster only");
-    }
-    Ok(())
+    Ok(egret_tracker::explain::check_cluster(cluster)?)
 }
 
 #[derive(Args)]
@@ -69,6 +61,19 @@ pub struct DaemonArgs {
     host: String,
 }
 
+#[derive(Args)]
+pub struct TrackerArgs {
+    /// Port to listen on; 0 picks a free one (see --port-file).
+    #[arg(long, default_value_t = 8888)]
+    port: u16,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Once listening, write the bound port to this file (how scripts find the port of `--port 0`).
+    #[arg(long)]
+    port_file: Option<PathBuf>,
+}
+
 fn scheduler(home: &Path, cluster: &str) -> anyhow::Result<LocalScheduler> {
     Ok(LocalScheduler::new(
         home,
@@ -78,12 +83,7 @@ fn scheduler(home: &Path, cluster: &str) -> anyhow::Result<LocalScheduler> {
 }
 
 fn existing(home: &Path, cluster: &str, topology: &str) -> anyhow::Result<LocalStateManager> {
-    check_cluster(cluster)?;
-    let state = LocalStateManager::new(home, cluster)?;
-    if !state.exists(topology)? {
-        bail!("no topology {topology} on cluster {cluster} (egret list {cluster} shows what runs)");
-    }
-    Ok(state)
+    Ok(egret_tracker::explain::existing(home, cluster, topology)?)
 }
 
 /// Stops every process of a topology and removes its state, package and nothing else (logs stay).
@@ -178,32 +178,10 @@ pub fn restart(home: &Path, a: RestartArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn topology_state(state: &LocalStateManager, name: &str) -> String {
-    match state.get_physical_plan(name) {
-        Ok(Some(p)) => match p.topology.map(|t| t.state) {
-            Some(s) if s == TopologyState::Running as i32 => "RUNNING".into(),
-            Some(s) if s == TopologyState::Paused as i32 => "PAUSED".into(),
-            _ => "UNKNOWN".into(),
-        },
-        Ok(None) => "STARTING".into(),
-        Err(e) => format!("UNREADABLE ({e})"),
-    }
-}
-
 pub fn list(home: &Path, a: ListArgs) -> anyhow::Result<()> {
     check_cluster(&a.cluster)?;
     let state = LocalStateManager::new(home, &a.cluster)?;
-    let mut rows = Vec::new();
-    for name in state.list_topologies()? {
-        let exec = state.get_execution_state(&name)?;
-        rows.push(json!({
-            "name": name,
-            "state": topology_state(&state, &name),
-            "containers": exec.as_ref().map_or(0, |e| e.containers),
-            "submitted_ms": exec.as_ref().map_or(0, |e| e.submission_time_ms),
-            "user": exec.map(|e| e.submission_user).unwrap_or_default(),
-        }));
-    }
+    let rows = egret_tracker::explain::list(&state)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else if rows.is_empty() {
@@ -223,108 +201,46 @@ pub fn list(home: &Path, a: ListArgs) -> anyhow::Result<()> {
 }
 
 pub fn explain(home: &Path, a: ExplainArgs) -> anyhow::Result<()> {
-    let state = existing(home, &a.cluster, &a.topology)?;
+    // The same data the tracker serves; the text below is printed from it so the two cannot disagree.
+    let out = egret_tracker::explain::explain(home, &a.cluster, &a.topology)?;
     let name = &a.topology;
-    let definition = state.get_topology(name)?.context("the definition is missing")?;
-    let parsed = egret_proto::defn::from_definition(&definition)?;
-    let packing = state.get_packing_plan(name)?.unwrap_or_default();
-    let pplan = state.get_physical_plan(name)?;
-    let locations = state.locations(name)?;
-    let containers = state.container_statuses(name)?;
-    let t = &parsed.topology;
-    let components: Vec<_> = t
-        .components()
-        .iter()
-        .enumerate()
-        .map(|(ci, c)| {
-            json!({
-                "name": c.name,
-                "kind": if c.kind.is_spout() { "spout" } else { "bolt" },
-                "parallelism": c.parallelism,
-                "tasks": t.tasks_of(ci).map(|t| t.0).collect::<Vec<_>>(),
-                "outputs": c.outputs.iter().map(|s| json!({"stream": s.name, "fields": s.fields.names(), "direct": s.direct})).collect::<Vec<_>>(),
-                "inputs": c.inputs.iter().map(|i| json!({"component": i.component, "stream": i.stream, "grouping": i.grouping.to_string()})).collect::<Vec<_>>(),
-            })
-        })
-        .collect();
-    let packing_json: Vec<_> = packing
-        .containers
-        .iter()
-        .map(|c| {
-            json!({
-                "container": c.id,
-                "instances": c.instances.iter().map(|i| json!({"task": i.task_id, "component": i.component, "index": i.component_index})).collect::<Vec<_>>(),
-                "cpu": c.required.as_ref().map_or(0.0, |r| r.cpu),
-                "ram_bytes": c.required.as_ref().map_or(0, |r| r.ram_bytes),
-            })
-        })
-        .collect();
-    let stmgrs: Vec<_> = pplan
-        .as_ref()
-        .map(|p| p.stmgrs.iter().map(|s| json!({"id": s.id, "container": s.container, "host": s.host, "data_port": s.data_port, "pid": s.pid})).collect())
-        .unwrap_or_default();
-    let processes: Vec<_> = containers
-        .iter()
-        .flat_map(|c| {
-            let executor = json!({"name": format!("executor-{}", c.container), "container": c.container, "pid": c.executor_pid,
-                "state": if alive(c.executor_pid) { "running" } else { "gone" }, "restarts": 0,
-                "log": log_dir(home, &a.cluster, name).join(format!("executor-{}.log", c.container)).display().to_string()});
-            std::iter::once(executor).chain(c.processes.iter().map(|p| {
-                let loc = locations.iter().find(|l| l.process == p.name);
-                json!({"name": p.name, "container": p.container, "pid": p.pid, "state": p.state, "restarts": p.restarts,
-                       "log": p.log_file, "port": loc.map(|l| l.port), "http_port": loc.map(|l| l.http_port).filter(|&p| p > 0)})
-            }))
-        })
-        .collect();
-    let out = json!({
-        "topology": name,
-        "id": definition.id,
-        "state": topology_state(&state, name),
-        "config": t.config().iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
-        "logical_plan": components,
-        "packing_plan": {"algorithm": packing.algorithm, "containers": packing_json},
-        "physical_plan": {"published": pplan.is_some(), "stmgrs": stmgrs},
-        "processes": processes,
-    });
     if a.json {
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
-    println!(
-        "topology {name} ({}) is {}",
-        definition.id,
-        out["state"].as_str().unwrap_or("")
-    );
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or("").to_string();
+    let items = |v: &serde_json::Value| v.as_array().cloned().unwrap_or_default();
+    println!("topology {name} ({}) is {}", text(&out["id"]), text(&out["state"]));
     println!("\nlogical plan:");
-    for c in t.components() {
-        let kind = if c.kind.is_spout() { "spout" } else { "bolt" };
-        println!("  {kind} {} x{}", c.name, c.parallelism);
-        for i in &c.inputs {
-            println!("    <- {}/{} ({})", i.component, i.stream, i.grouping);
+    for c in items(&out["logical_plan"]) {
+        println!("  {} {} x{}", text(&c["kind"]), text(&c["name"]), c["parallelism"]);
+        for i in items(&c["inputs"]) {
+            println!(
+                "    <- {}/{} ({})",
+                text(&i["component"]),
+                text(&i["stream"]),
+                text(&i["grouping"])
+            );
         }
     }
-    println!("\npacking plan ({}):", packing.algorithm);
-    for c in &packing.containers {
-        let list: Vec<String> = c
-            .instances
+    println!("\npacking plan ({}):", text(&out["packing_plan"]["algorithm"]));
+    for c in items(&out["packing_plan"]["containers"]) {
+        let list: Vec<String> = items(&c["instances"])
             .iter()
-            .map(|i| format!("{}#{}", i.component, i.task_id))
+            .map(|i| format!("{}#{}", text(&i["component"]), i["task"]))
             .collect();
-        println!("  container {}: {}", c.id, list.join(", "));
+        println!("  container {}: {}", c["container"], list.join(", "));
     }
+    let published = out["physical_plan"]["published"].as_bool().unwrap_or(false);
     println!(
         "\nphysical plan: {}",
-        if pplan.is_some() {
-            "published"
-        } else {
-            "not yet published"
-        }
+        if published { "published" } else { "not yet published" }
     );
-    for s in stmgrs {
+    for s in items(&out["physical_plan"]["stmgrs"]) {
         println!(
             "  {} on {}:{} (pid {})",
-            s["id"].as_str().unwrap_or(""),
-            s["host"].as_str().unwrap_or(""),
+            text(&s["id"]),
+            text(&s["host"]),
             s["data_port"],
             s["pid"]
         );
@@ -334,7 +250,7 @@ pub fn explain(home: &Path, a: ExplainArgs) -> anyhow::Result<()> {
         "  {:<28} {:>4} {:>8} {:<10} {:>8} {:>8}  LOG",
         "NAME", "CONT", "PID", "STATE", "RESTARTS", "PORT"
     );
-    for p in &processes {
+    for p in &items(&out["processes"]) {
         let port = p["port"].as_i64().map(|v| v.to_string()).unwrap_or_default();
         println!(
             "  {:<28} {:>4} {:>8} {:<10} {:>8} {:>8}  {}",
@@ -351,6 +267,39 @@ pub fn explain(home: &Path, a: ExplainArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Serves the tracker's JSON API until killed.
+pub fn tracker(home: &Path, a: TrackerArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tracker's async runtime")?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind((a.host.as_str(), a.port))
+            .await
+            .with_context(|| format!("cannot listen on {}:{}", a.host, a.port))?;
+        let port = listener.local_addr().context("cannot read the bound address")?.port();
+        if let Some(file) = &a.port_file {
+            // Written aside and renamed, so a reader polling the file never sees a partial number.
+            let tmp = file.with_extension("tmp");
+            std::fs::write(&tmp, format!("{port}\n")).with_context(|| format!("cannot write {}", tmp.display()))?;
+            std::fs::rename(&tmp, file).with_context(|| format!("cannot write {}", file.display()))?;
+        }
+        println!(
+            "tracker: serving http://{}:{port}/api/v1 for {}",
+            a.host,
+            home.display()
+        );
+        egret_tracker::serve(
+            egret_tracker::Opts {
+                egret_home: home.to_path_buf(),
+            },
+            listener,
+        )
+        .await?;
+        Ok(())
+    })
 }
 
 pub fn executor(home: &Path, a: DaemonArgs) -> anyhow::Result<()> {
@@ -406,6 +355,23 @@ pub fn metricsmgr(home: &Path, a: DaemonArgs) -> anyhow::Result<()> {
             http_port: m.http_port() as i32,
         },
     )?;
-    m.serve(Arc::new(AtomicBool::new(false)))?;
+    // Every export interval, the latest values go to the tmanager, which keeps their time series for the tracker.
+    let shutdown = Arc::new(AtomicBool::new(false));
+    {
+        let (handle, topology, container, stop) = (
+            m.snapshot_handle(),
+            a.topology.clone(),
+            a.container,
+            Arc::clone(&shutdown),
+        );
+        std::thread::spawn(move || {
+            let locate = move || {
+                let l = state.get_location(&topology, "tmanager").ok()??;
+                Some((l.host, l.port as u16))
+            };
+            egret_metricsmgr::forward_reports(handle, container, locate, egret_metricsmgr::EXPORT_INTERVAL, stop)
+        });
+    }
+    m.serve(shutdown)?;
     Ok(())
 }

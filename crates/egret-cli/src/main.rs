@@ -1,6 +1,7 @@
 //! `egret`: the one binary of an Egret install. User commands (`submit`, `kill`, `activate`, `deactivate`,
-//! `restart`, `list`, `explain`) and the daemon roles the executors start (`executor`, `tmanager`, `stmgr`,
-//! `metricsmgr`, hidden from `--help`). Exit status 0 on success; otherwise a one-line reason on stderr.
+//! `restart`, `list`, `explain`), the `tracker` service, and the daemon roles the executors start (`executor`,
+//! `tmanager`, `stmgr`, `metricsmgr`, hidden from `--help`). Exit status 0 on success; otherwise a one-line reason
+//! on stderr.
 
 mod commands;
 mod submit;
@@ -46,6 +47,8 @@ enum Command {
     List(commands::ListArgs),
     /// Show a topology's logical plan, packing plan, physical plan and processes.
     Explain(commands::ExplainArgs),
+    /// Serve the tracker: a JSON REST API (under /api/v1) over the cluster's topologies, metrics and logs.
+    Tracker(commands::TrackerArgs),
     #[command(hide = true)]
     Executor(commands::DaemonArgs),
     #[command(hide = true)]
@@ -57,6 +60,12 @@ enum Command {
 }
 
 fn main() {
+    // Like other Unix tools, stop quietly when the reader of our output goes away (`egret explain ... | head`)
+    // instead of panicking on a broken pipe.
+    // SAFETY: restoring the default action of SIGPIPE before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let home = cli.home;
     let result = match cli.command {
@@ -67,6 +76,7 @@ fn main() {
         Command::Restart(a) => commands::restart(&home, a),
         Command::List(a) => commands::list(&home, a),
         Command::Explain(a) => commands::explain(&home, a),
+        Command::Tracker(a) => commands::tracker(&home, a),
         Command::Executor(a) => commands::executor(&home, a),
         Command::Tmanager(a) => commands::tmanager(&home, a),
         Command::Stmgr(a) => commands::stmgr(&home, a),

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use egret_api::{TaskId, Topology};
 use egret_proto::api::TopologyState;
 use egret_proto::defn;
-use egret_proto::egret::{InstanceInfo, MetricValue, PublishMetrics, RegisterInstance, control};
+use egret_proto::egret::{ExceptionInfo, InstanceInfo, MetricValue, PublishMetrics, RegisterInstance, control};
 use egret_runtime::driver::{self, LoopControl};
 use egret_runtime::metrics::names;
 use egret_runtime::queue::{self, QueueReceiver, QueueSender};
@@ -350,11 +350,28 @@ fn publish_metrics(
             metrics.push(value(names::COMPLETE_LATENCY_P99, "", ms(0.99)));
         }
         previous = latency;
+        let ms_since_epoch = |t: std::time::SystemTime| {
+            t.duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64)
+        };
+        let exceptions = m
+            .exceptions()
+            .into_iter()
+            .map(|(message, e)| ExceptionInfo {
+                component: component.to_string(),
+                task_id: env.task.0 as i32,
+                message,
+                count: e.count,
+                first_ms: ms_since_epoch(e.first),
+                last_ms: ms_since_epoch(e.last),
+            })
+            .collect();
         client.publish(PublishMetrics {
             component: component.to_string(),
             task_id: env.task.0 as i32,
             process: format!("instance-{}", env.task),
             metrics,
+            exceptions,
         });
     }
 }

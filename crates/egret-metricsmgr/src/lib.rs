@@ -22,6 +22,7 @@
 //! within [`POLL_INTERVAL`]), a thread per publisher and per scrape, all joined when `serve` returns.
 
 mod client;
+mod forward;
 mod http;
 mod publisher;
 mod render;
@@ -38,6 +39,7 @@ use std::time::Duration;
 use egret_proto::egret::PublishMetrics;
 
 pub use client::MetricsClient;
+pub use forward::{EXPORT_INTERVAL, SnapshotHandle, forward_reports, report};
 pub use http::{CONTENT_TYPE, MAX_HEAD};
 pub use publisher::MAX_FRAME;
 pub use render::{escape_label_value, metric_name, render};
@@ -145,6 +147,11 @@ impl MetricsManager {
     /// The port Prometheus scrapes.
     pub fn http_port(&self) -> u16 {
         self.http.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    /// A handle on the values, for forwarding them while `serve` runs.
+    pub fn snapshot_handle(&self) -> SnapshotHandle {
+        SnapshotHandle(Arc::clone(&self.shared))
     }
 
     /// The topology named in every series' `topology` label.

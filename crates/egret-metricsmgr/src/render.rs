@@ -229,6 +229,7 @@ mod tests {
                     value,
                 })
                 .collect(),
+            ..Default::default()
         });
     }
 

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use egret_proto::egret::PublishMetrics;
+use egret_proto::egret::{ExceptionInfo, PublishMetrics};
 
 /// Most series the manager keeps over all publishers. Publishers are local processes, but their metric names and
 /// identities are still bytes from a peer: without a bound, a faulty publisher inventing names would grow the
@@ -38,7 +38,12 @@ pub struct Snapshot {
     pub frames_rejected: u64,
     /// Values of new series refused because [`MAX_SERIES`] series were already kept.
     pub series_dropped: u64,
+    /// The latest exception summaries of each publisher (forwarded to the tmanager, not rendered for Prometheus).
+    pub exceptions: BTreeMap<PublisherKey, Vec<ExceptionInfo>>,
 }
+
+/// Exception summaries kept per publisher.
+pub const MAX_EXCEPTIONS_PER_PUBLISHER: usize = 64;
 
 impl Snapshot {
     /// Number of series kept over all publishers.
@@ -56,6 +61,7 @@ impl Snapshot {
             task_id,
             process,
             metrics,
+            exceptions,
         } = msg;
         let mut total = self.series_count();
         let key = PublisherKey {
@@ -64,6 +70,11 @@ impl Snapshot {
             process,
         };
         let mut dropped = 0;
+        if !exceptions.is_empty() {
+            // A publisher sends all its exception summaries each time: keep the latest list, bounded.
+            let kept: Vec<ExceptionInfo> = exceptions.into_iter().take(MAX_EXCEPTIONS_PER_PUBLISHER).collect();
+            self.exceptions.insert(key.clone(), kept);
+        }
         let known = self.series.contains_key(&key);
         if !known && total >= MAX_SERIES {
             // Do not even create an empty entry for a publisher that can keep nothing.
@@ -113,6 +124,7 @@ mod tests {
             task_id,
             process: format!("instance-{task_id}"),
             metrics,
+            ..Default::default()
         }
     }
 

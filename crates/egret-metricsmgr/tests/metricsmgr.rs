@@ -26,6 +26,7 @@ fn publish(stream: &mut TcpStream, component: &str, task_id: i32, metrics: &[(&s
                 value,
             })
             .collect(),
+        ..Default::default()
     };
     stream
         .write_all(&control_frame(control::Msg::PublishMetrics(msg)))

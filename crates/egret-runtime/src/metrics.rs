@@ -1,9 +1,10 @@
 //! Per-task metrics with Heron's names. Tasks count locally and publish into these atomics once per batch or emit
 //! cycle, never per tuple.
 
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use hdrhistogram::Histogram;
 
@@ -45,6 +46,19 @@ pub struct TaskMetrics {
     /// Spouts: emit-to-complete latency, microseconds.
     complete_latency: Mutex<Histogram<u64>>,
     last_error: Mutex<Option<String>>,
+    /// Errors by message: (count, first, last), at most [`MAX_EXCEPTIONS`] distinct messages.
+    exceptions: Mutex<BTreeMap<String, ExceptionSummary>>,
+}
+
+/// Distinct error messages a task keeps; further new messages are counted in the total only.
+pub const MAX_EXCEPTIONS: usize = 64;
+
+/// How often one error message was reported, and when first and last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExceptionSummary {
+    pub count: u64,
+    pub first: SystemTime,
+    pub last: SystemTime,
 }
 
 impl Default for TaskMetrics {
@@ -61,6 +75,7 @@ impl Default for TaskMetrics {
             streams: Mutex::new(Vec::new()),
             complete_latency: Mutex::new(new_latency_histogram()),
             last_error: Mutex::new(None),
+            exceptions: Mutex::new(BTreeMap::new()),
         }
     }
 }
@@ -124,9 +139,38 @@ impl TaskMetrics {
 
     pub fn record_error(&self, message: String) {
         self.errors.fetch_add(1, Relaxed);
+        let now = SystemTime::now();
+        if let Ok(mut all) = self.exceptions.lock() {
+            let full = all.len() >= MAX_EXCEPTIONS;
+            match all.get_mut(&message) {
+                Some(e) => {
+                    e.count += 1;
+                    e.last = now;
+                }
+                None if !full => {
+                    all.insert(
+                        message.clone(),
+                        ExceptionSummary {
+                            count: 1,
+                            first: now,
+                            last: now,
+                        },
+                    );
+                }
+                None => {}
+            }
+        }
         if let Ok(mut last) = self.last_error.lock() {
             *last = Some(message);
         }
+    }
+
+    /// Every distinct error message with its count and times.
+    pub fn exceptions(&self) -> Vec<(String, ExceptionSummary)> {
+        self.exceptions
+            .lock()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), *v)).collect())
+            .unwrap_or_default()
     }
 
     pub fn last_error(&self) -> Option<String> {

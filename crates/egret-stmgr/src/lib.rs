@@ -429,6 +429,7 @@ fn publish_metrics(s: &Arc<Stmgr>) {
                 value("__bytes-routed-count", &s.routed_bytes),
                 value("__frames-dropped-count", &s.dropped),
             ],
+            ..Default::default()
         });
         // Back-pressure time, in milliseconds since the stmgr started (Heron's names).
         let now = Instant::now();
@@ -454,6 +455,7 @@ fn publish_metrics(s: &Arc<Stmgr>) {
                     value: active as u8 as f64,
                 },
             ],
+            ..Default::default()
         });
         let per_task: Vec<(u32, Duration)> = s
             .bp_by_task
@@ -470,6 +472,7 @@ fn publish_metrics(s: &Arc<Stmgr>) {
                 task_id: task as i32,
                 process: s.id.clone(),
                 metrics: vec![ms("__time_spent_back_pressure_by_compid", d)],
+                ..Default::default()
             });
         }
     }

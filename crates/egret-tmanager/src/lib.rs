@@ -4,6 +4,10 @@
 //! manager and pushes it to every stmgr. `activate` / `deactivate` from the CLI change the plan's state and push it
 //! again; a stmgr that registers again (restarted) gets the current plan.
 
+mod metrics_store;
+
+pub use metrics_store::MetricsStore;
+
 use std::collections::BTreeMap;
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -49,6 +53,7 @@ struct Tmanager {
     opts: Opts,
     state: LocalStateManager,
     inner: Mutex<Tm>,
+    metrics: Mutex<MetricsStore>,
 }
 
 /// Runs the tmanager until its process is killed.
@@ -90,6 +95,7 @@ pub fn run(opts: Opts) -> Result<(), TmanagerError> {
             stmgrs: BTreeMap::new(),
             plan: None,
         }),
+        metrics: Mutex::new(MetricsStore::default()),
     });
     egret_transport::accept_loop(listener, "tmanager", move |stream| serve(&tm, stream));
     Ok(())
@@ -136,6 +142,35 @@ fn serve(tm: &Tmanager, stream: TcpStream) -> Result<(), egret_transport::FrameE
                 s.writer = None;
             }
             Err(result)
+        }
+        Frame::Control(control::Msg::MetricsReport(first)) => {
+            // A metrics manager: one report now and then every export interval, until it goes away.
+            let mut report = first;
+            loop {
+                if let Ok(mut m) = tm.metrics.lock() {
+                    m.record(&report);
+                }
+                match reader.read()? {
+                    Frame::Control(control::Msg::MetricsReport(r)) => report = r,
+                    other => {
+                        eprintln!("tmanager: a metrics manager sent {other:?}; closing its connection");
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        Frame::Control(control::Msg::MetricsQuery(q)) => {
+            let topology_id = tm.inner.lock().map(|i| i.topology.id.clone()).unwrap_or_default();
+            if !q.topology_id.is_empty() && q.topology_id != topology_id {
+                writer.send_control(status(
+                    false,
+                    format!("topology id {} is not {topology_id}", q.topology_id),
+                ))?;
+                return Ok(());
+            }
+            let response = tm.metrics.lock().map(|m| m.query(&q)).unwrap_or_default();
+            writer.send_control(control::Msg::MetricsQueryResponse(response))?;
+            Ok(())
         }
         Frame::Control(control::Msg::SetActive(a)) => {
             let reply = set_active(tm, &a.topology_id, a.active);

@@ -29,6 +29,9 @@ struct Args {
     /// While this file exists, the by-word bolt sleeps 50 µs per tuple (a slow consumer for back pressure).
     #[arg(long)]
     slow_file: Option<PathBuf>,
+    /// The global bolt reports an error for every 100th tuple it executes.
+    #[arg(long)]
+    report_errors: bool,
 }
 
 struct Numbers {
@@ -68,7 +71,20 @@ impl Spout for Numbers {
 }
 
 /// Records words (fields grouping) or a count, and writes them out on every tick.
+/// Reported by the global bolt with --report-errors.
+#[derive(Debug)]
+struct SampleError;
+
+impl std::fmt::Display for SampleError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "sample error (every 100th tuple)")
+    }
+}
+
+impl std::error::Error for SampleError {}
+
 struct Recorder {
+    report_errors: bool,
     slow_file: Option<PathBuf>,
     slow: bool,
     out: PathBuf,
@@ -92,6 +108,9 @@ impl Bolt for Recorder {
             return;
         }
         self.total += 1;
+        if self.report_errors && self.component == "global" && self.total.is_multiple_of(100) {
+            out.report_error(&SampleError);
+        }
         if self.slow {
             std::thread::sleep(std::time::Duration::from_micros(50));
         }
@@ -125,8 +144,9 @@ fn main() {
         next: 0,
     });
     let recorder = {
-        let (out, slow_file) = (args.out.clone(), args.slow_file.clone());
+        let (out, slow_file, report_errors) = (args.out.clone(), args.slow_file.clone(), args.report_errors);
         move || Recorder {
+            report_errors,
             slow_file: slow_file.clone(),
             slow: false,
             out: out.clone(),
