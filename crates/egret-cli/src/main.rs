@@ -1,9 +1,10 @@
 //! `egret`: the one binary of an Egret install. User commands (`submit`, `kill`, `activate`, `deactivate`,
-//! `restart`, `list`, `explain`), the `tracker` service, and the daemon roles the executors start (`executor`,
-//! `tmanager`, `stmgr`, `metricsmgr`, hidden from `--help`). Exit status 0 on success; otherwise a one-line reason
-//! on stderr.
+//! `restart`, `list`, `explain`, `prometheus-config`), the `tracker` service, and the daemon roles the executors
+//! start (`executor`, `tmanager`, `stmgr`, `metricsmgr`, hidden from `--help`). Exit status 0 on success; otherwise
+//! a one-line reason on stderr.
 
 mod commands;
+mod prometheus_config;
 mod submit;
 
 use std::path::PathBuf;
@@ -49,6 +50,8 @@ enum Command {
     Explain(commands::ExplainArgs),
     /// Serve the tracker: a JSON REST API (under /api/v1) over the cluster's topologies, metrics and logs.
     Tracker(commands::TrackerArgs),
+    /// Print (or write) a Prometheus scrape configuration for the metrics managers of the running topologies.
+    PrometheusConfig(prometheus_config::PrometheusConfigArgs),
     #[command(hide = true)]
     Executor(commands::DaemonArgs),
     #[command(hide = true)]
@@ -77,6 +80,7 @@ fn main() {
         Command::List(a) => commands::list(&home, a),
         Command::Explain(a) => commands::explain(&home, a),
         Command::Tracker(a) => commands::tracker(&home, a),
+        Command::PrometheusConfig(a) => prometheus_config::prometheus_config(&home, a),
         Command::Executor(a) => commands::executor(&home, a),
         Command::Tmanager(a) => commands::tmanager(&home, a),
         Command::Stmgr(a) => commands::stmgr(&home, a),

@@ -9,6 +9,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use egret_proto::egret::MetricsQuery;
 use egret_scheduler::log_dir;
 use egret_statemgr::LocalStateManager;
 use serde_json::{Value, json};
@@ -23,10 +24,15 @@ pub(crate) const TOPOLOGY: &str = "/api/v1/topologies/{cluster}/{name}";
 pub(crate) const METRICS: &str = "/api/v1/topologies/{cluster}/{name}/metrics";
 pub(crate) const BACKPRESSURE: &str = "/api/v1/topologies/{cluster}/{name}/backpressure";
 pub(crate) const LOGS: &str = "/api/v1/topologies/{cluster}/{name}/logs/{process}";
+pub(crate) const TIMESERIES: &str = "/api/v1/topologies/{cluster}/{name}/timeseries";
+pub(crate) const EXCEPTIONS: &str = "/api/v1/topologies/{cluster}/{name}/exceptions";
 pub(crate) const OPENAPI: &str = "/api/v1/openapi.json";
 
 /// The component the stmgrs publish their own series under (their task is their container).
 const STMGR_COMPONENT: &str = "__stmgr__";
+
+/// A metric name no series has, so an exceptions query does not carry every time series along.
+const NO_SERIES: &str = "__tracker-exceptions-only";
 
 const OPENAPI_DOC: &str = include_str!("openapi.json");
 
@@ -39,7 +45,10 @@ pub fn router(opts: Opts) -> Router {
         .route(METRICS, get(metrics))
         .route(BACKPRESSURE, get(backpressure))
         .route(LOGS, get(log_page))
+        .route(TIMESERIES, get(timeseries))
+        .route(EXCEPTIONS, get(exceptions))
         .route(OPENAPI, get(openapi))
+        .merge(crate::ui::routes())
         .fallback(not_found)
         .with_state(opts)
 }
@@ -275,6 +284,77 @@ async fn backpressure(State(opts): State<Opts>, Path((cluster, name)): Path<(Str
     .await
 }
 
+async fn timeseries(
+    State(opts): State<Opts>,
+    Path((cluster, name)): Path<(String, String)>,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    blocking(move || {
+        check_cluster(&cluster)?;
+        let q = query(raw, &["component", "name", "since_ms"])?;
+        let mut components = values_of(&q, "component");
+        // The tmanager filters on one component; several would need several queries, which no page needs.
+        if components.len() > 1 {
+            return Err(TrackerError::BadQuery(format!(
+                "component is given {} times; the time series take at most one",
+                components.len()
+            )));
+        }
+        let since_ms = number_of(&q, "since_ms")?.unwrap_or(0);
+        let request = MetricsQuery {
+            component: components.pop().unwrap_or_default(),
+            names: values_of(&q, "name"),
+            since_ms: i64::try_from(since_ms).unwrap_or(i64::MAX),
+            ..Default::default()
+        };
+        let state = existing(&opts.egret_home, &cluster, &name)?;
+        let response = crate::tmanager::query(&state, &name, request)?;
+        let out: Vec<Value> = response
+            .series
+            .iter()
+            .map(|s| {
+                json!({
+                    "component": s.component,
+                    "task": s.task_id,
+                    "name": s.name,
+                    "stream": s.stream,
+                    "points": s.points.iter().map(|p| json!([p.time_ms, p.value])).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        Ok(Value::Array(out))
+    })
+    .await
+}
+
+async fn exceptions(State(opts): State<Opts>, Path((cluster, name)): Path<(String, String)>) -> Response {
+    blocking(move || {
+        let state = existing(&opts.egret_home, &cluster, &name)?;
+        // Names filter series only; asking for none keeps the answer to the exceptions.
+        let request = MetricsQuery {
+            names: vec![NO_SERIES.to_string()],
+            ..Default::default()
+        };
+        let response = crate::tmanager::query(&state, &name, request)?;
+        let out: Vec<Value> = response
+            .exceptions
+            .iter()
+            .map(|e| {
+                json!({
+                    "component": e.component,
+                    "task": e.task_id,
+                    "message": e.message,
+                    "count": e.count,
+                    "first_ms": e.first_ms,
+                    "last_ms": e.last_ms,
+                })
+            })
+            .collect();
+        Ok(Value::Array(out))
+    })
+    .await
+}
+
 async fn log_page(
     State(opts): State<Opts>,
     Path((cluster, name, process)): Path<(String, String, String)>,
@@ -319,7 +399,17 @@ mod tests {
             .map(|k| k.as_str())
             .collect();
         documented.sort();
-        let mut routes = vec![CLUSTERS, TOPOLOGIES, TOPOLOGY, METRICS, BACKPRESSURE, LOGS, OPENAPI];
+        let mut routes = vec![
+            CLUSTERS,
+            TOPOLOGIES,
+            TOPOLOGY,
+            METRICS,
+            BACKPRESSURE,
+            LOGS,
+            TIMESERIES,
+            EXCEPTIONS,
+            OPENAPI,
+        ];
         routes.sort();
         assert_eq!(documented, routes);
         for (path, item) in doc["paths"].as_object().unwrap() {

@@ -34,6 +34,8 @@ pub enum TrackerError {
     LogOutsideDir { process: String, path: String, dir: String },
     #[error("no metrics manager of topology {topology} answered: {failures}")]
     Scrape { topology: String, failures: String },
+    #[error("cannot query the tmanager of topology {topology}: {reason}")]
+    Tmanager { topology: String, reason: String },
     #[error("the blocking worker of a request failed: {0}")]
     Worker(String),
     #[error("cannot serve the tracker: {0}")]
@@ -48,7 +50,7 @@ impl TrackerError {
             | TrackerError::UnknownTopology { .. }
             | TrackerError::UnknownProcess { .. } => 404,
             TrackerError::BadQuery(_) => 400,
-            TrackerError::Scrape { .. } => 502,
+            TrackerError::Scrape { .. } | TrackerError::Tmanager { .. } => 502,
             _ => 500,
         }
     }

@@ -11,6 +11,8 @@ mod error;
 pub mod explain;
 pub mod logs;
 pub mod prometheus;
+mod tmanager;
+mod ui;
 
 use std::path::PathBuf;
 

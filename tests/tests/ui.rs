@@ -1,0 +1,184 @@
+//! End-to-end test of the tracker's web UI: a real topology on the local cluster, a real `egret tracker` process
+//! and a real headless Chromium loading the topology page, whose DOM and screenshot are checked. Every wait has a
+//! deadline; the tracker and every Chromium are killed when done, the topology by the `Cluster`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const TOPOLOGY: &str = "grouping-check";
+/// One Chromium run: load, 15 s of virtual time for the page's refreshes, dump. More is a hung browser.
+const CHROMIUM_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// An `egret tracker` child process, killed when dropped.
+struct Tracker {
+    child: Child,
+    port: u16,
+}
+
+impl Tracker {
+    fn start(c: &Cluster) -> Tracker {
+        let port_file = c.home.join("tracker.port");
+        let child = Command::new(&c.egret)
+            .arg("--home")
+            .arg(&c.home)
+            .args(["tracker", "--port", "0", "--port-file"])
+            .arg(&port_file)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("starting egret tracker");
+        let mut t = Tracker { child, port: 0 };
+        t.port = wait_for("the tracker to write its port", || {
+            if let Ok(Some(status)) = t.child.try_wait() {
+                panic!("the tracker exited early: {status}");
+            }
+            std::fs::read_to_string(&port_file).ok()?.trim().parse().ok()
+        });
+        t
+    }
+}
+
+impl Drop for Tracker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Debian's `chromium`, or `$EGRET_CHROMIUM`; a missing browser fails the test, since a skipped UI test would
+/// pass while checking nothing.
+fn chromium() -> PathBuf {
+    let bin = std::env::var_os("EGRET_CHROMIUM").map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from);
+    assert!(
+        bin.exists(),
+        "{} not found: the UI test drives a headless Chromium; install it with scripts/install-test-deps \
+         (or point EGRET_CHROMIUM at one)",
+        bin.display()
+    );
+    bin
+}
+
+/// Runs one headless Chromium on `url` with `args` and a fresh profile; its stdout. Killed at the timeout.
+fn run_chromium(scratch: &Path, run: u32, args: &[&str], url: &str) -> String {
+    let profile = scratch.join(format!("chromium-profile-{run}"));
+    let out_path = scratch.join(format!("chromium-{run}.out"));
+    let err_path = scratch.join(format!("chromium-{run}.err"));
+    let mut child = Command::new(chromium())
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(args)
+        .arg(url)
+        .stdout(std::fs::File::create(&out_path).expect("creating chromium's stdout file"))
+        .stderr(std::fs::File::create(&err_path).expect("creating chromium's stderr file"))
+        .spawn()
+        .expect("starting chromium");
+    let deadline = Instant::now() + CHROMIUM_TIMEOUT;
+    loop {
+        match child.try_wait().expect("waiting for chromium") {
+            Some(status) => {
+                let err = std::fs::read_to_string(&err_path).unwrap_or_default();
+                assert!(status.success(), "chromium {args:?} failed ({status}):\n{err}");
+                break;
+            }
+            None if Instant::now() > deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("chromium {args:?} did not finish within {CHROMIUM_TIMEOUT:?}");
+            }
+            None => std::thread::sleep(Duration::from_millis(200)),
+        }
+    }
+    let _ = std::fs::remove_dir_all(&profile);
+    std::fs::read_to_string(&out_path).expect("reading chromium's output")
+}
+
+/// The text of the element with `id` in a dumped DOM (no nested elements expected).
+fn text_of<'a>(dom: &'a str, id: &str) -> Option<&'a str> {
+    let start = dom.find(&format!("id=\"{id}\""))?;
+    let rest = &dom[start..];
+    let open = rest.find('>')? + 1;
+    let close = rest[open..].find('<')?;
+    Some(rest[open..open + close].trim())
+}
+
+#[test]
+fn the_topology_page_shows_the_plan_rates_and_a_screenshot() {
+    let browser = chromium();
+    let c = Cluster::new();
+    let out = c.home.join("out").display().to_string();
+    let bin = env!("CARGO_BIN_EXE_grouping-check");
+    c.ok(&["submit", "local", bin, "--out", &out, "--endless", "--containers", "2"]);
+    let t = Tracker::start(&c);
+    let scratch = c.home.join("ui-test");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let url = format!("http://127.0.0.1:{}/topologies/local/{TOPOLOGY}", t.port);
+
+    // The tmanager holds a rate after two metrics reports (5 s apart), so the first loads may show none yet.
+    let mut run = 0;
+    let (dom, rate) = wait_for("the topology page to show an emit rate above zero", || {
+        run += 1;
+        let dom = run_chromium(&scratch, run, &["--virtual-time-budget=15000", "--dump-dom"], &url);
+        let rate = text_of(&dom, "emit-rate-total")?.parse::<f64>().ok()?;
+        eprintln!("run {run}: emit-rate-total {rate}");
+        (rate > 0.0).then_some((dom, rate))
+    });
+    eprintln!("emit rate {rate} tuples/s after {run} load(s)");
+
+    for name in ["numbers", "by-word", "to-all", "global"] {
+        assert!(
+            dom.contains(&format!("data-component=\"{name}\" data-kind=")),
+            "{name} is not a node of the plan graph:\n{dom}"
+        );
+    }
+    assert_eq!(dom.matches("<g class=\"edge\"").count(), 3, "three edges:\n{dom}");
+    for (from, to, grouping) in [
+        ("numbers", "by-word", "fields(word)"),
+        ("numbers", "to-all", "all"),
+        ("numbers", "global", "global"),
+    ] {
+        let edge = format!("<g class=\"edge\" data-from=\"{from}\" data-to=\"{to}\"");
+        let at = dom
+            .find(&edge)
+            .unwrap_or_else(|| panic!("no edge {from} -> {to}:\n{dom}"));
+        let tag = &dom[at..at + dom[at..].find('>').unwrap_or(0)];
+        assert!(tag.contains(&format!("data-grouping=\"{grouping}\"")), "{tag}");
+    }
+    // The page's own JS filled the tables and drew the charts from the time series.
+    assert!(dom.contains("<div class=\"chart\""), "no chart was drawn:\n{dom}");
+    assert!(
+        dom.contains("/topologies/local/grouping-check/logs/stmgr-1"),
+        "no log link:\n{dom}"
+    );
+
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let artifacts = root.join("target/test-artifacts");
+    std::fs::create_dir_all(&artifacts).expect("creating target/test-artifacts");
+    let png = artifacts.join("ui-topology.png");
+    let _ = std::fs::remove_file(&png);
+    run += 1;
+    let shot = format!("--screenshot={}", png.display());
+    run_chromium(
+        &scratch,
+        run,
+        &["--virtual-time-budget=15000", &shot, "--window-size=1280,1600"],
+        &url,
+    );
+    let size = std::fs::metadata(&png).map(|m| m.len()).unwrap_or(0);
+    assert!(size > 20_000, "the screenshot {} is {size} bytes", png.display());
+    let head = std::fs::read(&png).unwrap_or_default();
+    assert!(head.starts_with(b"\x89PNG"), "{} is not a PNG", png.display());
+    eprintln!("screenshot: {} ({size} bytes, {})", png.display(), browser.display());
+}
