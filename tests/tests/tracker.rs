@@ -6,7 +6,6 @@ mod common;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::*;
@@ -14,33 +13,7 @@ use serde_json::Value;
 
 const TOPOLOGY: &str = "grouping-check";
 
-/// An `egret tracker` child process, killed when dropped.
-struct Tracker {
-    child: Child,
-    port: u16,
-}
-
 impl Tracker {
-    fn start(c: &Cluster) -> Tracker {
-        let port_file = c.home.join("tracker.port");
-        let child = Command::new(&c.egret)
-            .arg("--home")
-            .arg(&c.home)
-            .args(["tracker", "--port", "0", "--port-file"])
-            .arg(&port_file)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("starting egret tracker");
-        let mut t = Tracker { child, port: 0 };
-        t.port = wait_for("the tracker to write its port", || {
-            if let Ok(Some(status)) = t.child.try_wait() {
-                panic!("the tracker exited early: {status}");
-            }
-            std::fs::read_to_string(&port_file).ok()?.trim().parse().ok()
-        });
-        t
-    }
-
     /// GET `path`; the status and the JSON body.
     fn get(&self, path: &str) -> (u16, Value) {
         let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).expect("connecting to the tracker");
@@ -62,13 +35,6 @@ impl Tracker {
         let (status, body) = self.get(path);
         assert_eq!(status, 200, "GET {path}: {body}");
         body
-    }
-}
-
-impl Drop for Tracker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

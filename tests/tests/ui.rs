@@ -5,7 +5,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -13,41 +13,6 @@ use common::*;
 const TOPOLOGY: &str = "grouping-check";
 /// One Chromium run: load, 15 s of virtual time for the page's refreshes, dump. More is a hung browser.
 const CHROMIUM_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// An `egret tracker` child process, killed when dropped.
-struct Tracker {
-    child: Child,
-    port: u16,
-}
-
-impl Tracker {
-    fn start(c: &Cluster) -> Tracker {
-        let port_file = c.home.join("tracker.port");
-        let child = Command::new(&c.egret)
-            .arg("--home")
-            .arg(&c.home)
-            .args(["tracker", "--port", "0", "--port-file"])
-            .arg(&port_file)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("starting egret tracker");
-        let mut t = Tracker { child, port: 0 };
-        t.port = wait_for("the tracker to write its port", || {
-            if let Ok(Some(status)) = t.child.try_wait() {
-                panic!("the tracker exited early: {status}");
-            }
-            std::fs::read_to_string(&port_file).ok()?.trim().parse().ok()
-        });
-        t
-    }
-}
-
-impl Drop for Tracker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Debian's `chromium`, or `$EGRET_CHROMIUM`; a missing browser fails the test, since a skipped UI test would
 /// pass while checking nothing.

@@ -2,7 +2,6 @@
 //! calls, so each runs its work on tokio's blocking pool and the runtime threads stay free for other requests.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use axum::Router;
 use axum::extract::{Path, RawQuery, State};
@@ -10,7 +9,6 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use egret_proto::egret::MetricsQuery;
-use egret_scheduler::log_dir;
 use egret_statemgr::LocalStateManager;
 use serde_json::{Value, json};
 
@@ -365,20 +363,7 @@ async fn log_page(
         let q = query(raw, &["offset", "length"])?;
         let offset = number_of(&q, "offset")?;
         let length = number_of(&q, "length")?;
-        let data = crate::explain::explain(&opts.egret_home, &cluster, &name)?;
-        let log = data["processes"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|p| p["name"].as_str() == Some(process.as_str()))
-            .and_then(|p| p["log"].as_str())
-            .filter(|l| !l.is_empty())
-            .map(PathBuf::from)
-            .ok_or_else(|| TrackerError::UnknownProcess {
-                topology: name.clone(),
-                process: process.clone(),
-            })?;
-        let dir = log_dir(&opts.egret_home, &cluster, &name);
+        let (log, dir) = logs::locate(&opts.egret_home, &cluster, &name, &process)?;
         logs::read_page(&process, &log, &dir, offset, length)
     })
     .await

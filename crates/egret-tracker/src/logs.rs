@@ -63,6 +63,29 @@ pub fn read_page(
     }))
 }
 
+/// The log file of `process` in a topology's explain data, and the directory every log of the topology must lie in.
+pub fn locate(
+    egret_home: &Path,
+    cluster: &str,
+    name: &str,
+    process: &str,
+) -> Result<(std::path::PathBuf, std::path::PathBuf), TrackerError> {
+    let data = crate::explain::explain(egret_home, cluster, name)?;
+    let log = data["processes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["name"].as_str() == Some(process))
+        .and_then(|p| p["log"].as_str())
+        .filter(|l| !l.is_empty())
+        .map(std::path::PathBuf::from)
+        .ok_or_else(|| TrackerError::UnknownProcess {
+            topology: name.to_string(),
+            process: process.to_string(),
+        })?;
+    Ok((log, egret_scheduler::log_dir(egret_home, cluster, name)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

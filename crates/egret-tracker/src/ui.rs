@@ -9,14 +9,12 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::PathBuf;
 
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use egret_scheduler::log_dir;
 use egret_statemgr::LocalStateManager;
 use serde_json::Value;
 
@@ -389,20 +387,7 @@ async fn topology(State(opts): State<Opts>, Path((cluster, name)): Path<(String,
 
 async fn log(State(opts): State<Opts>, Path((cluster, name, process)): Path<(String, String, String)>) -> Response {
     blocking_page(move || {
-        let data = crate::explain::explain(&opts.egret_home, &cluster, &name)?;
-        let path = data["processes"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|p| p["name"].as_str() == Some(process.as_str()))
-            .and_then(|p| p["log"].as_str())
-            .filter(|l| !l.is_empty())
-            .map(PathBuf::from)
-            .ok_or_else(|| TrackerError::UnknownProcess {
-                topology: name.clone(),
-                process: process.clone(),
-            })?;
-        let dir = log_dir(&opts.egret_home, &cluster, &name);
+        let (path, dir) = logs::locate(&opts.egret_home, &cluster, &name, &process)?;
         let tail = logs::read_page(&process, &path, &dir, None, None)?;
         let body = format!(
             "<body><header><a href=\"/\">Egret</a> <span class=\"crumb\"><a href=\"/topologies/{}/{}\">{} / {}</a> \

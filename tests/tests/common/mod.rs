@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -248,4 +248,39 @@ pub fn rss_kib(pid: i32) -> u64 {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
+}
+
+/// An `egret tracker` child process, killed when dropped.
+pub struct Tracker {
+    pub child: Child,
+    pub port: u16,
+}
+
+impl Tracker {
+    pub fn start(c: &Cluster) -> Tracker {
+        let port_file = c.home.join("tracker.port");
+        let child = Command::new(&c.egret)
+            .arg("--home")
+            .arg(&c.home)
+            .args(["tracker", "--port", "0", "--port-file"])
+            .arg(&port_file)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("starting egret tracker");
+        let mut t = Tracker { child, port: 0 };
+        t.port = wait_for("the tracker to write its port", || {
+            if let Ok(Some(status)) = t.child.try_wait() {
+                panic!("the tracker exited early: {status}");
+            }
+            std::fs::read_to_string(&port_file).ok()?.trim().parse().ok()
+        });
+        t
+    }
+}
+
+impl Drop for Tracker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
