@@ -33,9 +33,12 @@ pub mod keys {
     pub const INITIAL_STATE: &str = "topology.initial.state";
     /// Egret: tuples per batch before a batch is sent.
     pub const BATCH_TUPLES: &str = "topology.egret.batch.tuples";
-    /// Egret: how long a partly filled batch may wait before it is sent, in microseconds, also when its task is idle
-    /// (0: send as soon as the task has nothing else to do).
+    /// Egret: how long a partly filled batch may wait while its task keeps working, in microseconds (a task with
+    /// nothing else to do sends its batches at once).
     pub const BATCH_FLUSH_MICROS: &str = "topology.egret.batch.flush.micros";
+    /// Egret: how long a spout whose `next_tuple` emitted nothing waits before it is called again, in microseconds
+    /// (Storm's spout wait strategy; acks and fails are handled meanwhile).
+    pub const SPOUT_WAIT_MICROS: &str = "topology.egret.spout.wait.micros";
     /// Egret: capacity of a task's input queue, in batches.
     pub const QUEUE_BATCHES: &str = "topology.egret.queue.batches";
     /// Egret: bytes queued by a stmgr for one instance at which it starts back pressure (Heron's
@@ -70,6 +73,7 @@ pub mod keys {
         INITIAL_STATE,
         BATCH_TUPLES,
         BATCH_FLUSH_MICROS,
+        SPOUT_WAIT_MICROS,
         QUEUE_BATCHES,
         BACKPRESSURE_HIGH_BYTES,
         BACKPRESSURE_LOW_BYTES,
@@ -85,6 +89,8 @@ pub mod defaults {
     pub const STMGRS: u64 = 1;
     pub const BATCH_TUPLES: u64 = 1024;
     pub const BATCH_FLUSH_MICROS: u64 = 200;
+    /// Storm's default spout wait is 1 ms.
+    pub const SPOUT_WAIT_MICROS: u64 = 1000;
     pub const QUEUE_BATCHES: u64 = 32;
     /// Heron's are 100 MB / 50 MB; a native instance drains far faster than a JVM, so a few megabytes hold enough
     /// work and bound memory and latency much tighter.
@@ -272,6 +278,14 @@ impl Config {
         ))
     }
 
+    pub fn spout_wait(&self) -> Result<Duration, ConfigError> {
+        Ok(Duration::from_micros(
+            self.get_u64(keys::SPOUT_WAIT_MICROS)?
+                .unwrap_or(defaults::SPOUT_WAIT_MICROS)
+                .min(1_000_000),
+        ))
+    }
+
     /// Back-pressure watermarks (high, low) in bytes; low is at most high.
     pub fn backpressure_watermarks(&self) -> Result<(u64, u64), ConfigError> {
         let high = self
@@ -306,6 +320,7 @@ impl Config {
         note(self.tick_period().map(drop));
         note(self.batch_tuples().map(drop));
         note(self.batch_flush_interval().map(drop));
+        note(self.spout_wait().map(drop));
         note(self.queue_batches().map(drop));
         note(self.backpressure_watermarks().map(drop));
         note(self.get_u64(keys::STMGRS).map(drop));

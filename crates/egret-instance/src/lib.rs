@@ -2,12 +2,14 @@
 //! `EGRET_INSTANCE=1` (see [`InstanceEnv`]), so user code is ordinary Rust linked into one binary.
 //!
 //! Threads: the **task thread** runs the spout or bolt through `egret_runtime::driver` (the same loop the simulator
-//! runs); a **gateway reader** turns frames from the stmgr into input batches and activation changes; a **gateway
-//! writer** sends DATA frames to the stmgr; a **metrics thread** publishes the task's counters to the container's
-//! metricsmgr every second. Bounded queues sit between the task thread and the gateway: a full outgoing queue
-//! hands the batch back (the spout stops emitting), a full incoming queue stops the reader, and TCP carries the
-//! pressure to the stmgr.
+//! runs) over its [`link`] to the stmgr, a non-blocking socket it reads and writes itself; a **metrics thread**
+//! publishes the task's counters to the container's metricsmgr every second. Back pressure: a full socket makes the
+//! link hand batches back (the spout stops emitting), and a bolt whose outputs wait reads no input, so TCP carries
+//! the pressure to the stmgr.
 
+mod link;
+
+use std::io::Write;
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,15 +17,15 @@ use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
 use egret_api::{TaskId, Topology};
-use egret_proto::api::TopologyState;
 use egret_proto::defn;
 use egret_proto::egret::{ExceptionInfo, InstanceInfo, MetricValue, PublishMetrics, RegisterInstance, control};
 use egret_runtime::driver::{self, LoopControl};
 use egret_runtime::metrics::names;
-use egret_runtime::queue::{self, QueueReceiver, QueueSender};
-use egret_runtime::{Batch, BoltTask, SpoutTask, TaskMetrics, Transport};
+use egret_runtime::{BoltTask, SpoutTask, TaskMetrics};
 use egret_statemgr::LocalStateManager;
-use egret_transport::{Frame, FrameError, data_frame};
+use egret_transport::FrameError;
+
+use link::StmgrLink;
 
 /// Environment variables an executor sets for an instance.
 pub mod env {
@@ -42,6 +44,8 @@ pub mod env {
 /// How long an instance waits for its stmgr to appear.
 const STMGR_WAIT: Duration = Duration::from_secs(60);
 const METRICS_INTERVAL: Duration = Duration::from_secs(1);
+/// How long an instance waits for its stmgr to answer the registration.
+const REPLY_WAIT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum InstanceError {
@@ -100,8 +104,11 @@ impl InstanceEnv {
     }
 }
 
+/// Shared by the task thread (through its link) and the metrics thread.
 struct Control {
+    /// The stmgr connection is gone: the task stops and the process exits (its executor restarts it).
     stop: AtomicBool,
+    /// The topology is activated (from the physical plan the stmgr forwards).
     active: AtomicBool,
 }
 
@@ -111,32 +118,6 @@ impl LoopControl for Control {
     }
     fn active(&self) -> bool {
         self.active.load(SeqCst)
-    }
-}
-
-/// A DATA frame whose records are the input batch.
-struct InFrame(Vec<u8>);
-
-impl AsRef<[u8]> for InFrame {
-    fn as_ref(&self) -> &[u8] {
-        Frame::data_records(&self.0)
-    }
-}
-
-/// Sends batches to the gateway writer as DATA frames.
-struct GatewayTransport {
-    out: QueueSender<Vec<u8>>,
-}
-
-impl Transport for GatewayTransport {
-    fn try_send(&mut self, dest: TaskId, batch: Batch) -> Result<(), Batch> {
-        match self.out.try_push(data_frame(dest.0, &batch)) {
-            Ok(()) => Ok(()),
-            // The frame copy is dropped; the batch goes back to the outbox and is retried.
-            Err(queue::Rejected::Full(_)) => Err(batch),
-            // The writer is gone: the process is stopping, nothing can be sent.
-            Err(queue::Rejected::Closed(_)) => Ok(()),
-        }
     }
 }
 
@@ -180,8 +161,7 @@ pub fn run(topology: Topology, env: InstanceEnv) -> Result<(), InstanceError> {
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    let (mut reader, mut writer) = egret_transport::split(stream, egret_transport::DEFAULT_MAX_FRAME)?;
-    writer.send_control(control::Msg::RegisterInstance(RegisterInstance {
+    let register = egret_transport::control_frame(control::Msg::RegisterInstance(RegisterInstance {
         topology_id: stored.id.clone(),
         instance: Some(InstanceInfo {
             task_id: env.task.0 as i32,
@@ -189,12 +169,8 @@ pub fn run(topology: Topology, env: InstanceEnv) -> Result<(), InstanceError> {
             component_index: index as i32,
             stmgr_id: stmgr_process.clone(),
         }),
-    }))?;
-    match reader.read()? {
-        Frame::Control(control::Msg::Status(s)) if s.ok => {}
-        Frame::Control(control::Msg::Status(s)) => return Err(InstanceError::Refused(s.message)),
-        other => return Err(InstanceError::Refused(format!("unexpected first reply {other:?}"))),
-    }
+    }));
+    (&stream).write_all(&register)?;
 
     let config = topology.config();
     let capacity = config.queue_batches().unwrap_or(32);
@@ -202,25 +178,14 @@ pub fn run(topology: Topology, env: InstanceEnv) -> Result<(), InstanceError> {
         stop: AtomicBool::new(false),
         active: AtomicBool::new(false),
     });
-    let (in_tx, in_rx) = queue::bounded::<InFrame>(capacity);
-    let (out_tx, out_rx) = queue::bounded::<Vec<u8>>(capacity);
     let metrics = Arc::new(TaskMetrics::default());
+    let mut link = StmgrLink::new(stream, env.task, capacity, Arc::clone(&ctl), Arc::clone(&metrics))?;
+    match link.first_control(REPLY_WAIT)? {
+        control::Msg::Status(s) if s.ok => {}
+        control::Msg::Status(s) => return Err(InstanceError::Refused(s.message)),
+        other => return Err(InstanceError::Refused(format!("unexpected first reply {other:?}"))),
+    }
 
-    let reader_ctl = Arc::clone(&ctl);
-    std::thread::Builder::new()
-        .name("gateway-reader".into())
-        .spawn(move || {
-            gateway_reader(&mut reader, &in_tx, &reader_ctl);
-            reader_ctl.stop.store(true, SeqCst);
-        })?;
-    let writer_ctl = Arc::clone(&ctl);
-    std::thread::Builder::new()
-        .name("gateway-writer".into())
-        .spawn(move || {
-            gateway_writer(&mut writer, &out_rx, &writer_ctl);
-            writer.shutdown();
-            writer_ctl.stop.store(true, SeqCst);
-        })?;
     {
         let (ctl, metrics, state, env, component, topology) = (
             Arc::clone(&ctl),
@@ -235,66 +200,19 @@ pub fn run(topology: Topology, env: InstanceEnv) -> Result<(), InstanceError> {
             .spawn(move || publish_metrics(&state, &env, &topology, &component, &metrics, &ctl))?;
     }
 
-    let mut transport = GatewayTransport { out: out_tx };
     let now = Instant::now();
     if is_spout {
         let mut t = SpoutTask::new(&topology, env.task, metrics, now)?;
         t.open(ctl.active.load(SeqCst))?;
-        driver::run_spout(&mut t, &in_rx, &mut transport, &*ctl);
+        driver::run_spout(&mut t, &mut link, &*ctl);
         t.close();
     } else {
         let mut t = BoltTask::new(&topology, env.task, metrics, now)?;
         t.prepare()?;
-        driver::run_bolt(&mut t, &in_rx, &mut transport, &*ctl);
+        driver::run_bolt(&mut t, &mut link, &*ctl);
         t.cleanup();
     }
     Err(InstanceError::LostStmgr)
-}
-
-fn gateway_reader(reader: &mut egret_transport::FrameReader, in_tx: &QueueSender<InFrame>, ctl: &Control) {
-    loop {
-        match reader.read() {
-            Ok(Frame::Data { raw, .. }) => {
-                let mut item = InFrame(raw);
-                // Block (checking for stop) while the task thread is behind: TCP pushes back on the stmgr.
-                loop {
-                    match in_tx.push_timeout(item, Duration::from_millis(100)) {
-                        Ok(()) => break,
-                        Err(queue::Rejected::Full(back)) if !ctl.stop.load(SeqCst) => item = back,
-                        Err(_) => return,
-                    }
-                }
-            }
-            Ok(Frame::Control(control::Msg::PhysicalPlan(pplan))) => {
-                let running = pplan.topology.as_ref().map(|t| t.state) == Some(TopologyState::Running as i32);
-                ctl.active.store(running, SeqCst);
-            }
-            Ok(Frame::Control(other)) => eprintln!("instance: ignoring control message {other:?}"),
-            Err(e) => {
-                eprintln!("instance: stmgr connection ended: {e}");
-                return;
-            }
-        }
-    }
-}
-
-fn gateway_writer(writer: &mut egret_transport::FrameWriter, out_rx: &QueueReceiver<Vec<u8>>, ctl: &Control) {
-    while !ctl.stop.load(SeqCst) {
-        let Some(frame) = out_rx.pop_timeout(Duration::from_millis(100)) else {
-            continue;
-        };
-        let mut result = writer.write(&frame);
-        while result.is_ok() {
-            match out_rx.try_pop() {
-                Some(f) => result = writer.write(&f),
-                None => break,
-            }
-        }
-        if let Err(e) = result.and_then(|()| writer.flush()) {
-            eprintln!("instance: writing to the stmgr failed: {e}");
-            return;
-        }
-    }
 }
 
 /// Publishes the task's totals to the container's metricsmgr every second; reconnects as needed.

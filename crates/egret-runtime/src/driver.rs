@@ -1,18 +1,31 @@
-//! The task loops: how a thread drives a [`SpoutTask`] or [`BoltTask`] between its input queue and its outputs.
-//! The simulator (queues between threads) and instance processes (queues to a socket gateway) both run these.
+//! The task loops: how a thread drives a [`SpoutTask`] or [`BoltTask`] over its [`Link`]. The simulator (queues
+//! between threads) and instance processes (a socket to the stmgr) both run these, so when a task sends, waits and
+//! sleeps is decided here once.
+//!
+//! The policy, which keeps a topology cheap at moderate rates and fast at full rate:
+//! - **A busy task fills batches.** A batch closes when full (`topology.egret.batch.tuples`) or, while the task keeps
+//!   working, when it is older than `topology.egret.batch.flush.micros`.
+//! - **An idle task sends at once.** When a bolt's input is empty, or a spout has nothing to emit, nothing will join
+//!   its open batches soon: they go out now rather than after the flush interval, so latency is not paid at every
+//!   hop.
+//! - **An idle task sleeps.** It blocks on its link (input, room for output) until its next timer; it never spins.
+//!   A spout whose `next_tuple` emitted nothing is asked again after `topology.egret.spout.wait.micros` (acks and
+//!   fails are still handled as they arrive), so a slow source is polled in bursts, not once per tuple.
 
 use std::time::{Duration, Instant};
 
 use crate::outbox::Transport;
-use crate::queue::QueueReceiver;
 use crate::task::{BoltTask, SpoutTask};
 
-/// Tasks check for stop and activation changes at least this often.
-pub const POLL: Duration = Duration::from_millis(2);
-/// `next_tuple` calls per emit cycle between checks of the input queue and timers.
+/// `next_tuple` calls per emit cycle between checks of the input and timers.
 pub const EMIT_CYCLE_CALLS: usize = 1024;
+/// Received batches handled between two sends of the outputs.
+const RECEIVE_BATCHES: usize = 16;
+/// The longest a task sleeps with nothing to do. Links wake it earlier on input; the simulator's link caps waits
+/// shorter to see `stopping()` soon.
+pub const IDLE_WAIT: Duration = Duration::from_millis(100);
 
-/// What the loop needs from its surroundings.
+/// What a task's loop needs from its surroundings besides its link.
 pub trait LoopControl {
     fn stopping(&self) -> bool;
     /// Whether spouts should emit (the topology is activated).
@@ -23,109 +36,93 @@ pub trait LoopControl {
     fn active_seen(&self, _seen: bool) {}
 }
 
-/// Runs a spout task until `control.stopping()`. Input items are batches of ACK/FAIL records.
-pub fn run_spout<I: AsRef<[u8]>>(
-    t: &mut SpoutTask,
-    rx: &QueueReceiver<I>,
-    transport: &mut dyn Transport,
-    control: &dyn LoopControl,
-) {
+/// A task's connection to the rest of the topology: it takes the task's batches (as a [`Transport`]) and delivers
+/// its input. The simulator's link is a pair of queues; an instance's is its socket to the stmgr.
+pub trait Link: Transport {
+    /// Hands received batches to `f` without waiting, at most `max` of them; returns how many.
+    fn receive(&mut self, max: usize, f: &mut dyn FnMut(&[u8])) -> usize;
+    /// Blocks until input may have arrived (when `want_input`), room for output may have appeared (when
+    /// `want_room`), or `timeout` passed. A link that buffers writes keeps writing them while it waits.
+    fn wait(&mut self, timeout: Duration, want_input: bool, want_room: bool);
+}
+
+fn until(at: Option<Instant>, now: Instant, cap: Duration) -> Duration {
+    at.map_or(cap, |at| at.saturating_duration_since(now).min(cap))
+}
+
+/// Runs a spout task until `control.stopping()`. Input batches hold ACK/FAIL records.
+pub fn run_spout(t: &mut SpoutTask, link: &mut dyn Link, control: &dyn LoopControl) {
+    let spout_wait = t.spout_wait();
+    // When `next_tuple` may be called again after a call that emitted nothing.
+    let mut next_emit = Instant::now();
     while !control.stopping() {
         let active = control.active();
         t.set_active(active);
         let now = Instant::now();
         // Acks and fails first: they make room under max spout pending.
-        for _ in 0..64 {
-            let Some(batch) = rx.try_pop() else { break };
-            let _ = t.handle_batch(batch.as_ref(), now);
+        link.receive(RECEIVE_BATCHES * 4, &mut |batch| {
+            let _ = t.handle_batch(batch, now);
             control.processed();
-        }
+        });
         if t.next_timer().is_some_and(|at| at <= now) {
             t.on_timer(now);
         }
-        t.outbox().send(transport);
-        let emitted = if t.can_emit() {
-            t.emit_cycle(now, EMIT_CYCLE_CALLS)
-        } else {
-            0
-        };
-        if emitted > 0 {
-            t.outbox().send(transport);
-            t.publish();
-            continue;
+        if t.can_emit() && now >= next_emit {
+            let cycle = t.emit_cycle(now, EMIT_CYCLE_CALLS);
+            if cycle.source_empty {
+                next_emit = now + spout_wait;
+            } else if cycle.emitted > 0 {
+                // Busy: keep filling batches; only those older than the flush interval go now.
+                t.outbox().flush_due(now);
+                t.outbox().send(link);
+                t.publish();
+                continue;
+            }
         }
-        // Idle (nothing to emit, deactivated, max pending reached or outputs full): send the batches that waited
-        // the flush interval (`topology.egret.batch.flush.micros`) and wait for acks, room or the next flush. When
-        // the spout cannot emit (deactivated, max pending), send everything: nothing more will join those batches.
-        if t.can_emit() {
-            t.outbox().flush_due(now);
-        } else {
-            t.outbox().flush_all();
-        }
-        t.outbox().send(transport);
+        // Idle (nothing to emit now, deactivated, max pending reached or outputs full): nothing will join the open
+        // batches soon, so they go now. Then sleep until input, room, a timer or the next emit.
+        t.outbox().flush_all();
+        t.outbox().send(link);
         t.publish();
         control.active_seen(t.is_active() == active);
-        let mut wait = if t.outbox().waiting() > 0 {
-            Duration::from_micros(100)
-        } else if t.can_emit() {
-            // Nothing to emit right now: ask again soon.
-            Duration::from_micros(200)
-        } else {
-            POLL
-        };
-        if let Some(at) = t.next_timer() {
-            wait = wait.min(at.saturating_duration_since(Instant::now()));
-        }
-        if let Some(batch) = rx.pop_timeout(wait) {
-            let _ = t.handle_batch(batch.as_ref(), Instant::now());
-            control.processed();
-        }
+        let now = Instant::now();
+        let emit_at = (t.can_emit() && t.outbox().waiting() == 0).then_some(next_emit);
+        let wake = [emit_at, t.next_timer()].into_iter().flatten().min();
+        let want_room = t.outbox().waiting() > 0;
+        link.wait(until(wake, now, IDLE_WAIT), true, want_room);
     }
 }
 
-/// Runs a bolt task until `control.stopping()`. Input items are batches of DATA records.
-pub fn run_bolt<I: AsRef<[u8]>>(
-    t: &mut BoltTask,
-    rx: &QueueReceiver<I>,
-    transport: &mut dyn Transport,
-    control: &dyn LoopControl,
-) {
+/// Runs a bolt task until `control.stopping()`. Input batches hold DATA records.
+pub fn run_bolt(t: &mut BoltTask, link: &mut dyn Link, control: &dyn LoopControl) {
     while !control.stopping() {
-        // Outputs first: while a downstream queue is full, take no more input (back pressure upstream).
-        if !t.outbox().send(transport) {
-            std::thread::sleep(Duration::from_micros(100));
-            continue;
-        }
-        let now = Instant::now();
-        let wait = t
-            .next_timer()
-            .map_or(POLL, |at| at.saturating_duration_since(now).min(POLL));
-        let batch = match rx.try_pop() {
-            Some(b) => Some(b),
-            None => {
-                // Out of input: send what waited the flush interval, then wait for input or the next flush.
-                t.outbox().flush_due(now);
-                t.outbox().send(transport);
-                t.publish();
-                let wait = t
-                    .next_timer()
-                    .map_or(wait, |at| at.saturating_duration_since(Instant::now()).min(wait));
-                rx.pop_timeout(wait)
-            }
-        };
-        if let Some(batch) = batch {
-            let now = Instant::now();
-            let _ = t.handle_batch(batch.as_ref(), now);
-            // Publish the new outputs before this batch stops counting as in flight, so the topology never looks
-            // quiet while they wait.
-            control.processed();
-            t.outbox().flush_due(now);
-            t.outbox().send(transport);
-            t.publish();
-        }
         let now = Instant::now();
         if t.next_timer().is_some_and(|at| at <= now) {
             t.on_timer(now);
         }
+        // Outputs first: while a downstream queue is full, take no more input (back pressure upstream).
+        if !t.outbox().send(link) {
+            t.publish();
+            link.wait(until(t.next_timer(), now, IDLE_WAIT), false, true);
+            continue;
+        }
+        let received = link.receive(RECEIVE_BATCHES, &mut |batch| {
+            let _ = t.handle_batch(batch, Instant::now());
+            // The outputs are published (counted as unflushed) before this batch stops counting as in flight, so
+            // the topology never looks quiet while they wait.
+            control.processed();
+        });
+        if received > 0 {
+            t.outbox().flush_due(Instant::now());
+            t.outbox().send(link);
+            t.publish();
+            continue;
+        }
+        // Out of input: send everything now, then sleep until input or the next timer (a tick).
+        t.outbox().flush_all();
+        let sent = t.outbox().send(link);
+        t.publish();
+        let now = Instant::now();
+        link.wait(until(t.next_timer(), now, IDLE_WAIT), true, !sent);
     }
 }

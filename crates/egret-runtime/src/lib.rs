@@ -23,4 +23,4 @@ pub mod task;
 pub use batch::{Batch, BatchError};
 pub use metrics::{TaskMetrics, TaskMetricsSnapshot};
 pub use outbox::{Outbox, Transport};
-pub use task::{BoltTask, SpoutTask, TaskError};
+pub use task::{BoltTask, EmitCycle, SpoutTask, TaskError};

@@ -15,6 +15,8 @@ use crate::batch::{Batch, BatchBuilder};
 pub trait Transport {
     /// Hands `batch` to `dest`; gives it back if there is no room now.
     fn try_send(&mut self, dest: TaskId, batch: Batch) -> Result<(), Batch>;
+    /// Called after a round of sends: a transport that buffers writes them out together here.
+    fn flush(&mut self) {}
 }
 
 pub struct Outbox {
@@ -122,6 +124,7 @@ impl Outbox {
                 }
             }
         }
+        transport.flush();
         self.ready.is_empty()
     }
 

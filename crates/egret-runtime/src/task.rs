@@ -314,6 +314,15 @@ fn kind_name(kind: &ComponentKind) -> &'static str {
     if kind.is_spout() { "spout" } else { "bolt" }
 }
 
+/// What one [`SpoutTask::emit_cycle`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EmitCycle {
+    /// Tuples emitted.
+    pub emitted: u64,
+    /// A `next_tuple` call emitted nothing: the source has nothing more for now.
+    pub source_empty: bool,
+}
+
 /// A spout task: calls `next_tuple` while it may emit, tracks roots, calls `ack` / `fail`.
 pub struct SpoutTask {
     spout: Box<dyn Spout>,
@@ -321,6 +330,7 @@ pub struct SpoutTask {
     ctx: TopologyContext,
     active: bool,
     max_pending: usize,
+    spout_wait: Duration,
     expired: Vec<MessageId>,
 }
 
@@ -350,12 +360,17 @@ impl SpoutTask {
             .config()
             .max_spout_pending()
             .map_err(|error| TaskError::Config { task, error })?;
+        let spout_wait = ctx
+            .config()
+            .spout_wait()
+            .map_err(|error| TaskError::Config { task, error })?;
         Ok(SpoutTask {
             spout: factory(),
             em,
             ctx,
             active: false,
             max_pending: max_pending as usize,
+            spout_wait,
             expired: vec![],
         })
     }
@@ -395,10 +410,10 @@ impl SpoutTask {
     }
 
     /// Calls `next_tuple` up to `max_calls` times, stopping early when the spout emits nothing or may not emit.
-    /// Returns the number of tuples emitted.
-    pub fn emit_cycle(&mut self, now: Instant, max_calls: usize) -> u64 {
+    pub fn emit_cycle(&mut self, now: Instant, max_calls: usize) -> EmitCycle {
         self.em.now = now;
         let before = self.em.counts.emitted;
+        let mut source_empty = false;
         for _ in 0..max_calls {
             if !self.can_emit() {
                 break;
@@ -406,6 +421,7 @@ impl SpoutTask {
             let n = self.em.counts.emitted;
             self.spout.next_tuple(&mut SpoutCollector::new(&mut self.em));
             if self.em.counts.emitted == n {
+                source_empty = true;
                 break;
             }
         }
@@ -415,7 +431,13 @@ impl SpoutTask {
         }
         let emitted = self.em.counts.emitted - before;
         self.em.publish();
-        emitted
+        EmitCycle { emitted, source_empty }
+    }
+
+    /// How long to wait before calling `next_tuple` again after a call that emitted nothing
+    /// (`topology.egret.spout.wait.micros`).
+    pub fn spout_wait(&self) -> Duration {
+        self.spout_wait
     }
 
     /// Applies the acks and fails in a received batch.

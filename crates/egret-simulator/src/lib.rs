@@ -22,7 +22,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use egret_api::{BasicBoltAdapter, Bolt, Spout, TaskId, Topology};
-use egret_runtime::driver::{self, LoopControl};
+use egret_runtime::driver::{self, Link, LoopControl};
 use egret_runtime::metrics::new_latency_histogram;
 use egret_runtime::queue::{self, QueueReceiver, QueueSender, Rejected};
 use egret_runtime::{Batch, BoltTask, SpoutTask, TaskError, TaskMetrics, TaskMetricsSnapshot, Transport};
@@ -88,6 +88,51 @@ impl Transport for SimTransport {
     }
 }
 
+/// A task's link in the simulator: its input queue and the queues of every other task.
+struct SimLink {
+    rx: QueueReceiver<Batch>,
+    /// A batch taken while waiting, handed out by the next `receive`.
+    taken: Option<Batch>,
+    out: SimTransport,
+}
+
+/// The simulator's tasks wait at most this long at a time, so they see `stop` soon.
+const SIM_POLL: Duration = Duration::from_millis(2);
+/// How often a task whose destination queue is full looks for room (queues do not signal room).
+const ROOM_POLL: Duration = Duration::from_micros(100);
+
+impl Transport for SimLink {
+    fn try_send(&mut self, dest: TaskId, batch: Batch) -> Result<(), Batch> {
+        self.out.try_send(dest, batch)
+    }
+}
+
+impl Link for SimLink {
+    fn receive(&mut self, max: usize, f: &mut dyn FnMut(&[u8])) -> usize {
+        let mut n = 0;
+        while n < max {
+            let Some(batch) = self.taken.take().or_else(|| self.rx.try_pop()) else {
+                break;
+            };
+            f(&batch);
+            n += 1;
+        }
+        n
+    }
+
+    fn wait(&mut self, timeout: Duration, want_input: bool, want_room: bool) {
+        let mut timeout = timeout.min(SIM_POLL);
+        if want_room {
+            timeout = timeout.min(ROOM_POLL);
+        }
+        if !want_input {
+            std::thread::sleep(timeout);
+        } else if self.taken.is_none() {
+            self.taken = self.rx.pop_timeout(timeout);
+        }
+    }
+}
+
 /// What a task left behind.
 pub enum ComponentInstance {
     Spout(Box<dyn Spout>),
@@ -149,7 +194,6 @@ impl Simulator {
             let ctx = ThreadCtx {
                 topology: Arc::clone(&topology),
                 task,
-                rx,
                 shared: Arc::clone(&shared),
                 metrics: Arc::clone(&metrics),
                 active_seen: Arc::clone(&active_seen),
@@ -160,13 +204,18 @@ impl Simulator {
                 queues: Arc::clone(&queues),
                 shared: Arc::clone(&shared),
             };
+            let link = SimLink {
+                rx,
+                taken: None,
+                out: transport,
+            };
             let thread = std::thread::Builder::new()
                 .name(format!("{}-{}", def.name, index))
                 .spawn(move || {
                     if is_spout {
-                        run_spout(ctx, transport)
+                        run_spout(ctx, link)
                     } else {
-                        run_bolt(ctx, transport)
+                        run_bolt(ctx, link)
                     }
                 })?;
             tasks.push(TaskHandle {
@@ -203,7 +252,6 @@ impl Simulator {
 struct ThreadCtx {
     topology: Arc<Topology>,
     task: TaskId,
-    rx: QueueReceiver<Batch>,
     shared: Arc<Shared>,
     metrics: Arc<TaskMetrics>,
     active_seen: Arc<AtomicBool>,
@@ -237,7 +285,7 @@ impl LoopControl for ThreadCtx {
     }
 }
 
-fn run_spout(cx: ThreadCtx, mut transport: SimTransport) -> TaskOutcome {
+fn run_spout(cx: ThreadCtx, mut link: SimLink) -> TaskOutcome {
     let mut t = match SpoutTask::new(&cx.topology, cx.task, Arc::clone(&cx.metrics), Instant::now()) {
         Ok(t) => t,
         Err(e) => return cx.start_failed(e),
@@ -247,14 +295,14 @@ fn run_spout(cx: ThreadCtx, mut transport: SimTransport) -> TaskOutcome {
     }
     cx.active_seen.store(true, SeqCst);
     let _ = cx.started.send(Ok(()));
-    driver::run_spout(&mut t, &cx.rx, &mut transport, &cx);
+    driver::run_spout(&mut t, &mut link, &cx);
     TaskOutcome {
         instance: ComponentInstance::Spout(t.close()),
         error: None,
     }
 }
 
-fn run_bolt(cx: ThreadCtx, mut transport: SimTransport) -> TaskOutcome {
+fn run_bolt(cx: ThreadCtx, mut link: SimLink) -> TaskOutcome {
     let mut t = match BoltTask::new(&cx.topology, cx.task, Arc::clone(&cx.metrics), Instant::now()) {
         Ok(t) => t,
         Err(e) => return cx.start_failed(e),
@@ -263,7 +311,7 @@ fn run_bolt(cx: ThreadCtx, mut transport: SimTransport) -> TaskOutcome {
         return cx.start_failed(e);
     }
     let _ = cx.started.send(Ok(()));
-    driver::run_bolt(&mut t, &cx.rx, &mut transport, &cx);
+    driver::run_bolt(&mut t, &mut link, &cx);
     TaskOutcome {
         instance: ComponentInstance::Bolt(t.cleanup()),
         error: None,

@@ -79,11 +79,77 @@ pub fn control_frame(msg: control::Msg) -> Vec<u8> {
 /// Encodes a DATA frame around batch records for `dest`.
 pub fn data_frame(dest: u32, records: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER_LEN + 4 + records.len());
-    out.extend_from_slice(&((1 + 4 + records.len()) as u32).to_le_bytes());
-    out.push(KIND_DATA);
-    out.extend_from_slice(&dest.to_le_bytes());
+    out.extend_from_slice(&data_header(dest, records.len()));
     out.extend_from_slice(records);
     out
+}
+
+/// A frame read in place from a buffer: DATA records are borrowed, not copied.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FrameRef<'a> {
+    Control(control::Msg),
+    Data { dest: u32, records: &'a [u8] },
+}
+
+fn check_len(len: usize, max: usize) -> Result<(), FrameError> {
+    if len > max {
+        return Err(FrameError::TooLarge { len, max });
+    }
+    if len == 0 {
+        return Err(FrameError::Empty);
+    }
+    Ok(())
+}
+
+/// Interprets one whole frame (header included, its length already checked).
+fn parse_ref(frame: &[u8]) -> Result<FrameRef<'_>, FrameError> {
+    match frame[4] {
+        KIND_CONTROL => {
+            let env = Control::decode(&frame[HEADER_LEN..])?;
+            env.msg.map(FrameRef::Control).ok_or(FrameError::EmptyControl)
+        }
+        KIND_DATA => {
+            if frame.len() < HEADER_LEN + 4 {
+                return Err(FrameError::ShortData(frame.len()));
+            }
+            let dest = u32::from_le_bytes([frame[5], frame[6], frame[7], frame[8]]);
+            Ok(FrameRef::Data {
+                dest,
+                records: &frame[HEADER_LEN + 4..],
+            })
+        }
+        kind => Err(FrameError::UnknownKind(kind)),
+    }
+}
+
+/// What is at the start of a buffer of received bytes.
+#[derive(Debug)]
+pub enum Next<'a> {
+    /// Not a whole frame yet: the frame needs `needed` bytes in all.
+    Incomplete { needed: usize },
+    /// A whole frame of `len` bytes (header included). Its contents may be bad (an unknown kind, a CONTROL frame that
+    /// does not decode): the frame can be skipped and the stream read on.
+    Frame {
+        len: usize,
+        frame: Result<FrameRef<'a>, FrameError>,
+    },
+}
+
+/// Finds the frame at the start of `buf` without copying it (the sans-I/O half of [`read_frame`]). An `Err` means the
+/// stream cannot be read further (a length over `max`, or zero): the caller drops the connection.
+pub fn next_frame(buf: &[u8], max: usize) -> Result<Next<'_>, FrameError> {
+    if buf.len() < 4 {
+        return Ok(Next::Incomplete { needed: HEADER_LEN });
+    }
+    let len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+    check_len(len, max)?;
+    if buf.len() < 4 + len {
+        return Ok(Next::Incomplete { needed: 4 + len });
+    }
+    Ok(Next::Frame {
+        len: 4 + len,
+        frame: parse_ref(&buf[..4 + len]),
+    })
 }
 
 /// Reads one frame from `r`. Checks the length before allocating.
@@ -97,12 +163,7 @@ pub fn read_frame(r: &mut impl Read, max: usize) -> Result<Frame, FrameError> {
         });
     }
     let len = u32::from_le_bytes(len) as usize;
-    if len > max {
-        return Err(FrameError::TooLarge { len, max });
-    }
-    if len == 0 {
-        return Err(FrameError::Empty);
-    }
+    check_len(len, max)?;
     let mut raw = vec![0u8; 4 + len];
     raw[..4].copy_from_slice(&(len as u32).to_le_bytes());
     r.read_exact(&mut raw[4..])?;
@@ -111,20 +172,23 @@ pub fn read_frame(r: &mut impl Read, max: usize) -> Result<Frame, FrameError> {
 
 /// Interprets a whole frame (header included).
 pub fn parse(raw: Vec<u8>) -> Result<Frame, FrameError> {
-    match raw[4] {
-        KIND_CONTROL => {
-            let env = Control::decode(&raw[HEADER_LEN..])?;
-            env.msg.map(Frame::Control).ok_or(FrameError::EmptyControl)
-        }
-        KIND_DATA => {
-            if raw.len() < HEADER_LEN + 4 {
-                return Err(FrameError::ShortData(raw.len()));
-            }
-            let dest = u32::from_le_bytes([raw[5], raw[6], raw[7], raw[8]]);
-            Ok(Frame::Data { dest, raw })
-        }
-        kind => Err(FrameError::UnknownKind(kind)),
+    if raw.len() < HEADER_LEN {
+        return Err(FrameError::Empty);
     }
+    let dest = match parse_ref(&raw)? {
+        FrameRef::Control(msg) => return Ok(Frame::Control(msg)),
+        FrameRef::Data { dest, .. } => dest,
+    };
+    Ok(Frame::Data { dest, raw })
+}
+
+/// The header of a DATA frame whose records (`records_len` bytes) follow it.
+pub fn data_header(dest: u32, records_len: usize) -> [u8; HEADER_LEN + 4] {
+    let mut h = [0u8; HEADER_LEN + 4];
+    h[..4].copy_from_slice(&((1 + 4 + records_len) as u32).to_le_bytes());
+    h[4] = KIND_DATA;
+    h[5..].copy_from_slice(&dest.to_le_bytes());
+    h
 }
 
 /// A buffered, blocking connection split into a reader and a writer that can live on different threads.
