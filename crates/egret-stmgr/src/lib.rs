@@ -4,33 +4,50 @@
 //! - Once every instance of its container (from the packing plan) has registered, it registers with the tmanager and
 //!   receives the physical plan: which stmgr holds each task. It then opens one outgoing connection to every peer
 //!   and forwards the plan (and every later one: activation) to its instances.
-//! - Routing: a DATA frame names its destination task in its header; the stmgr hands the frame's bytes, unchanged,
-//!   to the writer of that task's instance (local) or of that task's stmgr (remote). Tuples are never decoded here.
-//! - Flow control: every writer has a bounded channel. A full channel blocks the reader that feeds it, which stops
-//!   reading its socket, so TCP pushes back on the sender (Heron's TCP back pressure). Explicit watermark-based
-//!   back pressure between stmgrs is not built yet.
+//! - Routing (`route`): a DATA frame names its destination task in its header; the stmgr appends the frame's
+//!   bytes, unchanged, to the outgoing queue of that task's instance (local) or of that task's stmgr (remote).
+//!   Tuples are never decoded here.
+//! - One thread, one event loop (a tokio `current_thread` runtime): a reader task per connection routes what it
+//!   reads into [`Outgoing`] queues; a writer task per connection writes everything queued with one `write` call.
+//!   Frames that arrive together leave together, and nothing crosses a thread on the data path.
+//! - Back pressure (`backpressure`): bytes queued for a local instance at the high watermark start it (peers are
+//!   told, local spouts are no longer read); once every such queue is at the low watermark it stops. Every queue
+//!   also has a hard bound ([`BACKSTOP_BYTES`]): a reader that would exceed it waits, and TCP pushes back on its
+//!   sender.
+//!
+//! A daemon is a function of its listener, its state manager and a shutdown signal ([`serve`]), so tests run it in
+//! one process on port 0.
 
 mod backpressure;
 
 pub use backpressure::{BackPressure, Change};
 
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::{TcpListener, TcpStream};
+use std::future::Future;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
-use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use egret_api::{RootId, TaskId};
 use egret_proto::egret::{InstanceInfo, Location, PhysicalPlan, RegisterStmgr, StmgrHello, StmgrInfo, control};
 use egret_runtime::batch::{BatchBuilder, BatchReader, Record};
 use egret_statemgr::LocalStateManager;
-use egret_transport::{Frame, FrameReader, Writer, control_frame, split};
+use egret_transport::{FrameError, FrameRef, Next, control_frame, next_frame};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::Notify;
 
-/// Frames a writer may have queued before its feeders wait. Large enough that the back-pressure watermarks (in
-/// bytes) act first; this bound is the backstop that keeps memory finite even if they are set too high.
-const WRITER_QUEUE: usize = 4096;
+/// Bytes one outgoing queue may hold before the readers that feed it wait. The back-pressure watermarks (4 MiB by
+/// default) act first for instances; this is the backstop that keeps memory finite for peers and for watermarks
+/// set too high.
+pub const BACKSTOP_BYTES: u64 = 32 * 1024 * 1024;
 const HEARTBEAT: Duration = Duration::from_secs(5);
+const READ_CHUNK: usize = 256 * 1024;
+const MAX_FRAME: usize = egret_transport::DEFAULT_MAX_FRAME;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StmgrError {
@@ -56,15 +73,95 @@ pub struct Opts {
     pub host: String,
 }
 
+/// The component name Heron gives stmgr metrics.
+pub const METRICS_COMPONENT: &str = "__stmgr__";
+
+/// Runs the stmgr until its process is killed: binds a port on `opts.host` and serves.
+pub fn run(opts: Opts) -> Result<(), StmgrError> {
+    let state = LocalStateManager::new(&opts.egret_home, &opts.cluster)?;
+    let listener = std::net::TcpListener::bind((opts.host.as_str(), 0))?;
+    serve(listener, state, opts, std::future::pending())
+}
+
+/// Serves on `listener` until `shutdown` completes: announces the listener's port in the state manager, routes,
+/// and follows the tmanager. Runs its own single-threaded runtime on the calling thread.
+pub fn serve(
+    listener: std::net::TcpListener,
+    state: LocalStateManager,
+    opts: Opts,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StmgrError> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, serve_on_loop(listener, state, opts, shutdown))
+}
+
+/// Counters and back-pressure state the metrics thread reads.
+#[derive(Default)]
+struct Stats {
+    /// DATA frames and their bytes forwarded.
+    routed: AtomicU64,
+    routed_bytes: AtomicU64,
+    /// DATA frames that could not be delivered (no route, or the destination's connection failed); their roots are
+    /// failed at once.
+    dropped: AtomicU64,
+    /// Frames refused for what they hold (a destination task that does not exist, a CONTROL frame that does not
+    /// decode, a message that has no business on that connection).
+    bad: AtomicU64,
+    bp: Mutex<Option<BackPressure>>,
+    /// Per local task: (time its queue spent at or above the high watermark, since when it is above now).
+    bp_by_task: Mutex<HashMap<u32, (Duration, Option<Instant>)>>,
+    registered: Mutex<Vec<InstanceInfo>>,
+    stop: AtomicBool,
+}
+
+/// The queue and writer of one outgoing connection (to a local instance or a peer stmgr).
+struct Outgoing {
+    /// Frames waiting to be written, back to back.
+    buf: RefCell<Vec<u8>>,
+    /// Bytes queued and not yet written (including what the writer is writing now).
+    queued: Cell<u64>,
+    open: Cell<bool>,
+    wake_writer: Notify,
+    /// Signalled after every write, for readers waiting on the backstop.
+    drained: Notify,
+    /// The local task this connection serves, if any (back pressure watches only those).
+    task: Option<u32>,
+}
+
+impl Outgoing {
+    fn new(task: Option<u32>) -> Rc<Outgoing> {
+        Rc::new(Outgoing {
+            buf: RefCell::new(Vec::new()),
+            queued: Cell::new(0),
+            open: Cell::new(true),
+            wake_writer: Notify::new(),
+            drained: Notify::new(),
+            task,
+        })
+    }
+
+    /// Queues a whole frame; false if the connection is gone.
+    fn push(&self, frame: &[u8]) -> bool {
+        if !self.open.get() {
+            return false;
+        }
+        self.buf.borrow_mut().extend_from_slice(frame);
+        self.queued.set(self.queued.get() + frame.len() as u64);
+        self.wake_writer.notify_one();
+        true
+    }
+}
+
 /// Where frames for each task go.
 #[derive(Default)]
 struct Routes {
-    /// Task id -> writer of the local instance.
-    local: HashMap<u32, Writer>,
+    /// Task id -> queue of the local instance's connection.
+    local: HashMap<u32, Rc<Outgoing>>,
     /// Task id -> stmgr id holding it (from the physical plan).
     remote: HashMap<u32, String>,
-    /// Stmgr id -> (its address, writer of our outgoing connection to it).
-    peers: HashMap<String, (String, Writer)>,
+    /// Stmgr id -> (its address, queue of our outgoing connection to it).
+    peers: HashMap<String, (String, Rc<Outgoing>)>,
 }
 
 struct Stmgr {
@@ -73,29 +170,27 @@ struct Stmgr {
     topology_id: String,
     state: LocalStateManager,
     expected: BTreeSet<u32>,
-    routes: RwLock<Routes>,
-    registered: Mutex<Vec<InstanceInfo>>,
-    pplan: Mutex<Option<PhysicalPlan>>,
-    data_port: u16,
-    /// DATA frames and their bytes forwarded, and frames dropped for want of a route.
-    routed: AtomicU64,
-    routed_bytes: AtomicU64,
-    dropped: AtomicU64,
+    /// The largest task id of the topology: a destination above it (or 0) is refused.
+    max_task: u32,
     /// Components whose instances are spouts: their connections are the ones back pressure stops reading.
     spouts: BTreeSet<String>,
-    bp: Mutex<BackPressure>,
-    /// Signalled whenever the clamp may have lifted.
-    bp_lifted: Condvar,
-    /// Per local task: time its queue was above the high watermark (Heron's `__time_spent_back_pressure_by_compid`).
-    bp_by_task: Mutex<HashMap<u32, Duration>>,
+    data_port: u16,
+    high_watermark: u64,
+    routes: RefCell<Routes>,
+    pplan: RefCell<Option<PhysicalPlan>>,
+    /// Signalled when every expected instance has registered.
+    all_registered: Notify,
+    /// Signalled whenever the clamp on local spouts may have lifted.
+    bp_lifted: Notify,
+    stats: Arc<Stats>,
 }
 
-/// The component name Heron gives stmgr metrics.
-pub const METRICS_COMPONENT: &str = "__stmgr__";
-
-/// Runs the stmgr until its process is killed.
-pub fn run(opts: Opts) -> Result<(), StmgrError> {
-    let state = LocalStateManager::new(&opts.egret_home, &opts.cluster)?;
+async fn serve_on_loop(
+    listener: std::net::TcpListener,
+    state: LocalStateManager,
+    opts: Opts,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StmgrError> {
     let name = opts.topology.clone();
     let topology = state
         .get_topology(&name)?
@@ -109,10 +204,6 @@ pub fn run(opts: Opts) -> Result<(), StmgrError> {
         .find(|c| c.id == opts.container)
         .ok_or(StmgrError::UnknownContainer(opts.container))?;
     let expected: BTreeSet<u32> = container.instances.iter().map(|i| i.task_id as u32).collect();
-    let listener = TcpListener::bind((opts.host.as_str(), 0))?;
-    let data_port = listener.local_addr()?.port();
-    let id = format!("stmgr-{}", opts.container);
-    eprintln!("stmgr: topology={name} id={id} port={data_port} expecting tasks {expected:?}");
     let definition =
         egret_proto::defn::from_definition(&topology).map_err(|e| StmgrError::Definition(e.to_string()))?;
     let (high, low) = definition
@@ -120,23 +211,29 @@ pub fn run(opts: Opts) -> Result<(), StmgrError> {
         .config()
         .backpressure_watermarks()
         .map_err(|e| StmgrError::Definition(e.to_string()))?;
-    let spouts = topology.spouts.iter().map(|sp| sp.comp.name.clone()).collect();
-    let s = Arc::new(Stmgr {
-        spouts,
-        bp: Mutex::new(BackPressure::new(high, low)),
-        bp_lifted: Condvar::new(),
-        bp_by_task: Mutex::new(HashMap::new()),
+    listener.set_nonblocking(true)?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let data_port = listener.local_addr()?.port();
+    let id = format!("stmgr-{}", opts.container);
+    eprintln!("stmgr: topology={name} id={id} port={data_port} expecting tasks {expected:?}");
+    let stats = Arc::new(Stats {
+        bp: Mutex::new(Some(BackPressure::new(high, low))),
+        ..Stats::default()
+    });
+    let s = Rc::new(Stmgr {
+        spouts: topology.spouts.iter().map(|sp| sp.comp.name.clone()).collect(),
+        max_task: definition.topology.task_count(),
         id: id.clone(),
         topology_id: topology.id.clone(),
         state,
         expected,
-        routes: RwLock::new(Routes::default()),
-        registered: Mutex::new(Vec::new()),
-        pplan: Mutex::new(None),
         data_port,
-        routed: AtomicU64::new(0),
-        routed_bytes: AtomicU64::new(0),
-        dropped: AtomicU64::new(0),
+        high_watermark: high,
+        routes: RefCell::new(Routes::default()),
+        pplan: RefCell::new(None),
+        all_registered: Notify::new(),
+        bp_lifted: Notify::new(),
+        stats: Arc::clone(&stats),
         opts,
     });
     s.state.put_location(
@@ -151,24 +248,35 @@ pub fn run(opts: Opts) -> Result<(), StmgrError> {
         },
     )?;
     {
-        let s = Arc::clone(&s);
-        std::thread::Builder::new()
-            .name("tmanager-client".into())
-            .spawn(move || tmanager_client(&s))?;
-    }
-    {
-        let s = Arc::clone(&s);
+        let (state, opts, stats) = (s.state.clone(), s.opts.clone(), Arc::clone(&stats));
         std::thread::Builder::new()
             .name("metrics".into())
-            .spawn(move || publish_metrics(&s))?;
+            .spawn(move || publish_metrics(&state, &opts, &stats))?;
     }
-    {
-        let s = Arc::clone(&s);
-        std::thread::Builder::new()
-            .name("backpressure".into())
-            .spawn(move || watch_queues(&s))?;
+    tokio::task::spawn_local(tmanager_client(Rc::clone(&s)));
+    let accept = async {
+        loop {
+            match listener.accept().await {
+                Ok((stream, peer)) => {
+                    let s = Rc::clone(&s);
+                    tokio::task::spawn_local(async move {
+                        if let Err(e) = serve_connection(&s, stream).await {
+                            eprintln!("stmgr: connection from {peer} closed: {e}");
+                        }
+                    });
+                }
+                Err(e) => {
+                    eprintln!("stmgr: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+    };
+    tokio::select! {
+        () = accept => {}
+        () = shutdown => {}
     }
-    egret_transport::accept_loop(listener, "stmgr", move |stream| serve_connection(&s, stream));
+    stats.stop.store(true, Relaxed);
     Ok(())
 }
 
@@ -176,66 +284,189 @@ pub fn run(opts: Opts) -> Result<(), StmgrError> {
 #[derive(Debug, thiserror::Error)]
 enum ConnError {
     #[error("{0}")]
-    Frame(#[from] egret_transport::FrameError),
+    Frame(#[from] FrameError),
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
     #[error("refused: {0}")]
     Refused(String),
 }
 
-fn serve_connection(s: &Arc<Stmgr>, stream: TcpStream) -> Result<(), ConnError> {
-    let (mut reader, mut writer) = split(stream, egret_transport::DEFAULT_MAX_FRAME)?;
-    match reader.read()? {
-        Frame::Control(control::Msg::RegisterInstance(r)) => {
+/// The reading half of a connection: whole frames are parsed in place from one buffer.
+struct Inbound {
+    half: OwnedReadHalf,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl Inbound {
+    fn new(half: OwnedReadHalf) -> Inbound {
+        Inbound {
+            half,
+            buf: vec![0; READ_CHUNK],
+            start: 0,
+            end: 0,
+        }
+    }
+
+    /// The whole frame at the start of the buffer, if there is one: (its length, its bytes).
+    fn frame(&self) -> Result<Option<usize>, FrameError> {
+        Ok(match next_frame(&self.buf[self.start..self.end], MAX_FRAME)? {
+            Next::Frame { len, .. } => Some(len),
+            Next::Incomplete { .. } => None,
+        })
+    }
+
+    /// Reads more bytes, making room for the frame at the start of the buffer.
+    async fn fill(&mut self) -> Result<(), FrameError> {
+        let needed = match next_frame(&self.buf[self.start..self.end], MAX_FRAME)? {
+            Next::Incomplete { needed } => needed,
+            Next::Frame { .. } => return Ok(()),
+        };
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.buf.len() < needed {
+            self.buf.resize(needed.max(READ_CHUNK), 0);
+        }
+        let n = self.half.read(&mut self.buf[self.end..]).await?;
+        if n == 0 {
+            return Err(FrameError::Closed);
+        }
+        self.end += n;
+        Ok(())
+    }
+
+    /// Reads until a whole frame is buffered; returns its length.
+    async fn next(&mut self) -> Result<usize, FrameError> {
+        loop {
+            if let Some(len) = self.frame()? {
+                return Ok(len);
+            }
+            self.fill().await?;
+        }
+    }
+
+    fn bytes(&self, len: usize) -> &[u8] {
+        &self.buf[self.start..self.start + len]
+    }
+
+    fn consume(&mut self, len: usize) {
+        self.start += len;
+    }
+}
+
+/// Writes everything queued on `out` until the connection fails or `out` is closed by its owner.
+async fn write_loop(s: Rc<Stmgr>, out: Rc<Outgoing>, mut half: OwnedWriteHalf, name: String) {
+    let mut spare = Vec::new();
+    while out.open.get() {
+        if out.buf.borrow().is_empty() {
+            out.wake_writer.notified().await;
+            continue;
+        }
+        spare.clear();
+        std::mem::swap(&mut *out.buf.borrow_mut(), &mut spare);
+        let result = half.write_all(&spare).await;
+        out.queued.set(out.queued.get().saturating_sub(spare.len() as u64));
+        out.drained.notify_waiters();
+        if out.task.is_some() {
+            check_backpressure(&s);
+        }
+        if let Err(e) = result {
+            eprintln!("stmgr: writing to {name} failed: {e}");
+            break;
+        }
+    }
+    // Whatever is still queued will never be written.
+    out.open.set(false);
+    out.buf.borrow_mut().clear();
+    out.queued.set(0);
+    out.drained.notify_waiters();
+    if out.task.is_some() {
+        check_backpressure(&s);
+    }
+}
+
+fn spawn_writer(s: &Rc<Stmgr>, half: OwnedWriteHalf, task: Option<u32>, name: String) -> Rc<Outgoing> {
+    let out = Outgoing::new(task);
+    tokio::task::spawn_local(write_loop(Rc::clone(s), Rc::clone(&out), half, name));
+    out
+}
+
+async fn serve_connection(s: &Rc<Stmgr>, stream: TcpStream) -> Result<(), ConnError> {
+    stream.set_nodelay(true)?;
+    let (read, mut write) = stream.into_split();
+    let mut inbound = Inbound::new(read);
+    let len = inbound.next().await?;
+    let first = match next_frame(inbound.bytes(len), MAX_FRAME)? {
+        Next::Frame {
+            frame: Ok(FrameRef::Control(msg)),
+            ..
+        } => msg,
+        Next::Frame { frame: Err(e), .. } => return Err(e.into()),
+        Next::Frame {
+            frame: Ok(FrameRef::Data { dest, .. }),
+            ..
+        } => {
+            return Err(ConnError::Refused(format!(
+                "the connection opened with a DATA frame for task {dest}"
+            )));
+        }
+        Next::Incomplete { .. } => return Err(ConnError::Refused("a frame cut short".into())),
+    };
+    inbound.consume(len);
+    match first {
+        control::Msg::RegisterInstance(r) => {
             let Some(info) = r
                 .instance
                 .filter(|i| r.topology_id == s.topology_id && s.expected.contains(&(i.task_id as u32)))
             else {
                 let msg = format!("{} does not run that task of topology {}", s.id, s.topology_id);
-                writer.send_control(control::Msg::Status(egret_proto::egret::Status {
-                    ok: false,
-                    message: msg,
-                }))?;
+                write.write_all(&status(false, msg)).await?;
                 return Ok(());
             };
-            writer.send_control(control::Msg::Status(egret_proto::egret::Status {
-                ok: true,
-                message: String::new(),
-            }))?;
+            write.write_all(&status(true, String::new())).await?;
             let task = info.task_id as u32;
-            let info_component = info.component.clone();
-            let tx = egret_transport::spawn_writer(writer, WRITER_QUEUE, format!("task {task}"));
-            if let Some(p) = s.pplan.lock().map(|p| p.clone()).unwrap_or(None) {
-                let _ = tx.send(control_frame(control::Msg::PhysicalPlan(p)));
+            let is_spout = s.spouts.contains(&info.component);
+            let out = spawn_writer(s, write, Some(task), format!("task {task}"));
+            if let Some(p) = s.pplan.borrow().clone() {
+                out.push(&control_frame(control::Msg::PhysicalPlan(p)));
             }
             // A restarted instance replaces the route of its previous incarnation.
-            s.routes.write().map(|mut r| r.local.insert(task, tx.clone())).ok();
-            if let Ok(mut reg) = s.registered.lock() {
+            if let Some(old) = s.routes.borrow_mut().local.insert(task, Rc::clone(&out)) {
+                old.open.set(false);
+                old.wake_writer.notify_one();
+            }
+            if let Ok(mut reg) = s.stats.registered.lock() {
                 reg.retain(|i| i.task_id != info.task_id);
                 reg.push(info);
+                if reg.len() >= s.expected.len() {
+                    s.all_registered.notify_one();
+                }
             }
             eprintln!("stmgr: task {task} registered");
-            let is_spout = s.spouts.contains(&info_component);
-            let result = forward(s, &mut reader, if is_spout { Source::Spout } else { Source::Bolt });
+            let result = forward(s, &mut inbound, if is_spout { Source::Spout } else { Source::Bolt }).await;
             // Remove the route only if it is still ours: the task may already have re-registered on a new connection.
-            if let Ok(mut r) = s.routes.write()
-                && r.local.get(&task).is_some_and(|w| w.same(&tx))
-            {
-                r.local.remove(&task);
+            let mut routes = s.routes.borrow_mut();
+            if routes.local.get(&task).is_some_and(|o| Rc::ptr_eq(o, &out)) {
+                routes.local.remove(&task);
             }
+            drop(routes);
+            out.open.set(false);
+            out.wake_writer.notify_one();
             result.map_err(ConnError::from)
         }
-        Frame::Control(control::Msg::StmgrHello(h)) if h.topology_id == s.topology_id => {
+        control::Msg::StmgrHello(h) if h.topology_id == s.topology_id => {
             eprintln!("stmgr: peer {} connected", h.stmgr_id);
-            let result = forward(s, &mut reader, Source::Peer);
+            let result = forward(s, &mut inbound, Source::Peer).await;
             // A peer that went away no longer holds back pressure.
-            if let Ok(mut bp) = s.bp.lock() {
-                bp.peer_stop(&h.stmgr_id, Instant::now());
-            }
-            s.bp_lifted.notify_all();
+            with_bp(s, |bp| bp.peer_stop(&h.stmgr_id, Instant::now()));
+            s.bp_lifted.notify_waiters();
             result.map_err(ConnError::from)
         }
-        Frame::Control(control::Msg::StmgrHello(h)) => Err(ConnError::Refused(format!(
+        control::Msg::StmgrHello(h) => Err(ConnError::Refused(format!(
             "a stmgr ({}) from another topology ({}) tried to connect",
             h.stmgr_id, h.topology_id
         ))),
@@ -243,87 +474,119 @@ fn serve_connection(s: &Arc<Stmgr>, stream: TcpStream) -> Result<(), ConnError> 
     }
 }
 
-/// Reads frames and routes DATA frames until the connection ends.
+fn status(ok: bool, message: String) -> Vec<u8> {
+    control_frame(control::Msg::Status(egret_proto::egret::Status { ok, message }))
+}
+
+fn with_bp<T: Default>(s: &Stmgr, f: impl FnOnce(&mut BackPressure) -> T) -> T {
+    match s.stats.bp.lock() {
+        Ok(mut bp) => bp.as_mut().map(f).unwrap_or_default(),
+        Err(_) => T::default(),
+    }
+}
+
 /// Who is at the other end of a connection we read.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Source {
     Spout,
     Bolt,
     Peer,
 }
 
-fn forward(s: &Stmgr, reader: &mut FrameReader, source: Source) -> Result<(), egret_transport::FrameError> {
+/// Reads frames and routes DATA frames until the connection ends.
+async fn forward(s: &Rc<Stmgr>, inbound: &mut Inbound, source: Source) -> Result<(), FrameError> {
     loop {
-        if matches!(source, Source::Spout) {
-            wait_while_clamped(s);
+        if source == Source::Spout {
+            wait_while_clamped(s).await;
         }
-        match reader.read()? {
-            Frame::Data { dest, raw } => route(s, dest, raw),
-            Frame::Control(control::Msg::BackPressure(bp)) if matches!(source, Source::Peer) => {
-                if let Ok(mut state) = s.bp.lock() {
+        let len = inbound.next().await?;
+        let bytes = inbound.bytes(len);
+        match next_frame(bytes, MAX_FRAME)? {
+            Next::Frame {
+                frame: Ok(FrameRef::Data { dest, .. }),
+                ..
+            } => route(s, dest, bytes).await,
+            Next::Frame {
+                frame: Ok(FrameRef::Control(control::Msg::BackPressure(bp))),
+                ..
+            } if source == Source::Peer => {
+                let now = Instant::now();
+                with_bp(s, |state| {
                     if bp.start {
-                        state.peer_start(&bp.stmgr_id, Instant::now());
+                        state.peer_start(&bp.stmgr_id, now)
                     } else {
-                        state.peer_stop(&bp.stmgr_id, Instant::now());
+                        state.peer_stop(&bp.stmgr_id, now)
                     }
-                }
-                s.bp_lifted.notify_all();
+                });
+                s.bp_lifted.notify_waiters();
             }
-            Frame::Control(control::Msg::Heartbeat(_)) => {}
-            Frame::Control(other) => eprintln!("stmgr: ignoring control message {other:?}"),
+            Next::Frame {
+                frame: Ok(FrameRef::Control(control::Msg::Heartbeat(_))),
+                ..
+            } => {}
+            Next::Frame {
+                frame: Ok(FrameRef::Control(other)),
+                ..
+            } => {
+                s.stats.bad.fetch_add(1, Relaxed);
+                eprintln!("stmgr: ignoring control message {other:?}");
+            }
+            Next::Frame { frame: Err(e), .. } => {
+                // The framing holds (the length was fine): count the frame and read on.
+                let n = s.stats.bad.fetch_add(1, Relaxed) + 1;
+                if n.is_power_of_two() {
+                    eprintln!("stmgr: skipped a bad frame ({e}); {n} so far");
+                }
+            }
+            // `next` returned the length of a whole frame.
+            Next::Incomplete { .. } => {}
         }
+        inbound.consume(len);
     }
 }
 
-/// Blocks a spout connection's reader while back pressure holds: the spout's socket fills and it stops emitting.
-fn wait_while_clamped(s: &Stmgr) {
-    let Ok(mut bp) = s.bp.lock() else { return };
-    while bp.clamped() {
-        match s.bp_lifted.wait_timeout(bp, Duration::from_millis(50)) {
-            Ok((guard, _)) => bp = guard,
-            Err(_) => return,
-        }
-    }
-}
-
-/// How often the stmgr looks at its instance queues.
-const BP_CHECK: Duration = Duration::from_millis(2);
-
-/// Watches the queues to local instances and starts or stops back pressure, telling every peer.
-fn watch_queues(s: &Stmgr) {
-    let (high, _) = s.bp.lock().map(|b| b.watermarks()).unwrap_or((u64::MAX, 0));
-    let mut last = Instant::now();
+/// Holds a spout connection's reader while back pressure holds: the spout's socket fills and it stops emitting.
+async fn wait_while_clamped(s: &Stmgr) {
     loop {
-        std::thread::sleep(BP_CHECK);
-        let now = Instant::now();
-        let queues: Vec<(u32, u64)> = s
-            .routes
-            .read()
-            .map(|r| {
-                r.local
-                    .iter()
-                    .filter(|(_, w)| w.is_open())
-                    .map(|(t, w)| (*t, w.queued_bytes()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let max = queues.iter().map(|(_, q)| *q).max().unwrap_or(0);
-        if let Ok(mut by_task) = s.bp_by_task.lock() {
-            for (task, q) in &queues {
-                if *q >= high {
-                    *by_task.entry(*task).or_default() += now - last;
+        let lifted = s.bp_lifted.notified();
+        if !with_bp(s, |bp| bp.clamped()) {
+            return;
+        }
+        lifted.await;
+    }
+}
+
+/// Feeds the largest local instance queue to the back-pressure state; on a change tells every peer (and, on stop,
+/// the clamped spout readers). Also keeps each local task's time above the high watermark.
+fn check_backpressure(s: &Stmgr) {
+    let now = Instant::now();
+    let mut max = 0;
+    {
+        let routes = s.routes.borrow();
+        let mut by_task = s.stats.bp_by_task.lock().ok();
+        for (task, out) in &routes.local {
+            let q = out.queued.get();
+            max = max.max(q);
+            if let Some(by_task) = by_task.as_mut() {
+                let entry = by_task.entry(*task).or_default();
+                match (q >= s.high_watermark, entry.1) {
+                    (true, None) => entry.1 = Some(now),
+                    (false, Some(since)) => {
+                        entry.0 += now.saturating_duration_since(since);
+                        entry.1 = None;
+                    }
+                    _ => {}
                 }
             }
         }
-        last = now;
-        let change = s.bp.lock().ok().and_then(|mut b| b.observe(max, now));
-        if let Some(change) = change {
-            eprintln!("stmgr: back pressure {change:?} (largest instance queue {max} bytes)");
-            announce(s, change == Change::Start);
-            if change == Change::Stop {
-                s.bp_lifted.notify_all();
-            }
-        }
+    }
+    let Some(change) = with_bp(s, |bp| bp.observe(max, now)) else {
+        return;
+    };
+    eprintln!("stmgr: back pressure {change:?} (largest instance queue {max} bytes)");
+    announce(s, change == Change::Start);
+    if change == Change::Stop {
+        s.bp_lifted.notify_waiters();
     }
 }
 
@@ -333,60 +596,80 @@ fn announce(s: &Stmgr, start: bool) {
         stmgr_id: s.id.clone(),
         start,
     }));
-    let peers: Vec<Writer> = s
-        .routes
-        .read()
-        .map(|r| r.peers.values().map(|(_, w)| w.clone()).collect())
-        .unwrap_or_default();
-    for w in peers {
-        let _ = w.send(frame.clone());
+    for (_, out) in s.routes.borrow().peers.values() {
+        out.push(&frame);
     }
 }
 
-fn route(s: &Stmgr, dest: u32, raw: Vec<u8>) {
-    let tx = {
-        let Ok(r) = s.routes.read() else { return };
-        match r.local.get(&dest) {
-            Some(tx) => Some(tx.clone()),
-            None => r
-                .remote
-                .get(&dest)
-                .and_then(|id| r.peers.get(id))
-                .cloned()
-                .map(|(_, w)| w),
+/// The queue a frame for `dest` goes to, if `dest` has a route.
+fn destination(s: &Stmgr, dest: u32) -> Option<Rc<Outgoing>> {
+    let r = s.routes.borrow();
+    match r.local.get(&dest) {
+        Some(out) => Some(Rc::clone(out)),
+        None => r
+            .remote
+            .get(&dest)
+            .and_then(|id| r.peers.get(id))
+            .map(|(_, out)| Rc::clone(out)),
+    }
+}
+
+/// Routes one DATA frame. Waits while its destination's queue is over the backstop (TCP then pushes back on this
+/// reader's sender); a frame that cannot be delivered is counted and its roots are failed.
+async fn route(s: &Stmgr, dest: u32, frame: &[u8]) {
+    if dest == 0 || dest > s.max_task {
+        let n = s.stats.bad.fetch_add(1, Relaxed) + 1;
+        if n.is_power_of_two() {
+            eprintln!("stmgr: a DATA frame for task {dest}, which does not exist; {n} bad frames so far");
         }
-    };
-    // Blocking send: a slow destination stops this reader, and TCP pushes back on its sender.
-    let len = raw.len() as u64;
-    let lost = match tx {
-        Some(tx) => tx.send(raw).err(),
-        None => Some(raw),
-    };
-    match lost {
-        None => {
-            s.routed.fetch_add(1, SeqCst);
-            s.routed_bytes.fetch_add(len, SeqCst);
-        }
-        Some(raw) => {
-            // No route (the destination is down or not yet known): counted, as Heron's __tuples_to_*_lost.
-            let n = s.dropped.fetch_add(1, SeqCst) + 1;
-            if n.is_power_of_two() {
-                eprintln!("stmgr: no route to task {dest}; {n} frames dropped so far");
-            }
-            fail_lost_roots(s, &raw);
+        fail_lost_roots(s, frame);
+        return;
+    }
+    let out = destination(s, dest);
+    if let Some(out) = &out {
+        while out.open.get() && out.queued.get() >= BACKSTOP_BYTES {
+            out.drained.notified().await;
         }
     }
+    deliver(s, dest, frame, out);
+}
+
+/// Queues a frame on `out`, or counts it as dropped and fails its roots.
+fn deliver(s: &Stmgr, dest: u32, frame: &[u8], out: Option<Rc<Outgoing>>) {
+    if let Some(out) = out
+        && out.push(frame)
+    {
+        s.stats.routed.fetch_add(1, Relaxed);
+        s.stats.routed_bytes.fetch_add(frame.len() as u64, Relaxed);
+        if out.task.is_some() && out.queued.get() >= s.high_watermark {
+            check_backpressure(s);
+        }
+        return;
+    }
+    // No route (the destination is down or not yet known): counted, as Heron's __tuples_to_*_lost.
+    let n = s.stats.dropped.fetch_add(1, Relaxed) + 1;
+    if n.is_power_of_two() {
+        eprintln!("stmgr: no route to task {dest}; {n} frames dropped so far");
+    }
+    fail_lost_roots(s, frame);
 }
 
 /// Fails, at once, the roots of the tuples in a frame that could not be delivered, so their spouts replay them now
-/// rather than at the message timeout. Only record headers are read. A frame of FAIL records yields nothing, so
-/// this cannot loop; lost ACK records are left to the timeout.
-fn fail_lost_roots(s: &Stmgr, raw: &[u8]) {
+/// rather than at the message timeout. Only record headers are read, and only roots owned by tasks that exist are
+/// failed. A frame of FAIL records yields nothing, so this cannot loop; lost ACK records are left to the timeout.
+fn fail_lost_roots(s: &Stmgr, frame: &[u8]) {
+    let Ok(Next::Frame {
+        frame: Ok(FrameRef::Data { records, .. }),
+        ..
+    }) = next_frame(frame, MAX_FRAME)
+    else {
+        return;
+    };
     let mut roots: BTreeMap<u32, BTreeSet<u64>> = BTreeMap::new();
-    for record in BatchReader::new(Frame::data_records(raw)) {
+    for record in BatchReader::new(records) {
         match record {
             Ok(Record::Data(d)) => {
-                for r in d.roots.iter() {
+                for r in d.roots.iter().filter(|r| r.task.0 >= 1 && r.task.0 <= s.max_task) {
                     roots.entry(r.task.0).or_default().insert(r.id.0);
                 }
             }
@@ -400,34 +683,37 @@ fn fail_lost_roots(s: &Stmgr, raw: &[u8]) {
         for id in ids {
             batch.push_fail(now, TaskId(task), RootId(id));
         }
-        route(s, task, egret_transport::data_frame(task, &batch.take()));
+        let fail = egret_transport::data_frame(task, &batch.take());
+        deliver(s, task, &fail, destination(s, task));
     }
 }
 
 /// Publishes the stmgr's counters to the container's metricsmgr every second.
-fn publish_metrics(s: &Arc<Stmgr>) {
+fn publish_metrics(state: &LocalStateManager, opts: &Opts, s: &Stats) {
     use egret_proto::egret::{MetricValue, PublishMetrics};
-    let process = format!("metricsmgr-{}", s.opts.container);
-    let locator = Arc::clone(s);
+    let process = format!("metricsmgr-{}", opts.container);
+    let id = format!("stmgr-{}", opts.container);
+    let (locator, topology) = (state.clone(), opts.topology.clone());
     let mut client = egret_metricsmgr::MetricsClient::new(move || {
-        let l = locator.state.get_location(&locator.opts.topology, &process).ok()??;
+        let l = locator.get_location(&topology, &process).ok()??;
         Some((l.host, l.port as u16))
     });
-    loop {
+    while !s.stop.load(Relaxed) {
         std::thread::sleep(Duration::from_secs(1));
         let value = |name: &str, v: &AtomicU64| MetricValue {
             name: name.to_string(),
             stream: String::new(),
-            value: v.load(SeqCst) as f64,
+            value: v.load(Relaxed) as f64,
         };
         client.publish(PublishMetrics {
             component: METRICS_COMPONENT.into(),
-            task_id: s.opts.container,
-            process: s.id.clone(),
+            task_id: opts.container,
+            process: id.clone(),
             metrics: vec![
                 value("__frames-routed-count", &s.routed),
                 value("__bytes-routed-count", &s.routed_bytes),
                 value("__frames-dropped-count", &s.dropped),
+                value("__frames-bad-count", &s.bad),
             ],
             ..Default::default()
         });
@@ -435,7 +721,11 @@ fn publish_metrics(s: &Arc<Stmgr>) {
         let now = Instant::now();
         let (initiated, clamped, active) =
             s.bp.lock()
-                .map(|b| (b.initiated_time(now), b.clamped_time(now), b.clamped()))
+                .ok()
+                .and_then(|b| {
+                    b.as_ref()
+                        .map(|b| (b.initiated_time(now), b.clamped_time(now), b.clamped()))
+                })
                 .unwrap_or_default();
         let ms = |name: &str, d: Duration| MetricValue {
             name: name.into(),
@@ -444,8 +734,8 @@ fn publish_metrics(s: &Arc<Stmgr>) {
         };
         client.publish(PublishMetrics {
             component: METRICS_COMPONENT.into(),
-            task_id: s.opts.container,
-            process: format!("{}-bp", s.id),
+            task_id: opts.container,
+            process: format!("{id}-bp"),
             metrics: vec![
                 ms("__time_spent_back_pressure_initiated", initiated),
                 ms("__time_spent_back_pressure", clamped),
@@ -460,7 +750,14 @@ fn publish_metrics(s: &Arc<Stmgr>) {
         let per_task: Vec<(u32, Duration)> = s
             .bp_by_task
             .lock()
-            .map(|m| m.iter().map(|(t, d)| (*t, *d)).collect())
+            .map(|m| {
+                m.iter()
+                    .map(|(t, (total, since))| {
+                        let current = since.map_or(Duration::ZERO, |since| now.saturating_duration_since(since));
+                        (*t, *total + current)
+                    })
+                    .collect()
+            })
             .unwrap_or_default();
         let registered = s.registered.lock().map(|r| r.clone()).unwrap_or_default();
         for (task, d) in per_task {
@@ -470,7 +767,7 @@ fn publish_metrics(s: &Arc<Stmgr>) {
             client.publish(PublishMetrics {
                 component: info.component.clone(),
                 task_id: task as i32,
-                process: s.id.clone(),
+                process: id.clone(),
                 metrics: vec![ms("__time_spent_back_pressure_by_compid", d)],
                 ..Default::default()
             });
@@ -479,151 +776,150 @@ fn publish_metrics(s: &Arc<Stmgr>) {
 }
 
 /// Registers with the tmanager once every local instance is here, then follows physical plans.
-fn tmanager_client(s: &Arc<Stmgr>) {
+async fn tmanager_client(s: Rc<Stmgr>) {
     loop {
-        let all_here = s
-            .registered
-            .lock()
-            .map(|r| r.len() >= s.expected.len())
-            .unwrap_or(false);
-        if all_here {
+        let all_here = s.all_registered.notified();
+        if s.stats.registered.lock().is_ok_and(|r| r.len() >= s.expected.len()) {
             break;
         }
-        std::thread::sleep(Duration::from_millis(20));
+        all_here.await;
     }
     loop {
-        if let Err(e) = tmanager_session(s) {
+        if let Err(e) = tmanager_session(&s).await {
             eprintln!("stmgr: tmanager session ended: {e}; reconnecting");
         }
-        std::thread::sleep(Duration::from_millis(500));
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
-fn tmanager_session(s: &Arc<Stmgr>) -> Result<(), String> {
+async fn tmanager_session(s: &Rc<Stmgr>) -> Result<(), String> {
     let location = loop {
         match s.state.get_location(&s.opts.topology, "tmanager") {
             Ok(Some(l)) => break l,
-            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+            Ok(None) => tokio::time::sleep(Duration::from_millis(50)).await,
             Err(e) => return Err(e.to_string()),
         }
     };
-    let stream = TcpStream::connect((location.host.as_str(), location.port as u16)).map_err(|e| e.to_string())?;
-    let (mut reader, mut writer) = split(stream, egret_transport::DEFAULT_MAX_FRAME).map_err(|e| e.to_string())?;
-    let instances = s.registered.lock().map(|r| r.clone()).unwrap_or_default();
-    writer
-        .send_control(control::Msg::RegisterStmgr(RegisterStmgr {
-            topology_id: s.topology_id.clone(),
-            stmgr: Some(StmgrInfo {
-                id: s.id.clone(),
-                container: s.opts.container,
-                host: s.opts.host.clone(),
-                data_port: s.data_port as i32,
-                pid: std::process::id() as i32,
-            }),
-            instances,
-        }))
+    let stream = TcpStream::connect((location.host.as_str(), location.port as u16))
+        .await
         .map_err(|e| e.to_string())?;
-    let hb = Arc::new(Mutex::new(writer));
-    {
-        let hb = Arc::clone(&hb);
-        std::thread::spawn(move || {
-            loop {
-                std::thread::sleep(HEARTBEAT);
-                let time_ms = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as i64);
-                let sent = hb
-                    .lock()
-                    .map(|mut w| w.send_control(control::Msg::Heartbeat(egret_proto::egret::Heartbeat { time_ms })));
-                if !matches!(sent, Ok(Ok(()))) {
-                    break;
-                }
+    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    let (read, mut write) = stream.into_split();
+    let instances = s.stats.registered.lock().map(|r| r.clone()).unwrap_or_default();
+    let register = control_frame(control::Msg::RegisterStmgr(RegisterStmgr {
+        topology_id: s.topology_id.clone(),
+        stmgr: Some(StmgrInfo {
+            id: s.id.clone(),
+            container: s.opts.container,
+            host: s.opts.host.clone(),
+            data_port: s.data_port as i32,
+            pid: std::process::id() as i32,
+        }),
+        instances,
+    }));
+    write.write_all(&register).await.map_err(|e| e.to_string())?;
+    let heartbeats = async move {
+        loop {
+            tokio::time::sleep(HEARTBEAT).await;
+            let time_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            let beat = control_frame(control::Msg::Heartbeat(egret_proto::egret::Heartbeat { time_ms }));
+            if let Err(e) = write.write_all(&beat).await {
+                return format!("heartbeat failed: {e}");
             }
-        });
-    }
-    loop {
-        match reader.read().map_err(|e| e.to_string())? {
-            Frame::Control(control::Msg::PhysicalPlan(p)) => apply_plan(s, p),
-            Frame::Control(control::Msg::Status(st)) if !st.ok => {
-                return Err(format!("tmanager refused: {}", st.message));
-            }
-            _ => {}
         }
+    };
+    let plans = async {
+        let mut inbound = Inbound::new(read);
+        loop {
+            let len = inbound.next().await.map_err(|e| e.to_string())?;
+            let msg = match next_frame(inbound.bytes(len), MAX_FRAME) {
+                Ok(Next::Frame {
+                    frame: Ok(FrameRef::Control(msg)),
+                    ..
+                }) => Some(msg),
+                _ => None,
+            };
+            inbound.consume(len);
+            match msg {
+                Some(control::Msg::PhysicalPlan(p)) => apply_plan(s, p).await,
+                Some(control::Msg::Status(st)) if !st.ok => return Err(format!("tmanager refused: {}", st.message)),
+                _ => {}
+            }
+        }
+    };
+    tokio::select! {
+        e = heartbeats => Err(e),
+        r = plans => r,
     }
 }
 
 /// Learns where every task lives, connects to new or moved peers, and passes the plan on to the local instances.
-fn apply_plan(s: &Stmgr, p: PhysicalPlan) {
+async fn apply_plan(s: &Rc<Stmgr>, p: PhysicalPlan) {
     let mut remote = HashMap::new();
     for i in &p.instances {
         if i.stmgr_id != s.id {
             remote.insert(i.task_id as u32, i.stmgr_id.clone());
         }
     }
-    // A peer needs a (new) connection when it is new, moved (restarted on another port) or its writer died.
-    let current: HashMap<String, (String, bool)> = s
-        .routes
-        .read()
-        .map(|r| {
-            r.peers
-                .iter()
-                .map(|(id, (addr, tx))| (id.clone(), (addr.clone(), tx.is_open())))
-                .collect()
-        })
-        .unwrap_or_default();
-    let mut fresh = Vec::new();
     for peer in p.stmgrs.iter().filter(|m| m.id != s.id) {
         let addr = format!("{}:{}", peer.host, peer.data_port);
-        if current.get(&peer.id).is_some_and(|(a, open)| *a == addr && *open) {
+        // A peer needs a (new) connection when it is new, moved (restarted on another port) or its writer died.
+        let current = s
+            .routes
+            .borrow()
+            .peers
+            .get(&peer.id)
+            .is_some_and(|(a, out)| *a == addr && out.open.get());
+        if current {
             continue;
         }
-        match connect_peer(s, peer) {
-            Ok(tx) => {
+        match connect_peer(s, peer).await {
+            Ok(out) => {
                 // A peer that (re)joins while we hold back pressure must hear about it.
-                if s.bp.lock().is_ok_and(|b| b.holding()) {
+                if with_bp(s, |b| b.holding()) {
                     let start = egret_proto::egret::BackPressure {
                         stmgr_id: s.id.clone(),
                         start: true,
                     };
-                    let _ = tx.send(control_frame(control::Msg::BackPressure(start)));
+                    out.push(&control_frame(control::Msg::BackPressure(start)));
                 }
-                fresh.push((peer.id.clone(), (addr, tx)))
+                if let Some((_, old)) = s.routes.borrow_mut().peers.insert(peer.id.clone(), (addr, out)) {
+                    old.open.set(false);
+                    old.wake_writer.notify_one();
+                }
             }
             Err(e) => eprintln!("stmgr: cannot connect to {}: {e}", peer.id),
         }
     }
-    let locals: Vec<Writer> = match s.routes.write() {
-        Ok(mut r) => {
-            r.remote = remote;
-            r.peers.extend(fresh);
-            r.local.values().cloned().collect()
-        }
-        Err(_) => return,
-    };
     let frame = control_frame(control::Msg::PhysicalPlan(p.clone()));
-    for tx in locals {
-        let _ = tx.send(frame.clone());
+    {
+        let mut routes = s.routes.borrow_mut();
+        routes.remote = remote;
+        for out in routes.local.values() {
+            out.push(&frame);
+        }
     }
-    if let Ok(mut plan) = s.pplan.lock() {
-        *plan = Some(p);
-    }
+    *s.pplan.borrow_mut() = Some(p);
 }
 
-fn connect_peer(s: &Stmgr, peer: &StmgrInfo) -> Result<Writer, String> {
+async fn connect_peer(s: &Rc<Stmgr>, peer: &StmgrInfo) -> Result<Rc<Outgoing>, String> {
     let deadline = Instant::now() + Duration::from_secs(10);
     let stream = loop {
-        match TcpStream::connect((peer.host.as_str(), peer.data_port as u16)) {
+        match TcpStream::connect((peer.host.as_str(), peer.data_port as u16)).await {
             Ok(st) => break st,
             Err(e) if Instant::now() > deadline => return Err(e.to_string()),
-            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
         }
     };
-    let (_reader, mut writer) = split(stream, egret_transport::DEFAULT_MAX_FRAME).map_err(|e| e.to_string())?;
-    writer
-        .send_control(control::Msg::StmgrHello(StmgrHello {
-            topology_id: s.topology_id.clone(),
-            stmgr_id: s.id.clone(),
-        }))
-        .map_err(|e| e.to_string())?;
-    Ok(egret_transport::spawn_writer(writer, WRITER_QUEUE, peer.id.clone()))
+    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    // Peers never write back on this connection; its read half is dropped.
+    let (_read, mut write) = stream.into_split();
+    let hello = control_frame(control::Msg::StmgrHello(StmgrHello {
+        topology_id: s.topology_id.clone(),
+        stmgr_id: s.id.clone(),
+    }));
+    write.write_all(&hello).await.map_err(|e| e.to_string())?;
+    Ok(spawn_writer(s, write, None, peer.id.clone()))
 }
