@@ -23,7 +23,7 @@
 //! is, on a single-threaded tokio runtime of its own thread (`http`). Every thread is joined when `serve` returns.
 //!
 //! [`exposition::parse`] reads the text back: it is the one parser of this format in Egret (the tracker, the
-//! benchmark and the tests use it).
+//! benchmark and the tests use it); [`scrape`] fetches it.
 
 mod client;
 pub mod exposition;
@@ -31,6 +31,7 @@ mod forward;
 mod http;
 mod publisher;
 mod render;
+mod scrape;
 mod state;
 
 use std::io;
@@ -49,6 +50,7 @@ pub use forward::{EXPORT_INTERVAL, SnapshotHandle, forward_reports, report};
 pub use http::CONTENT_TYPE;
 pub use publisher::MAX_FRAME;
 pub use render::{escape_label_value, metric_name, render};
+pub use scrape::{SCRAPE_TIMEOUT, ScrapeError, scrape, scrape_samples};
 pub use state::{
     Histogram, HistogramError, HistogramsApplied, MAX_BUCKETS, MAX_SERIES, PublisherKey, SeriesKey, Snapshot,
 };

@@ -156,6 +156,16 @@ fn publishers_are_scraped_garbage_is_rejected_and_shutdown_joins() {
     assert!(body.contains("# TYPE egret_execute_latency gauge\n"), "{body}");
     assert_eq!(body.matches("# TYPE egret_emit_count ").count(), 1, "{body}");
     assert!(!body.contains(" 10\n"), "the older emit total was replaced:\n{body}");
+    // What the tracker and the tests use to read it sees the same.
+    let samples = egret_metricsmgr::scrape_samples("127.0.0.1", http_port).expect("scrape and parse");
+    let emitted = samples
+        .iter()
+        .find(|s| s.name == "egret_emit_count" && s.label("component") == Some("word"))
+        .expect("word's emit count");
+    assert_eq!(
+        (emitted.label("task"), emitted.label("stream"), emitted.value),
+        (Some("3"), Some("default"), 42.0)
+    );
 
     // Garbage: its first four bytes read as a length far beyond 1 MiB.
     let mut garbage = TcpStream::connect(("127.0.0.1", pub_port)).unwrap();
