@@ -36,6 +36,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
+use egret_metricsmgr::exposition::{self, Sample};
 use serde_json::Value;
 
 use crate::{Outcome, Progress, Semantics, WordcountArgs};
@@ -575,69 +576,6 @@ fn report_log_problems(home: &Path, sizes_at_kill: &BTreeMap<PathBuf, usize>) {
     }
 }
 
-/// One sample of the text exposition format.
-#[derive(Debug, Clone, PartialEq)]
-struct Sample {
-    name: String,
-    labels: Vec<(String, String)>,
-    value: f64,
-}
-
-impl Sample {
-    fn label(&self, key: &str) -> Option<&str> {
-        self.labels.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
-    }
-}
-
-/// Parses one line of the Prometheus text format: `name{k="v",...} value [timestamp]`. Comments, blank lines and
-/// lines that do not parse give None.
-fn parse_sample(line: &str) -> Option<Sample> {
-    let line = line.trim();
-    if line.is_empty() || line.starts_with('#') {
-        return None;
-    }
-    let name_end = line.find(|c: char| c == '{' || c.is_whitespace())?;
-    let name = line[..name_end].to_string();
-    let mut rest = &line[name_end..];
-    let mut labels = Vec::new();
-    if let Some(r) = rest.strip_prefix('{') {
-        let mut chars = r.char_indices();
-        loop {
-            // A label name up to '=', or the closing brace.
-            let mut key = String::new();
-            let closed = loop {
-                match chars.next()? {
-                    (i, '}') if key.trim().is_empty() => break Some(i),
-                    (_, '=') => break None,
-                    (_, ',') if key.trim().is_empty() => {}
-                    (_, c) => key.push(c),
-                }
-            };
-            if let Some(i) = closed {
-                rest = &r[i + 1..];
-                break;
-            }
-            if chars.next()?.1 != '"' {
-                return None;
-            }
-            let mut value = String::new();
-            loop {
-                match chars.next()?.1 {
-                    '\\' => match chars.next()?.1 {
-                        'n' => value.push('\n'),
-                        c => value.push(c),
-                    },
-                    '"' => break,
-                    c => value.push(c),
-                }
-            }
-            labels.push((key.trim().to_string(), value));
-        }
-    }
-    let value = rest.split_whitespace().next()?.parse::<f64>().ok()?;
-    Some(Sample { name, labels, value })
-}
-
 /// Every metricsmgr's samples at one moment.
 struct Scrape {
     at: Instant,
@@ -648,7 +586,8 @@ fn scrape(ports: &[u16]) -> anyhow::Result<Scrape> {
     let at = Instant::now();
     let mut samples = Vec::new();
     for &port in ports {
-        samples.extend(http_get_metrics(port)?.lines().filter_map(parse_sample));
+        let text = http_get_metrics(port)?;
+        samples.extend(exposition::parse(&text).with_context(|| format!("parsing the metrics from port {port}"))?);
     }
     Ok(Scrape { at, samples })
 }
@@ -765,33 +704,8 @@ mod tests {
     fn scrape_of(text: &str) -> Scrape {
         Scrape {
             at: Instant::now(),
-            samples: text.lines().filter_map(parse_sample).collect(),
+            samples: exposition::parse(text).unwrap(),
         }
-    }
-
-    #[test]
-    fn samples_parse_with_labels_escapes_and_special_values() {
-        let s =
-            parse_sample(r#"egret_execute_count{topology="t",component="count",task="3",stream="word/default"} 42"#)
-                .unwrap();
-        assert_eq!(s.name, "egret_execute_count");
-        assert_eq!(s.label("component"), Some("count"));
-        assert_eq!(s.label("stream"), Some("word/default"));
-        assert_eq!(s.value, 42.0);
-        let s = parse_sample(r#"m{a="x\"}\\y",b="z"} 1.5e3 1700000000"#).unwrap();
-        assert_eq!(s.label("a"), Some("x\"}\\y"));
-        assert_eq!(s.label("b"), Some("z"));
-        assert_eq!(s.value, 1500.0);
-        assert_eq!(parse_sample("plain 7").unwrap().value, 7.0);
-        assert_eq!(parse_sample("m{} 2").unwrap().labels, vec![]);
-        assert_eq!(parse_sample(r#"m{a="b",} 3"#).unwrap().label("a"), Some("b"));
-        assert!(parse_sample("m{a=\"b\"} NaN").unwrap().value.is_nan());
-        assert_eq!(parse_sample("m +Inf").unwrap().value, f64::INFINITY);
-        assert_eq!(parse_sample("# TYPE m counter"), None);
-        assert_eq!(parse_sample(""), None);
-        assert_eq!(parse_sample(r#"m{a="b" 3"#), None);
-        assert_eq!(parse_sample("m{a=b} 3"), None);
-        assert_eq!(parse_sample("m x"), None);
     }
 
     #[test]

@@ -18,17 +18,23 @@
 //! Publishers are peers: a frame that does not decode, is larger than 1 MiB, or is not `PublishMetrics` is logged
 //! with the peer's address and ends that connection only, and is counted in `egret_metricsmgr_frames_rejected`.
 //!
-//! Blocking std threads throughout: two accept loops polled without blocking (so `serve` sees its shutdown flag
-//! within [`POLL_INTERVAL`]), a thread per publisher and per scrape, all joined when `serve` returns.
+//! Publishers are served by blocking std threads: an accept loop polled without blocking (so `serve` sees its
+//! shutdown flag within [`POLL_INTERVAL`]) and a thread per publisher. Scrapes are served by axum, as the tracker
+//! is, on a single-threaded tokio runtime of its own thread (`http`). Every thread is joined when `serve` returns.
+//!
+//! [`exposition::parse`] reads the text back: it is the one parser of this format in Egret (the tracker, the
+//! benchmark and the tests use it); [`scrape`] fetches it.
 
 mod client;
+pub mod exposition;
 mod forward;
 mod http;
 mod publisher;
 mod render;
+mod scrape;
 mod state;
 
-use std::io::{self, Write};
+use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::Ordering::{Acquire, Relaxed};
 use std::sync::atomic::{AtomicBool, AtomicU64};
@@ -37,26 +43,28 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use egret_proto::egret::PublishMetrics;
+use tokio::sync::oneshot;
 
 pub use client::MetricsClient;
 pub use forward::{EXPORT_INTERVAL, SnapshotHandle, forward_reports, report};
-pub use http::{CONTENT_TYPE, MAX_HEAD};
+pub use http::CONTENT_TYPE;
 pub use publisher::MAX_FRAME;
 pub use render::{escape_label_value, metric_name, render};
-pub use state::{MAX_SERIES, PublisherKey, SeriesKey, Snapshot};
+pub use scrape::{SCRAPE_TIMEOUT, ScrapeError, scrape, scrape_samples};
+pub use state::{
+    Histogram, HistogramError, HistogramsApplied, MAX_BUCKETS, MAX_SERIES, PublisherKey, SeriesKey, Snapshot,
+};
 
-/// How long the accept loops sleep when nothing is pending: bounds both the delay before a new connection is
-/// served and the delay before `serve` notices its shutdown flag.
+/// How long the publisher accept loop sleeps when nothing is pending: bounds both the delay before a new publisher
+/// is served and the delay before `serve` notices its shutdown flag.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(10);
 /// Most publisher connections served at once. A container runs a handful of instances and daemons; the bound only
 /// stops a misbehaving peer from exhausting threads.
 pub const MAX_PUBLISHERS: usize = 1024;
-/// Most scrapes served at once, for the same reason.
-pub const MAX_SCRAPES: usize = 16;
-/// Connections accepted per listener per loop turn, so a flood of connections cannot delay the shutdown check.
+/// Connections accepted per loop turn, so a flood of connections cannot delay the shutdown check.
 const ACCEPT_BURST: usize = 64;
 
-/// State shared by the accept loops and the connection threads.
+/// State shared by the accept loop, the publisher threads and the HTTP server.
 pub(crate) struct Shared {
     topology: String,
     snapshot: Mutex<Snapshot>,
@@ -100,20 +108,13 @@ impl Drop for PublisherGuard {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum ConnKind {
-    Publisher,
-    Scrape,
-}
-
-/// A connection's thread and a handle on its socket, so `serve` can unblock the thread at shutdown and join it.
+/// A publisher's thread and a handle on its socket, so `serve` can unblock the thread at shutdown and join it.
 struct Connection {
-    kind: ConnKind,
     stream: TcpStream,
     thread: JoinHandle<()>,
 }
 
-/// A metrics manager bound to its two ports; [`MetricsManager::serve`] runs it.
+/// A metrics manager on its two listeners; [`MetricsManager::serve`] runs it.
 pub struct MetricsManager {
     shared: Arc<Shared>,
     publisher: TcpListener,
@@ -126,7 +127,12 @@ impl MetricsManager {
     pub fn bind(topology: &str, host: &str) -> io::Result<MetricsManager> {
         let publisher = TcpListener::bind((host, 0))?;
         let http = TcpListener::bind((host, 0))?;
-        Ok(MetricsManager {
+        Ok(MetricsManager::new(topology, publisher, http))
+    }
+
+    /// A manager serving publishers on `publisher` and Prometheus on `http`, listeners its caller bound.
+    pub fn new(topology: &str, publisher: TcpListener, http: TcpListener) -> MetricsManager {
+        MetricsManager {
             shared: Arc::new(Shared {
                 topology: topology.to_string(),
                 snapshot: Mutex::new(Snapshot::default()),
@@ -136,7 +142,7 @@ impl MetricsManager {
             }),
             publisher,
             http,
-        })
+        }
     }
 
     /// The port publishers connect to.
@@ -160,116 +166,94 @@ impl MetricsManager {
     }
 
     /// Serves publishers and scrapes until `shutdown` is set, then closes every connection, joins every thread and
-    /// returns. Errors only if the listeners cannot be made non-blocking; a failing connection never ends `serve`.
+    /// returns. Errors if the listeners cannot be set up or the HTTP server stops by itself (then the manager stops
+    /// too, for its executor to restart it); a failing connection never ends `serve`.
     pub fn serve(self, shutdown: Arc<AtomicBool>) -> io::Result<()> {
-        self.publisher.set_nonblocking(true)?;
-        self.http.set_nonblocking(true)?;
+        let MetricsManager {
+            shared,
+            publisher,
+            http,
+        } = self;
+        publisher.set_nonblocking(true)?;
+        let (stop_http, http_stopped) = oneshot::channel();
+        let http_thread = {
+            let shared = Arc::clone(&shared);
+            thread::Builder::new()
+                .name("metricsmgr-http".into())
+                .spawn(move || http::serve(http, shared, http_stopped))?
+        };
         let mut conns: Vec<Connection> = Vec::new();
-        while !shutdown.load(Acquire) {
-            let mut accepted = self.accept(ConnKind::Publisher, &mut conns);
-            accepted |= self.accept(ConnKind::Scrape, &mut conns);
+        while !shutdown.load(Acquire) && !http_thread.is_finished() {
+            let accepted = accept(&publisher, &shared, &mut conns);
             reap(&mut conns);
             if !accepted {
                 thread::sleep(POLL_INTERVAL);
             }
         }
-        self.shared.shutdown.store(true, Relaxed);
+        shared.shutdown.store(true, Relaxed);
+        let _ = stop_http.send(());
         for c in &conns {
             let _ = c.stream.shutdown(std::net::Shutdown::Both);
         }
         for c in conns {
             let _ = c.thread.join();
         }
-        Ok(())
+        let http_result = http_thread
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the HTTP server panicked")));
+        if !shutdown.load(Acquire) {
+            return Err(http_result
+                .err()
+                .unwrap_or_else(|| io::Error::other("the HTTP server stopped")));
+        }
+        http_result
     }
+}
 
-    /// Accepts what is pending on one listener (at most [`ACCEPT_BURST`]); returns whether anything was.
-    fn accept(&self, kind: ConnKind, conns: &mut Vec<Connection>) -> bool {
-        let listener = match kind {
-            ConnKind::Publisher => &self.publisher,
-            ConnKind::Scrape => &self.http,
-        };
-        let mut accepted = false;
-        for _ in 0..ACCEPT_BURST {
-            match listener.accept() {
-                Ok((stream, peer)) => {
-                    accepted = true;
-                    if let Err(e) = self.start(kind, stream, peer, conns) {
-                        eprintln!("egret-metricsmgr: cannot serve {peer}: {e}");
-                    }
+/// Accepts what is pending on the publisher listener (at most [`ACCEPT_BURST`]); returns whether anything was.
+fn accept(listener: &TcpListener, shared: &Arc<Shared>, conns: &mut Vec<Connection>) -> bool {
+    let mut accepted = false;
+    for _ in 0..ACCEPT_BURST {
+        match listener.accept() {
+            Ok((stream, peer)) => {
+                accepted = true;
+                if let Err(e) = start(stream, peer, shared, conns) {
+                    eprintln!("egret-metricsmgr: cannot serve {peer}: {e}");
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    // Out of descriptors, an aborted handshake...: the listener itself is fine; try again later.
-                    eprintln!("egret-metricsmgr: accept failed: {e}");
-                    break;
-                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                // Out of descriptors, an aborted handshake...: the listener itself is fine; try again later.
+                eprintln!("egret-metricsmgr: accept failed: {e}");
+                break;
             }
         }
-        accepted
     }
+    accepted
+}
 
-    /// Starts the thread of one accepted connection, or turns it away when too many are open.
-    fn start(
-        &self,
-        kind: ConnKind,
-        stream: TcpStream,
-        peer: SocketAddr,
-        conns: &mut Vec<Connection>,
-    ) -> io::Result<()> {
-        // Some platforms hand out accepted sockets in the listener's non-blocking mode.
-        stream.set_nonblocking(false)?;
-        let open = conns.iter().filter(|c| c.kind == kind).count();
-        let handle = stream.try_clone()?;
-        let shared = Arc::clone(&self.shared);
-        let thread = match kind {
-            ConnKind::Publisher => {
-                if open >= MAX_PUBLISHERS {
-                    return Err(io::Error::other(format!(
-                        "{MAX_PUBLISHERS} publishers already connected"
-                    )));
-                }
-                shared.publishers.fetch_add(1, Relaxed);
-                let guard = PublisherGuard(Arc::clone(&shared));
-                thread::Builder::new()
-                    .name(format!("metricsmgr-pub-{peer}"))
-                    .spawn(move || {
-                        let _guard = guard;
-                        publisher::serve_publisher(stream, peer, &shared);
-                    })?
-            }
-            ConnKind::Scrape => {
-                if open >= MAX_SCRAPES {
-                    let mut stream = stream;
-                    stream.set_write_timeout(Some(POLL_INTERVAL))?;
-                    let busy = "text/plain; charset=utf-8";
-                    stream.write_all(&http::response(
-                        "503 Service Unavailable",
-                        busy,
-                        "",
-                        "too many scrapes\n",
-                    ))?;
-                    return Err(io::Error::other(format!("{MAX_SCRAPES} scrapes already in progress")));
-                }
-                thread::Builder::new()
-                    .name(format!("metricsmgr-http-{peer}"))
-                    .spawn(move || {
-                        if let Err(e) = http::serve_connection(stream, || shared.render())
-                            && !shared.shutdown.load(Relaxed)
-                        {
-                            eprintln!("egret-metricsmgr: scrape from {peer}: {e}");
-                        }
-                    })?
-            }
-        };
-        conns.push(Connection {
-            kind,
-            stream: handle,
-            thread,
-        });
-        Ok(())
+/// Starts the thread of one accepted publisher, or turns it away when too many are connected.
+fn start(stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>, conns: &mut Vec<Connection>) -> io::Result<()> {
+    if conns.len() >= MAX_PUBLISHERS {
+        return Err(io::Error::other(format!(
+            "{MAX_PUBLISHERS} publishers already connected"
+        )));
     }
+    // Some platforms hand out accepted sockets in the listener's non-blocking mode.
+    stream.set_nonblocking(false)?;
+    let handle = stream.try_clone()?;
+    let shared = Arc::clone(shared);
+    shared.publishers.fetch_add(1, Relaxed);
+    let guard = PublisherGuard(Arc::clone(&shared));
+    let thread = thread::Builder::new()
+        .name(format!("metricsmgr-pub-{peer}"))
+        .spawn(move || {
+            let _guard = guard;
+            publisher::serve_publisher(stream, peer, &shared);
+        })?;
+    conns.push(Connection { stream: handle, thread });
+    Ok(())
 }
 
 /// Joins the threads of connections that ended, so their sockets and handles do not pile up.

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use egret_proto::egret::{ExceptionInfo, PublishMetrics};
+use egret_proto::egret::{ExceptionInfo, HistogramValue, PublishMetrics};
 
 /// Most series the manager keeps over all publishers. Publishers are local processes, but their metric names and
 /// identities are still bytes from a peer: without a bound, a faulty publisher inventing names would grow the
@@ -26,12 +26,109 @@ pub struct SeriesKey {
     pub stream: String,
 }
 
+/// Most buckets a histogram may have. Latency histograms have a few dozen; the bound keeps a faulty publisher from
+/// making one histogram render into millions of lines.
+pub const MAX_BUCKETS: usize = 256;
+
+/// A histogram's current totals as Prometheus exposes them: `cumulative_counts[i]` observations were at most
+/// `upper_bounds[i]`, and `count` in all (the `le="+Inf"` bucket). Built from a published [`HistogramValue`] only
+/// once checked, so rendering can trust it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Histogram {
+    upper_bounds: Vec<f64>,
+    cumulative_counts: Vec<u64>,
+    sum: f64,
+    count: u64,
+}
+
+/// Why a published histogram was refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum HistogramError {
+    #[error("{bounds} upper bounds but {counts} cumulative counts")]
+    LengthMismatch { bounds: usize, counts: usize },
+    #[error("{0} buckets, more than {MAX_BUCKETS}")]
+    TooManyBuckets(usize),
+    #[error("upper bounds must be finite and strictly increasing: {0:?}")]
+    BadBounds(Vec<f64>),
+    #[error("cumulative counts must not decrease nor exceed the count {count}: {counts:?}")]
+    BadCounts { counts: Vec<u64>, count: u64 },
+}
+
+impl Histogram {
+    /// Checks a published histogram: as many counts as bounds, bounds finite and increasing, counts cumulative.
+    pub fn new(
+        upper_bounds: Vec<f64>,
+        cumulative_counts: Vec<u64>,
+        sum: f64,
+        count: u64,
+    ) -> Result<Self, HistogramError> {
+        if upper_bounds.len() != cumulative_counts.len() {
+            return Err(HistogramError::LengthMismatch {
+                bounds: upper_bounds.len(),
+                counts: cumulative_counts.len(),
+            });
+        }
+        if upper_bounds.len() > MAX_BUCKETS {
+            return Err(HistogramError::TooManyBuckets(upper_bounds.len()));
+        }
+        if upper_bounds.iter().any(|b| !b.is_finite()) || upper_bounds.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(HistogramError::BadBounds(upper_bounds));
+        }
+        if cumulative_counts.windows(2).any(|w| w[0] > w[1]) || cumulative_counts.last().is_some_and(|&c| c > count) {
+            return Err(HistogramError::BadCounts {
+                counts: cumulative_counts,
+                count,
+            });
+        }
+        Ok(Histogram {
+            upper_bounds,
+            cumulative_counts,
+            sum,
+            count,
+        })
+    }
+
+    /// The finite buckets: (upper bound, observations at most that bound).
+    pub fn buckets(&self) -> impl Iterator<Item = (f64, u64)> + '_ {
+        self.upper_bounds
+            .iter()
+            .copied()
+            .zip(self.cumulative_counts.iter().copied())
+    }
+
+    pub fn sum(&self) -> f64 {
+        self.sum
+    }
+
+    /// All observations: the `le="+Inf"` bucket.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+}
+
+impl TryFrom<HistogramValue> for Histogram {
+    type Error = HistogramError;
+
+    fn try_from(h: HistogramValue) -> Result<Self, HistogramError> {
+        Histogram::new(h.upper_bounds, h.cumulative_counts, h.sum, h.count)
+    }
+}
+
+/// What became of a publisher's histograms: those dropped for want of room and those refused as malformed.
+#[derive(Debug, Default, PartialEq)]
+pub struct HistogramsApplied {
+    pub dropped: u64,
+    pub refused: Vec<(String, HistogramError)>,
+}
+
 /// A point-in-time copy of everything the manager serves; [`crate::render`] turns it into the exposition text.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Snapshot {
     /// Latest value of each series, per publisher. Values stay after a publisher disconnects, so a scrape between
     /// a task's death and its restart still sees its last totals.
     pub series: BTreeMap<PublisherKey, BTreeMap<SeriesKey, f64>>,
+    /// Latest histogram of each series, per publisher; each counts as one series towards [`MAX_SERIES`].
+    pub histograms: BTreeMap<PublisherKey, BTreeMap<SeriesKey, Histogram>>,
     /// Publisher connections open now.
     pub publishers: u64,
     /// Frames that were not `PublishMetrics` or did not decode; each one ended its connection.
@@ -46,9 +143,47 @@ pub struct Snapshot {
 pub const MAX_EXCEPTIONS_PER_PUBLISHER: usize = 64;
 
 impl Snapshot {
-    /// Number of series kept over all publishers.
+    /// Number of series (values and histograms) kept over all publishers.
     pub fn series_count(&self) -> usize {
-        self.series.values().map(BTreeMap::len).sum()
+        self.series.values().map(BTreeMap::len).sum::<usize>()
+            + self.histograms.values().map(BTreeMap::len).sum::<usize>()
+    }
+
+    /// Records a publisher's current histograms, as [`Snapshot::apply`] does its values: each (name, stream) takes
+    /// the latest, within [`MAX_SERIES`]. A malformed histogram is refused and its series keeps its previous totals.
+    pub fn apply_histograms(&mut self, publisher: PublisherKey, histograms: Vec<HistogramValue>) -> HistogramsApplied {
+        let mut applied = HistogramsApplied::default();
+        let mut total = self.series_count();
+        for h in histograms {
+            if h.name.is_empty() {
+                continue;
+            }
+            let series = SeriesKey {
+                name: h.name.clone(),
+                stream: h.stream.clone(),
+            };
+            let histogram = match Histogram::try_from(h) {
+                Ok(histogram) => histogram,
+                Err(e) => {
+                    applied.refused.push((series.name, e));
+                    continue;
+                }
+            };
+            let known = self.histograms.get(&publisher).is_some_and(|m| m.contains_key(&series));
+            if !known && total >= MAX_SERIES {
+                applied.dropped += 1;
+                continue;
+            }
+            if !known {
+                total += 1;
+            }
+            self.histograms
+                .entry(publisher.clone())
+                .or_default()
+                .insert(series, histogram);
+        }
+        self.series_dropped += applied.dropped;
+        applied
     }
 
     /// Records a publisher's current values: each (name, stream) takes the latest value. Series the message does

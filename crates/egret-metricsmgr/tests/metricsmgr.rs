@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use egret_metricsmgr::MetricsManager;
+use egret_metricsmgr::{MetricsManager, exposition};
 use egret_proto::egret::{MetricValue, PublishMetrics, control};
 use egret_transport::control_frame;
 
@@ -33,36 +33,69 @@ fn publish(stream: &mut TcpStream, component: &str, task_id: i32, metrics: &[(&s
         .expect("publish");
 }
 
-/// One raw HTTP request; returns (status line, head, body).
-fn request(port: u16, request_line: &str) -> (String, String, String) {
+/// A response: its status line, its headers (names in lower case) and its body.
+struct Response {
+    status: String,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Response {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// One raw HTTP/1.1 request that asks the server to close the connection after its response.
+fn request(port: u16, request_line: &str) -> Response {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the http port");
     s.set_read_timeout(Some(DEADLINE)).unwrap();
-    write!(s, "{request_line}\r\nHost: localhost\r\nAccept: text/plain\r\n\r\n").unwrap();
+    write!(
+        s,
+        "{request_line}\r\nHost: localhost\r\nAccept: text/plain\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut reply = String::new();
     s.read_to_string(&mut reply).expect("read the response");
     let (head, body) = reply.split_once("\r\n\r\n").expect("a response head");
-    let status = head.lines().next().unwrap_or("").to_string();
-    let content_length: usize = head
-        .lines()
-        .find_map(|l| l.strip_prefix("Content-Length: "))
+    let mut lines = head.lines();
+    let status = lines.next().unwrap_or("").to_string();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let response = Response {
+        status,
+        headers,
+        body: body.to_string(),
+    };
+    let content_length: usize = response
+        .header("content-length")
         .expect("Content-Length")
         .parse()
         .unwrap();
-    assert_eq!(content_length, body.len(), "Content-Length matches the body");
-    assert!(head.contains("\r\nConnection: close"), "{head}");
-    (status, head.to_string(), body.to_string())
+    // A response to HEAD gives the length of the body GET would have had, and no body.
+    let expected_body = if request_line.starts_with("HEAD ") {
+        0
+    } else {
+        content_length
+    };
+    assert_eq!(expected_body, response.body.len(), "Content-Length matches the body");
+    response
 }
 
 /// Scrapes until every line of `wanted` is a line of the body, or fails after the deadline.
 fn scrape_until(port: u16, wanted: &[&str]) -> String {
     let start = Instant::now();
     loop {
-        let (status, head, body) = request(port, "GET /metrics HTTP/1.1");
-        assert_eq!(status, "HTTP/1.1 200 OK");
-        assert!(
-            head.contains("\r\nContent-Type: text/plain; version=0.0.4\r\n"),
-            "{head}"
-        );
+        let r = request(port, "GET /metrics HTTP/1.1");
+        assert_eq!(r.status, "HTTP/1.1 200 OK");
+        assert_eq!(r.header("content-type"), Some("text/plain; version=0.0.4"));
+        let body = r.body;
+        // Whatever it holds, the text must be valid exposition format.
+        if let Err(e) = exposition::parse(&body) {
+            panic!("the scrape does not parse: {e}\n{body}");
+        }
         if wanted.iter().all(|w| body.lines().any(|l| l == *w)) {
             return body;
         }
@@ -123,6 +156,16 @@ fn publishers_are_scraped_garbage_is_rejected_and_shutdown_joins() {
     assert!(body.contains("# TYPE egret_execute_latency gauge\n"), "{body}");
     assert_eq!(body.matches("# TYPE egret_emit_count ").count(), 1, "{body}");
     assert!(!body.contains(" 10\n"), "the older emit total was replaced:\n{body}");
+    // What the tracker and the tests use to read it sees the same.
+    let samples = egret_metricsmgr::scrape_samples("127.0.0.1", http_port).expect("scrape and parse");
+    let emitted = samples
+        .iter()
+        .find(|s| s.name == "egret_emit_count" && s.label("component") == Some("word"))
+        .expect("word's emit count");
+    assert_eq!(
+        (emitted.label("task"), emitted.label("stream"), emitted.value),
+        (Some("3"), Some("default"), 42.0)
+    );
 
     // Garbage: its first four bytes read as a length far beyond 1 MiB.
     let mut garbage = TcpStream::connect(("127.0.0.1", pub_port)).unwrap();
@@ -158,11 +201,30 @@ fn publishers_are_scraped_garbage_is_rejected_and_shutdown_joins() {
         ],
     );
 
-    let (status, _, _) = request(http_port, "GET /other HTTP/1.1");
-    assert_eq!(status, "HTTP/1.1 404 Not Found");
-    let (status, head, _) = request(http_port, "POST /metrics HTTP/1.1");
-    assert_eq!(status, "HTTP/1.1 405 Method Not Allowed");
-    assert!(head.contains("\r\nAllow: GET"), "{head}");
+    let r = request(http_port, "GET /other HTTP/1.1");
+    assert_eq!(r.status, "HTTP/1.1 404 Not Found");
+    assert_eq!(r.body, "not found; metrics are at /metrics\n");
+    let r = request(http_port, "GET /metrics/x HTTP/1.1");
+    assert_eq!(r.status, "HTTP/1.1 404 Not Found");
+    let r = request(http_port, "POST /metrics HTTP/1.1");
+    assert_eq!(r.status, "HTTP/1.1 405 Method Not Allowed");
+    assert!(r.header("allow").is_some_and(|a| a.contains("GET")), "{:?}", r.headers);
+    let r = request(http_port, "GET /metrics?x=1 HTTP/1.1");
+    assert_eq!(r.status, "HTTP/1.1 200 OK");
+    let r = request(http_port, "HEAD /metrics HTTP/1.1");
+    assert_eq!(r.status, "HTTP/1.1 200 OK");
+    // A malformed request line is refused, and the server goes on serving.
+    let mut s = TcpStream::connect(("127.0.0.1", http_port)).unwrap();
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    s.write_all(b"GARBAGE\r\n\r\n").unwrap();
+    let mut reply = String::new();
+    let _ = s.read_to_string(&mut reply);
+    assert!(reply.is_empty() || reply.starts_with("HTTP/1.1 400"), "{reply}");
+
+    // A scraper holding a keep-alive connection open does not delay the shutdown.
+    let mut idle = TcpStream::connect(("127.0.0.1", http_port)).unwrap();
+    idle.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
 
     // `word` is still connected: shutdown must close it rather than wait for it.
     shutdown.store(true, Ordering::Release);
@@ -173,4 +235,33 @@ fn publishers_are_scraped_garbage_is_rejected_and_shutdown_joins() {
     let mut buf = [0u8; 1];
     word.set_read_timeout(Some(DEADLINE)).unwrap();
     assert!(matches!(word.read(&mut buf), Ok(0) | Err(_)));
+    // The idle scraper got its response, then the connection closed with the server.
+    idle.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut rest = Vec::new();
+    let _ = idle.read_to_end(&mut rest);
+    assert!(
+        rest.starts_with(b"HTTP/1.1 200 OK"),
+        "{}",
+        String::from_utf8_lossy(&rest)
+    );
+    // And nothing listens on the ports any more.
+    assert!(TcpStream::connect(("127.0.0.1", http_port)).is_err());
+    assert!(TcpStream::connect(("127.0.0.1", pub_port)).is_err());
+}
+
+#[test]
+fn serves_on_listeners_it_is_given_and_stops_on_the_signal() {
+    let publisher = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let http = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let http_port = http.local_addr().unwrap().port();
+    let manager = MetricsManager::new("given", publisher, http);
+    assert_eq!(manager.http_port(), http_port);
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let server = {
+        let shutdown = Arc::clone(&shutdown);
+        thread::spawn(move || manager.serve(shutdown))
+    };
+    scrape_until(http_port, &[r#"egret_metricsmgr_publishers{topology="given"} 0"#]);
+    shutdown.store(true, Ordering::Release);
+    server.join().expect("no panic").expect("a clean stop");
 }

@@ -167,8 +167,8 @@ fn scrape_topology(opts: &Opts, cluster: &str, name: &str) -> Result<(LocalState
             failures.push(format!("{}: http port {} is out of range", l.process, l.http_port));
             continue;
         };
-        match prometheus::scrape(&l.host, port) {
-            Ok(text) => samples.extend(prometheus::parse(&text)),
+        match prometheus::scrape_samples(&l.host, port) {
+            Ok(scraped) => samples.extend(prometheus::task_samples(scraped)),
             Err(e) => failures.push(format!("{}: {e}", l.process)),
         }
     }
@@ -181,6 +181,7 @@ fn scrape_topology(opts: &Opts, cluster: &str, name: &str) -> Result<(LocalState
     for f in &failures {
         eprintln!("tracker: topology {name}: left out metrics manager {f}");
     }
+    // Stable, so a histogram's buckets keep the order the metrics manager wrote them in (increasing bounds).
     samples.sort_by(|a, b| {
         (&a.component, a.task, &a.name, &a.stream, &a.process).cmp(&(
             &b.component,
@@ -200,6 +201,9 @@ fn sample_json(s: &Sample) -> Value {
     }
     if let Some(process) = &s.process {
         v["process"] = json!(process);
+    }
+    if let Some(le) = &s.le {
+        v["le"] = json!(le);
     }
     v
 }

@@ -107,19 +107,27 @@ impl Cluster {
             .collect()
     }
 
-    /// Sum of a metric over every metricsmgr, for series whose labels contain `filter`.
-    pub fn metric_sum(&self, topology: &str, name: &str, filter: &str) -> f64 {
+    /// Sum of a metric over every metricsmgr, for the series with the label `label_filter` (`key="value"`, or
+    /// empty for every series). A metricsmgr that does not answer (restarting, say) counts as having none.
+    pub fn metric_sum(&self, topology: &str, name: &str, label_filter: &str) -> f64 {
+        let wanted = (!label_filter.is_empty()).then(|| {
+            let (key, value) = label_filter
+                .split_once('=')
+                .unwrap_or_else(|| panic!("the filter {label_filter:?} is not key=\"value\""));
+            (key, value.trim_matches('"'))
+        });
         let mut sum = 0.0;
         for port in self.metrics_urls(topology) {
-            for line in http_get(port, "/metrics").lines() {
-                if line.starts_with(&format!("{name}{{")) && line.contains(filter) {
-                    sum += line
-                        .rsplit(' ')
-                        .next()
-                        .and_then(|v| v.parse::<f64>().ok())
-                        .unwrap_or(0.0);
-                }
-            }
+            let samples = match egret_metricsmgr::scrape_samples("127.0.0.1", port) {
+                Ok(samples) => samples,
+                Err(e @ egret_metricsmgr::ScrapeError::Parse { .. }) => panic!("{e}"),
+                Err(_) => continue,
+            };
+            sum += samples
+                .iter()
+                .filter(|s| s.name == name && wanted.is_none_or(|(key, value)| s.label(key) == Some(value)))
+                .map(|s| s.value)
+                .sum::<f64>();
         }
         sum
     }
@@ -168,20 +176,6 @@ pub fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out.sort();
     out
-}
-
-pub fn http_get(port: u16, path: &str) -> String {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return String::new();
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-    let _ = write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-    let mut body = String::new();
-    let _ = s.read_to_string(&mut body);
-    body.split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default()
 }
 
 pub fn alive(pid: i32) -> bool {
