@@ -96,7 +96,7 @@ impl StmgrLink {
                     };
                 }
                 Next::Incomplete { needed } => {
-                    if !self.fill(needed)? {
+                    if self.fill(needed)?.0 == 0 {
                         let left = deadline.saturating_duration_since(Instant::now());
                         if left.is_zero() {
                             return Err(FrameError::Io(io::ErrorKind::TimedOut.into()));
@@ -108,9 +108,10 @@ impl StmgrLink {
         }
     }
 
-    /// Reads what the socket has (without waiting), making room for a frame of `needed` bytes. Returns whether
-    /// anything was read; a closed or failed connection is an error.
-    fn fill(&mut self, needed: usize) -> Result<bool, FrameError> {
+    /// Reads what the socket has (without waiting), making room for a frame of `needed` bytes. Returns how much was
+    /// read and whether that emptied the socket (a read shorter than the room it had); a closed or failed
+    /// connection is an error.
+    fn fill(&mut self, needed: usize) -> Result<(usize, bool), FrameError> {
         if self.start > 0 && (self.start == self.end || self.inbuf.len() - self.end < READ_CHUNK / 4) {
             self.inbuf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
@@ -120,13 +121,14 @@ impl StmgrLink {
             self.inbuf.resize(self.start + needed.max(READ_CHUNK), 0);
         }
         loop {
+            let room = self.inbuf.len() - self.end;
             return match self.stream.read(&mut self.inbuf[self.end..]) {
                 Ok(0) => Err(FrameError::Closed),
                 Ok(n) => {
                     self.end += n;
-                    Ok(true)
+                    Ok((n, n < room))
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok((0, true)),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => Err(e.into()),
             };
@@ -215,6 +217,8 @@ impl Transport for StmgrLink {
 impl Link for StmgrLink {
     fn receive(&mut self, max: usize, f: &mut dyn FnMut(&[u8])) -> usize {
         let mut handled = 0;
+        // After a read that emptied the socket, another would only say "nothing yet": saves a syscall per wakeup.
+        let mut socket_empty = false;
         while handled < max && !self.ctl.stop.load(SeqCst) {
             let next = match next_frame(&self.inbuf[self.start..self.end], self.max_frame) {
                 Ok(next) => next,
@@ -241,9 +245,10 @@ impl Link for StmgrLink {
                             .record_error(format!("bad frame at stream offset +{at}: {e}")),
                     }
                 }
+                Next::Incomplete { .. } if socket_empty => break,
                 Next::Incomplete { needed } => match self.fill(needed) {
-                    Ok(true) => {}
-                    Ok(false) => break,
+                    Ok((0, _)) => break,
+                    Ok((_, emptied)) => socket_empty = emptied,
                     Err(e) => {
                         self.lost(&e);
                         break;

@@ -112,15 +112,18 @@ impl TaskMetrics {
         self.streams.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
-    pub fn add_complete_latencies(&self, local: &mut Histogram<u64>) {
+    /// Records a task's complete latencies (µs) not yet published and empties `local`. One lock per call; adding a
+    /// whole local histogram instead would walk (and then clear) every bucket on every call.
+    pub fn add_complete_latencies(&self, local: &mut Vec<u64>) {
         if local.is_empty() {
             return;
         }
         if let Ok(mut h) = self.complete_latency.lock() {
-            // Both histograms have the same bounds, so adding cannot fail.
-            let _ = h.add(&*local);
+            for &micros in local.iter() {
+                h.saturating_record(micros.max(1));
+            }
         }
-        local.reset();
+        local.clear();
     }
 
     /// A copy of the complete-latency histogram (microseconds).

@@ -14,11 +14,10 @@ use egret_api::{
     ReliabilityMode, Root, RootId, Spout, SpoutCollector, StreamIndex, StreamSource, TaskId, Topology, TopologyContext,
     Tuple, UserError,
 };
-use hdrhistogram::Histogram;
 
 use crate::batch::{BatchError, BatchReader, Record};
 use crate::ledger::XorLedger;
-use crate::metrics::{StreamCount, TaskMetrics, new_latency_histogram};
+use crate::metrics::{StreamCount, TaskMetrics};
 use crate::outbox::Outbox;
 use crate::rng::FastRng;
 use crate::router::StreamRouter;
@@ -82,7 +81,7 @@ pub struct Emitter {
     /// Spout message ids to ack right after the emit cycle (at-most-once, or trees with no consumer).
     immediate_acks: Vec<MessageId>,
     /// Spouts: complete latencies not yet published (µs).
-    latencies: Histogram<u64>,
+    latencies: Vec<u64>,
     counts: LocalCounts,
     /// Emits and executes per stream (indexed by `StreamIndex`), published with the other counts.
     stream_counts: Vec<StreamCount>,
@@ -138,7 +137,7 @@ impl Emitter {
             now,
             ledger,
             immediate_acks: Vec::new(),
-            latencies: new_latency_histogram(),
+            latencies: Vec::new(),
             counts: LocalCounts::default(),
             stream_counts: vec![StreamCount::default(); topology.streams().len()],
             stream_counts_dirty: false,
@@ -448,7 +447,7 @@ impl SpoutTask {
             match rec {
                 Ok(Record::Ack { root, xor, .. }) => {
                     if let Some(done) = self.em.ledger.as_mut().and_then(|l| l.ack(root, xor, now)) {
-                        let _ = self.em.latencies.record(done.latency.as_micros().max(1) as u64);
+                        self.em.latencies.push(done.latency.as_micros() as u64);
                         self.em.counts.acked += 1;
                         self.spout.ack(done.message_id);
                     }
