@@ -50,13 +50,15 @@ impl LocalStateManager {
     /// writes or starts anything else. [`Self::delete_topology`] releases the name.
     pub fn create_topology(&self, name: &str, topology: &Topology) -> Result<(), StateError> {
         check_name("topology", name)?;
-        create_exclusive(&paths::node(&self.root, Node::Topology, name), &topology.encode_to_vec()).map_err(|e| {
-            match e {
-                StateError::Io { source, .. } if source.kind() == io::ErrorKind::AlreadyExists => {
-                    StateError::TopologyExists(name.to_string())
-                }
-                other => other,
+        create_exclusive(
+            &paths::node(&self.root, Node::Topology, name),
+            &topology.encode_to_vec(),
+        )
+        .map_err(|e| match e {
+            StateError::Io { source, .. } if source.kind() == io::ErrorKind::AlreadyExists => {
+                StateError::TopologyExists(name.to_string())
             }
+            other => other,
         })
     }
 
@@ -655,8 +657,16 @@ mod tests {
             matches!(&second, Err(StateError::TopologyExists(name)) if name == "wc"),
             "{second:?}"
         );
-        assert_eq!(sm.get_topology("wc").unwrap(), Some(topology("wc")), "the first definition stays");
-        assert_eq!(files(sm.root()), vec![PathBuf::from("topologies/wc")], "no temporary file left");
+        assert_eq!(
+            sm.get_topology("wc").unwrap(),
+            Some(topology("wc")),
+            "the first definition stays"
+        );
+        assert_eq!(
+            files(sm.root()),
+            vec![PathBuf::from("topologies/wc")],
+            "no temporary file left"
+        );
         sm.delete_topology("wc").unwrap();
         sm.create_topology("wc", &topology("again")).unwrap();
         assert_eq!(sm.get_topology("wc").unwrap(), Some(topology("again")));
