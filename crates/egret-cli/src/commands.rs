@@ -190,8 +190,10 @@ pub fn restart(home: &Path, a: RestartArgs) -> anyhow::Result<()> {
     sched.stop(&a.topology, Some(&containers), Duration::from_secs(5))?;
     if sched.supervisor_pid(&a.topology)?.is_some() {
         // The supervisor starts the stopped executors again; wait until each has a new one, so that the command
-        // returns when the restart has happened.
-        let deadline = Instant::now() + Duration::from_secs(30);
+        // returns when the restart has happened. It cannot tell a restart from a crash, so a container restarted
+        // often may wait out the longest back-off first.
+        let patience = egret_scheduler::backoff::MAX_BACKOFF + Duration::from_secs(15);
+        let deadline = Instant::now() + patience;
         loop {
             let statuses = state.container_statuses(&a.topology)?;
             let restarted = containers.iter().all(|&c| {
@@ -204,7 +206,7 @@ pub fn restart(home: &Path, a: RestartArgs) -> anyhow::Result<()> {
             }
             if Instant::now() > deadline {
                 bail!(
-                    "stopped container(s) {containers:?} of topology {}, but the supervisor did not start them again within 30 s (see its log)",
+                    "stopped container(s) {containers:?} of topology {}, but the supervisor did not start them again within {patience:?} (see its log)",
                     a.topology
                 );
             }
