@@ -46,6 +46,10 @@ pub mod keys {
     pub const BACKPRESSURE_HIGH_BYTES: &str = "topology.egret.backpressure.high.bytes";
     /// Egret: ... and at or below which it stops.
     pub const BACKPRESSURE_LOW_BYTES: &str = "topology.egret.backpressure.low.bytes";
+    /// Egret: seconds without a heartbeat (or any frame) from a stmgr after which the tmanager declares it dead and
+    /// drops its connection (Heron's `heron.tmanager.stmgr.state.timeout.sec`). Must exceed the stmgrs' heartbeat
+    /// interval, [`super::defaults::STMGR_HEARTBEAT_INTERVAL_SECS`].
+    pub const STMGR_HEARTBEAT_TIMEOUT_SECS: &str = "topology.egret.stmgr.heartbeat.timeout.secs";
 
     /// Every `topology.*` key Egret knows. A `topology.*` key outside this list is reported at validation, because
     /// it is almost always a typo of one of these.
@@ -77,6 +81,7 @@ pub mod keys {
         QUEUE_BATCHES,
         BACKPRESSURE_HIGH_BYTES,
         BACKPRESSURE_LOW_BYTES,
+        STMGR_HEARTBEAT_TIMEOUT_SECS,
     ];
 }
 
@@ -96,6 +101,11 @@ pub mod defaults {
     /// work and bound memory and latency much tighter.
     pub const BACKPRESSURE_HIGH_BYTES: u64 = 4 * 1024 * 1024;
     pub const BACKPRESSURE_LOW_BYTES: u64 = 2 * 1024 * 1024;
+    /// How often a stmgr sends a heartbeat to the tmanager (Heron's `heron.streammgr.tmanager.heartbeat.interval.sec`
+    /// is 10).
+    pub const STMGR_HEARTBEAT_INTERVAL_SECS: u64 = 5;
+    /// Six missed heartbeats, as Heron's 60 s timeout is for its 10 s heartbeats.
+    pub const STMGR_HEARTBEAT_TIMEOUT_SECS: u64 = 30;
 }
 
 /// Heron's three delivery modes.
@@ -305,6 +315,22 @@ impl Config {
             .clamp(1, 1 << 16) as usize)
     }
 
+    /// How long the tmanager waits for a stmgr's next heartbeat before declaring it dead; more than the heartbeat
+    /// interval, or every healthy stmgr would be declared dead between two heartbeats.
+    pub fn stmgr_heartbeat_timeout(&self) -> Result<Duration, ConfigError> {
+        let secs = self
+            .get_u64(keys::STMGR_HEARTBEAT_TIMEOUT_SECS)?
+            .unwrap_or(defaults::STMGR_HEARTBEAT_TIMEOUT_SECS);
+        if secs <= defaults::STMGR_HEARTBEAT_INTERVAL_SECS {
+            return Err(ConfigError {
+                key: keys::STMGR_HEARTBEAT_TIMEOUT_SECS.into(),
+                value: secs.to_string(),
+                expected: "a number of seconds above the stmgr heartbeat interval (5)",
+            });
+        }
+        Ok(Duration::from_secs(secs))
+    }
+
     /// Every typed key, parsed once, so a bad value is reported when the topology is built rather than at run time.
     pub fn check(&self) -> Vec<ConfigError> {
         let mut errors = Vec::new();
@@ -323,6 +349,7 @@ impl Config {
         note(self.spout_wait().map(drop));
         note(self.queue_batches().map(drop));
         note(self.backpressure_watermarks().map(drop));
+        note(self.stmgr_heartbeat_timeout().map(drop));
         note(self.get_u64(keys::STMGRS).map(drop));
         note(self.get_u64(keys::COMPONENT_PARALLELISM).map(drop));
         note(self.get_bool(keys::DEBUG).map(drop));
@@ -362,6 +389,31 @@ mod tests {
         assert_eq!(Config::new().message_timeout().unwrap(), Duration::from_secs(30));
         let c = Config::new().with(keys::TICK_TUPLE_FREQ_SECS, "0.5");
         assert_eq!(c.tick_period().unwrap(), Some(Duration::from_millis(500)));
+    }
+
+    #[test]
+    fn the_stmgr_heartbeat_timeout_must_exceed_the_heartbeat_interval() {
+        let timeout = |v: &str| {
+            Config::new()
+                .with(keys::STMGR_HEARTBEAT_TIMEOUT_SECS, v)
+                .stmgr_heartbeat_timeout()
+        };
+        assert_eq!(Config::new().stmgr_heartbeat_timeout(), Ok(Duration::from_secs(30)));
+        assert_eq!(timeout("6"), Ok(Duration::from_secs(6)));
+        for bad in ["5", "0", "-1", "soon"] {
+            let err = timeout(bad).unwrap_err();
+            assert_eq!(
+                (err.key.as_str(), err.value.as_str()),
+                (keys::STMGR_HEARTBEAT_TIMEOUT_SECS, bad)
+            );
+        }
+        assert_eq!(
+            Config::new()
+                .with(keys::STMGR_HEARTBEAT_TIMEOUT_SECS, "3")
+                .check()
+                .len(),
+            1
+        );
     }
 
     #[test]

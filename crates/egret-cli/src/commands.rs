@@ -4,13 +4,14 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Args;
 use egret_proto::egret::{Location, SetActive, control};
 use egret_scheduler::local::{LocalScheduler, alive};
 use egret_scheduler::package_dir;
+use egret_scheduler::supervisor::SUPERVISOR;
 use egret_statemgr::LocalStateManager;
 use egret_transport::{Frame, split};
 
@@ -62,6 +63,14 @@ pub struct DaemonArgs {
 }
 
 #[derive(Args)]
+pub struct SupervisorArgs {
+    #[arg(long)]
+    cluster: String,
+    #[arg(long)]
+    topology: String,
+}
+
+#[derive(Args)]
 pub struct TrackerArgs {
     /// Port to listen on; 0 picks a free one (see --port-file).
     #[arg(long, default_value_t = 8888)]
@@ -86,7 +95,8 @@ fn existing(home: &Path, cluster: &str, topology: &str) -> anyhow::Result<LocalS
     Ok(egret_tracker::explain::existing(home, cluster, topology)?)
 }
 
-/// Stops every process of a topology and removes its state, package and nothing else (logs stay).
+/// Stops every process of a topology (its supervisor first) and removes its state, package and nothing else (logs
+/// stay). Also what a failed submit does, so it must cope with a topology that is only partly written.
 pub fn cleanup(home: &Path, cluster: &str, topology: &str) -> anyhow::Result<Vec<i32>> {
     let groups = scheduler(home, cluster)?.stop(topology, None, Duration::from_secs(5))?;
     LocalStateManager::new(home, cluster)?.delete_topology(topology)?;
@@ -99,10 +109,12 @@ pub fn cleanup(home: &Path, cluster: &str, topology: &str) -> anyhow::Result<Vec
 
 pub fn kill(home: &Path, a: TopologyArgs) -> anyhow::Result<()> {
     let state = existing(home, &a.cluster, &a.topology)?;
+    let supervisor = state.get_location(&a.topology, SUPERVISOR)?.map(|l| l.pid);
     let pids: Vec<i32> = state
         .container_statuses(&a.topology)?
         .iter()
         .flat_map(|c| c.processes.iter().map(|p| p.pid).chain([c.executor_pid]))
+        .chain(supervisor)
         .collect();
     let groups = cleanup(home, &a.cluster, &a.topology)?;
     let survivors: Vec<i32> = pids.into_iter().filter(|&p| alive(p)).collect();
@@ -170,9 +182,41 @@ pub fn restart(home: &Path, a: RestartArgs) -> anyhow::Result<()> {
             .collect(),
     };
     let sched = scheduler(home, &a.cluster)?;
+    let old_executors: Vec<i32> = state
+        .container_statuses(&a.topology)?
+        .iter()
+        .map(|s| s.executor_pid)
+        .collect();
     sched.stop(&a.topology, Some(&containers), Duration::from_secs(5))?;
-    for &c in &containers {
-        sched.launch(&a.topology, c)?;
+    if sched.supervisor_pid(&a.topology)?.is_some() {
+        // The supervisor starts the stopped executors again; wait until each has a new one, so that the command
+        // returns when the restart has happened. It cannot tell a restart from a crash, so a container restarted
+        // often may wait out the longest back-off first.
+        let patience = egret_scheduler::backoff::MAX_BACKOFF + Duration::from_secs(15);
+        let deadline = Instant::now() + patience;
+        loop {
+            let statuses = state.container_statuses(&a.topology)?;
+            let restarted = containers.iter().all(|&c| {
+                statuses
+                    .iter()
+                    .any(|s| s.container == c && !old_executors.contains(&s.executor_pid) && alive(s.executor_pid))
+            });
+            if restarted {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "stopped container(s) {containers:?} of topology {}, but the supervisor did not start them again within {patience:?} (see its log)",
+                    a.topology
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    } else {
+        // Nobody supervises this topology (its supervisor died): start the executors here, unsupervised.
+        for &c in &containers {
+            sched.launch(&a.topology, c)?;
+        }
     }
     println!("restarted container(s) {containers:?} of topology {}", a.topology);
     Ok(())
@@ -300,6 +344,16 @@ pub fn tracker(home: &Path, a: TrackerArgs) -> anyhow::Result<()> {
         .await?;
         Ok(())
     })
+}
+
+pub fn supervisor(home: &Path, a: SupervisorArgs) -> anyhow::Result<()> {
+    egret_scheduler::supervisor::run(egret_scheduler::supervisor::Opts {
+        egret_home: home.to_path_buf(),
+        cluster: a.cluster,
+        topology: a.topology,
+        egret_bin: std::env::current_exe().context("cannot find the egret binary")?,
+    })?;
+    Ok(())
 }
 
 pub fn executor(home: &Path, a: DaemonArgs) -> anyhow::Result<()> {

@@ -1,6 +1,7 @@
 //! `egret`: the one binary of an Egret install. User commands (`submit`, `kill`, `activate`, `deactivate`,
-//! `restart`, `list`, `explain`, `prometheus-config`), the `tracker` service, and the daemon roles the executors
-//! start (`executor`, `tmanager`, `stmgr`, `metricsmgr`, hidden from `--help`). Exit status 0 on success; otherwise
+//! `restart`, `list`, `explain`, `prometheus-config`), the `tracker` service, and the daemon roles (hidden from
+//! `--help`): `supervisor` (started by `submit`), `executor` (started by the supervisor), and `tmanager`, `stmgr`,
+//! `metricsmgr` (started by the executors). Exit status 0 on success; otherwise
 //! a one-line reason on stderr.
 
 mod commands;
@@ -53,6 +54,8 @@ enum Command {
     /// Print (or write) a Prometheus scrape configuration for the metrics managers of the running topologies.
     PrometheusConfig(prometheus_config::PrometheusConfigArgs),
     #[command(hide = true)]
+    Supervisor(commands::SupervisorArgs),
+    #[command(hide = true)]
     Executor(commands::DaemonArgs),
     #[command(hide = true)]
     Tmanager(commands::DaemonArgs),
@@ -81,6 +84,7 @@ fn main() {
         Command::Explain(a) => commands::explain(&home, a),
         Command::Tracker(a) => commands::tracker(&home, a),
         Command::PrometheusConfig(a) => prometheus_config::prometheus_config(&home, a),
+        Command::Supervisor(a) => commands::supervisor(&home, a),
         Command::Executor(a) => commands::executor(&home, a),
         Command::Tmanager(a) => commands::tmanager(&home, a),
         Command::Stmgr(a) => commands::stmgr(&home, a),

@@ -2,7 +2,7 @@
 //! start one executor per container, and wait until the physical plan is published.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
@@ -15,7 +15,7 @@ use egret_proto::egret::ExecutionState;
 use egret_proto::{Message, api};
 use egret_scheduler::local::LocalScheduler;
 use egret_scheduler::package_dir;
-use egret_statemgr::LocalStateManager;
+use egret_statemgr::{LocalStateManager, StateError};
 
 use crate::commands::{check_cluster, cleanup};
 
@@ -161,29 +161,59 @@ pub fn submit(home: &Path, a: SubmitArgs) -> anyhow::Result<()> {
     }
 
     let state = LocalStateManager::new(home, &a.cluster)?;
-    if state.exists(&name)? {
-        bail!(
-            "topology {name} already exists on cluster {}: kill it first (egret kill {} {name})",
+    // Claim the name before anything else is written or started: of two submits of one name at once, exactly one
+    // creates the definition; the other stops here having touched nothing.
+    match state.create_topology(&name, &definition) {
+        Ok(()) => {}
+        Err(StateError::TopologyExists(_)) => bail!(
+            "topology {name} already exists on cluster {} (or is being submitted right now): kill it first (egret kill {} {name})",
             a.cluster,
             a.cluster
-        );
+        ),
+        Err(e) => return Err(e.into()),
     }
-    let pkg_dir = package_dir(home, &a.cluster, &name);
+    // From here on the name is ours: whatever fails, remove what was started and written, which frees the name.
+    match start(home, &a, &state, &binary, &name, &definition, &plan) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let logs = egret_scheduler::log_dir(home, &a.cluster, &name);
+            if let Err(cleanup_error) = cleanup(home, &a.cluster, &name) {
+                eprintln!("egret: could not clean up topology {name}: {cleanup_error:#}");
+            }
+            Err(e.context(format!(
+                "topology {name} did not start; it was killed (logs are in {})",
+                logs.display()
+            )))
+        }
+    }
+}
+
+/// Uploads the binary, writes the rest of the state, starts the supervisor (which starts the executors) and waits
+/// until the topology runs. The definition is already stored.
+fn start(
+    home: &Path,
+    a: &SubmitArgs,
+    state: &LocalStateManager,
+    binary: &Path,
+    name: &str,
+    definition: &api::Topology,
+    plan: &egret_proto::egret::PackingPlan,
+) -> anyhow::Result<()> {
+    let pkg_dir = package_dir(home, &a.cluster, name);
     std::fs::create_dir_all(&pkg_dir).with_context(|| format!("cannot create {}", pkg_dir.display()))?;
     let file_name = binary
         .file_name()
         .map(|f| f.to_os_string())
         .unwrap_or_else(|| "topology".into());
     let package = pkg_dir.join(file_name);
-    std::fs::copy(&binary, &package).with_context(|| format!("cannot upload the binary to {}", package.display()))?;
+    std::fs::copy(binary, &package).with_context(|| format!("cannot upload the binary to {}", package.display()))?;
     eprintln!("[4/5] uploaded the binary to {}", package.display());
     let user = std::env::var("USER").unwrap_or_default();
-    state.put_topology(&name, &definition)?;
-    state.put_packing_plan(&name, &plan)?;
+    state.put_packing_plan(name, plan)?;
     state.put_execution_state(
-        &name,
+        name,
         &ExecutionState {
-            topology_name: name.clone(),
+            topology_name: name.to_string(),
             topology_id: definition.id.clone(),
             cluster: a.cluster.clone(),
             submission_time_ms: now_ms(),
@@ -197,48 +227,54 @@ pub fn submit(home: &Path, a: SubmitArgs) -> anyhow::Result<()> {
 
     let egret_bin = std::env::current_exe().context("cannot find the egret binary")?;
     let scheduler = LocalScheduler::new(home, &a.cluster, egret_bin);
-    for container in 0..=plan.containers.len() as i32 {
-        if let Err(e) = scheduler.launch(&name, container) {
-            let _ = cleanup(home, &a.cluster, &name);
-            return Err(e).context("starting the executors");
-        }
-    }
+    let mut supervisor = scheduler.launch_supervisor(name).context("starting the supervisor")?;
     eprintln!(
-        "[5/5] started {} executors; waiting for the physical plan",
+        "[5/5] started the supervisor of {} executors; waiting for the physical plan",
         plan.containers.len() + 1
     );
-    match wait_running(&state, &name, tasks, Duration::from_secs(a.timeout)) {
-        Ok(()) => {
-            let how = if a.deploy_deactivated {
-                "deployed deactivated"
-            } else {
-                "running"
-            };
-            println!(
-                "topology {name} is {how} on cluster {}: {tasks} instances in {} containers",
-                a.cluster,
-                plan.containers.len()
-            );
-            println!("see it with: egret explain {} {name}", a.cluster);
-            Ok(())
-        }
-        Err(e) => {
-            let logs = egret_scheduler::log_dir(home, &a.cluster, &name);
-            let _ = cleanup(home, &a.cluster, &name);
-            Err(e.context(format!(
-                "the topology did not start; it was killed (logs were in {})",
-                logs.display()
-            )))
-        }
-    }
+    let tasks: usize = plan.containers.iter().map(|c| c.instances.len()).sum();
+    let supervisor_log = egret_scheduler::log_dir(home, &a.cluster, name).join("supervisor.log");
+    wait_running(
+        state,
+        name,
+        tasks,
+        &mut supervisor,
+        &supervisor_log,
+        Duration::from_secs(a.timeout),
+    )?;
+    let how = if a.deploy_deactivated {
+        "deployed deactivated"
+    } else {
+        "running"
+    };
+    println!(
+        "topology {name} is {how} on cluster {}: {tasks} instances in {} containers",
+        a.cluster,
+        plan.containers.len()
+    );
+    println!("see it with: egret explain {} {name}", a.cluster);
+    Ok(())
 }
 
 /// Waits until the tmanager has published a physical plan with every instance, showing progress; fails early when
 /// a process keeps crashing.
-fn wait_running(state: &LocalStateManager, name: &str, tasks: usize, timeout: Duration) -> anyhow::Result<()> {
+fn wait_running(
+    state: &LocalStateManager,
+    name: &str,
+    tasks: usize,
+    supervisor: &mut Child,
+    supervisor_log: &Path,
+    timeout: Duration,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
     let mut last = String::new();
     loop {
+        if let Some(exit) = supervisor.try_wait().context("waiting for the supervisor")? {
+            bail!(
+                "the supervisor exited ({exit}); its log ends with:\n{}",
+                log_tail(supervisor_log, 10)
+            );
+        }
         if let Some(p) = state.get_physical_plan(name)?
             && p.instances.len() >= tasks
         {
@@ -261,20 +297,12 @@ fn wait_running(state: &LocalStateManager, name: &str, tasks: usize, timeout: Du
             last = line;
         }
         if let Some(bad) = procs.iter().find(|p| p.restarts >= 3) {
-            let tail = std::fs::read_to_string(&bad.log_file).unwrap_or_default();
-            let tail: Vec<&str> = tail
-                .lines()
-                .rev()
-                .take(10)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect();
+            let tail = log_tail(Path::new(&bad.log_file), 10);
             bail!(
                 "{} keeps exiting ({}); its log ends with:\n{}",
                 bad.name,
                 bad.state,
-                tail.join("\n")
+                tail
             );
         }
         if Instant::now() > deadline {
@@ -282,4 +310,11 @@ fn wait_running(state: &LocalStateManager, name: &str, tasks: usize, timeout: Du
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// The last `lines` lines of a log file (empty if it cannot be read).
+fn log_tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
 }

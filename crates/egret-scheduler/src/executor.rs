@@ -2,8 +2,15 @@
 //! reset after a minute of good health), and records what runs in the state manager for `egret explain`.
 //! It is started as the leader of its own process group, so the scheduler stops the container by signalling the
 //! group: the executor and every child go together.
+//!
+//! Its children also die when the executor dies alone (`kill -9` of the executor): each is started with
+//! `PR_SET_PDEATHSIG = SIGKILL`, so no process of a dead executor keeps running unsupervised beside the processes
+//! of the executor the supervisor starts in its place. The kernel sends that signal when the *thread* that forked
+//! the child exits, so every child is started from the executor's main thread (the one loop in [`run`]).
 
 use std::fs::{self, File};
+use std::io;
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -11,6 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use egret_proto::egret::{ContainerStatus, ProcessStatus};
 use egret_statemgr::LocalStateManager;
 
+use crate::backoff::Backoff;
 use crate::{SchedulerError, log_dir};
 
 #[derive(Debug, Clone)]
@@ -23,10 +31,6 @@ pub struct Opts {
     pub egret_bin: PathBuf,
 }
 
-const MIN_BACKOFF: Duration = Duration::from_millis(500);
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
-const HEALTHY_AFTER: Duration = Duration::from_secs(60);
-
 /// One process the executor keeps running.
 struct Supervised {
     name: String,
@@ -38,7 +42,7 @@ struct Supervised {
     started: Instant,
     started_ms: i64,
     restarts: i32,
-    backoff: Duration,
+    backoff: Backoff,
     restart_at: Option<Instant>,
     last_exit: String,
 }
@@ -54,13 +58,15 @@ impl Supervised {
         let out = File::options().create(true).append(true).open(&self.log);
         let spawned = out.and_then(|out| {
             let err = out.try_clone()?;
-            Command::new(&self.program)
+            let mut command = Command::new(&self.program);
+            command
                 .args(&self.args)
                 .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
                 .stdin(Stdio::null())
                 .stdout(out)
-                .stderr(err)
-                .spawn()
+                .stderr(err);
+            die_with_this_process(&mut command);
+            command.spawn()
         });
         self.started = Instant::now();
         self.started_ms = now_ms();
@@ -75,11 +81,7 @@ impl Supervised {
     }
 
     fn schedule_restart(&mut self) {
-        if self.started.elapsed() > HEALTHY_AFTER {
-            self.backoff = MIN_BACKOFF;
-        }
-        self.restart_at = Some(Instant::now() + self.backoff);
-        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        self.restart_at = Some(Instant::now() + self.backoff.after_exit(self.started.elapsed()));
     }
 
     fn status(&self, container: i32) -> ProcessStatus {
@@ -97,6 +99,27 @@ impl Supervised {
             restarts: self.restarts,
             started_ms: self.started_ms,
         }
+    }
+}
+
+/// Makes the child that `command` starts receive SIGKILL when this process's calling thread exits, however it
+/// exits (see the module doc for why that thread is the main one).
+fn die_with_this_process(command: &mut Command) {
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: the hook runs in the forked child before exec and calls only async-signal-safe functions (prctl,
+    // getppid); it allocates nothing.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // The executor may have died between the fork and the prctl, before the signal was armed: then the
+            // child has been reparented already and must not start at all (ESRCH: its parent is gone).
+            if libc::getppid() != parent {
+                return Err(io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
     }
 }
 
@@ -165,7 +188,7 @@ pub fn run(opts: Opts) -> Result<(), SchedulerError> {
             started: Instant::now(),
             started_ms: 0,
             restarts: 0,
-            backoff: MIN_BACKOFF,
+            backoff: Backoff::default(),
             restart_at: None,
             last_exit: String::new(),
         })

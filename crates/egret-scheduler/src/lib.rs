@@ -1,16 +1,20 @@
 //! Scheduling on this machine.
 //!
-//! - [`local::LocalScheduler`] starts one **executor** per container as its own process group, and kills or
-//!   restarts containers by signalling those groups.
+//! - [`local::LocalScheduler`] starts a topology's **supervisor** and its **executors** (one per container), each
+//!   as its own process group, and stops containers by signalling those groups.
+//! - [`supervisor::run`] is the supervisor: one per topology, it starts every executor and starts again any that
+//!   exits, with back-off.
 //! - [`executor::run`] is the executor: it starts the container's processes (container 0: tmanager and
 //!   metricsmgr; container k: stmgr, metricsmgr and one instance per task), writes their status to the state
-//!   manager, and restarts a process that exits, with back-off.
+//!   manager, and restarts a process that exits, with back-off ([`backoff`]). Its processes die with it.
 //!
 //! Files: logs under `$EGRET_HOME/logs/<cluster>/<topology>/<process>.log`, uploaded binaries under
 //! `$EGRET_HOME/packages/<cluster>/<topology>/`.
 
+pub mod backoff;
 pub mod executor;
 pub mod local;
+pub mod supervisor;
 
 use std::path::{Path, PathBuf};
 

@@ -1,13 +1,15 @@
-//! The local scheduler: every container is an executor process group on this machine.
+//! The local scheduler: every container is an executor process group on this machine, started and restarted by
+//! the topology's supervisor process.
 
 use std::fs::{self, File};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use egret_statemgr::LocalStateManager;
 
+use crate::supervisor::SUPERVISOR;
 use crate::{SchedulerError, log_dir};
 
 pub struct LocalScheduler {
@@ -46,11 +48,28 @@ impl LocalScheduler {
         }
     }
 
-    /// Starts the executor of `container` as a new process group; returns its pid (= process group id).
-    pub fn launch(&self, topology: &str, container: i32) -> Result<i32, SchedulerError> {
+    /// Starts the supervisor of `topology` (which starts every executor, and starts again any that exits) as a new
+    /// process group, logging to `supervisor.log`.
+    pub fn launch_supervisor(&self, topology: &str) -> Result<Child, SchedulerError> {
+        self.spawn_role(topology, SUPERVISOR, SUPERVISOR, &[])
+    }
+
+    /// Starts the executor of `container` as a new process group (its pid is the group id), logging to
+    /// `executor-<container>.log`.
+    pub fn launch(&self, topology: &str, container: i32) -> Result<Child, SchedulerError> {
+        let container = container.to_string();
+        self.spawn_role(
+            topology,
+            "executor",
+            &format!("executor-{container}"),
+            &["--container", &container],
+        )
+    }
+
+    fn spawn_role(&self, topology: &str, role: &str, log_name: &str, extra: &[&str]) -> Result<Child, SchedulerError> {
         let logs = log_dir(&self.egret_home, &self.cluster, topology);
         fs::create_dir_all(&logs).map_err(SchedulerError::io(format!("creating {}", logs.display())))?;
-        let log_path = logs.join(format!("executor-{container}.log"));
+        let log_path = logs.join(format!("{log_name}.log"));
         let log = File::options()
             .create(true)
             .append(true)
@@ -59,29 +78,33 @@ impl LocalScheduler {
         let err = log
             .try_clone()
             .map_err(SchedulerError::io("duplicating the log file"))?;
-        let child = Command::new(&self.egret_bin)
-            .arg("executor")
+        Command::new(&self.egret_bin)
+            .arg(role)
             .arg("--home")
             .arg(&self.egret_home)
-            .args([
-                "--cluster",
-                &self.cluster,
-                "--topology",
-                topology,
-                "--container",
-                &container.to_string(),
-            ])
+            .args(["--cluster", &self.cluster, "--topology", topology])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(err)
             .process_group(0)
             .spawn()
-            .map_err(SchedulerError::io(format!("starting {}", self.egret_bin.display())))?;
-        Ok(child.id() as i32)
+            .map_err(SchedulerError::io(format!("starting {}", self.egret_bin.display())))
+    }
+
+    /// The pid of the topology's supervisor if it is running.
+    pub fn supervisor_pid(&self, topology: &str) -> Result<Option<i32>, SchedulerError> {
+        let state = LocalStateManager::new(&self.egret_home, &self.cluster)?;
+        Ok(state
+            .get_location(topology, SUPERVISOR)?
+            .map(|l| l.pid)
+            .filter(|&pid| alive(pid)))
     }
 
     /// Stops the executors (and so every process) of the given containers, or of all: SIGTERM to each group, then
-    /// SIGKILL to what is left after `grace`. Returns the process groups that were signalled.
+    /// SIGKILL to what is left after `grace`. Stopping all (`None`) stops the supervisor first, so that it does not
+    /// start them again. A container stopped alone is started again by the supervisor. Returns the process groups
+    /// that were signalled.
     pub fn stop(
         &self,
         topology: &str,
@@ -89,6 +112,14 @@ impl LocalScheduler {
         grace: Duration,
     ) -> Result<Vec<i32>, SchedulerError> {
         let state = LocalStateManager::new(&self.egret_home, &self.cluster)?;
+        let mut stopped = Vec::new();
+        if containers.is_none()
+            && let Some(location) = state.get_location(topology, SUPERVISOR)?
+            && location.pid > 0
+        {
+            stop_groups(&[location.pid], grace);
+            stopped.push(location.pid);
+        }
         let groups: Vec<i32> = state
             .container_statuses(topology)?
             .into_iter()
@@ -96,22 +127,29 @@ impl LocalScheduler {
             .map(|c| c.executor_pid)
             .filter(|&pid| pid > 0)
             .collect();
-        for &g in &groups {
-            signal_group(g, libc::SIGTERM);
+        stop_groups(&groups, grace);
+        stopped.extend(groups);
+        Ok(stopped)
+    }
+}
+
+/// SIGTERM to each process group, SIGKILL to those still there after `grace`, then waits (up to 5 s more) until
+/// they are gone.
+fn stop_groups(groups: &[i32], grace: Duration) {
+    for &g in groups {
+        signal_group(g, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + grace;
+    while groups.iter().any(|&g| group_alive(g)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for &g in groups {
+        if group_alive(g) {
+            signal_group(g, libc::SIGKILL);
         }
-        let deadline = Instant::now() + grace;
-        while groups.iter().any(|&g| group_alive(g)) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        for &g in &groups {
-            if group_alive(g) {
-                signal_group(g, libc::SIGKILL);
-            }
-        }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while groups.iter().any(|&g| group_alive(g)) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Ok(groups)
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while groups.iter().any(|&g| group_alive(g)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
     }
 }

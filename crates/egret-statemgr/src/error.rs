@@ -10,6 +10,9 @@ pub enum StateError {
     /// A container status for a negative container id (ids are 0 for the tmanager's container, then 1..N).
     #[error("container id {0} is invalid: container ids are 0 or more")]
     InvalidContainer(i32),
+    /// A topology of this name already exists (or is being submitted right now).
+    #[error("topology {0} already exists")]
+    TopologyExists(String),
     /// A file exists but does not hold the message it should.
     #[error("{}: does not decode: {reason}", path.display())]
     Corrupt { path: PathBuf, reason: String },

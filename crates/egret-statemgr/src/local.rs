@@ -44,6 +44,24 @@ impl LocalStateManager {
         self.put(Node::Topology, name, topology)
     }
 
+    /// Writes the definition of a new topology, or fails with [`StateError::TopologyExists`] if `name` already has
+    /// one. The check and the write are one step (a hard link, which the kernel refuses over an existing file), so
+    /// of two submits of one name at once exactly one succeeds: this is how a submit claims its name before it
+    /// writes or starts anything else. [`Self::delete_topology`] releases the name.
+    pub fn create_topology(&self, name: &str, topology: &Topology) -> Result<(), StateError> {
+        check_name("topology", name)?;
+        create_exclusive(
+            &paths::node(&self.root, Node::Topology, name),
+            &topology.encode_to_vec(),
+        )
+        .map_err(|e| match e {
+            StateError::Io { source, .. } if source.kind() == io::ErrorKind::AlreadyExists => {
+                StateError::TopologyExists(name.to_string())
+            }
+            other => other,
+        })
+    }
+
     pub fn get_topology(&self, name: &str) -> Result<Option<Topology>, StateError> {
         self.get(Node::Topology, name)
     }
@@ -299,6 +317,33 @@ fn write_atomic(target: &Path, bytes: &[u8]) -> Result<(), StateError> {
         let _ = fs::remove_file(&temp);
         return Err(e);
     }
+    sync_dir(dir)
+}
+
+/// Creates `target` with `bytes`, complete, or fails with an `AlreadyExists` I/O error if it exists: the content
+/// goes to a temporary file (fsynced), which is then hard-linked as `target` (link(2) never replaces a file, so
+/// two creators race safely and a reader never sees a part), and the temporary name is removed.
+fn create_exclusive(target: &Path, bytes: &[u8]) -> Result<(), StateError> {
+    let Some(dir) = target.parent() else {
+        let source = io::Error::new(io::ErrorKind::InvalidInput, "no parent directory");
+        return Err(StateError::io(target, source));
+    };
+    fs::create_dir_all(dir).map_err(|e| StateError::io(dir, e))?;
+    let temp = paths::temp_for(target, std::process::id(), TEMP_SEQ.fetch_add(1, Ordering::Relaxed));
+    let created = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&temp)
+        .and_then(|mut file| {
+            file.write_all(bytes)?;
+            file.sync_all()
+        })
+        .map_err(|e| StateError::io(&temp, e))
+        .and_then(|()| fs::hard_link(&temp, target).map_err(|e| StateError::io(target, e)));
+    // Best effort either way: the target (if created) holds the content, and a leftover temporary file is skipped
+    // by every listing.
+    let _ = fs::remove_file(&temp);
+    created?;
     sync_dir(dir)
 }
 
@@ -604,6 +649,54 @@ mod tests {
     }
 
     #[test]
+    fn a_topology_is_created_once_until_it_is_deleted() {
+        let (_home, sm) = manager();
+        sm.create_topology("wc", &topology("wc")).unwrap();
+        let second = sm.create_topology("wc", &topology("other"));
+        assert!(
+            matches!(&second, Err(StateError::TopologyExists(name)) if name == "wc"),
+            "{second:?}"
+        );
+        assert_eq!(
+            sm.get_topology("wc").unwrap(),
+            Some(topology("wc")),
+            "the first definition stays"
+        );
+        assert_eq!(
+            files(sm.root()),
+            vec![PathBuf::from("topologies/wc")],
+            "no temporary file left"
+        );
+        sm.delete_topology("wc").unwrap();
+        sm.create_topology("wc", &topology("again")).unwrap();
+        assert_eq!(sm.get_topology("wc").unwrap(), Some(topology("again")));
+    }
+
+    #[test]
+    fn of_many_creators_at_once_exactly_one_wins() {
+        let (_home, sm) = manager();
+        let barrier = std::sync::Barrier::new(8);
+        let wins: usize = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|i| {
+                    let (sm, barrier) = (&sm, &barrier);
+                    s.spawn(move || {
+                        barrier.wait();
+                        match sm.create_topology("wc", &topology(&format!("copy{i}"))) {
+                            Ok(()) => 1,
+                            Err(StateError::TopologyExists(_)) => 0,
+                            Err(e) => panic!("unexpected error: {e}"),
+                        }
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().expect("creator thread")).sum()
+        });
+        assert_eq!(wins, 1);
+        assert_eq!(files(sm.root()), vec![PathBuf::from("topologies/wc")]);
+    }
+
+    #[test]
     fn writes_leave_no_temporary_files() {
         let (_home, sm) = manager();
         for _ in 0..3 {
@@ -676,6 +769,7 @@ mod tests {
             };
             is_invalid(sm.put_topology(bad, &topology("x")), "topology");
             is_invalid(sm.get_topology(bad).map(drop), "topology");
+            is_invalid(sm.create_topology(bad, &topology("x")), "topology");
             is_invalid(sm.put_packing_plan(bad, &packing_plan("x", 1)), "topology");
             is_invalid(sm.get_physical_plan(bad).map(drop), "topology");
             is_invalid(sm.put_execution_state(bad, &execution_state("x")), "topology");

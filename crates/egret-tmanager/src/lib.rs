@@ -3,20 +3,28 @@
 //! task runs behind which stmgr, on which port, and whether the topology is active), stores it in the state
 //! manager and pushes it to every stmgr. `activate` / `deactivate` from the CLI change the plan's state and push it
 //! again; a stmgr that registers again (restarted) gets the current plan.
+//!
+//! A stmgr is alive while it sends something: it sends a heartbeat every
+//! `egret_api::defaults::STMGR_HEARTBEAT_INTERVAL_SECS`, and a stmgr silent for
+//! `topology.egret.stmgr.heartbeat.timeout.secs` (a stopped or wedged process, a half-open connection) is declared
+//! dead: logged, its connection dropped, and from then on treated like a stmgr that disconnected (it gets no plan
+//! until it registers again).
 
 mod metrics_store;
 
 pub use metrics_store::MetricsStore;
 
 use std::collections::BTreeMap;
-use std::net::{TcpListener, TcpStream};
+use std::io;
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use egret_proto::api::TopologyState;
 use egret_proto::egret::{InstanceInfo, Location, PhysicalPlan, RegisterStmgr, Status, StmgrInfo, control};
 use egret_statemgr::LocalStateManager;
-use egret_transport::{Frame, FrameWriter, Writer, control_frame, split};
+use egret_transport::{Frame, FrameError, FrameWriter, Writer, control_frame, split};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TmanagerError {
@@ -24,6 +32,10 @@ pub enum TmanagerError {
     State(#[from] egret_statemgr::StateError),
     #[error("topology {0} has no {1}")]
     Missing(String, &'static str),
+    #[error("topology definition: {0}")]
+    Definition(#[from] egret_proto::defn::DefnError),
+    #[error("{0}")]
+    Config(#[from] egret_api::ConfigError),
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -52,6 +64,8 @@ struct Tm {
 struct Tmanager {
     opts: Opts,
     state: LocalStateManager,
+    /// How long a registered stmgr may stay silent before it is declared dead.
+    heartbeat_timeout: Duration,
     inner: Mutex<Tm>,
     metrics: Mutex<MetricsStore>,
 }
@@ -67,6 +81,10 @@ pub fn run(opts: Opts) -> Result<(), TmanagerError> {
         .get_packing_plan(&name)?
         .ok_or_else(|| TmanagerError::Missing(name.clone(), "packing plan"))?;
     let expected: Vec<String> = packing.containers.iter().map(|c| format!("stmgr-{}", c.id)).collect();
+    let heartbeat_timeout = egret_proto::defn::from_definition(&topology)?
+        .topology
+        .config()
+        .stmgr_heartbeat_timeout()?;
     // A restarted tmanager keeps the activation state it had published.
     let mut topology = topology;
     if let Some(old) = state.get_physical_plan(&name)?.and_then(|p| p.topology) {
@@ -74,7 +92,9 @@ pub fn run(opts: Opts) -> Result<(), TmanagerError> {
     }
     let listener = TcpListener::bind((opts.host.as_str(), 0))?;
     let port = listener.local_addr()?.port();
-    eprintln!("tmanager: topology={name} port={port} waiting for {expected:?}");
+    eprintln!(
+        "tmanager: topology={name} port={port} stmgr_heartbeat_timeout={heartbeat_timeout:?} waiting for {expected:?}"
+    );
     state.put_location(
         &name,
         &Location {
@@ -89,6 +109,7 @@ pub fn run(opts: Opts) -> Result<(), TmanagerError> {
     let tm = Arc::new(Tmanager {
         opts,
         state,
+        heartbeat_timeout,
         inner: Mutex::new(Tm {
             topology,
             expected,
@@ -108,12 +129,17 @@ fn status(ok: bool, message: impl Into<String>) -> control::Msg {
     })
 }
 
-fn serve(tm: &Tmanager, stream: TcpStream) -> Result<(), egret_transport::FrameError> {
+fn serve(tm: &Tmanager, stream: TcpStream) -> Result<(), FrameError> {
+    // A second handle on the same socket, to arm a registered stmgr's heartbeat timeout and to drop a stmgr that is
+    // declared dead (socket options and shutdown act on the socket, whichever handle sets them).
+    let socket = stream.try_clone()?;
     let (mut reader, mut writer) = split(stream, egret_transport::DEFAULT_MAX_FRAME)?;
     match reader.read()? {
         Frame::Control(control::Msg::RegisterStmgr(r)) => {
             let id = register(tm, r, &mut writer)?;
             let Some(id) = id else { return Ok(()) };
+            // A read that waits longer than the timeout fails: that is a missed heartbeat deadline.
+            socket.set_read_timeout(Some(tm.heartbeat_timeout))?;
             let tx = egret_transport::spawn_writer(writer, 64, id.clone());
             let plan = {
                 let Ok(mut inner) = tm.inner.lock() else { return Ok(()) };
@@ -129,15 +155,26 @@ fn serve(tm: &Tmanager, stream: TcpStream) -> Result<(), egret_transport::FrameE
                 }
                 None => publish_if_complete(tm),
             }
-            // Heartbeats until the stmgr goes away.
+            // Heartbeats until the stmgr goes away or falls silent.
             let result = loop {
                 match reader.read() {
                     Ok(_) => {}
                     Err(e) => break e,
                 }
             };
+            if missed_deadline(&result) {
+                eprintln!(
+                    "tmanager: {id} declared dead: no heartbeat for {:?}; dropping its connection",
+                    tm.heartbeat_timeout
+                );
+                // Closing it tells the stmgr too, if it ever runs again: it reconnects and registers anew.
+                let _ = socket.shutdown(Shutdown::Both);
+            }
+            // Like a disconnected stmgr: no plan is pushed to it until it registers again. Only this connection's
+            // writer is cleared: the stmgr may have registered again on a new connection meanwhile.
             if let Ok(mut inner) = tm.inner.lock()
                 && let Some(s) = inner.stmgrs.get_mut(&id)
+                && s.writer.as_ref().is_some_and(|w| w.same(&tx))
             {
                 s.writer = None;
             }
@@ -184,12 +221,14 @@ fn serve(tm: &Tmanager, stream: TcpStream) -> Result<(), egret_transport::FrameE
     }
 }
 
+/// Whether a read failed because nothing arrived within the socket's read timeout (Linux reports `WouldBlock`,
+/// other systems `TimedOut`).
+fn missed_deadline(e: &FrameError) -> bool {
+    matches!(e, FrameError::Io(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut))
+}
+
 /// Records a stmgr's registration; `None` if it was refused.
-fn register(
-    tm: &Tmanager,
-    r: RegisterStmgr,
-    writer: &mut FrameWriter,
-) -> Result<Option<String>, egret_transport::FrameError> {
+fn register(tm: &Tmanager, r: RegisterStmgr, writer: &mut FrameWriter) -> Result<Option<String>, FrameError> {
     let Ok(mut inner) = tm.inner.lock() else {
         return Ok(None);
     };

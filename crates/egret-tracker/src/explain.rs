@@ -7,6 +7,7 @@ use std::path::Path;
 use egret_proto::api::TopologyState;
 use egret_scheduler::local::alive;
 use egret_scheduler::log_dir;
+use egret_scheduler::supervisor::SUPERVISOR;
 use egret_statemgr::LocalStateManager;
 use serde_json::{Value, json};
 
@@ -118,8 +119,15 @@ pub fn explain_from(state: &LocalStateManager, home: &Path, cluster: &str, name:
         .map(|p| p.stmgrs.iter().map(|s| json!({"id": s.id, "container": s.container, "host": s.host, "data_port": s.data_port, "pid": s.pid})).collect())
         .unwrap_or_default();
     let logs = log_dir(home, cluster, name);
-    let processes: Vec<_> = containers
-        .iter()
+    // The supervisor belongs to no container; it is listed first, as the parent of every executor.
+    let supervisor = locations.iter().find(|l| l.process == SUPERVISOR).map(|l| {
+        json!({"name": SUPERVISOR, "container": null, "pid": l.pid,
+            "state": if alive(l.pid) { "running" } else { "gone" }, "restarts": 0,
+            "log": logs.join(format!("{SUPERVISOR}.log")).display().to_string()})
+    });
+    let processes: Vec<_> = supervisor
+        .into_iter()
+        .chain(containers.iter()
         .flat_map(|c| {
             let executor = json!({"name": format!("executor-{}", c.container), "container": c.container, "pid": c.executor_pid,
                 "state": if alive(c.executor_pid) { "running" } else { "gone" }, "restarts": 0,
@@ -129,7 +137,7 @@ pub fn explain_from(state: &LocalStateManager, home: &Path, cluster: &str, name:
                 json!({"name": p.name, "container": p.container, "pid": p.pid, "state": p.state, "restarts": p.restarts,
                        "log": p.log_file, "port": loc.map(|l| l.port), "http_port": loc.map(|l| l.http_port).filter(|&p| p > 0)})
             }))
-        })
+        }))
         .collect();
     Ok(json!({
         "topology": name,

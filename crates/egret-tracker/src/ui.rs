@@ -369,7 +369,8 @@ fn topology_page(opts: &Opts, cluster: &str, name: &str) -> Result<String, Track
              <a href=\"{api}/logs/{}\">json</a></td></tr>",
             esc(n),
             esc(n),
-            p["container"].as_i64().unwrap_or(0),
+            // Empty for the supervisor, which belongs to no container.
+            p["container"].as_i64().map(|c| c.to_string()).unwrap_or_default(),
             p["pid"].as_i64().unwrap_or(0),
             esc(p["state"].as_str().unwrap_or_default()),
             p["restarts"].as_i64().unwrap_or(0),

@@ -183,6 +183,49 @@ pub fn alive(pid: i32) -> bool {
     unsafe { libc::kill(pid, 0) == 0 }
 }
 
+/// Whether a process exists and has not exited: unlike [`alive`], a zombie (exited, not yet reaped by its new
+/// parent, which can take a while when that is the machine's init) does not count.
+pub fn running(pid: i32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The state follows the command name, which is in parentheses and may itself contain spaces or parentheses.
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next());
+    !matches!(state, None | Some("Z") | Some("X"))
+}
+
+/// The running processes (other than this one) whose command line or environment names `home`, with their
+/// command lines: whatever a cluster in `home` started and left behind.
+pub fn processes_naming(home: &Path) -> Vec<(i32, String)> {
+    let needle = home.as_os_str().as_encoded_bytes();
+    // `home` itself or a path under it, but not a sibling whose name merely starts the same (`...-1` vs `...-10`):
+    // arguments and variables end with a NUL byte.
+    let contains = |haystack: &[u8]| {
+        haystack
+            .windows(needle.len() + 1)
+            .any(|w| w.starts_with(needle) && matches!(w[needle.len()], 0 | b'/'))
+    };
+    let me = std::process::id() as i32;
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        if pid == me || !running(pid) {
+            continue;
+        }
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        if contains(&cmdline) || contains(&environ) {
+            let printable = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            found.push((pid, printable));
+        }
+    }
+    found
+}
+
 /// Polls `f` every 100 ms until it returns Some, or panics with `what` at the deadline.
 pub fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + DEADLINE;
