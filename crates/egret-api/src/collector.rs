@@ -42,6 +42,20 @@ pub enum EmitError {
         stream: String,
         task: TaskId,
     },
+    #[error("component {component} emitted a tuple on {stream:?} anchored to {roots} roots; at most {max} fit a tuple")]
+    TooManyRoots {
+        component: String,
+        stream: String,
+        roots: usize,
+        max: usize,
+    },
+    #[error("component {component} emitted a tuple of {bytes} bytes on {stream:?}; at most {max} bytes fit a tuple")]
+    TupleTooLarge {
+        component: String,
+        stream: String,
+        bytes: usize,
+        max: usize,
+    },
 }
 
 /// Implemented by the runtime for each task.

@@ -16,11 +16,11 @@
 //!    exit 0 and leave no process running. Log lines that look like trouble are printed to stderr (split into
 //!    those written during the run and while stopping); `--keep-logs DIR` keeps a copy of the logs.
 //!
-//! Latency: every second each spout instance exports the p50 and p99 of the complete latency of the trees it
-//! completed in that second (gauges `egret_complete_latency_p50` / `_p99`, ms). Quantiles of different seconds cannot
-//! be merged exactly, so at-least-once runs report `p50_ms` = the median of those per-second p50s and `p99_ms` = the
-//! largest per-second p99, over the spout tasks and the seconds of the window: the second is an upper bound of the
-//! window's true p99. They also add
+//! Latency: each spout instance exports its complete latency as a cumulative Prometheus histogram
+//! (`egret_complete_latency_seconds_bucket{le=...}`, 12 buckets per decade). The window's distribution is the
+//! difference of the two boundary scrapes, summed over the spout tasks; at-least-once runs report its `p50_ms`,
+//! `p99_ms` and `p999_ms`, interpolated inside the bucket that holds each quantile (as Prometheus'
+//! `histogram_quantile` does), so they are true window quantiles to within a bucket's width. They also add
 //! `mean_complete_ms` (that gauge at the end of the window, averaged over the spout tasks) and
 //! `window_mean_complete_ms` (the mean over the trees completed within the window: gauge × `egret_ack_count` is a
 //! task's total latency so far, and the window's share is the difference between its two boundary scrapes).
@@ -147,14 +147,11 @@ fn measure(cluster: &mut LocalCluster, topology_bin: &Path, a: &WordcountArgs) -
     let end = start.at + Duration::from_secs_f64(a.seconds);
     let mut progress = Progress::new(start.at, count0);
     let mut last = None;
-    let (mut p50s, mut p99s) = (Vec::new(), Vec::new());
     for k in 1.. {
         let next = (start.at + Duration::from_secs(k)).min(end);
         sleep_checked(next.saturating_duration_since(Instant::now()))?;
         let s = scrape(&ports)?;
         progress.update(s.at, executed(&s));
-        p50s.extend(per_task(&s, "egret_complete_latency_p50", "word").into_values());
-        p99s.extend(per_task(&s, "egret_complete_latency_p99", "word").into_values());
         last = Some(s);
         if next >= end {
             break;
@@ -194,9 +191,17 @@ fn measure(cluster: &mut LocalCluster, topology_bin: &Path, a: &WordcountArgs) -
         eprintln!("{:<28} {:>8} {:>8.2} {:>12.1}", p.name, p.pid, c, *h as f64 / 1024.0);
     }
 
+    let window = window_latency_buckets(&start, &last);
+    let quantile_ms = |q: f64| {
+        atleast
+            .then(|| bucket_quantile(&window, q))
+            .flatten()
+            .map(|s| s * 1000.0)
+    };
     let mut extra = Vec::new();
     if atleast {
         let fmt = |v: Option<f64>| v.map_or("na".to_string(), |v| format!("{v:.3}"));
+        extra.push(("p999_ms".to_string(), fmt(quantile_ms(0.999))));
         extra.push(("mean_complete_ms".to_string(), fmt(mean_complete_ms(&last))));
         extra.push((
             "window_mean_complete_ms".to_string(),
@@ -230,16 +235,67 @@ fn measure(cluster: &mut LocalCluster, topology_bin: &Path, a: &WordcountArgs) -
         containers: Some(stmgrs),
         tuples_per_s,
         cpu_s: cpu.iter().sum(),
-        p50_ms: median(&mut p50s),
-        p99_ms: p99s.iter().cloned().reduce(f64::max),
+        p50_ms: quantile_ms(0.50),
+        p99_ms: quantile_ms(0.99),
         extra,
     })
 }
 
-/// The median of some values (`None` if there are none).
-fn median(values: &mut [f64]) -> Option<f64> {
-    values.sort_by(f64::total_cmp);
-    values.get(values.len() / 2).copied()
+/// The spouts' complete-latency histogram, summed over their tasks: (upper bound in seconds, cumulative count),
+/// by increasing bound, `+Inf` last.
+fn latency_buckets(s: &Scrape) -> Vec<(f64, f64)> {
+    let mut buckets: Vec<(f64, f64)> = Vec::new();
+    for x in s
+        .samples
+        .iter()
+        .filter(|x| x.name == "egret_complete_latency_seconds_bucket" && x.label("component") == Some("word"))
+    {
+        let Some(le) = x.label("le").and_then(exposition::parse_value) else {
+            continue;
+        };
+        match buckets.iter_mut().find(|(b, _)| *b == le) {
+            Some((_, c)) => *c += x.value,
+            None => buckets.push((le, x.value)),
+        }
+    }
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    buckets
+}
+
+/// The trees completed between two scrapes, as a cumulative histogram (the later one minus the earlier).
+fn window_latency_buckets(start: &Scrape, end: &Scrape) -> Vec<(f64, f64)> {
+    let before = latency_buckets(start);
+    latency_buckets(end)
+        .into_iter()
+        .map(|(le, c)| {
+            let earlier = before.iter().find(|(b, _)| *b == le).map_or(0.0, |(_, c)| *c);
+            (le, (c - earlier).max(0.0))
+        })
+        .collect()
+}
+
+/// The `q` quantile of a cumulative histogram, interpolated linearly inside its bucket (Prometheus'
+/// `histogram_quantile`); `None` when it is empty. A quantile in the `+Inf` bucket is reported as the largest
+/// finite bound.
+fn bucket_quantile(buckets: &[(f64, f64)], q: f64) -> Option<f64> {
+    let total = buckets.last()?.1;
+    if total <= 0.0 {
+        return None;
+    }
+    let rank = q * total;
+    let (mut lower, mut below) = (0.0, 0.0);
+    for &(le, count) in buckets {
+        if count >= rank {
+            if le.is_infinite() {
+                return Some(lower);
+            }
+            let inside = count - below;
+            let fraction = if inside > 0.0 { (rank - below) / inside } else { 1.0 };
+            return Some(lower + (le - lower) * fraction);
+        }
+        (lower, below) = (le, count);
+    }
+    Some(lower)
 }
 
 /// A binary built next to this one.
@@ -706,6 +762,34 @@ mod tests {
             at: Instant::now(),
             samples: exposition::parse(text).unwrap(),
         }
+    }
+
+    #[test]
+    fn window_quantiles_come_from_the_difference_of_two_histograms() {
+        let start = scrape_of(
+            r#"egret_complete_latency_seconds_bucket{component="word",task="3",le="0.001"} 10
+egret_complete_latency_seconds_bucket{component="word",task="3",le="0.002"} 10
+egret_complete_latency_seconds_bucket{component="word",task="3",le="+Inf"} 10"#,
+        );
+        // In the window: task 3 completes 90 trees at or below 1 ms and 10 between 1 and 2 ms; task 4 completes 100
+        // at or below 1 ms.
+        let end = scrape_of(
+            r#"egret_complete_latency_seconds_bucket{component="word",task="3",le="0.001"} 100
+egret_complete_latency_seconds_bucket{component="word",task="3",le="0.002"} 110
+egret_complete_latency_seconds_bucket{component="word",task="3",le="+Inf"} 110
+egret_complete_latency_seconds_bucket{component="word",task="4",le="0.001"} 100
+egret_complete_latency_seconds_bucket{component="word",task="4",le="0.002"} 100
+egret_complete_latency_seconds_bucket{component="word",task="4",le="+Inf"} 100
+egret_complete_latency_seconds_bucket{component="count",task="1",le="+Inf"} 9999"#,
+        );
+        let w = window_latency_buckets(&start, &end);
+        assert_eq!(w, vec![(0.001, 190.0), (0.002, 200.0), (f64::INFINITY, 200.0)]);
+        assert_eq!(bucket_quantile(&w, 0.5), Some(0.0005263157894736842));
+        // rank 198 of 200: 8 of the 10 trees between 1 and 2 ms.
+        let p99 = bucket_quantile(&w, 0.99).unwrap();
+        assert!((p99 - 0.0018).abs() < 1e-12, "{p99}");
+        assert_eq!(bucket_quantile(&[], 0.5), None);
+        assert_eq!(bucket_quantile(&[(f64::INFINITY, 3.0)], 0.5), Some(0.0));
     }
 
     #[test]

@@ -18,9 +18,11 @@ use std::time::{Duration, Instant};
 
 use egret_api::{TaskId, Topology};
 use egret_proto::defn;
-use egret_proto::egret::{ExceptionInfo, InstanceInfo, MetricValue, PublishMetrics, RegisterInstance, control};
+use egret_proto::egret::{
+    ExceptionInfo, HistogramValue, InstanceInfo, MetricValue, PublishMetrics, RegisterInstance, control,
+};
 use egret_runtime::driver::{self, LoopControl};
-use egret_runtime::metrics::names;
+use egret_runtime::metrics::{cumulative_counts, latency_bucket_bounds_micros, names};
 use egret_runtime::{BoltTask, SpoutTask, TaskMetrics};
 use egret_statemgr::LocalStateManager;
 use egret_transport::FrameError;
@@ -230,7 +232,7 @@ fn publish_metrics(
         let l = state.get_location(&name, &process).ok()??;
         Some((l.host, l.port as u16))
     });
-    let mut previous = m.complete_latency();
+    let bounds_micros = latency_bucket_bounds_micros();
     while !ctl.stop.load(SeqCst) {
         std::thread::sleep(METRICS_INTERVAL);
         let s = m.snapshot();
@@ -257,17 +259,20 @@ fn publish_metrics(
             metrics.push(value(names::EXECUTE_LATENCY, "", avg_ms));
         }
         let latency = m.complete_latency();
+        let mut histograms = Vec::new();
         if !latency.is_empty() {
             metrics.push(value(names::COMPLETE_LATENCY, "", latency.mean() / 1000.0));
+            // The whole distribution since start, cumulative: a reader takes the difference of two scrapes for the
+            // quantiles of any window.
+            histograms.push(HistogramValue {
+                name: names::COMPLETE_LATENCY_SECONDS.into(),
+                stream: String::new(),
+                upper_bounds: bounds_micros.iter().map(|&us| us as f64 / 1e6).collect(),
+                cumulative_counts: cumulative_counts(&latency, &bounds_micros),
+                sum: latency.mean() * latency.len() as f64 / 1e6,
+                count: latency.len(),
+            });
         }
-        // Quantiles of the trees completed since the last publish: the cumulative histogram minus the previous one.
-        let mut interval = latency.clone();
-        if interval.subtract(&previous).is_ok() && !interval.is_empty() {
-            let ms = |q: f64| interval.value_at_quantile(q) as f64 / 1000.0;
-            metrics.push(value(names::COMPLETE_LATENCY_P50, "", ms(0.50)));
-            metrics.push(value(names::COMPLETE_LATENCY_P99, "", ms(0.99)));
-        }
-        previous = latency;
         let ms_since_epoch = |t: std::time::SystemTime| {
             t.duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as i64)
@@ -290,6 +295,7 @@ fn publish_metrics(
             process: format!("instance-{}", env.task),
             metrics,
             exceptions,
+            histograms,
         });
     }
 }

@@ -42,6 +42,8 @@ pub fn report(container: i32, snapshot: &Snapshot, time_ms: i64) -> MetricsRepor
                 })
                 .collect(),
             exceptions: snapshot.exceptions.get(key).cloned().unwrap_or_default(),
+            // The tmanager keeps time series of values; histograms are for Prometheus.
+            histograms: Vec::new(),
         })
         .collect();
     MetricsReport {

@@ -197,14 +197,24 @@ impl Snapshot {
             process,
             metrics,
             exceptions,
+            histograms,
         } = msg;
-        let mut total = self.series_count();
         let key = PublisherKey {
             component,
             task_id,
             process,
         };
         let mut dropped = 0;
+        // Counted in `series_dropped` by `apply_histograms` already.
+        let mut histograms_dropped = 0;
+        if !histograms.is_empty() {
+            let applied = self.apply_histograms(key.clone(), histograms);
+            histograms_dropped = applied.dropped;
+            for (name, e) in applied.refused {
+                eprintln!("metricsmgr: refused histogram {name} from {}: {e}", key.process);
+            }
+        }
+        let mut total = self.series_count();
         if !exceptions.is_empty() {
             // A publisher sends all its exception summaries each time: keep the latest list, bounded.
             let kept: Vec<ExceptionInfo> = exceptions.into_iter().take(MAX_EXCEPTIONS_PER_PUBLISHER).collect();
@@ -215,7 +225,7 @@ impl Snapshot {
             // Do not even create an empty entry for a publisher that can keep nothing.
             let new = metrics.iter().filter(|m| !m.name.is_empty()).count() as u64;
             self.series_dropped += new;
-            return new;
+            return histograms_dropped + new;
         }
         let entry = self.series.entry(key).or_default();
         for m in metrics {
@@ -236,7 +246,7 @@ impl Snapshot {
             }
         }
         self.series_dropped += dropped;
-        dropped
+        histograms_dropped + dropped
     }
 }
 

@@ -22,6 +22,13 @@ pub const KIND_FAIL: u8 = 3;
 pub const DATA_HEADER_LEN: usize = 27;
 pub const ACK_LEN: usize = 21;
 pub const FAIL_LEN: usize = 13;
+/// The most roots a DATA record can carry (its `nroots` field is a u16).
+pub const MAX_ROOTS: usize = u16::MAX as usize;
+/// The largest encoded values a tuple may carry: a batch of one such tuple still fits a frame
+/// (`egret_transport::DEFAULT_MAX_FRAME`, 16 MiB) with room for the batch that closes at [`BATCH_CLOSE_BYTES`].
+pub const MAX_TUPLE_BYTES: usize = 8 * 1024 * 1024;
+/// A batch closes once it holds this many bytes, whatever its tuple count.
+pub const BATCH_CLOSE_BYTES: usize = 1024 * 1024;
 
 /// A batch as it travels: the records, back to back.
 pub type Batch = Vec<u8>;
@@ -217,6 +224,8 @@ impl BatchBuilder {
         b.extend_from_slice(&src.0.to_le_bytes());
         b.extend_from_slice(&stream.0.to_le_bytes());
         b.extend_from_slice(&key.to_le_bytes());
+        // The emitter refuses tuples beyond MAX_ROOTS and MAX_TUPLE_BYTES, so these fit their fields.
+        debug_assert!(roots.len() <= MAX_ROOTS && values.len() <= MAX_TUPLE_BYTES);
         b.extend_from_slice(&(roots.len() as u16).to_le_bytes());
         b.extend_from_slice(&(values.len() as u32).to_le_bytes());
         for r in roots {

@@ -16,9 +16,9 @@ pub mod names {
     pub const FAIL_COUNT: &str = "__fail-count";
     pub const EXECUTE_LATENCY: &str = "__execute-latency";
     pub const COMPLETE_LATENCY: &str = "__complete-latency";
-    /// Egret: quantiles (ms) of the complete latency of the trees completed in the last publish interval (1 s).
-    pub const COMPLETE_LATENCY_P50: &str = "__complete-latency-p50";
-    pub const COMPLETE_LATENCY_P99: &str = "__complete-latency-p99";
+    /// Egret: the complete latency as a cumulative histogram in seconds (Prometheus `_bucket`/`_sum`/`_count`), so
+    /// that quantiles over any window are exact to a bucket ([`latency_bucket_bounds_micros`]).
+    pub const COMPLETE_LATENCY_SECONDS: &str = "__complete-latency-seconds";
     pub const EXCEPTION_COUNT: &str = "__exception-count";
 }
 
@@ -78,6 +78,40 @@ impl Default for TaskMetrics {
             exceptions: Mutex::new(BTreeMap::new()),
         }
     }
+}
+
+/// Upper bounds (µs) of the exported latency histogram's buckets: 12 per decade from 10 µs to 10 s (steps of
+/// 10–25 %, so a quantile interpolated inside a bucket is within a few percent), then 30 s and 60 s.
+pub fn latency_bucket_bounds_micros() -> Vec<u64> {
+    const STEPS: [u64; 12] = [10, 12, 15, 20, 25, 30, 40, 50, 60, 70, 80, 90];
+    let mut bounds = Vec::with_capacity(75);
+    for decade in 0..6 {
+        bounds.extend(STEPS.iter().map(|s| s * 10u64.pow(decade)));
+    }
+    bounds.extend([10_000_000, 30_000_000, 60_000_000]);
+    bounds
+}
+
+/// Cumulative counts of a latency histogram (µs) at `bounds` (µs): entry i counts the values at or below
+/// `bounds[i]`.
+pub fn cumulative_counts(h: &Histogram<u64>, bounds: &[u64]) -> Vec<u64> {
+    let mut per_bucket = vec![0u64; bounds.len()];
+    for v in h.iter_recorded() {
+        // Values are kept to 3 significant digits: a value on a bound counts at or below it.
+        let micros = h.lowest_equivalent(v.value_iterated_to());
+        let i = bounds.partition_point(|&b| b < micros);
+        if let Some(c) = per_bucket.get_mut(i) {
+            *c += v.count_at_value();
+        }
+    }
+    let mut total = 0;
+    per_bucket
+        .into_iter()
+        .map(|c| {
+            total += c;
+            total
+        })
+        .collect()
 }
 
 /// Microseconds from 1 µs to 1 hour, 3 significant digits.
@@ -214,5 +248,31 @@ impl std::ops::AddAssign for TaskMetricsSnapshot {
         self.errors += o.errors;
         self.execute_time += o.execute_time;
         self.pending_roots += o.pending_roots;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cumulative_counts_place_each_value_in_its_bucket() {
+        let bounds = latency_bucket_bounds_micros();
+        assert!(bounds.windows(2).all(|w| w[0] < w[1]), "bounds increase");
+        assert_eq!((bounds[0], bounds[11], bounds[12]), (10, 90, 100));
+        let mut h = new_latency_histogram();
+        h.record(50).unwrap(); // 50 µs
+        h.record(900).unwrap(); // 0.9 ms
+        h.record(900).unwrap();
+        h.record(2_000_000).unwrap(); // 2 s
+        let counts = cumulative_counts(&h, &bounds);
+        let at = |us: u64| counts[bounds.iter().position(|&b| b == us).unwrap()];
+        assert_eq!(at(40), 0);
+        assert_eq!(at(50), 1);
+        assert_eq!(at(800), 1);
+        assert_eq!(at(900), 3);
+        assert_eq!(at(1_500_000), 3);
+        assert_eq!(at(2_000_000), 4);
+        assert_eq!(*counts.last().unwrap(), 4);
     }
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use egret_api::TaskId;
 
-use crate::batch::{Batch, BatchBuilder};
+use crate::batch::{BATCH_CLOSE_BYTES, Batch, BatchBuilder};
 
 /// Where batches go: a queue per destination task (simulator) or a connection (processes).
 pub trait Transport {
@@ -51,10 +51,11 @@ impl Outbox {
         b
     }
 
-    /// Closes `dest`'s batch if it is full.
+    /// Closes `dest`'s batch if it is full (in tuples, or in bytes: [`BATCH_CLOSE_BYTES`]).
     pub fn pushed(&mut self, dest: TaskId) {
         self.unflushed += 1;
-        if self.builders[dest.0 as usize].records() >= self.batch_records {
+        let b = &self.builders[dest.0 as usize];
+        if b.records() >= self.batch_records || b.bytes() >= BATCH_CLOSE_BYTES {
             self.close(dest);
             if let Some(i) = self.open.iter().position(|&t| t == dest) {
                 self.open.swap_remove(i);

@@ -15,7 +15,7 @@ use egret_api::{
     Tuple, UserError,
 };
 
-use crate::batch::{BatchError, BatchReader, Record};
+use crate::batch::{BatchError, BatchReader, MAX_ROOTS, MAX_TUPLE_BYTES, Record};
 use crate::ledger::XorLedger;
 use crate::metrics::{StreamCount, TaskMetrics};
 use crate::outbox::Outbox;
@@ -66,6 +66,8 @@ struct LocalCounts {
 /// The emit side of a task: implements [`EmitSink`] for the collectors.
 pub struct Emitter {
     task: TaskId,
+    /// The largest task id of the topology.
+    max_task: u32,
     component: String,
     enc: Encoder,
     streams: Vec<OutStream>,
@@ -122,6 +124,7 @@ impl Emitter {
         };
         Ok(Emitter {
             task,
+            max_task: topology.task_count(),
             component: topology.components()[ci].name.clone(),
             enc: Encoder::new(),
             streams,
@@ -208,6 +211,13 @@ impl EmitSink for Emitter {
                 component: self.component.clone(),
                 stream: s.name.clone(),
             })
+        } else if self.enc.bytes().len() > MAX_TUPLE_BYTES {
+            Some(EmitError::TupleTooLarge {
+                component: self.component.clone(),
+                stream: s.name.clone(),
+                bytes: self.enc.bytes().len(),
+                max: MAX_TUPLE_BYTES,
+            })
         } else {
             None
         };
@@ -260,6 +270,18 @@ impl EmitSink for Emitter {
                     self.roots.push(r);
                 }
             }
+        }
+        if self.roots.len() > MAX_ROOTS {
+            let e = EmitError::TooManyRoots {
+                component: self.component.clone(),
+                stream: self.streams[si].name.clone(),
+                roots: self.roots.len(),
+                max: MAX_ROOTS,
+            };
+            // Undo the count taken above: the tuple is not sent.
+            self.counts.emitted -= 1;
+            self.stream_counts[stream.0 as usize].emitted -= 1;
+            return self.error(&e);
         }
         let mut xor = 0u64;
         for &dest in &self.dests {
@@ -514,6 +536,8 @@ pub struct BoltTask {
     ctx: TopologyContext,
     /// Indexed by stream index.
     sources: Vec<Arc<StreamSource>>,
+    /// Indexed by stream index: whether this bolt's component subscribes to the stream.
+    consumes: Vec<bool>,
     tick_source: Arc<StreamSource>,
     tick: Option<(Duration, Instant)>,
 }
@@ -549,6 +573,11 @@ impl BoltTask {
             em,
             ctx,
             sources: topology.streams().iter().map(|s| Arc::clone(&s.source)).collect(),
+            consumes: topology
+                .streams()
+                .iter()
+                .map(|s| topology.consumers(s.index).any(|(c, _)| c == ci))
+                .collect(),
             tick_source: StreamSource::tick(),
             tick: tick.map(|p| (p, now + p)),
         })
@@ -570,12 +599,32 @@ impl BoltTask {
         for rec in BatchReader::new(batch) {
             match rec {
                 Ok(Record::Data(d)) => {
-                    let Some(source) = self.sources.get(d.stream.0 as usize) else {
-                        self.em
-                            .metrics
-                            .record_error(format!("tuple on unknown stream index {}", d.stream.0));
+                    // Everything a record says is checked before use: it came from another process.
+                    let Some(source) = self
+                        .sources
+                        .get(d.stream.0 as usize)
+                        .filter(|_| self.consumes.get(d.stream.0 as usize) == Some(&true))
+                    else {
+                        self.em.metrics.record_error(format!(
+                            "bolt task {} received a tuple on stream index {}, which it does not consume",
+                            self.em.task, d.stream.0
+                        ));
                         continue;
                     };
+                    if d.dest != self.em.task {
+                        self.em.metrics.record_error(format!(
+                            "bolt task {} received a tuple for task {}",
+                            self.em.task, d.dest
+                        ));
+                        continue;
+                    }
+                    if d.roots.iter().any(|r| r.task.0 == 0 || r.task.0 > self.em.max_task) {
+                        self.em.metrics.record_error(format!(
+                            "bolt task {} received a tuple whose root names a task that does not exist",
+                            self.em.task
+                        ));
+                        continue;
+                    }
                     let tuple = Tuple::new(source, d.src, d.values, d.key, d.roots);
                     self.bolt.execute(&tuple, &mut BoltCollector::new(&mut self.em));
                     executed += 1;

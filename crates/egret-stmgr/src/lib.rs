@@ -45,7 +45,7 @@ use tokio::sync::Notify;
 /// default) act first for instances; this is the backstop that keeps memory finite for peers and for watermarks
 /// set too high.
 pub const BACKSTOP_BYTES: u64 = 32 * 1024 * 1024;
-const HEARTBEAT: Duration = Duration::from_secs(5);
+const HEARTBEAT: Duration = Duration::from_secs(egret_api::defaults::STMGR_HEARTBEAT_INTERVAL_SECS);
 const READ_CHUNK: usize = 256 * 1024;
 const MAX_FRAME: usize = egret_transport::DEFAULT_MAX_FRAME;
 

@@ -110,6 +110,7 @@ mod tests {
                     value: emitted,
                 }],
                 exceptions,
+                histograms: Vec::new(),
             }],
         }
     }
