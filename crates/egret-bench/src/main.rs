@@ -13,8 +13,8 @@
 //! - `--mode local`: real processes on the local cluster (`egret submit local` into a temporary EGRET_HOME; see
 //!   [`local`]). Counts come from the metrics managers, `cpu_s` is summed over every process of the topology from
 //!   `/proc`, and `peak_rss_mb_<kind>` is the largest peak RSS (VmHWM) of each kind of process. The instances export
-//!   per-second p50/p99 of the complete latency; at-least-once runs report the median of the per-second p50s and
-//!   the largest per-second p99 (an upper bound of the window's p99), and add
+//!   the complete latency as a histogram; at-least-once runs report the window's p50, p99 and `p999_ms` (from the
+//!   difference of the histograms scraped at the window's two ends), and add
 //!   `mean_complete_ms` (the exported gauge, a mean since each spout task started, averaged over the spout tasks)
 //!   and `window_mean_complete_ms` (the mean over the trees completed in the measured window, derived from the
 //!   gauge and the spouts' ack counters).
