@@ -39,14 +39,21 @@ const CLUSTER: &str = "local";
 const GOOD_FRAMES: usize = 200;
 const BAD_FRAMES: usize = 3000;
 
-struct Source;
+/// Emits 0, 1, 2, ... with message ids, as fast as acks allow (`MAX_PENDING`).
+struct Source(u64);
 
 impl Spout for Source {
     fn declare_outputs(&self, out: &mut OutputDeclarer) {
         out.declare(["n"]);
     }
-    fn next_tuple(&mut self, _out: &mut SpoutCollector<'_>) {}
+    fn next_tuple(&mut self, out: &mut SpoutCollector<'_>) {
+        out.emit_with_id(self.0, (self.0 as i64,));
+        self.0 += 1;
+    }
 }
+
+/// Few enough that the spout stops emitting unless its tuples are acked.
+const MAX_PENDING: u64 = 50;
 
 /// Emits every input anchored to it, to `sink`; an input without an integer `n` is reported and failed.
 struct Echo;
@@ -80,8 +87,9 @@ impl Bolt for Sink {
 fn topology() -> Topology {
     let mut b = TopologyBuilder::new(NAME);
     b.config()
-        .set(keys::RELIABILITY_MODE, ReliabilityMode::AtLeastOnce.as_str());
-    b.set_spout("source", 1, || Source);
+        .set(keys::RELIABILITY_MODE, ReliabilityMode::AtLeastOnce.as_str())
+        .set(keys::MAX_SPOUT_PENDING, MAX_PENDING);
+    b.set_spout("source", 1, || Source(0));
     b.set_bolt("echo", 1, || Echo).shuffle_grouping("source");
     b.set_bolt("sink", 1, || Sink).shuffle_grouping("echo");
     b.build().expect("a valid topology")
@@ -267,10 +275,10 @@ fn some_bytes(rng: &mut FastRng, max: usize) -> Vec<u8> {
     random_bytes(rng, n)
 }
 
-/// A frame with valid framing whose contents the echo instance must refuse, and how many errors it must count for
-/// it (one per bad record it can read, one for a frame it cannot use at all).
-fn hostile_frame(rng: &mut FastRng, s: &Shape) -> (Vec<u8>, u64) {
-    let echo = s.echo.0;
+/// A frame with valid framing whose contents the instance of task `target` (echo or source) must refuse, and how
+/// many errors it must count for it (one per bad record it can read, one for a frame it cannot use at all).
+fn hostile_frame(rng: &mut FastRng, s: &Shape, target: TaskId) -> (Vec<u8>, u64) {
+    let echo = target.0;
     let key = rng.next_key();
     let root = Root {
         task: s.source,
@@ -328,7 +336,8 @@ fn hostile_frame(rng: &mut FastRng, s: &Shape) -> (Vec<u8>, u64) {
                 &data_record(echo, s.source.0, s.input.0, key, &roots, &good_values),
             )
         }
-        // ACK and FAIL records, which a bolt never receives.
+        // ACK and FAIL records for random roots: errors for a bolt, which never receives them; a spout ignores roots
+        // it does not hold (a late ack of an expired root is no error).
         7 => {
             let mut b = BatchBuilder::new();
             let n = 1 + rng.below(8);
@@ -340,7 +349,8 @@ fn hostile_frame(rng: &mut FastRng, s: &Shape) -> (Vec<u8>, u64) {
                     b.push_fail(Instant::now(), dest, RootId(rng.next_u64()));
                 }
             }
-            return (data_frame(echo, &b.take()), n as u64);
+            let errors = if target == s.echo { n as u64 } else { 0 };
+            return (data_frame(echo, &b.take()), errors);
         }
         // A well-formed record whose values are not an integer `n` (the bolt reports it).
         8 => {
@@ -352,7 +362,8 @@ fn hostile_frame(rng: &mut FastRng, s: &Shape) -> (Vec<u8>, u64) {
         }
         // A DATA frame for another task.
         9 => {
-            let dest = [0, s.source.0, s.sink.0, s.max_task + 1, u32::MAX][rng.below(5)];
+            let dest = [0, s.echo.0, s.sink.0, s.max_task + 1, u32::MAX][rng.below(5)];
+            let dest = if dest == target.0 { s.source.0 } else { dest };
             data_frame(
                 dest,
                 &data_record(dest, s.source.0, s.input.0, key, &[root], &good_values),
@@ -506,7 +517,7 @@ fn a_running_bolt_instance_survives_hostile_frames_and_keeps_serving() {
             data_frame(s.echo.0, &record)
         } else {
             bad += 1;
-            let (f, errors) = hostile_frame(&mut rng, &s);
+            let (f, errors) = hostile_frame(&mut rng, &s, s.echo);
             expected_errors += errors;
             f
         };
@@ -578,6 +589,112 @@ fn a_running_bolt_instance_survives_hostile_frames_and_keeps_serving() {
     assert!(!instance.is_finished(), "the instance stopped serving");
 
     // The connection ends: the instance returns, as it does when its stmgr dies.
+    stream.shutdown(Shutdown::Both).unwrap();
+    drop(stream);
+    let result = join_instance(instance);
+    assert!(matches!(result, Err(InstanceError::LostStmgr)), "{result:?}");
+    eprintln!("done in {:?}", started.elapsed());
+}
+
+#[test]
+fn a_running_spout_instance_survives_hostile_frames_and_keeps_emitting() {
+    let started = Instant::now();
+    let mut rng = FastRng::new(seed());
+    let home = TempHome::new();
+    let state = LocalStateManager::new(&home.0, CLUSTER).unwrap();
+    let t = topology();
+    let s = Shape::of(&t);
+    let definition = store(&state, &t);
+    let metrics = Metrics::start(&state);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    state
+        .put_location(
+            NAME,
+            &Location {
+                process: "stmgr-1".into(),
+                container: 1,
+                host: "127.0.0.1".into(),
+                port: listener.local_addr().unwrap().port() as i32,
+                pid: std::process::id() as i32,
+                http_port: 0,
+            },
+        )
+        .unwrap();
+    let env = InstanceEnv {
+        egret_home: home.0.clone(),
+        cluster: CLUSTER.into(),
+        topology: NAME.into(),
+        task: s.source,
+        container: 1,
+    };
+    let instance = thread::spawn(move || egret_instance::run(topology(), env));
+    let stream = accept_instance(&listener, &definition, s.source);
+    let frames = read_frames(&stream);
+
+    // Acks every tuple received so far (the spout emits only MAX_PENDING tuples ahead of its acks); returns how many.
+    let ack_received = |stream: &TcpStream| {
+        let mut acks = BatchBuilder::new();
+        let mut n = 0;
+        while let Ok(f) = frames.try_recv() {
+            let Frame::Data { raw, .. } = f else { continue };
+            for r in BatchReader::new(Frame::data_records(&raw)) {
+                if let Ok(Record::Data(d)) = r {
+                    for root in d.roots.iter() {
+                        acks.push_ack(Instant::now(), root.task, root.id, d.key);
+                    }
+                    n += 1;
+                }
+            }
+        }
+        if !acks.is_empty() {
+            (&*stream)
+                .write_all(&data_frame(s.source.0, &acks.take()))
+                .expect("the instance keeps reading");
+        }
+        n
+    };
+
+    let (mut bad, mut expected_errors, mut emitted) = (0u64, 0u64, 0u64);
+    for i in 0..BAD_FRAMES {
+        let (f, errors) = hostile_frame(&mut rng, &s, s.source);
+        (&stream).write_all(&f).expect("the instance keeps reading");
+        bad += 1;
+        expected_errors += errors;
+        if i % 20 == 0 {
+            emitted += ack_received(&stream);
+        }
+    }
+    eprintln!("sent {bad} hostile frames; {emitted} tuples received meanwhile");
+
+    // The spout keeps emitting: many times its pending limit arrive after the barrage, acked as they come.
+    let mut after = 0;
+    let deadline = Instant::now() + DEADLINE;
+    while after < 20 * MAX_PENDING {
+        after += ack_received(&stream);
+        assert!(
+            Instant::now() < deadline,
+            "the spout emitted only {after} tuples within {DEADLINE:?} after the hostile frames"
+        );
+        thread::sleep(Duration::from_millis(1));
+    }
+    assert!(!instance.is_finished(), "the instance stopped serving");
+
+    let deadline = Instant::now() + DEADLINE;
+    let errors = loop {
+        let counted = metrics.value("egret_exception_count", s.source);
+        let acked = metrics.value("egret_ack_count", s.source).unwrap_or(0.0);
+        if let Some(v) = counted.filter(|&v| v >= expected_errors as f64 && acked > 0.0) {
+            break v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the spout counted {counted:?} errors and {acked} acks within {DEADLINE:?}; {expected_errors} errors expected"
+        );
+        thread::sleep(Duration::from_millis(50));
+    };
+    eprintln!("egret_exception_count for source: {errors} after {bad} hostile frames");
+    assert_eq!(errors, expected_errors as f64, "errors counted beyond the bad records");
+
     stream.shutdown(Shutdown::Both).unwrap();
     drop(stream);
     let result = join_instance(instance);
