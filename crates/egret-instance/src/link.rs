@@ -6,7 +6,7 @@
 //! per arriving burst of frames and not on timers. There are no gateway threads to hand batches between.
 //!
 //! Bytes from the stmgr never panic the instance: a frame whose contents are bad (an unknown kind, a CONTROL frame
-//! that does not decode, a DATA frame for another task) is counted as the task's error and skipped; only a length
+//! that does not decode or is not a physical plan, a DATA frame for another task) is counted as the task's error and skipped; only a length
 //! that breaks the framing (zero, or over the maximum) ends the connection, since nothing after it can be trusted.
 
 use std::collections::VecDeque;
@@ -155,7 +155,14 @@ impl StmgrLink {
                 let running = pplan.topology.as_ref().map(|t| t.state) == Some(TopologyState::Running as i32);
                 self.ctl.active.store(running, SeqCst);
             }
-            other => eprintln!("instance: ignoring control message {other:?}"),
+            other => {
+                // Only plans have business here: anything else is the peer's fault, counted (not logged, so a
+                // hostile peer cannot flood the log) like a bad frame, under the message's kind alone.
+                let debug = format!("{other:?}");
+                let kind = debug.split(['(', ' ']).next().unwrap_or_default();
+                self.metrics
+                    .record_error(format!("a {kind} control message reached task {}", self.task));
+            }
         }
     }
 

@@ -528,8 +528,11 @@ async fn forward(s: &Rc<Stmgr>, inbound: &mut Inbound, source: Source) -> Result
                 frame: Ok(FrameRef::Control(other)),
                 ..
             } => {
-                s.stats.bad.fetch_add(1, Relaxed);
-                eprintln!("stmgr: ignoring control message {other:?}");
+                // Logged at powers of two only, like the other bad frames, so a hostile peer cannot flood the log.
+                let n = s.stats.bad.fetch_add(1, Relaxed) + 1;
+                if n.is_power_of_two() {
+                    eprintln!("stmgr: ignoring control message {other:?}; {n} bad frames so far");
+                }
             }
             Next::Frame { frame: Err(e), .. } => {
                 // The framing holds (the length was fine): count the frame and read on.
