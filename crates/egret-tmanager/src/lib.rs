@@ -9,6 +9,11 @@
 //! `topology.egret.stmgr.heartbeat.timeout.secs` (a stopped or wedged process, a half-open connection) is declared
 //! dead: logged, its connection dropped, and from then on treated like a stmgr that disconnected (it gets no plan
 //! until it registers again).
+//!
+//! A daemon is a function of its listener, its state manager and a shutdown signal ([`serve`]), so tests run it in
+//! one process on port 0. A control plane carries a handful of connections, so each is served by a blocking std
+//! thread; the accept loop polls without blocking (every [`POLL_INTERVAL`]) so that it sees the shutdown flag, and
+//! at shutdown closes every connection it serves and joins their threads.
 
 mod metrics_store;
 
@@ -16,9 +21,11 @@ pub use metrics_store::MetricsStore;
 
 use std::collections::BTreeMap;
 use std::io;
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use egret_proto::api::TopologyState;
@@ -66,13 +73,36 @@ struct Tmanager {
     state: LocalStateManager,
     /// How long a registered stmgr may stay silent before it is declared dead.
     heartbeat_timeout: Duration,
+    /// Set once [`serve`] is stopping, so the connection errors its own socket shutdowns cause are not logged.
+    stopping: AtomicBool,
     inner: Mutex<Tm>,
     metrics: Mutex<MetricsStore>,
 }
 
-/// Runs the tmanager until its process is killed.
+/// How long the accept loop sleeps when no connection is pending: bounds both the delay before a new connection is
+/// served and the delay before [`serve`] notices its shutdown flag.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
+/// Connections accepted per loop turn, so a flood of connections cannot delay the shutdown check.
+const ACCEPT_BURST: usize = 64;
+
+/// Runs the tmanager until its process is killed: binds a port on `opts.host` and serves.
 pub fn run(opts: Opts) -> Result<(), TmanagerError> {
     let state = LocalStateManager::new(&opts.egret_home, &opts.cluster)?;
+    let listener = TcpListener::bind((opts.host.as_str(), 0))?;
+    serve(listener, state, opts, Arc::new(AtomicBool::new(false)))
+}
+
+/// Serves on `listener` until `shutdown` is set: announces the listener's port in the state manager as the
+/// tmanager's `Location`, waits for the stmgrs, publishes the physical plan and answers the CLI and the metrics
+/// managers. When `shutdown` is set it stops accepting, closes every connection it serves, joins their threads and
+/// returns. Errors only if the topology cannot be read or the listener cannot be set up; a failing connection never
+/// ends `serve`.
+pub fn serve(
+    listener: TcpListener,
+    state: LocalStateManager,
+    opts: Opts,
+    shutdown: Arc<AtomicBool>,
+) -> Result<(), TmanagerError> {
     let name = opts.topology.clone();
     let topology = state
         .get_topology(&name)?
@@ -90,10 +120,17 @@ pub fn run(opts: Opts) -> Result<(), TmanagerError> {
     if let Some(old) = state.get_physical_plan(&name)?.and_then(|p| p.topology) {
         topology.state = old.state;
     }
-    let listener = TcpListener::bind((opts.host.as_str(), 0))?;
+    listener.set_nonblocking(true)?;
     let port = listener.local_addr()?.port();
-    eprintln!(
-        "tmanager: topology={name} port={port} stmgr_heartbeat_timeout={heartbeat_timeout:?} waiting for {expected:?}"
+    tracing::info!(
+        topology = %name,
+        cluster = %opts.cluster,
+        egret_home = %opts.egret_home.display(),
+        host = %opts.host,
+        port,
+        stmgr_heartbeat_timeout = ?heartbeat_timeout,
+        expected = ?expected,
+        "tmanager started; waiting for every stmgr to register"
     );
     state.put_location(
         &name,
@@ -110,6 +147,7 @@ pub fn run(opts: Opts) -> Result<(), TmanagerError> {
         opts,
         state,
         heartbeat_timeout,
+        stopping: AtomicBool::new(false),
         inner: Mutex::new(Tm {
             topology,
             expected,
@@ -118,8 +156,83 @@ pub fn run(opts: Opts) -> Result<(), TmanagerError> {
         }),
         metrics: Mutex::new(MetricsStore::default()),
     });
-    egret_transport::accept_loop(listener, "tmanager", move |stream| serve(&tm, stream));
+    let mut conns: Vec<Connection> = Vec::new();
+    while !shutdown.load(Ordering::Acquire) {
+        let accepted = accept(&listener, &tm, &mut conns);
+        reap(&mut conns);
+        if !accepted {
+            thread::sleep(POLL_INTERVAL);
+        }
+    }
+    tm.stopping.store(true, Ordering::Relaxed);
+    tracing::info!(topology = %name, connections = conns.len(), "tmanager shutting down");
+    // Shutting a socket down wakes the thread blocked reading it; the thread then ends its connection as if the
+    // peer had gone (its writer thread ends once the last handle on it is dropped with `tm`).
+    for c in &conns {
+        let _ = c.socket.shutdown(Shutdown::Both);
+    }
+    for c in conns {
+        let _ = c.thread.join();
+    }
     Ok(())
+}
+
+/// A connection's thread and a handle on its socket, so [`serve`] can unblock the thread at shutdown and join it.
+struct Connection {
+    socket: TcpStream,
+    thread: JoinHandle<()>,
+}
+
+/// Accepts what is pending on the listener (at most [`ACCEPT_BURST`]); returns whether anything was.
+fn accept(listener: &TcpListener, tm: &Arc<Tmanager>, conns: &mut Vec<Connection>) -> bool {
+    let mut accepted = false;
+    for _ in 0..ACCEPT_BURST {
+        match listener.accept() {
+            Ok((stream, peer)) => {
+                accepted = true;
+                if let Err(e) = start(stream, peer, tm, conns) {
+                    tracing::warn!(%peer, error = %e, "tmanager cannot serve a connection");
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                // Out of descriptors, an aborted handshake...: the listener itself is fine; try again later.
+                tracing::warn!(error = %e, "tmanager accept failed");
+                break;
+            }
+        }
+    }
+    accepted
+}
+
+/// Starts the thread serving one accepted connection.
+fn start(stream: TcpStream, peer: SocketAddr, tm: &Arc<Tmanager>, conns: &mut Vec<Connection>) -> io::Result<()> {
+    // Some platforms hand out accepted sockets in the listener's non-blocking mode.
+    stream.set_nonblocking(false)?;
+    let socket = stream.try_clone()?;
+    let tm = Arc::clone(tm);
+    let thread = thread::Builder::new().name(format!("tmanager-{peer}")).spawn(move || {
+        if let Err(e) = serve_connection(&tm, stream)
+            && !tm.stopping.load(Ordering::Relaxed)
+        {
+            tracing::info!(%peer, error = %e, "tmanager connection closed");
+        }
+    })?;
+    conns.push(Connection { socket, thread });
+    Ok(())
+}
+
+/// Joins the threads of connections that ended, so their sockets and handles do not pile up.
+fn reap(conns: &mut Vec<Connection>) {
+    let mut i = 0;
+    while i < conns.len() {
+        if conns[i].thread.is_finished() {
+            let _ = conns.swap_remove(i).thread.join();
+        } else {
+            i += 1;
+        }
+    }
 }
 
 fn status(ok: bool, message: impl Into<String>) -> control::Msg {
@@ -129,7 +242,7 @@ fn status(ok: bool, message: impl Into<String>) -> control::Msg {
     })
 }
 
-fn serve(tm: &Tmanager, stream: TcpStream) -> Result<(), FrameError> {
+fn serve_connection(tm: &Tmanager, stream: TcpStream) -> Result<(), FrameError> {
     // A second handle on the same socket, to arm a registered stmgr's heartbeat timeout and to drop a stmgr that is
     // declared dead (socket options and shutdown act on the socket, whichever handle sets them).
     let socket = stream.try_clone()?;
@@ -163,8 +276,11 @@ fn serve(tm: &Tmanager, stream: TcpStream) -> Result<(), FrameError> {
                 }
             };
             if missed_deadline(&result) {
-                eprintln!(
-                    "tmanager: {id} declared dead: no heartbeat for {:?}; dropping its connection",
+                // The stmgr's id stays in the message: the end-to-end tests look for "<id> declared dead".
+                tracing::warn!(
+                    stmgr = %id,
+                    timeout = ?tm.heartbeat_timeout,
+                    "{id} declared dead: no heartbeat for {:?}; dropping its connection",
                     tm.heartbeat_timeout
                 );
                 // Closing it tells the stmgr too, if it ever runs again: it reconnects and registers anew.
@@ -190,7 +306,7 @@ fn serve(tm: &Tmanager, stream: TcpStream) -> Result<(), FrameError> {
                 match reader.read()? {
                     Frame::Control(control::Msg::MetricsReport(r)) => report = r,
                     other => {
-                        eprintln!("tmanager: a metrics manager sent {other:?}; closing its connection");
+                        tracing::warn!(frame = ?other, "a metrics manager sent something else; closing its connection");
                         return Ok(());
                     }
                 }
@@ -215,7 +331,7 @@ fn serve(tm: &Tmanager, stream: TcpStream) -> Result<(), FrameError> {
             Ok(())
         }
         other => {
-            eprintln!("tmanager: dropping a connection that opened with {other:?}");
+            tracing::warn!(frame = ?other, "dropping a connection that did not open with a known request");
             Ok(())
         }
     }
@@ -241,8 +357,8 @@ fn register(tm: &Tmanager, r: RegisterStmgr, writer: &mut FrameWriter) -> Result
         return Ok(None);
     };
     let id = info.id.clone();
-    eprintln!("tmanager: {id} registered with {} instances", r.instances.len());
     let rejoin = inner.plan.is_some();
+    tracing::info!(stmgr = %id, instances = r.instances.len(), rejoin, "{id} registered");
     inner.stmgrs.insert(
         id.clone(),
         Registered {
@@ -285,9 +401,11 @@ fn publish_if_complete(tm: &Tmanager) {
             return;
         }
         let plan = build_plan(&inner);
-        eprintln!(
-            "tmanager: every stmgr registered; publishing the physical plan ({} instances)",
-            plan.instances.len()
+        tracing::info!(
+            topology = %tm.opts.topology,
+            stmgrs = plan.stmgrs.len(),
+            instances = plan.instances.len(),
+            "every stmgr registered; publishing the physical plan"
         );
         inner.plan = Some(plan);
     }
@@ -308,7 +426,7 @@ fn store_and_push(tm: &Tmanager) {
         )
     };
     if let Err(e) = tm.state.put_physical_plan(&tm.opts.topology, &plan) {
-        eprintln!("tmanager: cannot store the physical plan: {e}");
+        tracing::error!(topology = %tm.opts.topology, error = %e, "cannot store the physical plan");
     }
     let frame = control_frame(control::Msg::PhysicalPlan(plan));
     for w in writers {
@@ -346,6 +464,7 @@ fn set_active(tm: &Tmanager, topology_id: &str, active: bool) -> control::Msg {
             t.state = want as i32;
         }
     }
+    tracing::info!(topology = %tm.opts.topology, active, "activation changed; pushing the plan");
     store_and_push(tm);
     status(true, if active { "activated" } else { "deactivated" })
 }
