@@ -9,7 +9,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use egret_proto::egret::{MetricValue, MetricsReport, PublishMetrics, control};
 
-use crate::{Shared, Snapshot};
+use crate::Snapshot;
+use crate::server::Shared;
 
 /// How often reports go to the tmanager (Heron's `heron.metrics.export.interval.sec` is 60; the UI wants fresher).
 pub const EXPORT_INTERVAL: Duration = Duration::from_secs(5);

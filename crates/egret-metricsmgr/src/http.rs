@@ -14,7 +14,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use tokio::sync::oneshot;
 
-use crate::Shared;
+use crate::server::Shared;
 
 /// The content type of the text exposition format Prometheus negotiates for (version 0.0.4).
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4";

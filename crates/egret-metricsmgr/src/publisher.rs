@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use egret_proto::egret::control;
 use egret_transport::{Frame, FrameError, read_frame};
 
-use crate::Shared;
+use crate::server::Shared;
 
 /// Largest frame a publisher may send. A task's totals are a few dozen values; a megabyte is far beyond any
 /// honest publisher and small enough that a bad length never costs real memory.

@@ -1,0 +1,228 @@
+//! The manager itself: the publisher accept loop and its threads, and the HTTP server (`http`) they share the values
+//! with. Behind the `server` feature, so that what publishers link (`MetricsClient`) pulls in no tokio or axum.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::Ordering::{Acquire, Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use egret_proto::egret::PublishMetrics;
+use tokio::sync::oneshot;
+
+use crate::{MAX_SERIES, Snapshot, SnapshotHandle, http, publisher, render};
+
+/// How long the publisher accept loop sleeps when nothing is pending: bounds both the delay before a new publisher
+/// is served and the delay before `serve` notices its shutdown flag.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(10);
+/// Most publisher connections served at once. A container runs a handful of instances and daemons; the bound only
+/// stops a misbehaving peer from exhausting threads.
+pub const MAX_PUBLISHERS: usize = 1024;
+/// Connections accepted per loop turn, so a flood of connections cannot delay the shutdown check.
+const ACCEPT_BURST: usize = 64;
+
+/// State shared by the accept loop, the publisher threads and the HTTP server.
+pub(crate) struct Shared {
+    topology: String,
+    snapshot: Mutex<Snapshot>,
+    publishers: AtomicU64,
+    pub(crate) frames_rejected: AtomicU64,
+    /// Set once `serve` is stopping, so connection errors caused by its own socket shutdowns are not logged.
+    pub(crate) shutdown: AtomicBool,
+}
+
+impl Shared {
+    /// The lock only guards plain data; a thread that panicked while holding it left a usable snapshot behind.
+    fn lock(&self) -> std::sync::MutexGuard<'_, Snapshot> {
+        self.snapshot.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(crate) fn apply(&self, msg: PublishMetrics) {
+        let dropped = self.lock().apply(msg);
+        if dropped > 0 {
+            eprintln!("egret-metricsmgr: {dropped} values dropped: already keeping {MAX_SERIES} series");
+        }
+    }
+
+    pub(crate) fn snapshot(&self) -> Snapshot {
+        let mut s = self.lock().clone();
+        s.publishers = self.publishers.load(Relaxed);
+        s.frames_rejected = self.frames_rejected.load(Relaxed);
+        s
+    }
+
+    pub(crate) fn render(&self) -> String {
+        render(&self.topology, &self.snapshot())
+    }
+}
+
+/// Decrements the publisher gauge when a publisher thread ends, however it ends.
+struct PublisherGuard(Arc<Shared>);
+
+impl Drop for PublisherGuard {
+    fn drop(&mut self) {
+        self.0.publishers.fetch_sub(1, Relaxed);
+    }
+}
+
+/// A publisher's thread and a handle on its socket, so `serve` can unblock the thread at shutdown and join it.
+struct Connection {
+    stream: TcpStream,
+    thread: JoinHandle<()>,
+}
+
+/// A metrics manager on its two listeners; [`MetricsManager::serve`] runs it.
+pub struct MetricsManager {
+    shared: Arc<Shared>,
+    publisher: TcpListener,
+    http: TcpListener,
+}
+
+impl MetricsManager {
+    /// Binds the publisher port and the HTTP port on `host`, each on a port the system picks (written into the
+    /// state manager by the caller, so nothing needs a fixed port).
+    pub fn bind(topology: &str, host: &str) -> io::Result<MetricsManager> {
+        let publisher = TcpListener::bind((host, 0))?;
+        let http = TcpListener::bind((host, 0))?;
+        Ok(MetricsManager::new(topology, publisher, http))
+    }
+
+    /// A manager serving publishers on `publisher` and Prometheus on `http`, listeners its caller bound.
+    pub fn new(topology: &str, publisher: TcpListener, http: TcpListener) -> MetricsManager {
+        MetricsManager {
+            shared: Arc::new(Shared {
+                topology: topology.to_string(),
+                snapshot: Mutex::new(Snapshot::default()),
+                publishers: AtomicU64::new(0),
+                frames_rejected: AtomicU64::new(0),
+                shutdown: AtomicBool::new(false),
+            }),
+            publisher,
+            http,
+        }
+    }
+
+    /// The port publishers connect to.
+    pub fn publisher_port(&self) -> u16 {
+        self.publisher.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    /// The port Prometheus scrapes.
+    pub fn http_port(&self) -> u16 {
+        self.http.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    /// A handle on the values, for forwarding them while `serve` runs.
+    pub fn snapshot_handle(&self) -> SnapshotHandle {
+        SnapshotHandle(Arc::clone(&self.shared))
+    }
+
+    /// The topology named in every series' `topology` label.
+    pub fn topology(&self) -> &str {
+        &self.shared.topology
+    }
+
+    /// Serves publishers and scrapes until `shutdown` is set, then closes every connection, joins every thread and
+    /// returns. Errors if the listeners cannot be set up or the HTTP server stops by itself (then the manager stops
+    /// too, for its executor to restart it); a failing connection never ends `serve`.
+    pub fn serve(self, shutdown: Arc<AtomicBool>) -> io::Result<()> {
+        let MetricsManager {
+            shared,
+            publisher,
+            http,
+        } = self;
+        publisher.set_nonblocking(true)?;
+        let (stop_http, http_stopped) = oneshot::channel();
+        let http_thread = {
+            let shared = Arc::clone(&shared);
+            thread::Builder::new()
+                .name("metricsmgr-http".into())
+                .spawn(move || http::serve(http, shared, http_stopped))?
+        };
+        let mut conns: Vec<Connection> = Vec::new();
+        while !shutdown.load(Acquire) && !http_thread.is_finished() {
+            let accepted = accept(&publisher, &shared, &mut conns);
+            reap(&mut conns);
+            if !accepted {
+                thread::sleep(POLL_INTERVAL);
+            }
+        }
+        shared.shutdown.store(true, Relaxed);
+        let _ = stop_http.send(());
+        for c in &conns {
+            let _ = c.stream.shutdown(std::net::Shutdown::Both);
+        }
+        for c in conns {
+            let _ = c.thread.join();
+        }
+        let http_result = http_thread
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the HTTP server panicked")));
+        if !shutdown.load(Acquire) {
+            return Err(http_result
+                .err()
+                .unwrap_or_else(|| io::Error::other("the HTTP server stopped")));
+        }
+        http_result
+    }
+}
+
+/// Accepts what is pending on the publisher listener (at most [`ACCEPT_BURST`]); returns whether anything was.
+fn accept(listener: &TcpListener, shared: &Arc<Shared>, conns: &mut Vec<Connection>) -> bool {
+    let mut accepted = false;
+    for _ in 0..ACCEPT_BURST {
+        match listener.accept() {
+            Ok((stream, peer)) => {
+                accepted = true;
+                if let Err(e) = start(stream, peer, shared, conns) {
+                    eprintln!("egret-metricsmgr: cannot serve {peer}: {e}");
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                // Out of descriptors, an aborted handshake...: the listener itself is fine; try again later.
+                eprintln!("egret-metricsmgr: accept failed: {e}");
+                break;
+            }
+        }
+    }
+    accepted
+}
+
+/// Starts the thread of one accepted publisher, or turns it away when too many are connected.
+fn start(stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>, conns: &mut Vec<Connection>) -> io::Result<()> {
+    if conns.len() >= MAX_PUBLISHERS {
+        return Err(io::Error::other(format!(
+            "{MAX_PUBLISHERS} publishers already connected"
+        )));
+    }
+    // Some platforms hand out accepted sockets in the listener's non-blocking mode.
+    stream.set_nonblocking(false)?;
+    let handle = stream.try_clone()?;
+    let shared = Arc::clone(shared);
+    shared.publishers.fetch_add(1, Relaxed);
+    let guard = PublisherGuard(Arc::clone(&shared));
+    let thread = thread::Builder::new()
+        .name(format!("metricsmgr-pub-{peer}"))
+        .spawn(move || {
+            let _guard = guard;
+            publisher::serve_publisher(stream, peer, &shared);
+        })?;
+    conns.push(Connection { stream: handle, thread });
+    Ok(())
+}
+
+/// Joins the threads of connections that ended, so their sockets and handles do not pile up.
+fn reap(conns: &mut Vec<Connection>) {
+    let mut i = 0;
+    while i < conns.len() {
+        if conns[i].thread.is_finished() {
+            let _ = conns.swap_remove(i).thread.join();
+        } else {
+            i += 1;
+        }
+    }
+}
