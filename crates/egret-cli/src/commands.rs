@@ -368,6 +368,12 @@ pub fn executor(home: &Path, a: DaemonArgs) -> anyhow::Result<()> {
 }
 
 pub fn tmanager(home: &Path, a: DaemonArgs) -> anyhow::Result<()> {
+    // Stop-gap until the process-wide subscriber (`egret_scheduler::logging::init`, branch helper-tracing) lands:
+    // the tmanager logs with `tracing`, and its log must keep reaching stderr (the end-to-end tests read it).
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
     egret_tmanager::run(egret_tmanager::Opts {
         egret_home: home.to_path_buf(),
         cluster: a.cluster,
