@@ -23,8 +23,9 @@ mod backpressure;
 pub use backpressure::{BackPressure, Change};
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::future::Future;
+use std::io::IoSlice;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -44,7 +45,13 @@ use tokio::sync::Notify;
 /// Bytes one outgoing queue may hold before the readers that feed it wait. The back-pressure watermarks (4 MiB by
 /// default) act first for instances; this is the backstop that keeps memory finite for peers and for watermarks
 /// set too high.
-pub const BACKSTOP_BYTES: u64 = 32 * 1024 * 1024;
+pub const BACKSTOP_BYTES: u64 = 8 * 1024 * 1024;
+/// Size of the chunks an outgoing queue holds frames in.
+const CHUNK_BYTES: usize = 64 * 1024;
+/// Written chunks each connection keeps for reuse.
+const FREE_CHUNKS: usize = 16;
+/// Chunks written per `writev` call at most.
+const MAX_IOSLICES: usize = 64;
 const HEARTBEAT: Duration = Duration::from_secs(egret_api::defaults::STMGR_HEARTBEAT_INTERVAL_SECS);
 const READ_CHUNK: usize = 256 * 1024;
 const MAX_FRAME: usize = egret_transport::DEFAULT_MAX_FRAME;
@@ -117,8 +124,11 @@ struct Stats {
 
 /// The queue and writer of one outgoing connection (to a local instance or a peer stmgr).
 struct Outgoing {
-    /// Frames waiting to be written, back to back.
-    buf: RefCell<Vec<u8>>,
+    /// Frames waiting to be written, back to back in chunks of [`CHUNK_BYTES`] (a larger frame gets a chunk of its
+    /// own): memory follows the bytes queued, without the doubling of one growing buffer.
+    chunks: RefCell<VecDeque<Vec<u8>>>,
+    /// Written chunks kept for reuse.
+    free: RefCell<Vec<Vec<u8>>>,
     /// Bytes queued and not yet written (including what the writer is writing now).
     queued: Cell<u64>,
     open: Cell<bool>,
@@ -132,7 +142,8 @@ struct Outgoing {
 impl Outgoing {
     fn new(task: Option<u32>) -> Rc<Outgoing> {
         Rc::new(Outgoing {
-            buf: RefCell::new(Vec::new()),
+            chunks: RefCell::new(VecDeque::new()),
+            free: RefCell::new(Vec::new()),
             queued: Cell::new(0),
             open: Cell::new(true),
             wake_writer: Notify::new(),
@@ -146,7 +157,18 @@ impl Outgoing {
         if !self.open.get() {
             return false;
         }
-        self.buf.borrow_mut().extend_from_slice(frame);
+        let mut chunks = self.chunks.borrow_mut();
+        match chunks.back_mut() {
+            Some(last) if last.len() + frame.len() <= last.capacity() => last.extend_from_slice(frame),
+            _ => {
+                let mut chunk = match self.free.borrow_mut().pop() {
+                    Some(c) if frame.len() <= CHUNK_BYTES => c,
+                    _ => Vec::with_capacity(frame.len().max(CHUNK_BYTES)),
+                };
+                chunk.extend_from_slice(frame);
+                chunks.push_back(chunk);
+            }
+        }
         self.queued.set(self.queued.get() + frame.len() as u64);
         self.wake_writer.notify_one();
         true
@@ -358,30 +380,67 @@ impl Inbound {
     }
 }
 
-/// Writes everything queued on `out` until the connection fails or `out` is closed by its owner.
+/// Writes everything queued on `out` until the connection fails or `out` is closed by its owner: all the chunks
+/// queued so far in one `writev`, as many times as the socket needs.
 async fn write_loop(s: Rc<Stmgr>, out: Rc<Outgoing>, mut half: OwnedWriteHalf, name: String) {
-    let mut spare = Vec::new();
-    while out.open.get() {
-        if out.buf.borrow().is_empty() {
+    let mut result = Ok(());
+    while out.open.get() && result.is_ok() {
+        let mut taken = std::mem::take(&mut *out.chunks.borrow_mut());
+        if taken.is_empty() {
             out.wake_writer.notified().await;
             continue;
         }
-        spare.clear();
-        std::mem::swap(&mut *out.buf.borrow_mut(), &mut spare);
-        let result = half.write_all(&spare).await;
-        out.queued.set(out.queued.get().saturating_sub(spare.len() as u64));
-        out.drained.notify_waiters();
-        if out.task.is_some() {
-            check_backpressure(&s);
+        // Bytes of the front chunk already written.
+        let mut offset = 0;
+        while !taken.is_empty() {
+            let slices: Vec<IoSlice<'_>> = taken
+                .iter()
+                .take(MAX_IOSLICES)
+                .enumerate()
+                .map(|(i, c)| IoSlice::new(if i == 0 { &c[offset..] } else { c }))
+                .collect();
+            let mut n = match half.write_vectored(&slices).await {
+                Ok(0) => {
+                    result = Err(std::io::Error::from(std::io::ErrorKind::WriteZero));
+                    break;
+                }
+                Ok(n) => n,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            };
+            drop(slices);
+            out.queued.set(out.queued.get().saturating_sub(n as u64));
+            while n > 0 {
+                let Some(front) = taken.front() else { break };
+                let left = front.len() - offset;
+                if n < left {
+                    offset += n;
+                    break;
+                }
+                n -= left;
+                offset = 0;
+                if let Some(mut chunk) = taken.pop_front() {
+                    let mut free = out.free.borrow_mut();
+                    if chunk.capacity() == CHUNK_BYTES && free.len() < FREE_CHUNKS {
+                        chunk.clear();
+                        free.push(chunk);
+                    }
+                }
+            }
+            out.drained.notify_waiters();
+            if out.task.is_some() {
+                check_backpressure(&s);
+            }
         }
-        if let Err(e) = result {
-            eprintln!("stmgr: writing to {name} failed: {e}");
-            break;
-        }
+    }
+    if let Err(e) = result {
+        eprintln!("stmgr: writing to {name} failed: {e}");
     }
     // Whatever is still queued will never be written.
     out.open.set(false);
-    out.buf.borrow_mut().clear();
+    out.chunks.borrow_mut().clear();
     out.queued.set(0);
     out.drained.notify_waiters();
     if out.task.is_some() {
