@@ -40,7 +40,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::Notify;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// Bytes one outgoing queue may hold before the readers that feed it wait. The back-pressure watermarks (4 MiB by
 /// default) act first for instances; this is the backstop that keeps memory finite for peers and for watermarks
@@ -183,6 +183,11 @@ struct Stmgr {
     all_registered: Notify,
     /// Signalled whenever the clamp on local spouts may have lifted.
     bp_lifted: Notify,
+    /// How many times this stmgr started back pressure, and whether the current episode was logged at INFO: a
+    /// topology running at its limit starts and stops it many times a second, so only the starts numbered by powers
+    /// of two (and their stops) are logged at INFO, every other one at DEBUG.
+    bp_starts: Cell<u64>,
+    bp_logged: Cell<bool>,
     stats: Arc<Stats>,
 }
 
@@ -244,6 +249,8 @@ async fn serve_on_loop(
         pplan: RefCell::new(None),
         all_registered: Notify::new(),
         bp_lifted: Notify::new(),
+        bp_starts: Cell::new(0),
+        bp_logged: Cell::new(false),
         stats: Arc::clone(&stats),
         opts,
     });
@@ -597,14 +604,37 @@ fn check_backpressure(s: &Stmgr) {
     let Some(change) = with_bp(s, |bp| bp.observe(max, now)) else {
         return;
     };
-    let what = match change {
-        Change::Start => "back pressure starts",
-        Change::Stop => "back pressure stops",
-    };
-    info!(largest_instance_queue_bytes = max, "{what}");
+    log_backpressure(s, change, max);
     announce(s, change == Change::Start);
     if change == Change::Stop {
         s.bp_lifted.notify_waiters();
+    }
+}
+
+fn log_backpressure(s: &Stmgr, change: Change, largest_queue: u64) {
+    match change {
+        Change::Start => {
+            let n = s.bp_starts.get() + 1;
+            s.bp_starts.set(n);
+            s.bp_logged.set(n.is_power_of_two());
+            if n.is_power_of_two() {
+                info!(
+                    largest_instance_queue_bytes = largest_queue,
+                    starts = n,
+                    "back pressure starts"
+                );
+            } else {
+                debug!(
+                    largest_instance_queue_bytes = largest_queue,
+                    starts = n,
+                    "back pressure starts"
+                );
+            }
+        }
+        Change::Stop if s.bp_logged.replace(false) => {
+            info!(largest_instance_queue_bytes = largest_queue, "back pressure stops");
+        }
+        Change::Stop => debug!(largest_instance_queue_bytes = largest_queue, "back pressure stops"),
     }
 }
 
