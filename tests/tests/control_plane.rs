@@ -188,7 +188,7 @@ fn an_executor_killed_with_sigkill_takes_its_children_and_its_container_comes_ba
     assert_eq!(c.pids(TOPOLOGY)[0], supervisor, "the same supervisor");
     let log = std::fs::read_to_string(c.home.join("logs/local/grouping-check/supervisor.log")).unwrap_or_default();
     assert!(
-        log.contains("executor of container 1 signal: 9 (SIGKILL)"),
+        log.contains("executor exited container=1 exit=signal: 9 (SIGKILL)"),
         "the supervisor logs the death:\n{log}"
     );
 

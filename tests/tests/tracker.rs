@@ -162,7 +162,11 @@ fn the_tracker_serves_plans_metrics_back_pressure_and_logs() {
     let page = t.ok(&api("/logs/stmgr-1"));
     assert_eq!(page["process"], "stmgr-1");
     assert!(
-        page["data"].as_str().unwrap().lines().any(|l| l.starts_with("stmgr:")),
+        page["data"]
+            .as_str()
+            .unwrap()
+            .lines()
+            .any(|l| l.contains(" process=stmgr-1: ")),
         "{page}"
     );
     let size = page["total"].as_u64().unwrap();

@@ -598,10 +598,27 @@ fn log_sizes(home: &Path) -> BTreeMap<PathBuf, usize> {
         .collect()
 }
 
-/// Prints the log lines that look like trouble (errors, panics, failures, restarts), split into those written
-/// during the run and those written while the topology was being killed.
-fn report_log_problems(home: &Path, sizes_at_kill: &BTreeMap<PathBuf, usize>) {
+/// Whether a log line looks like trouble. The daemons and instances log through `tracing` (`<time> <LEVEL>
+/// <who>: <message> <fields>`, see `egret_scheduler::logging`): those lines are trouble at WARN and ERROR, whatever
+/// their words. Anything else in a log (a panic message, a process that still writes plain lines) is judged by a few
+/// telling words.
+fn looks_like_trouble(line: &str) -> bool {
     const WORDS: [&str; 5] = ["error", "panic", "fail", "restarting", "refused"];
+    let mut words = line.split_whitespace();
+    if let (Some(time), Some(level)) = (words.next(), words.next())
+        && time.contains('T')
+        && time.ends_with('Z')
+        && matches!(level, "TRACE" | "DEBUG" | "INFO" | "WARN" | "ERROR")
+    {
+        return matches!(level, "WARN" | "ERROR");
+    }
+    let lower = line.to_ascii_lowercase();
+    WORDS.iter().any(|w| lower.contains(w))
+}
+
+/// Prints the log lines that look like trouble (warnings, errors, panics, failures, restarts), split into those
+/// written during the run and those written while the topology was being killed.
+fn report_log_problems(home: &Path, sizes_at_kill: &BTreeMap<PathBuf, usize>) {
     let logs = home.join("logs");
     let mut during = Vec::new();
     let mut stopping = Vec::new();
@@ -611,8 +628,7 @@ fn report_log_problems(home: &Path, sizes_at_kill: &BTreeMap<PathBuf, usize>) {
         let name = path.strip_prefix(&logs).unwrap_or(&path).display().to_string();
         for (part, out) in [(&bytes[..split], &mut during), (&bytes[split..], &mut stopping)] {
             for line in String::from_utf8_lossy(part).lines() {
-                let lower = line.to_ascii_lowercase();
-                if WORDS.iter().any(|w| lower.contains(w)) {
+                if looks_like_trouble(line) {
                     out.push(format!("{name}: {line}"));
                 }
             }
@@ -838,6 +854,35 @@ egret_ack_count{component="count",task="1"} 99999"#,
         assert_eq!(kind_of("instance-3-count"), "instance");
         assert_eq!(kind_of("instance-10-word-2"), "instance");
         assert_eq!(kind_of("odd-"), "odd-");
+    }
+
+    #[test]
+    fn trouble_is_a_warning_an_error_or_a_telling_word_outside_tracing() {
+        let who = "topology=word-count container=1 process=stmgr-1";
+        for (line, trouble) in [
+            (
+                format!("2026-05-03T10:11:12.123456Z  INFO {who}: instance registered task=3"),
+                false,
+            ),
+            // An error field in an INFO line is not trouble; the level says what the event is.
+            (
+                format!("2026-05-03T10:11:12.123456Z  INFO {who}: retried error_count=0"),
+                false,
+            ),
+            (
+                format!("2026-05-03T10:11:12.123456Z  WARN {who}: connection from 1.2.3.4:5 closed error=x"),
+                true,
+            ),
+            (
+                format!("2026-05-03T10:11:12.123456Z ERROR {who}: exiting error=x"),
+                true,
+            ),
+            ("thread 'main' panicked at src/lib.rs:1:1:".to_string(), true),
+            ("tmanager: stmgr-1 declared dead; refused".to_string(), true),
+            ("all is well".to_string(), false),
+        ] {
+            assert_eq!(looks_like_trouble(&line), trouble, "{line}");
+        }
     }
 
     #[test]

@@ -315,6 +315,7 @@ pub fn explain(home: &Path, a: ExplainArgs) -> anyhow::Result<()> {
 
 /// Serves the tracker's JSON API until killed.
 pub fn tracker(home: &Path, a: TrackerArgs) -> anyhow::Result<()> {
+    egret_scheduler::logging::init(&[("process", &"tracker")]);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -346,7 +347,17 @@ pub fn tracker(home: &Path, a: TrackerArgs) -> anyhow::Result<()> {
     })
 }
 
+/// Every line a daemon logs names its topology, container and process (as its log file is named).
+fn init_logging(a: &DaemonArgs, process: &str) {
+    egret_scheduler::logging::init(&[
+        ("topology", &a.topology),
+        ("container", &a.container),
+        ("process", &process),
+    ]);
+}
+
 pub fn supervisor(home: &Path, a: SupervisorArgs) -> anyhow::Result<()> {
+    egret_scheduler::logging::init(&[("topology", &a.topology), ("process", &SUPERVISOR)]);
     egret_scheduler::supervisor::run(egret_scheduler::supervisor::Opts {
         egret_home: home.to_path_buf(),
         cluster: a.cluster,
@@ -357,6 +368,7 @@ pub fn supervisor(home: &Path, a: SupervisorArgs) -> anyhow::Result<()> {
 }
 
 pub fn executor(home: &Path, a: DaemonArgs) -> anyhow::Result<()> {
+    init_logging(&a, &format!("executor-{}", a.container));
     egret_scheduler::executor::run(egret_scheduler::executor::Opts {
         egret_home: home.to_path_buf(),
         cluster: a.cluster,
@@ -368,12 +380,7 @@ pub fn executor(home: &Path, a: DaemonArgs) -> anyhow::Result<()> {
 }
 
 pub fn tmanager(home: &Path, a: DaemonArgs) -> anyhow::Result<()> {
-    // Stop-gap until the process-wide subscriber (`egret_scheduler::logging::init`, branch helper-tracing) lands:
-    // the tmanager logs with `tracing`, and its log must keep reaching stderr (the end-to-end tests read it).
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .try_init();
+    init_logging(&a, "tmanager");
     egret_tmanager::run(egret_tmanager::Opts {
         egret_home: home.to_path_buf(),
         cluster: a.cluster,
@@ -384,6 +391,7 @@ pub fn tmanager(home: &Path, a: DaemonArgs) -> anyhow::Result<()> {
 }
 
 pub fn stmgr(home: &Path, a: DaemonArgs) -> anyhow::Result<()> {
+    init_logging(&a, &format!("stmgr-{}", a.container));
     egret_stmgr::run(egret_stmgr::Opts {
         egret_home: home.to_path_buf(),
         cluster: a.cluster,
@@ -395,14 +403,17 @@ pub fn stmgr(home: &Path, a: DaemonArgs) -> anyhow::Result<()> {
 }
 
 pub fn metricsmgr(home: &Path, a: DaemonArgs) -> anyhow::Result<()> {
+    let process = format!("metricsmgr-{}", a.container);
+    init_logging(&a, &process);
     let state = LocalStateManager::new(home, &a.cluster)?;
     let m = egret_metricsmgr::MetricsManager::bind(&a.topology, &a.host)?;
-    let process = format!("metricsmgr-{}", a.container);
-    eprintln!(
-        "metricsmgr: topology={} publishers on {} http on {}",
-        a.topology,
-        m.publisher_port(),
-        m.http_port()
+    tracing::info!(
+        cluster = %a.cluster,
+        egret_home = %home.display(),
+        host = %a.host,
+        publisher_port = m.publisher_port(),
+        http_port = m.http_port(),
+        "metricsmgr started"
     );
     state.put_location(
         &a.topology,

@@ -2,7 +2,8 @@
 //! `restart`, `list`, `explain`, `prometheus-config`), the `tracker` service, and the daemon roles (hidden from
 //! `--help`): `supervisor` (started by `submit`), `executor` (started by the supervisor), and `tmanager`, `stmgr`,
 //! `metricsmgr` (started by the executors). Exit status 0 on success; otherwise
-//! a one-line reason on stderr.
+//! a one-line reason on stderr. The daemons log to stderr (their executor sends it to their log file) in the format
+//! of `egret_scheduler::logging`.
 
 mod commands;
 mod prometheus_config;
@@ -74,6 +75,16 @@ fn main() {
     }
     let cli = Cli::parse();
     let home = cli.home;
+    // A daemon's fatal error goes to its log like everything else it says; a user command's goes to the user.
+    let daemon = matches!(
+        cli.command,
+        Command::Tracker(_)
+            | Command::Supervisor(_)
+            | Command::Executor(_)
+            | Command::Tmanager(_)
+            | Command::Stmgr(_)
+            | Command::Metricsmgr(_)
+    );
     let result = match cli.command {
         Command::Submit(a) => submit::submit(&home, a),
         Command::Kill(a) => commands::kill(&home, a),
@@ -91,7 +102,11 @@ fn main() {
         Command::Metricsmgr(a) => commands::metricsmgr(&home, a),
     };
     if let Err(e) = result {
-        eprintln!("egret: {e:#}");
+        if daemon {
+            tracing::error!(error = %format_args!("{e:#}"), "exiting");
+        } else {
+            eprintln!("egret: {e:#}");
+        }
         std::process::exit(1);
     }
 }

@@ -138,12 +138,12 @@ pub fn run(topology: Topology, env: InstanceEnv) -> Result<(), InstanceError> {
         .ok_or(InstanceError::UnknownTask(env.task))?;
     let component = topology.components()[ci].name.clone();
     let is_spout = topology.components()[ci].kind.is_spout();
-    eprintln!(
-        "instance: topology={} task={} component={component} container={} pid={}",
-        env.topology,
-        env.task,
-        env.container,
-        std::process::id()
+    tracing::info!(
+        cluster = %env.cluster,
+        egret_home = %env.egret_home.display(),
+        kind = %if is_spout { "spout" } else { "bolt" },
+        pid = std::process::id(),
+        "instance started"
     );
 
     let stmgr_process = format!("stmgr-{}", env.container);
@@ -183,7 +183,7 @@ pub fn run(topology: Topology, env: InstanceEnv) -> Result<(), InstanceError> {
     let metrics = Arc::new(TaskMetrics::default());
     let mut link = StmgrLink::new(stream, env.task, capacity, Arc::clone(&ctl), Arc::clone(&metrics))?;
     match link.first_control(REPLY_WAIT)? {
-        control::Msg::Status(s) if s.ok => {}
+        control::Msg::Status(s) if s.ok => tracing::info!(stmgr = %stmgr_process, "registered with the stmgr"),
         control::Msg::Status(s) => return Err(InstanceError::Refused(s.message)),
         other => return Err(InstanceError::Refused(format!("unexpected first reply {other:?}"))),
     }

@@ -145,7 +145,7 @@ impl StmgrLink {
 
     fn lost(&self, e: &FrameError) {
         if !self.ctl.stop.swap(true, SeqCst) {
-            eprintln!("instance: stmgr connection ended: {e}");
+            tracing::warn!(error = %e, "the stmgr connection ended; stopping the task");
         }
     }
 

@@ -61,9 +61,9 @@ pub fn serve_publisher(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
     if let Err(e) = read_loop(stream, shared) {
         if e.is_rejection() {
             shared.frames_rejected.fetch_add(1, Relaxed);
-            eprintln!("egret-metricsmgr: publisher {peer}: {e}; dropping the connection");
+            tracing::warn!(%peer, error = %e, "refused a frame from a publisher; dropping the connection");
         } else if !shared.shutdown.load(Relaxed) {
-            eprintln!("egret-metricsmgr: publisher {peer}: connection lost: {e}");
+            tracing::warn!(%peer, error = %e, "publisher connection lost");
         }
     }
 }

@@ -42,7 +42,11 @@ impl Shared {
     pub(crate) fn apply(&self, msg: PublishMetrics) {
         let dropped = self.lock().apply(msg);
         if dropped > 0 {
-            eprintln!("egret-metricsmgr: {dropped} values dropped: already keeping {MAX_SERIES} series");
+            tracing::warn!(
+                dropped,
+                max_series = MAX_SERIES,
+                "values dropped: already keeping the most series"
+            );
         }
     }
 
@@ -177,14 +181,14 @@ fn accept(listener: &TcpListener, shared: &Arc<Shared>, conns: &mut Vec<Connecti
             Ok((stream, peer)) => {
                 accepted = true;
                 if let Err(e) = start(stream, peer, shared, conns) {
-                    eprintln!("egret-metricsmgr: cannot serve {peer}: {e}");
+                    tracing::warn!(%peer, error = %e, "cannot serve a publisher");
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
                 // Out of descriptors, an aborted handshake...: the listener itself is fine; try again later.
-                eprintln!("egret-metricsmgr: accept failed: {e}");
+                tracing::warn!(error = %e, "accept failed");
                 break;
             }
         }

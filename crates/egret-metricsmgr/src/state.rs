@@ -211,7 +211,7 @@ impl Snapshot {
             let applied = self.apply_histograms(key.clone(), histograms);
             histograms_dropped = applied.dropped;
             for (name, e) in applied.refused {
-                eprintln!("metricsmgr: refused histogram {name} from {}: {e}", key.process);
+                tracing::warn!(publisher = %key.process, histogram = %name, error = %e, "refused a histogram");
             }
         }
         let mut total = self.series_count();

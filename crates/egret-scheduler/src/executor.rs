@@ -17,6 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use egret_proto::egret::{ContainerStatus, ProcessStatus};
 use egret_statemgr::LocalStateManager;
+use tracing::{error, info, warn};
 
 use crate::backoff::Backoff;
 use crate::{SchedulerError, log_dir};
@@ -71,9 +72,12 @@ impl Supervised {
         self.started = Instant::now();
         self.started_ms = now_ms();
         match spawned {
-            Ok(child) => self.child = Some(child),
+            Ok(child) => {
+                info!(child = %self.name, pid = child.id(), "started");
+                self.child = Some(child);
+            }
             Err(e) => {
-                eprintln!("executor: cannot start {}: {e}", self.name);
+                error!(child = %self.name, error = %e, "cannot start");
                 self.last_exit = format!("could not start: {e}");
                 self.schedule_restart();
             }
@@ -193,11 +197,13 @@ pub fn run(opts: Opts) -> Result<(), SchedulerError> {
             last_exit: String::new(),
         })
         .collect();
-    eprintln!(
-        "executor: topology={name} container={} pid={} starting {} processes",
-        opts.container,
-        std::process::id(),
-        procs.len()
+    info!(
+        cluster = %opts.cluster,
+        egret_home = %opts.egret_home.display(),
+        egret_bin = %opts.egret_bin.display(),
+        pid = std::process::id(),
+        processes = procs.len(),
+        "executor started"
     );
     for p in &mut procs {
         p.start();
@@ -211,11 +217,11 @@ pub fn run(opts: Opts) -> Result<(), SchedulerError> {
                 p.child = None;
                 p.last_exit = exit.to_string();
                 p.schedule_restart();
-                eprintln!(
-                    "executor: {} {}; restarting in {:?}",
-                    p.name,
-                    p.last_exit,
-                    p.restart_at.map(|t| t - Instant::now())
+                warn!(
+                    child = %p.name,
+                    %exit,
+                    restart_in = ?p.restart_at.map_or(Duration::ZERO, |t| t.saturating_duration_since(Instant::now())),
+                    "exited; restarting"
                 );
                 dirty = true;
             }
@@ -233,7 +239,7 @@ pub fn run(opts: Opts) -> Result<(), SchedulerError> {
                 processes: procs.iter().map(|p| p.status(opts.container)).collect(),
             };
             if let Err(e) = state.put_container_status(name, &status) {
-                eprintln!("executor: cannot record status: {e}");
+                error!(error = %e, "cannot record the container's status");
             }
             dirty = false;
         }

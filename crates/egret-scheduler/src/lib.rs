@@ -14,6 +14,7 @@
 pub mod backoff;
 pub mod executor;
 pub mod local;
+pub mod logging;
 pub mod supervisor;
 
 use std::path::{Path, PathBuf};

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use egret_proto::egret::Location;
 use egret_statemgr::LocalStateManager;
+use tracing::{error, info, warn};
 
 use crate::SchedulerError;
 use crate::backoff::Backoff;
@@ -73,16 +74,19 @@ pub fn run(opts: Opts) -> Result<(), SchedulerError> {
             start_at: Some(Instant::now()),
         })
         .collect();
-    eprintln!(
-        "supervisor: topology={name} pid={} starting {} executors",
-        std::process::id(),
-        executors.len()
+    info!(
+        cluster = %opts.cluster,
+        egret_home = %opts.egret_home.display(),
+        egret_bin = %opts.egret_bin.display(),
+        pid = std::process::id(),
+        executors = executors.len(),
+        "supervisor started"
     );
     loop {
         // `kill` removes the definition last, after stopping this process; if this process outlived that (it was
         // stopped too late), nothing is left to supervise.
         if !state.exists(name)? {
-            eprintln!("supervisor: topology {name} is gone; exiting");
+            info!("the topology is gone; exiting");
             return Ok(());
         }
         for e in &mut executors {
@@ -92,30 +96,20 @@ pub fn run(opts: Opts) -> Result<(), SchedulerError> {
                 e.child = None;
                 let wait = e.backoff.after_exit(e.started.elapsed());
                 e.start_at = Some(Instant::now() + wait);
-                eprintln!(
-                    "supervisor: executor of container {} {exit}; starting it again in {wait:?}",
-                    e.container
-                );
+                warn!(container = e.container, %exit, restart_in = ?wait, "executor exited");
             }
             if e.child.is_none() && e.start_at.is_some_and(|t| Instant::now() >= t) {
                 e.started = Instant::now();
                 match scheduler.launch(name, e.container) {
                     Ok(child) => {
-                        eprintln!(
-                            "supervisor: started the executor of container {} (pid {})",
-                            e.container,
-                            child.id()
-                        );
+                        info!(container = e.container, pid = child.id(), "executor started");
                         e.child = Some(child);
                         e.start_at = None;
                     }
                     Err(err) => {
                         let wait = e.backoff.after_exit(Duration::ZERO);
                         e.start_at = Some(Instant::now() + wait);
-                        eprintln!(
-                            "supervisor: cannot start the executor of container {}: {err}; trying again in {wait:?}",
-                            e.container
-                        );
+                        error!(container = e.container, error = %err, retry_in = ?wait, "cannot start the executor");
                     }
                 }
             }

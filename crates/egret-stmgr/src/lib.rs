@@ -41,6 +41,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::Notify;
+use tracing::{debug, info, warn};
 
 /// Bytes one outgoing queue may hold before the readers that feed it wait. The back-pressure watermarks (4 MiB by
 /// default) act first for instances; this is the backstop that keeps memory finite for peers and for watermarks
@@ -204,6 +205,11 @@ struct Stmgr {
     all_registered: Notify,
     /// Signalled whenever the clamp on local spouts may have lifted.
     bp_lifted: Notify,
+    /// How many times this stmgr started back pressure, and whether the current episode was logged at INFO: a
+    /// topology running at its limit starts and stops it many times a second, so only the starts numbered by powers
+    /// of two (and their stops) are logged at INFO, every other one at DEBUG.
+    bp_starts: Cell<u64>,
+    bp_logged: Cell<bool>,
     stats: Arc<Stats>,
 }
 
@@ -237,7 +243,17 @@ async fn serve_on_loop(
     let listener = tokio::net::TcpListener::from_std(listener)?;
     let data_port = listener.local_addr()?.port();
     let id = format!("stmgr-{}", opts.container);
-    eprintln!("stmgr: topology={name} id={id} port={data_port} expecting tasks {expected:?}");
+    info!(
+        cluster = %opts.cluster,
+        egret_home = %opts.egret_home.display(),
+        host = %opts.host,
+        data_port,
+        topology_id = %topology.id,
+        tasks = ?expected,
+        high_watermark = high,
+        low_watermark = low,
+        "stmgr started"
+    );
     let stats = Arc::new(Stats {
         bp: Mutex::new(Some(BackPressure::new(high, low))),
         ..Stats::default()
@@ -255,6 +271,8 @@ async fn serve_on_loop(
         pplan: RefCell::new(None),
         all_registered: Notify::new(),
         bp_lifted: Notify::new(),
+        bp_starts: Cell::new(0),
+        bp_logged: Cell::new(false),
         stats: Arc::clone(&stats),
         opts,
     });
@@ -283,12 +301,12 @@ async fn serve_on_loop(
                     let s = Rc::clone(&s);
                     tokio::task::spawn_local(async move {
                         if let Err(e) = serve_connection(&s, stream).await {
-                            eprintln!("stmgr: connection from {peer} closed: {e}");
+                            warn!(error = %e, "connection from {peer} closed");
                         }
                     });
                 }
                 Err(e) => {
-                    eprintln!("stmgr: accept failed: {e}");
+                    warn!(error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
             }
@@ -436,7 +454,7 @@ async fn write_loop(s: Rc<Stmgr>, out: Rc<Outgoing>, mut half: OwnedWriteHalf, n
         }
     }
     if let Err(e) = result {
-        eprintln!("stmgr: writing to {name} failed: {e}");
+        warn!(to = %name, error = %e, "write failed; closing the connection");
     }
     // Whatever is still queued will never be written.
     out.open.set(false);
@@ -505,7 +523,7 @@ async fn serve_connection(s: &Rc<Stmgr>, stream: TcpStream) -> Result<(), ConnEr
                     s.all_registered.notify_one();
                 }
             }
-            eprintln!("stmgr: task {task} registered");
+            info!(task, "instance registered");
             let result = forward(s, &mut inbound, if is_spout { Source::Spout } else { Source::Bolt }).await;
             // Remove the route only if it is still ours: the task may already have re-registered on a new connection.
             let mut routes = s.routes.borrow_mut();
@@ -518,7 +536,7 @@ async fn serve_connection(s: &Rc<Stmgr>, stream: TcpStream) -> Result<(), ConnEr
             result.map_err(ConnError::from)
         }
         control::Msg::StmgrHello(h) if h.topology_id == s.topology_id => {
-            eprintln!("stmgr: peer {} connected", h.stmgr_id);
+            info!(peer = %h.stmgr_id, "peer stmgr connected");
             let result = forward(s, &mut inbound, Source::Peer).await;
             // A peer that went away no longer holds back pressure.
             with_bp(s, |bp| bp.peer_stop(&h.stmgr_id, Instant::now()));
@@ -590,14 +608,14 @@ async fn forward(s: &Rc<Stmgr>, inbound: &mut Inbound, source: Source) -> Result
                 // Logged at powers of two only, like the other bad frames, so a hostile peer cannot flood the log.
                 let n = s.stats.bad.fetch_add(1, Relaxed) + 1;
                 if n.is_power_of_two() {
-                    eprintln!("stmgr: ignoring control message {other:?}; {n} bad frames so far");
+                    warn!(control = ?other, bad_frames = n, "ignored a control message");
                 }
             }
             Next::Frame { frame: Err(e), .. } => {
                 // The framing holds (the length was fine): count the frame and read on.
                 let n = s.stats.bad.fetch_add(1, Relaxed) + 1;
                 if n.is_power_of_two() {
-                    eprintln!("stmgr: skipped a bad frame ({e}); {n} so far");
+                    warn!(error = %e, bad_frames = n, "skipped a bad frame");
                 }
             }
             // `next` returned the length of a whole frame.
@@ -645,10 +663,37 @@ fn check_backpressure(s: &Stmgr) {
     let Some(change) = with_bp(s, |bp| bp.observe(max, now)) else {
         return;
     };
-    eprintln!("stmgr: back pressure {change:?} (largest instance queue {max} bytes)");
+    log_backpressure(s, change, max);
     announce(s, change == Change::Start);
     if change == Change::Stop {
         s.bp_lifted.notify_waiters();
+    }
+}
+
+fn log_backpressure(s: &Stmgr, change: Change, largest_queue: u64) {
+    match change {
+        Change::Start => {
+            let n = s.bp_starts.get() + 1;
+            s.bp_starts.set(n);
+            s.bp_logged.set(n.is_power_of_two());
+            if n.is_power_of_two() {
+                info!(
+                    largest_instance_queue_bytes = largest_queue,
+                    starts = n,
+                    "back pressure starts"
+                );
+            } else {
+                debug!(
+                    largest_instance_queue_bytes = largest_queue,
+                    starts = n,
+                    "back pressure starts"
+                );
+            }
+        }
+        Change::Stop if s.bp_logged.replace(false) => {
+            info!(largest_instance_queue_bytes = largest_queue, "back pressure stops");
+        }
+        Change::Stop => debug!(largest_instance_queue_bytes = largest_queue, "back pressure stops"),
     }
 }
 
@@ -682,7 +727,11 @@ async fn route(s: &Stmgr, dest: u32, frame: &[u8]) {
     if dest == 0 || dest > s.max_task {
         let n = s.stats.bad.fetch_add(1, Relaxed) + 1;
         if n.is_power_of_two() {
-            eprintln!("stmgr: a DATA frame for task {dest}, which does not exist; {n} bad frames so far");
+            warn!(
+                task = dest,
+                bad_frames = n,
+                "a DATA frame for a task that does not exist"
+            );
         }
         fail_lost_roots(s, frame);
         return;
@@ -711,7 +760,7 @@ fn deliver(s: &Stmgr, dest: u32, frame: &[u8], out: Option<Rc<Outgoing>>) {
     // No route (the destination is down or not yet known): counted, as Heron's __tuples_to_*_lost.
     let n = s.stats.dropped.fetch_add(1, Relaxed) + 1;
     if n.is_power_of_two() {
-        eprintln!("stmgr: no route to task {dest}; {n} frames dropped so far");
+        warn!(task = dest, dropped_frames = n, "no route to the task; frame dropped");
     }
     fail_lost_roots(s, frame);
 }
@@ -848,7 +897,7 @@ async fn tmanager_client(s: Rc<Stmgr>) {
     }
     loop {
         if let Err(e) = tmanager_session(&s).await {
-            eprintln!("stmgr: tmanager session ended: {e}; reconnecting");
+            warn!(error = %e, "tmanager session ended; reconnecting");
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -880,6 +929,7 @@ async fn tmanager_session(s: &Rc<Stmgr>) -> Result<(), String> {
         instances,
     }));
     write.write_all(&register).await.map_err(|e| e.to_string())?;
+    info!(tmanager = %format_args!("{}:{}", location.host, location.port), "registered with the tmanager");
     let heartbeats = async move {
         loop {
             tokio::time::sleep(HEARTBEAT).await;
@@ -919,6 +969,12 @@ async fn tmanager_session(s: &Rc<Stmgr>) -> Result<(), String> {
 
 /// Learns where every task lives, connects to new or moved peers, and passes the plan on to the local instances.
 async fn apply_plan(s: &Rc<Stmgr>, p: PhysicalPlan) {
+    info!(
+        state = %p.topology.as_ref().map_or("unknown", |t| t.state().as_str_name()),
+        stmgrs = p.stmgrs.len(),
+        instances = p.instances.len(),
+        "physical plan received"
+    );
     let mut remote = HashMap::new();
     for i in &p.instances {
         if i.stmgr_id != s.id {
@@ -952,7 +1008,7 @@ async fn apply_plan(s: &Rc<Stmgr>, p: PhysicalPlan) {
                     old.wake_writer.notify_one();
                 }
             }
-            Err(e) => eprintln!("stmgr: cannot connect to {}: {e}", peer.id),
+            Err(e) => warn!(peer = %peer.id, error = %e, "cannot connect to the peer stmgr"),
         }
     }
     let frame = control_frame(control::Msg::PhysicalPlan(p.clone()));
@@ -983,5 +1039,6 @@ async fn connect_peer(s: &Rc<Stmgr>, peer: &StmgrInfo) -> Result<Rc<Outgoing>, S
         stmgr_id: s.id.clone(),
     }));
     write.write_all(&hello).await.map_err(|e| e.to_string())?;
+    info!(peer = %peer.id, addr = %format_args!("{}:{}", peer.host, peer.data_port), "connected to the peer stmgr");
     Ok(spawn_writer(s, write, None, peer.id.clone()))
 }

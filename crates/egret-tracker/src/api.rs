@@ -179,7 +179,7 @@ fn scrape_topology(opts: &Opts, cluster: &str, name: &str) -> Result<(LocalState
         });
     }
     for f in &failures {
-        eprintln!("tracker: topology {name}: left out metrics manager {f}");
+        tracing::warn!(topology = %name, failure = %f, "left out a metrics manager");
     }
     // Stable, so a histogram's buckets keep the order the metrics manager wrote them in (increasing bounds).
     samples.sort_by(|a, b| {

@@ -280,7 +280,7 @@ impl Writer {
     }
 }
 
-/// Starts a writer thread for `writer` with a queue of `capacity` frames; `name` labels its error message.
+/// Starts a writer thread for `writer` with a queue of `capacity` frames; `name` labels its log line.
 pub fn spawn_writer(mut writer: FrameWriter, capacity: usize, name: String) -> Writer {
     let (tx, rx) = bounded::<Vec<u8>>(capacity);
     let alive = Arc::new(AtomicBool::new(true));
@@ -302,7 +302,7 @@ pub fn spawn_writer(mut writer: FrameWriter, capacity: usize, name: String) -> W
             let result = result.and_then(|()| writer.flush());
             written.fetch_sub(bytes, SeqCst);
             if let Err(e) = result {
-                eprintln!("writing to {name} failed: {e}");
+                tracing::warn!(to = %name, error = %e, "write failed; closing the connection");
                 break;
             }
         }
@@ -314,7 +314,7 @@ pub fn spawn_writer(mut writer: FrameWriter, capacity: usize, name: String) -> W
     Writer { tx, alive, queued }
 }
 
-/// Accepts connections forever, serving each on its own thread; `role` labels the log lines.
+/// Accepts connections forever, serving each on its own thread; `role` (what is served) labels the log lines.
 pub fn accept_loop<E: std::fmt::Display>(
     listener: TcpListener,
     role: &'static str,
@@ -328,11 +328,11 @@ pub fn accept_loop<E: std::fmt::Display>(
                 std::thread::spawn(move || {
                     let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
                     if let Err(e) = serve(stream) {
-                        eprintln!("{role}: connection from {peer} closed: {e}");
+                        tracing::warn!(%role, error = %e, "connection from {peer} closed");
                     }
                 });
             }
-            Err(e) => eprintln!("{role}: accept failed: {e}"),
+            Err(e) => tracing::warn!(%role, error = %e, "accept failed"),
         }
     }
 }

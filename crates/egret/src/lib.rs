@@ -70,13 +70,35 @@ pub fn run(topology: Result<Topology, TopologyErrors>) -> ! {
         std::process::exit(0);
     }
     if let Some(instance) = InstanceEnv::from_env() {
+        init_instance_logging(&topology, instance.as_ref().ok());
         let result = instance.and_then(|env| egret_instance::run(topology, env));
         if let Err(e) = result {
-            eprintln!("instance: {e}");
+            tracing::error!(error = %e, "instance exiting");
         }
         std::process::exit(1);
     }
     simulate(topology)
+}
+
+/// Every line of an instance's log names it: topology, container, process (as the executor names it and its log
+/// file), component and task.
+fn init_instance_logging(topology: &Topology, env: Option<&InstanceEnv>) {
+    let Some(env) = env else {
+        // The environment is broken (the error says how): the topology is all we know.
+        egret_scheduler::logging::init(&[("topology", &topology.name())]);
+        return;
+    };
+    let component = topology
+        .task_component(env.task)
+        .map_or("?", |(ci, _)| topology.components()[ci].name.as_str());
+    let process = format!("instance-{}-{component}", env.task);
+    egret_scheduler::logging::init(&[
+        ("topology", &env.topology),
+        ("container", &env.container),
+        ("process", &process),
+        ("component", &component),
+        ("task", &env.task),
+    ]);
 }
 
 fn simulate(topology: Topology) -> ! {
