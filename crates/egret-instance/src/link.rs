@@ -54,6 +54,8 @@ pub(crate) struct StmgrLink {
     out: VecDeque<OutFrame>,
     /// How many frames the task may have queued before `try_send` hands batches back.
     out_limit: usize,
+    /// The last read emptied the socket (and nothing has woken `wait` since).
+    socket_empty: bool,
     ctl: Arc<Control>,
     metrics: Arc<TaskMetrics>,
 }
@@ -78,6 +80,7 @@ impl StmgrLink {
             end: 0,
             out: VecDeque::new(),
             out_limit: out_limit.max(1),
+            socket_empty: false,
             ctl,
             metrics,
         })
@@ -222,10 +225,15 @@ impl Transport for StmgrLink {
 }
 
 impl Link for StmgrLink {
+    fn drained(&self) -> bool {
+        self.socket_empty && !self.has_frame()
+    }
+
     fn receive(&mut self, max: usize, f: &mut dyn FnMut(&[u8])) -> usize {
         let mut handled = 0;
         // After a read that emptied the socket, another would only say "nothing yet": saves a syscall per wakeup.
         let mut socket_empty = false;
+        self.socket_empty = false;
         while handled < max && !self.ctl.stop.load(SeqCst) {
             let next = match next_frame(&self.inbuf[self.start..self.end], self.max_frame) {
                 Ok(next) => next,
@@ -252,9 +260,15 @@ impl Link for StmgrLink {
                             .record_error(format!("bad frame at stream offset +{at}: {e}")),
                     }
                 }
-                Next::Incomplete { .. } if socket_empty => break,
+                Next::Incomplete { .. } if socket_empty => {
+                    self.socket_empty = true;
+                    break;
+                }
                 Next::Incomplete { needed } => match self.fill(needed) {
-                    Ok((0, _)) => break,
+                    Ok((0, _)) => {
+                        self.socket_empty = true;
+                        break;
+                    }
                     Ok((_, emptied)) => socket_empty = emptied,
                     Err(e) => {
                         self.lost(&e);

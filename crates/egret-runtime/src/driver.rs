@@ -10,7 +10,9 @@
 //!   hop.
 //! - **An idle task sleeps.** It blocks on its link (input, room for output) until its next timer; it never spins.
 //!   A spout whose `next_tuple` emitted nothing is asked again after `topology.egret.spout.wait.micros` (acks and
-//!   fails are still handled as they arrive), so a slow source is polled in bursts, not once per tuple.
+//!   fails are still handled as they arrive), so a slow source is polled in bursts, not once per tuple; the waits end
+//!   on a wall-clock grid ([`next_on_grid`]), so all spouts burst together and the rest of the topology wakes once
+//!   per burst for all of them.
 
 use std::time::{Duration, Instant};
 
@@ -41,9 +43,27 @@ pub trait LoopControl {
 pub trait Link: Transport {
     /// Hands received batches to `f` without waiting, at most `max` of them; returns how many.
     fn receive(&mut self, max: usize, f: &mut dyn FnMut(&[u8])) -> usize;
+    /// Whether the last `receive` left nothing behind that could be handled now: the caller may go idle without
+    /// asking again. A link that cannot tell says `false`.
+    fn drained(&self) -> bool {
+        false
+    }
     /// Blocks until input may have arrived (when `want_input`), room for output may have appeared (when
     /// `want_room`), or `timeout` passed. A link that buffers writes keeps writing them while it waits.
     fn wait(&mut self, timeout: Duration, want_input: bool, want_room: bool);
+}
+
+/// The first instant after `now` that is a whole multiple of `period` on the wall clock. Every spout of a machine
+/// (every process reads the same clock) then wakes at the same moments: their bursts travel together, and the stmgrs
+/// and bolts wake once per period for all of them instead of once per spout. (Linux coalesces timers for the same
+/// reason.) The wait is at most `period`, as without the grid.
+pub fn next_on_grid(now: Instant, period: Duration) -> Instant {
+    let period_ns = period.as_nanos().max(1);
+    let wall_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let to_next = period_ns - wall_ns % period_ns;
+    now + Duration::from_nanos(to_next.min(u64::MAX as u128) as u64)
 }
 
 fn until(at: Option<Instant>, now: Instant, cap: Duration) -> Duration {
@@ -70,7 +90,7 @@ pub fn run_spout(t: &mut SpoutTask, link: &mut dyn Link, control: &dyn LoopContr
         if t.can_emit() && now >= next_emit {
             let cycle = t.emit_cycle(now, EMIT_CYCLE_CALLS);
             if cycle.source_empty {
-                next_emit = now + spout_wait;
+                next_emit = next_on_grid(now, spout_wait);
             } else if cycle.emitted > 0 {
                 // Busy: keep filling batches; only those older than the flush interval go now.
                 t.outbox().flush_due(now);
@@ -112,7 +132,7 @@ pub fn run_bolt(t: &mut BoltTask, link: &mut dyn Link, control: &dyn LoopControl
             // the topology never looks quiet while they wait.
             control.processed();
         });
-        if received > 0 {
+        if received > 0 && !link.drained() {
             t.outbox().flush_due(Instant::now());
             t.outbox().send(link);
             t.publish();

@@ -37,9 +37,8 @@ use egret_proto::egret::{InstanceInfo, Location, PhysicalPlan, RegisterStmgr, St
 use egret_runtime::batch::{BatchBuilder, BatchReader, Record};
 use egret_statemgr::LocalStateManager;
 use egret_transport::{FrameError, FrameRef, Next, control_frame, next_frame};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::Interest;
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
@@ -331,18 +330,18 @@ enum ConnError {
     Refused(String),
 }
 
-/// The reading half of a connection: whole frames are parsed in place from one buffer.
+/// The reading side of a connection: whole frames are parsed in place from one buffer.
 struct Inbound {
-    half: OwnedReadHalf,
+    stream: Rc<TcpStream>,
     buf: Vec<u8>,
     start: usize,
     end: usize,
 }
 
 impl Inbound {
-    fn new(half: OwnedReadHalf) -> Inbound {
+    fn new(stream: Rc<TcpStream>) -> Inbound {
         Inbound {
-            half,
+            stream,
             buf: vec![0; READ_CHUNK],
             start: 0,
             end: 0,
@@ -371,7 +370,8 @@ impl Inbound {
         if self.buf.len() < needed {
             self.buf.resize(needed.max(READ_CHUNK), 0);
         }
-        let n = self.half.read(&mut self.buf[self.end..]).await?;
+        let room = &mut self.buf[self.end..];
+        let n = read_some(&self.stream, room).await?;
         if n == 0 {
             return Err(FrameError::Closed);
         }
@@ -398,9 +398,56 @@ impl Inbound {
     }
 }
 
+/// Reads what the socket has into `buf` (waiting until it has something); 0 means the peer closed it. A read
+/// shorter than `buf` emptied the socket, so it tells the runtime so at once: the next read then waits for
+/// readiness instead of costing a system call that would only say "nothing yet".
+async fn read_some(stream: &TcpStream, buf: &mut [u8]) -> std::io::Result<usize> {
+    let room = buf.len();
+    loop {
+        stream.readable().await?;
+        let mut got = 0;
+        let result = stream.try_io(Interest::READABLE, || {
+            got = stream.try_read(buf)?;
+            if got > 0 && got < room {
+                // Clears the readiness (the data is in `got`).
+                return Err(std::io::ErrorKind::WouldBlock.into());
+            }
+            Ok(got)
+        });
+        match result {
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && got > 0 => return Ok(got),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Writes some of `slices` (waiting until the socket takes something); returns how many bytes.
+async fn write_some(stream: &TcpStream, slices: &[IoSlice<'_>]) -> std::io::Result<usize> {
+    loop {
+        stream.writable().await?;
+        match stream.try_write_vectored(slices) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            result => return result,
+        }
+    }
+}
+
+async fn write_all(stream: &TcpStream, mut bytes: &[u8]) -> std::io::Result<()> {
+    while !bytes.is_empty() {
+        let n = write_some(stream, &[IoSlice::new(bytes)]).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        bytes = &bytes[n..];
+    }
+    Ok(())
+}
+
 /// Writes everything queued on `out` until the connection fails or `out` is closed by its owner: all the chunks
 /// queued so far in one `writev`, as many times as the socket needs.
-async fn write_loop(s: Rc<Stmgr>, out: Rc<Outgoing>, mut half: OwnedWriteHalf, name: String) {
+async fn write_loop(s: Rc<Stmgr>, out: Rc<Outgoing>, stream: Rc<TcpStream>, name: String) {
     let mut result = Ok(());
     while out.open.get() && result.is_ok() {
         let mut taken = std::mem::take(&mut *out.chunks.borrow_mut());
@@ -417,7 +464,7 @@ async fn write_loop(s: Rc<Stmgr>, out: Rc<Outgoing>, mut half: OwnedWriteHalf, n
                 .enumerate()
                 .map(|(i, c)| IoSlice::new(if i == 0 { &c[offset..] } else { c }))
                 .collect();
-            let mut n = match half.write_vectored(&slices).await {
+            let mut n = match write_some(&stream, &slices).await {
                 Ok(0) => {
                     result = Err(std::io::Error::from(std::io::ErrorKind::WriteZero));
                     break;
@@ -466,16 +513,16 @@ async fn write_loop(s: Rc<Stmgr>, out: Rc<Outgoing>, mut half: OwnedWriteHalf, n
     }
 }
 
-fn spawn_writer(s: &Rc<Stmgr>, half: OwnedWriteHalf, task: Option<u32>, name: String) -> Rc<Outgoing> {
+fn spawn_writer(s: &Rc<Stmgr>, stream: Rc<TcpStream>, task: Option<u32>, name: String) -> Rc<Outgoing> {
     let out = Outgoing::new(task);
-    tokio::task::spawn_local(write_loop(Rc::clone(s), Rc::clone(&out), half, name));
+    tokio::task::spawn_local(write_loop(Rc::clone(s), Rc::clone(&out), stream, name));
     out
 }
 
 async fn serve_connection(s: &Rc<Stmgr>, stream: TcpStream) -> Result<(), ConnError> {
     stream.set_nodelay(true)?;
-    let (read, mut write) = stream.into_split();
-    let mut inbound = Inbound::new(read);
+    let stream = Rc::new(stream);
+    let mut inbound = Inbound::new(Rc::clone(&stream));
     let len = inbound.next().await?;
     let first = match next_frame(inbound.bytes(len), MAX_FRAME)? {
         Next::Frame {
@@ -501,13 +548,13 @@ async fn serve_connection(s: &Rc<Stmgr>, stream: TcpStream) -> Result<(), ConnEr
                 .filter(|i| r.topology_id == s.topology_id && s.expected.contains(&(i.task_id as u32)))
             else {
                 let msg = format!("{} does not run that task of topology {}", s.id, s.topology_id);
-                write.write_all(&status(false, msg)).await?;
+                write_all(&stream, &status(false, msg)).await?;
                 return Ok(());
             };
-            write.write_all(&status(true, String::new())).await?;
+            write_all(&stream, &status(true, String::new())).await?;
             let task = info.task_id as u32;
             let is_spout = s.spouts.contains(&info.component);
-            let out = spawn_writer(s, write, Some(task), format!("task {task}"));
+            let out = spawn_writer(s, Rc::clone(&stream), Some(task), format!("task {task}"));
             if let Some(p) = s.pplan.borrow().clone() {
                 out.push(&control_frame(control::Msg::PhysicalPlan(p)));
             }
@@ -915,7 +962,7 @@ async fn tmanager_session(s: &Rc<Stmgr>) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
     stream.set_nodelay(true).map_err(|e| e.to_string())?;
-    let (read, mut write) = stream.into_split();
+    let stream = Rc::new(stream);
     let instances = s.stats.registered.lock().map(|r| r.clone()).unwrap_or_default();
     let register = control_frame(control::Msg::RegisterStmgr(RegisterStmgr {
         topology_id: s.topology_id.clone(),
@@ -928,8 +975,9 @@ async fn tmanager_session(s: &Rc<Stmgr>) -> Result<(), String> {
         }),
         instances,
     }));
-    write.write_all(&register).await.map_err(|e| e.to_string())?;
+    write_all(&stream, &register).await.map_err(|e| e.to_string())?;
     info!(tmanager = %format_args!("{}:{}", location.host, location.port), "registered with the tmanager");
+    let writer = Rc::clone(&stream);
     let heartbeats = async move {
         loop {
             tokio::time::sleep(HEARTBEAT).await;
@@ -937,13 +985,13 @@ async fn tmanager_session(s: &Rc<Stmgr>) -> Result<(), String> {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as i64);
             let beat = control_frame(control::Msg::Heartbeat(egret_proto::egret::Heartbeat { time_ms }));
-            if let Err(e) = write.write_all(&beat).await {
+            if let Err(e) = write_all(&writer, &beat).await {
                 return format!("heartbeat failed: {e}");
             }
         }
     };
     let plans = async {
-        let mut inbound = Inbound::new(read);
+        let mut inbound = Inbound::new(Rc::clone(&stream));
         loop {
             let len = inbound.next().await.map_err(|e| e.to_string())?;
             let msg = match next_frame(inbound.bytes(len), MAX_FRAME) {
@@ -1032,13 +1080,13 @@ async fn connect_peer(s: &Rc<Stmgr>, peer: &StmgrInfo) -> Result<Rc<Outgoing>, S
         }
     };
     stream.set_nodelay(true).map_err(|e| e.to_string())?;
-    // Peers never write back on this connection; its read half is dropped.
-    let (_read, mut write) = stream.into_split();
+    // Peers never write back on this connection: it is only written.
+    let stream = Rc::new(stream);
     let hello = control_frame(control::Msg::StmgrHello(StmgrHello {
         topology_id: s.topology_id.clone(),
         stmgr_id: s.id.clone(),
     }));
-    write.write_all(&hello).await.map_err(|e| e.to_string())?;
+    write_all(&stream, &hello).await.map_err(|e| e.to_string())?;
     info!(peer = %peer.id, addr = %format_args!("{}:{}", peer.host, peer.data_port), "connected to the peer stmgr");
-    Ok(spawn_writer(s, write, None, peer.id.clone()))
+    Ok(spawn_writer(s, stream, None, peer.id.clone()))
 }
