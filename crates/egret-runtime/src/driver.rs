@@ -146,3 +146,26 @@ pub fn run_bolt(t: &mut BoltTask, link: &mut dyn Link, control: &dyn LoopControl
         link.wait(until(t.next_timer(), now, IDLE_WAIT), true, !sent);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_grid_wait_is_never_longer_than_the_period_and_lands_on_a_multiple_of_it() {
+        let period = Duration::from_micros(1000);
+        for _ in 0..100 {
+            let now = Instant::now();
+            let wall = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos();
+            let wait = next_on_grid(now, period) - now;
+            assert!(wait > Duration::ZERO && wait <= period, "{wait:?}");
+            // The wall clock then reads a whole multiple of the period (to within the time between the two reads).
+            let landing = (wall + wait.as_nanos()) % period.as_nanos();
+            let off = landing.min(period.as_nanos() - landing);
+            assert!(off < 200_000, "lands {off} ns off the grid");
+        }
+    }
+}
