@@ -8,9 +8,7 @@
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::mpsc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -21,21 +19,15 @@ use egret_api::{
     Topology, TopologyBuilder, Tuple, keys,
 };
 use egret_instance::{InstanceEnv, InstanceError};
-use egret_metricsmgr::MetricsManager;
-use egret_proto::api::TopologyState;
-use egret_proto::defn;
-use egret_proto::egret::{
-    ContainerPlan, Heartbeat, InstancePlan, Location, PackingPlan, PhysicalPlan, RegisterStmgr, Status, control,
-};
+use egret_proto::egret::{Heartbeat, Location, PhysicalPlan, RegisterStmgr, Status, control};
 use egret_runtime::batch::{BatchBuilder, BatchReader, Record};
 use egret_runtime::rng::FastRng;
-use egret_statemgr::LocalStateManager;
+use egret_testkit::{CLUSTER, InProcessMetricsmgr, TempHome, seed, store_topology};
 use egret_transport::{Frame, KIND_CONTROL, control_frame, data_frame, read_frame};
 
 /// Every wait in this test ends by then.
 const DEADLINE: Duration = Duration::from_secs(5);
 const NAME: &str = "hostile";
-const CLUSTER: &str = "local";
 const GOOD_FRAMES: usize = 200;
 const BAD_FRAMES: usize = 3000;
 
@@ -95,101 +87,12 @@ fn topology() -> Topology {
     b.build().expect("a valid topology")
 }
 
-/// A state-manager root of its own, removed at the end.
-struct TempHome(PathBuf);
-
-impl TempHome {
-    fn new() -> TempHome {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let dir = std::env::temp_dir().join(format!("egret-hostile-instance-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("create the temp dir");
-        TempHome(dir)
-    }
-}
-
-impl Drop for TempHome {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn seed() -> u64 {
-    let seed = std::env::var("EGRET_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| FastRng::from_entropy(0).next_u64());
-    eprintln!("seed {seed} (replay with EGRET_TEST_SEED={seed})");
-    seed
-}
-
 /// Polls `f` until it returns `Some`, or panics naming `what` after the deadline.
-fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(20));
-    }
+fn wait_for<T>(what: &str, f: impl FnMut() -> Option<T>) -> T {
+    egret_testkit::wait_for(what, DEADLINE, f)
 }
 
 /// A metricsmgr for container 1 on port 0, announced as `metricsmgr-1`; returns its HTTP port.
-struct Metrics {
-    http_port: u16,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Metrics {
-    fn start(state: &LocalStateManager) -> Metrics {
-        let m = MetricsManager::bind(NAME, "127.0.0.1").expect("bind the metricsmgr");
-        state
-            .put_location(
-                NAME,
-                &Location {
-                    process: "metricsmgr-1".into(),
-                    container: 1,
-                    host: "127.0.0.1".into(),
-                    port: m.publisher_port() as i32,
-                    pid: std::process::id() as i32,
-                    http_port: m.http_port() as i32,
-                },
-            )
-            .unwrap();
-        let http_port = m.http_port();
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let thread = thread::spawn(move || m.serve(flag).expect("the metricsmgr serves"));
-        Metrics {
-            http_port,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    /// The value of `name` published by `task`, if it has one yet.
-    fn value(&self, name: &str, task: TaskId) -> Option<f64> {
-        let samples = egret_metricsmgr::scrape_samples("127.0.0.1", self.http_port).ok()?;
-        let task = task.0.to_string();
-        samples
-            .iter()
-            .find(|s| s.name == name && s.label("task") == Some(task.as_str()))
-            .map(|s| s.value)
-    }
-}
-
-impl Drop for Metrics {
-    fn drop(&mut self) {
-        self.stop.store(true, SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
 /// The tasks of the test topology and the stream indexes the frames name.
 struct Shape {
     source: TaskId,
@@ -216,32 +119,6 @@ impl Shape {
             streams: t.streams().len() as u32,
         }
     }
-}
-
-/// Stores the definition and a packing plan with every task in container 1.
-fn store(state: &LocalStateManager, t: &Topology) -> egret_proto::api::Topology {
-    let definition = defn::to_definition(t, &format!("{NAME}-1"), TopologyState::Running);
-    state.put_topology(NAME, &definition).unwrap();
-    let instances = t
-        .tasks()
-        .map(|(task, component, index)| InstancePlan {
-            component: t.components()[component].name.clone(),
-            task_id: task.0 as i32,
-            component_index: index as i32,
-            resource: None,
-        })
-        .collect();
-    let plan = PackingPlan {
-        id: format!("{NAME}-plan"),
-        algorithm: "test".into(),
-        containers: vec![ContainerPlan {
-            id: 1,
-            instances,
-            required: None,
-        }],
-    };
-    state.put_packing_plan(NAME, &plan).unwrap();
-    definition
 }
 
 fn i64_values(n: i64) -> Vec<u8> {
@@ -460,12 +337,12 @@ fn join_instance(handle: JoinHandle<Result<(), InstanceError>>) -> Result<(), In
 fn a_running_bolt_instance_survives_hostile_frames_and_keeps_serving() {
     let started = Instant::now();
     let mut rng = FastRng::new(seed());
-    let home = TempHome::new();
-    let state = LocalStateManager::new(&home.0, CLUSTER).unwrap();
+    let home = TempHome::new("egret-hostile-instance");
+    let state = home.state();
     let t = topology();
     let s = Shape::of(&t);
-    let definition = store(&state, &t);
-    let metrics = Metrics::start(&state);
+    let definition = store_topology(&state, NAME, &t, 1);
+    let metrics = InProcessMetricsmgr::start(&state, NAME, 1);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     state
         .put_location(
@@ -574,7 +451,7 @@ fn a_running_bolt_instance_survives_hostile_frames_and_keeps_serving() {
     // Every hostile frame was counted, once per bad record it holds, in what the instance publishes (every second).
     let deadline = Instant::now() + DEADLINE;
     let errors = loop {
-        let counted = metrics.value("egret_exception_count", s.echo);
+        let counted = metrics.value("egret_exception_count", "task", &s.echo.0.to_string());
         if let Some(v) = counted.filter(|&v| v >= expected_errors as f64) {
             break v;
         }
@@ -600,12 +477,12 @@ fn a_running_bolt_instance_survives_hostile_frames_and_keeps_serving() {
 fn a_running_spout_instance_survives_hostile_frames_and_keeps_emitting() {
     let started = Instant::now();
     let mut rng = FastRng::new(seed());
-    let home = TempHome::new();
-    let state = LocalStateManager::new(&home.0, CLUSTER).unwrap();
+    let home = TempHome::new("egret-hostile-instance");
+    let state = home.state();
     let t = topology();
     let s = Shape::of(&t);
-    let definition = store(&state, &t);
-    let metrics = Metrics::start(&state);
+    let definition = store_topology(&state, NAME, &t, 1);
+    let metrics = InProcessMetricsmgr::start(&state, NAME, 1);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     state
         .put_location(
@@ -681,8 +558,10 @@ fn a_running_spout_instance_survives_hostile_frames_and_keeps_emitting() {
 
     let deadline = Instant::now() + DEADLINE;
     let errors = loop {
-        let counted = metrics.value("egret_exception_count", s.source);
-        let acked = metrics.value("egret_ack_count", s.source).unwrap_or(0.0);
+        let counted = metrics.value("egret_exception_count", "task", &s.source.0.to_string());
+        let acked = metrics
+            .value("egret_ack_count", "task", &s.source.0.to_string())
+            .unwrap_or(0.0);
         if let Some(v) = counted.filter(|&v| v >= expected_errors as f64 && acked > 0.0) {
             break v;
         }

@@ -2,14 +2,15 @@
 //! with. Behind the `server` feature, so that what publishers link (`MetricsClient`) pulls in no tokio or axum.
 
 use std::io;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::sync::atomic::Ordering::{Acquire, Relaxed};
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
-use std::thread::{self, JoinHandle};
+use std::thread::{self};
 use std::time::Duration;
 
 use egret_proto::egret::PublishMetrics;
+use egret_transport::ThreadPerConnection;
 use tokio::sync::oneshot;
 
 use crate::{MAX_SERIES, Snapshot, SnapshotHandle, http, publisher, render};
@@ -20,8 +21,6 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(10);
 /// Most publisher connections served at once. A container runs a handful of instances and daemons; the bound only
 /// stops a misbehaving peer from exhausting threads.
 pub const MAX_PUBLISHERS: usize = 1024;
-/// Connections accepted per loop turn, so a flood of connections cannot delay the shutdown check.
-const ACCEPT_BURST: usize = 64;
 
 /// State shared by the accept loop, the publisher threads and the HTTP server.
 pub(crate) struct Shared {
@@ -69,12 +68,6 @@ impl Drop for PublisherGuard {
     fn drop(&mut self) {
         self.0.publishers.fetch_sub(1, Relaxed);
     }
-}
-
-/// A publisher's thread and a handle on its socket, so `serve` can unblock the thread at shutdown and join it.
-struct Connection {
-    stream: TcpStream,
-    thread: JoinHandle<()>,
 }
 
 /// A metrics manager on its two listeners; [`MetricsManager::serve`] runs it.
@@ -137,7 +130,6 @@ impl MetricsManager {
             publisher,
             http,
         } = self;
-        publisher.set_nonblocking(true)?;
         let (stop_http, http_stopped) = oneshot::channel();
         let http_thread = {
             let shared = Arc::clone(&shared);
@@ -145,22 +137,25 @@ impl MetricsManager {
                 .name("metricsmgr-http".into())
                 .spawn(move || http::serve(http, shared, http_stopped))?
         };
-        let mut conns: Vec<Connection> = Vec::new();
-        while !shutdown.load(Acquire) && !http_thread.is_finished() {
-            let accepted = accept(&publisher, &shared, &mut conns);
-            reap(&mut conns);
-            if !accepted {
-                thread::sleep(POLL_INTERVAL);
-            }
-        }
-        shared.shutdown.store(true, Relaxed);
-        let _ = stop_http.send(());
-        for c in &conns {
-            let _ = c.stream.shutdown(std::net::Shutdown::Both);
-        }
-        for c in conns {
-            let _ = c.thread.join();
-        }
+        let server = ThreadPerConnection {
+            role: "metricsmgr-pub",
+            max_connections: MAX_PUBLISHERS,
+            poll: POLL_INTERVAL,
+            keep_serving: &|| !shutdown.load(Acquire) && !http_thread.is_finished(),
+        };
+        let serving = Arc::clone(&shared);
+        server.run(
+            &publisher,
+            move |stream, peer| {
+                serving.publishers.fetch_add(1, Relaxed);
+                let _guard = PublisherGuard(Arc::clone(&serving));
+                publisher::serve_publisher(stream, peer, &serving);
+            },
+            || {
+                shared.shutdown.store(true, Relaxed);
+                let _ = stop_http.send(());
+            },
+        )?;
         let http_result = http_thread
             .join()
             .unwrap_or_else(|_| Err(io::Error::other("the HTTP server panicked")));
@@ -170,63 +165,5 @@ impl MetricsManager {
                 .unwrap_or_else(|| io::Error::other("the HTTP server stopped")));
         }
         http_result
-    }
-}
-
-/// Accepts what is pending on the publisher listener (at most [`ACCEPT_BURST`]); returns whether anything was.
-fn accept(listener: &TcpListener, shared: &Arc<Shared>, conns: &mut Vec<Connection>) -> bool {
-    let mut accepted = false;
-    for _ in 0..ACCEPT_BURST {
-        match listener.accept() {
-            Ok((stream, peer)) => {
-                accepted = true;
-                if let Err(e) = start(stream, peer, shared, conns) {
-                    tracing::warn!(%peer, error = %e, "cannot serve a publisher");
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                // Out of descriptors, an aborted handshake...: the listener itself is fine; try again later.
-                tracing::warn!(error = %e, "accept failed");
-                break;
-            }
-        }
-    }
-    accepted
-}
-
-/// Starts the thread of one accepted publisher, or turns it away when too many are connected.
-fn start(stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>, conns: &mut Vec<Connection>) -> io::Result<()> {
-    if conns.len() >= MAX_PUBLISHERS {
-        return Err(io::Error::other(format!(
-            "{MAX_PUBLISHERS} publishers already connected"
-        )));
-    }
-    // Some platforms hand out accepted sockets in the listener's non-blocking mode.
-    stream.set_nonblocking(false)?;
-    let handle = stream.try_clone()?;
-    let shared = Arc::clone(shared);
-    shared.publishers.fetch_add(1, Relaxed);
-    let guard = PublisherGuard(Arc::clone(&shared));
-    let thread = thread::Builder::new()
-        .name(format!("metricsmgr-pub-{peer}"))
-        .spawn(move || {
-            let _guard = guard;
-            publisher::serve_publisher(stream, peer, &shared);
-        })?;
-    conns.push(Connection { stream: handle, thread });
-    Ok(())
-}
-
-/// Joins the threads of connections that ended, so their sockets and handles do not pile up.
-fn reap(conns: &mut Vec<Connection>) {
-    let mut i = 0;
-    while i < conns.len() {
-        if conns[i].thread.is_finished() {
-            let _ = conns.swap_remove(i).thread.join();
-        } else {
-            i += 1;
-        }
     }
 }

@@ -9,34 +9,24 @@
 
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::mpsc;
-use std::thread::{self, JoinHandle};
+use std::thread::{self};
 use std::time::{Duration, Instant};
 
 use egret_api::{
     Bolt, BoltCollector, OutputDeclarer, Root, RootId, Spout, SpoutCollector, StreamIndex, TaskId, Topology,
     TopologyBuilder, Tuple,
 };
-use egret_metricsmgr::MetricsManager;
-use egret_proto::api::TopologyState;
-use egret_proto::defn;
-use egret_proto::egret::{
-    BackPressure, ContainerPlan, Heartbeat, InstanceInfo, InstancePlan, Location, PackingPlan, PhysicalPlan,
-    RegisterInstance, StmgrHello, control,
-};
+use egret_proto::egret::{BackPressure, Heartbeat, InstanceInfo, PhysicalPlan, RegisterInstance, StmgrHello, control};
 use egret_runtime::batch::{BatchBuilder, BatchReader, Record};
 use egret_runtime::rng::FastRng;
-use egret_statemgr::LocalStateManager;
 use egret_stmgr::Opts;
+use egret_testkit::{CLUSTER, InProcessMetricsmgr, TempHome, seed, store_topology};
 use egret_transport::{Frame, KIND_CONTROL, KIND_DATA, control_frame, data_frame, read_frame};
 
 /// Every wait in this test ends by then.
 const DEADLINE: Duration = Duration::from_secs(5);
 const NAME: &str = "hostile";
-const CLUSTER: &str = "local";
 const GOOD_FRAMES: usize = 300;
 const BAD_FRAMES: usize = 3000;
 
@@ -77,76 +67,17 @@ fn topology() -> Topology {
     b.build().expect("a valid topology")
 }
 
-/// A state-manager root of its own, removed at the end.
-struct TempHome(PathBuf);
-
-impl TempHome {
-    fn new() -> TempHome {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let dir = std::env::temp_dir().join(format!("egret-hostile-stmgr-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("create the temp dir");
-        TempHome(dir)
-    }
-}
-
-impl Drop for TempHome {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn seed() -> u64 {
-    let seed = std::env::var("EGRET_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| FastRng::from_entropy(0).next_u64());
-    eprintln!("seed {seed} (replay with EGRET_TEST_SEED={seed})");
-    seed
-}
-
-/// A metricsmgr for container 1 on port 0, announced as `metricsmgr-1`.
-struct Metrics {
-    http_port: u16,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
+/// The container's metrics manager, with what these tests read from it.
+struct Metrics(InProcessMetricsmgr);
 
 impl Metrics {
-    fn start(state: &LocalStateManager) -> Metrics {
-        let m = MetricsManager::bind(NAME, "127.0.0.1").expect("bind the metricsmgr");
-        state
-            .put_location(
-                NAME,
-                &Location {
-                    process: "metricsmgr-1".into(),
-                    container: 1,
-                    host: "127.0.0.1".into(),
-                    port: m.publisher_port() as i32,
-                    pid: std::process::id() as i32,
-                    http_port: m.http_port() as i32,
-                },
-            )
-            .unwrap();
-        let http_port = m.http_port();
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let thread = thread::spawn(move || m.serve(flag).expect("the metricsmgr serves"));
-        Metrics {
-            http_port,
-            stop,
-            thread: Some(thread),
-        }
+    fn start(state: &egret_statemgr::LocalStateManager) -> Metrics {
+        Metrics(InProcessMetricsmgr::start(state, NAME, 1))
     }
 
     /// The value of the stmgr's metric `name`, if it published one yet.
     fn stmgr_value(&self, name: &str) -> Option<f64> {
-        let samples = egret_metricsmgr::scrape_samples("127.0.0.1", self.http_port).ok()?;
-        samples
-            .iter()
-            .find(|s| s.name == name && s.label("component") == Some(egret_stmgr::METRICS_COMPONENT))
-            .map(|s| s.value)
+        self.0.value(name, "component", egret_stmgr::METRICS_COMPONENT)
     }
 
     /// Waits until the stmgr's `name` reaches `expected`, then checks it is exactly that.
@@ -165,41 +96,6 @@ impl Metrics {
             thread::sleep(Duration::from_millis(50));
         }
     }
-}
-
-impl Drop for Metrics {
-    fn drop(&mut self) {
-        self.stop.store(true, SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// Stores the definition and a packing plan with every task in container 1.
-fn store(state: &LocalStateManager, t: &Topology) -> egret_proto::api::Topology {
-    let definition = defn::to_definition(t, &format!("{NAME}-1"), TopologyState::Running);
-    state.put_topology(NAME, &definition).unwrap();
-    let instances = t
-        .tasks()
-        .map(|(task, component, index)| InstancePlan {
-            component: t.components()[component].name.clone(),
-            task_id: task.0 as i32,
-            component_index: index as i32,
-            resource: None,
-        })
-        .collect();
-    let plan = PackingPlan {
-        id: format!("{NAME}-plan"),
-        algorithm: "test".into(),
-        containers: vec![ContainerPlan {
-            id: 1,
-            instances,
-            required: None,
-        }],
-    };
-    state.put_packing_plan(NAME, &plan).unwrap();
-    definition
 }
 
 /// A frame of `kind` around `body`, with a correct length.
@@ -320,10 +216,10 @@ enum Effect {
 fn a_running_stmgr_survives_hostile_frames_and_keeps_routing() {
     let started = Instant::now();
     let mut rng = FastRng::new(seed());
-    let home = TempHome::new();
-    let state = LocalStateManager::new(&home.0, CLUSTER).unwrap();
+    let home = TempHome::new("egret-hostile-stmgr");
+    let state = home.state();
     let t = topology();
-    let definition = store(&state, &t);
+    let definition = store_topology(&state, NAME, &t, 1);
     let task = |name: &str, i: usize| t.tasks_of(t.component_index(name).unwrap()).nth(i).unwrap();
     let (echo, sink, absent, source) = (task("echo", 0), task("sink", 0), task("sink", 1), task("source", 0));
     let max_task = t.task_count();

@@ -21,17 +21,16 @@ pub use metrics_store::MetricsStore;
 
 use std::collections::BTreeMap;
 use std::io;
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use egret_proto::api::TopologyState;
 use egret_proto::egret::{InstanceInfo, Location, PhysicalPlan, RegisterStmgr, Status, StmgrInfo, control};
 use egret_statemgr::LocalStateManager;
-use egret_transport::{Frame, FrameError, FrameWriter, Writer, control_frame, split};
+use egret_transport::{Frame, FrameError, FrameWriter, ThreadPerConnection, Writer, control_frame, split};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TmanagerError {
@@ -82,8 +81,8 @@ struct Tmanager {
 /// How long the accept loop sleeps when no connection is pending: bounds both the delay before a new connection is
 /// served and the delay before [`serve`] notices its shutdown flag.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
-/// Connections accepted per loop turn, so a flood of connections cannot delay the shutdown check.
-const ACCEPT_BURST: usize = 64;
+/// Connections served at once at most (stmgrs, metrics managers, CLI and tracker requests).
+const MAX_CONNECTIONS: usize = 4096;
 
 /// Runs the tmanager until its process is killed: binds a port on `opts.host` and serves.
 pub fn run(opts: Opts) -> Result<(), TmanagerError> {
@@ -156,83 +155,28 @@ pub fn serve(
         }),
         metrics: Mutex::new(MetricsStore::default()),
     });
-    let mut conns: Vec<Connection> = Vec::new();
-    while !shutdown.load(Ordering::Acquire) {
-        let accepted = accept(&listener, &tm, &mut conns);
-        reap(&mut conns);
-        if !accepted {
-            thread::sleep(POLL_INTERVAL);
-        }
-    }
-    tm.stopping.store(true, Ordering::Relaxed);
-    tracing::info!(topology = %name, connections = conns.len(), "tmanager shutting down");
-    // Shutting a socket down wakes the thread blocked reading it; the thread then ends its connection as if the
-    // peer had gone (its writer thread ends once the last handle on it is dropped with `tm`).
-    for c in &conns {
-        let _ = c.socket.shutdown(Shutdown::Both);
-    }
-    for c in conns {
-        let _ = c.thread.join();
-    }
-    Ok(())
-}
-
-/// A connection's thread and a handle on its socket, so [`serve`] can unblock the thread at shutdown and join it.
-struct Connection {
-    socket: TcpStream,
-    thread: JoinHandle<()>,
-}
-
-/// Accepts what is pending on the listener (at most [`ACCEPT_BURST`]); returns whether anything was.
-fn accept(listener: &TcpListener, tm: &Arc<Tmanager>, conns: &mut Vec<Connection>) -> bool {
-    let mut accepted = false;
-    for _ in 0..ACCEPT_BURST {
-        match listener.accept() {
-            Ok((stream, peer)) => {
-                accepted = true;
-                if let Err(e) = start(stream, peer, tm, conns) {
-                    tracing::warn!(%peer, error = %e, "tmanager cannot serve a connection");
-                }
+    let server = ThreadPerConnection {
+        role: "tmanager",
+        max_connections: MAX_CONNECTIONS,
+        poll: POLL_INTERVAL,
+        keep_serving: &|| !shutdown.load(Ordering::Acquire),
+    };
+    let serving = Arc::clone(&tm);
+    server.run(
+        &listener,
+        move |stream, peer| {
+            if let Err(e) = serve_connection(&serving, stream)
+                && !serving.stopping.load(Ordering::Relaxed)
+            {
+                tracing::info!(%peer, error = %e, "tmanager connection closed");
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                // Out of descriptors, an aborted handshake...: the listener itself is fine; try again later.
-                tracing::warn!(error = %e, "tmanager accept failed");
-                break;
-            }
-        }
-    }
-    accepted
-}
-
-/// Starts the thread serving one accepted connection.
-fn start(stream: TcpStream, peer: SocketAddr, tm: &Arc<Tmanager>, conns: &mut Vec<Connection>) -> io::Result<()> {
-    // Some platforms hand out accepted sockets in the listener's non-blocking mode.
-    stream.set_nonblocking(false)?;
-    let socket = stream.try_clone()?;
-    let tm = Arc::clone(tm);
-    let thread = thread::Builder::new().name(format!("tmanager-{peer}")).spawn(move || {
-        if let Err(e) = serve_connection(&tm, stream)
-            && !tm.stopping.load(Ordering::Relaxed)
-        {
-            tracing::info!(%peer, error = %e, "tmanager connection closed");
-        }
-    })?;
-    conns.push(Connection { socket, thread });
+        },
+        || {
+            tm.stopping.store(true, Ordering::Relaxed);
+            tracing::info!(topology = %name, "tmanager shutting down");
+        },
+    )?;
     Ok(())
-}
-
-/// Joins the threads of connections that ended, so their sockets and handles do not pile up.
-fn reap(conns: &mut Vec<Connection>) {
-    let mut i = 0;
-    while i < conns.len() {
-        if conns[i].thread.is_finished() {
-            let _ = conns.swap_remove(i).thread.join();
-        } else {
-            i += 1;
-        }
-    }
 }
 
 fn status(ok: bool, message: impl Into<String>) -> control::Msg {

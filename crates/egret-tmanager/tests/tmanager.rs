@@ -5,7 +5,6 @@
 
 use std::io::Write;
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -14,19 +13,18 @@ use std::time::{Duration, Instant};
 
 use egret_api::{Bolt, BoltCollector, OutputDeclarer, Spout, SpoutCollector, Topology, TopologyBuilder, Tuple, keys};
 use egret_proto::api::TopologyState;
-use egret_proto::defn;
 use egret_proto::egret::{
-    ContainerPlan, Heartbeat, InstanceInfo, InstancePlan, MetricValue, MetricsQuery, MetricsReport, PackingPlan,
-    PhysicalPlan, PublishMetrics, RegisterStmgr, SetActive, Status, StmgrInfo, control,
+    Heartbeat, InstanceInfo, MetricValue, MetricsQuery, MetricsReport, PhysicalPlan, PublishMetrics, RegisterStmgr,
+    SetActive, Status, StmgrInfo, control,
 };
 use egret_statemgr::LocalStateManager;
+use egret_testkit::{CLUSTER, TempHome, store_topology};
 use egret_tmanager::{Opts, TmanagerError};
 use egret_transport::{Frame, control_frame, read_frame};
 
 /// Every wait in these tests ends by then.
 const DEADLINE: Duration = Duration::from_secs(5);
 const NAME: &str = "tm";
-const CLUSTER: &str = "local";
 const CONTAINERS: [i32; 2] = [1, 2];
 const MAX_FRAME: usize = egret_transport::DEFAULT_MAX_FRAME;
 
@@ -58,28 +56,6 @@ fn topology(config: &[(&str, &str)]) -> Topology {
     b.build().expect("a valid topology")
 }
 
-/// A state-manager root of its own, removed at the end.
-struct TempHome(PathBuf);
-
-impl TempHome {
-    fn new() -> TempHome {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let dir = std::env::temp_dir().join(format!("egret-tmanager-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("create the temp dir");
-        TempHome(dir)
-    }
-}
-
-impl Drop for TempHome {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A tmanager serving on its own thread over a temp-dir state manager holding the topology's definition and a
-/// packing plan that deals its tasks round robin to containers 1 and 2.
 struct Tmanager {
     port: u16,
     state: LocalStateManager,
@@ -92,35 +68,11 @@ struct Tmanager {
 
 impl Tmanager {
     fn start(config: &[(&str, &str)]) -> Tmanager {
-        let home = TempHome::new();
-        let state = LocalStateManager::new(&home.0, CLUSTER).unwrap();
+        let home = TempHome::new("egret-tmanager");
+        let state = home.state();
         let topology = topology(config);
-        let definition = defn::to_definition(&topology, &format!("{NAME}-1"), TopologyState::Running);
-        state.put_topology(NAME, &definition).unwrap();
-        let containers = CONTAINERS
-            .iter()
-            .enumerate()
-            .map(|(i, &id)| ContainerPlan {
-                id,
-                instances: topology
-                    .tasks()
-                    .filter(|(task, _, _)| (task.0 as usize - 1) % CONTAINERS.len() == i)
-                    .map(|(task, component, index)| InstancePlan {
-                        component: topology.components()[component].name.clone(),
-                        task_id: task.0 as i32,
-                        component_index: index as i32,
-                        resource: None,
-                    })
-                    .collect(),
-                required: None,
-            })
-            .collect();
-        let packing = PackingPlan {
-            id: format!("{NAME}-plan"),
-            algorithm: "test".into(),
-            containers,
-        };
-        state.put_packing_plan(NAME, &packing).unwrap();
+        // Tasks dealt round robin over containers 1 and 2, as `instances_of` expects.
+        let definition = store_topology(&state, NAME, &topology, CONTAINERS.len());
 
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -276,15 +228,8 @@ fn connect(port: u16) -> TcpStream {
     stream
 }
 
-fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "no {what} after {DEADLINE:?}");
-        thread::sleep(Duration::from_millis(10));
-    }
+fn wait_for<T>(what: &str, f: impl FnMut() -> Option<T>) -> T {
+    egret_testkit::wait_for(what, DEADLINE, f)
 }
 
 enum Event {

@@ -314,26 +314,98 @@ pub fn spawn_writer(mut writer: FrameWriter, capacity: usize, name: String) -> W
     Writer { tx, alive, queued }
 }
 
-/// Accepts connections forever, serving each on its own thread; `role` (what is served) labels the log lines.
-pub fn accept_loop<E: std::fmt::Display>(
-    listener: TcpListener,
-    role: &'static str,
-    serve: impl Fn(TcpStream) -> Result<(), E> + Send + Sync + 'static,
-) {
-    let serve = Arc::new(serve);
-    for conn in listener.incoming() {
-        match conn {
-            Ok(stream) => {
-                let serve = Arc::clone(&serve);
-                std::thread::spawn(move || {
-                    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
-                    if let Err(e) = serve(stream) {
-                        tracing::warn!(%role, error = %e, "connection from {peer} closed");
+/// How a control-plane daemon serves its listener: a thread per connection, until told to stop.
+pub struct ThreadPerConnection<'a> {
+    /// Names the threads and the log lines ("tmanager", "metricsmgr-pub").
+    pub role: &'static str,
+    /// Connections served at once at most; more are turned away (a misbehaving peer cannot exhaust threads).
+    pub max_connections: usize,
+    /// How long the accept loop sleeps when nothing is pending: bounds the delay before a new connection is served
+    /// and before `keep_serving` is asked again.
+    pub poll: std::time::Duration,
+    /// Asked between accepts; serving ends when it says false.
+    pub keep_serving: &'a dyn Fn() -> bool,
+}
+
+impl ThreadPerConnection<'_> {
+    /// Serves `listener` until `keep_serving` says false, then calls `stopping` (so that connection errors the
+    /// shutdown itself causes need not be logged), shuts every open connection down (which wakes its blocked
+    /// thread) and joins the threads.
+    pub fn run(
+        &self,
+        listener: &TcpListener,
+        serve: impl Fn(TcpStream, std::net::SocketAddr) + Send + Sync + 'static,
+        stopping: impl FnOnce(),
+    ) -> io::Result<()> {
+        /// Connections accepted per loop turn, so a flood of connections cannot delay the shutdown check.
+        const ACCEPT_BURST: usize = 64;
+        listener.set_nonblocking(true)?;
+        let serve = Arc::new(serve);
+        let mut conns: Vec<(TcpStream, std::thread::JoinHandle<()>)> = Vec::new();
+        while (self.keep_serving)() {
+            let mut accepted = false;
+            for _ in 0..ACCEPT_BURST {
+                match listener.accept() {
+                    Ok((stream, peer)) => {
+                        accepted = true;
+                        if let Err(e) = self.start(stream, peer, &serve, &mut conns) {
+                            tracing::warn!(role = self.role, %peer, error = %e, "cannot serve a connection");
+                        }
                     }
-                });
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        // Out of descriptors, an aborted handshake...: the listener itself is fine; try again later.
+                        tracing::warn!(role = self.role, error = %e, "accept failed");
+                        break;
+                    }
+                }
             }
-            Err(e) => tracing::warn!(%role, error = %e, "accept failed"),
+            // Join the threads of connections that ended, so their sockets and handles do not pile up.
+            let mut i = 0;
+            while i < conns.len() {
+                if conns[i].1.is_finished() {
+                    let _ = conns.swap_remove(i).1.join();
+                } else {
+                    i += 1;
+                }
+            }
+            if !accepted {
+                std::thread::sleep(self.poll);
+            }
         }
+        stopping();
+        for (socket, _) in &conns {
+            let _ = socket.shutdown(std::net::Shutdown::Both);
+        }
+        for (_, thread) in conns {
+            let _ = thread.join();
+        }
+        Ok(())
+    }
+
+    fn start<F: Fn(TcpStream, std::net::SocketAddr) + Send + Sync + 'static>(
+        &self,
+        stream: TcpStream,
+        peer: std::net::SocketAddr,
+        serve: &Arc<F>,
+        conns: &mut Vec<(TcpStream, std::thread::JoinHandle<()>)>,
+    ) -> io::Result<()> {
+        if conns.len() >= self.max_connections {
+            return Err(io::Error::other(format!(
+                "{} connections already served",
+                self.max_connections
+            )));
+        }
+        // Some platforms hand out accepted sockets in the listener's non-blocking mode.
+        stream.set_nonblocking(false)?;
+        let socket = stream.try_clone()?;
+        let serve = Arc::clone(serve);
+        let thread = std::thread::Builder::new()
+            .name(format!("{}-{peer}", self.role))
+            .spawn(move || serve(stream, peer))?;
+        conns.push((socket, thread));
+        Ok(())
     }
 }
 
