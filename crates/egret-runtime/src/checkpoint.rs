@@ -600,7 +600,8 @@ mod tests {
                 b.resize(len, 0);
                 b
             };
-            let decode = |b: &[u8]| (u32::from_le_bytes(b[..4].try_into().unwrap()), u32::from_le_bytes(b[4..8].try_into().unwrap()));
+            let word = |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap());
+            let decode = |b: &[u8]| (word(b, 0), word(b, 4));
 
             let mut next = vec![0usize; scripts.len()];
             let mut seqs = vec![0u32; scripts.len()];
