@@ -15,10 +15,21 @@ pub struct RootId(pub u64);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct StreamIndex(pub u32);
 
+/// A checkpoint of an effectively-once topology. Ids only grow: a later checkpoint has a greater id, so the
+/// receivers of its markers can tell an older checkpoint from a newer one by comparing numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CheckpointId(pub u64);
+
 /// The message id a spout gives an emit to be told later whether its tuple tree completed.
 pub type MessageId = u64;
 
 impl fmt::Display for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl fmt::Display for CheckpointId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.0)
     }

@@ -22,7 +22,7 @@ pub use config::{Config, ConfigError, ReliabilityMode, defaults, keys};
 pub use context::TopologyContext;
 pub use fields::Fields;
 pub use grouping::{CustomGrouping, Grouping};
-pub use ids::{MessageId, Root, RootId, Roots, StreamIndex, TaskId};
+pub use ids::{CheckpointId, MessageId, Root, RootId, Roots, StreamIndex, TaskId};
 pub use topology::{
     ComponentDeclarer, ComponentDef, ComponentKind, Input, KeyCheck, Resources, StreamInfo, Topology, TopologyBuilder,
     TopologyError, TopologyErrors,

@@ -623,6 +623,24 @@ impl Topology {
                 .map(move |i| (ci, i))
         })
     }
+    /// The tasks that may send tuples to `task`: every task of every component whose streams `task`'s component
+    /// subscribes to, whatever the grouping (with shuffle, fields, direct, all... any task of the producer may pick
+    /// it), ascending and without duplicates. A component that subscribes to its own stream counts itself, `task`
+    /// included. Empty for a spout or a task that does not exist. Checkpoint markers are aligned over this set.
+    pub fn upstream_tasks(&self, task: TaskId) -> Vec<TaskId> {
+        let Some((ci, _)) = self.task_component(task) else {
+            return Vec::new();
+        };
+        let producers: BTreeSet<usize> = self.components[ci]
+            .inputs
+            .iter()
+            .filter_map(|i| self.component_index(&i.component))
+            .collect();
+        let mut tasks: Vec<TaskId> = producers.into_iter().flat_map(|p| self.tasks_of(p)).collect();
+        // Task ranges are ascending in component order, so this is already sorted; keep it so if that changes.
+        tasks.sort_unstable();
+        tasks
+    }
     /// The declared fields of a stream.
     pub fn fields(&self, component: &str, stream: &str) -> Option<&Fields> {
         self.component(component)?.output(stream).map(|d| &d.fields)

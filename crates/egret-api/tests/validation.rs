@@ -224,3 +224,30 @@ fn task_layout_is_deterministic() {
     assert_eq!(t.task_component(TaskId(6)), None);
     assert_eq!(t.task_component(TaskId(0)), None);
 }
+
+struct Out;
+impl Bolt for Out {
+    fn declare_outputs(&self, out: &mut OutputDeclarer) {
+        out.declare(["x"]);
+    }
+    fn execute(&mut self, _t: &Tuple<'_>, _out: &mut BoltCollector<'_>) {}
+}
+
+#[test]
+fn upstream_tasks_are_every_task_of_every_subscribed_component() {
+    let mut b = TopologyBuilder::new("t");
+    b.set_spout("s", 2, || S);
+    b.set_bolt("a", 2, || Out).shuffle_grouping("s");
+    // Every grouping counts, and a component may subscribe to its own stream.
+    b.set_bolt("b", 3, || Out)
+        .direct_grouping("s", "direct")
+        .all_grouping("a")
+        .shuffle_grouping("b");
+    let t = b.build().unwrap();
+    let ids = |task: u32| t.upstream_tasks(TaskId(task)).iter().map(|t| t.0).collect::<Vec<_>>();
+    // a = 1..=2, b = 3..=5, s = 6..=7.
+    assert_eq!(ids(1), vec![6, 7]);
+    assert_eq!(ids(4), vec![1, 2, 3, 4, 5, 6, 7]);
+    assert_eq!(ids(6), Vec::<u32>::new(), "a spout has no upstream");
+    assert_eq!(ids(99), Vec::<u32>::new(), "no such task");
+}

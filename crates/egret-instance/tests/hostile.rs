@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use egret_api::value::Encoder;
 use egret_api::{
-    Bolt, BoltCollector, OutputDeclarer, ReliabilityMode, Root, RootId, Spout, SpoutCollector, StreamIndex, TaskId,
-    Topology, TopologyBuilder, Tuple, keys,
+    Bolt, BoltCollector, CheckpointId, OutputDeclarer, ReliabilityMode, Root, RootId, Spout, SpoutCollector,
+    StreamIndex, TaskId, Topology, TopologyBuilder, Tuple, keys,
 };
 use egret_instance::{InstanceEnv, InstanceError};
 use egret_proto::egret::{Heartbeat, Location, PhysicalPlan, RegisterStmgr, Status, control};
@@ -162,10 +162,10 @@ fn hostile_frame(rng: &mut FastRng, s: &Shape, target: TaskId) -> (Vec<u8>, u64)
         id: RootId(rng.next_u64()),
     };
     let good_values = i64_values(rng.next_u64() as i64);
-    let f = match rng.below(14) {
+    let f = match rng.below(15) {
         // A record of an unknown kind, then random bytes.
         0 => {
-            let mut body = vec![[0u8, 4, 9, 0x7f, 0xff][rng.below(5)]];
+            let mut body = vec![[0u8, 5, 9, 0x7f, 0xff][rng.below(5)]];
             body.extend(some_bytes(rng, 64));
             data_frame(echo, &body)
         }
@@ -262,6 +262,16 @@ fn hostile_frame(rng: &mut FastRng, s: &Shape, target: TaskId) -> (Vec<u8>, u64)
         12 => {
             let body = some_bytes(rng, 4);
             frame(egret_transport::KIND_DATA, &body)
+        }
+        // Checkpoint markers, which no task expects yet: one error each, whatever their fields say.
+        13 => {
+            let mut b = BatchBuilder::new();
+            let n = 1 + rng.below(8);
+            for _ in 0..n {
+                let (dest, src) = (TaskId(rng.next_u64() as u32), TaskId(rng.next_u64() as u32));
+                b.push_marker(Instant::now(), dest, src, CheckpointId(rng.next_u64()));
+            }
+            return (data_frame(echo, &b.take()), n as u64);
         }
         // A control message that has no business reaching an instance.
         _ => match rng.below(2) {

@@ -6,22 +6,27 @@
 //! DATA  1 | dest u32 | src u32 | stream u32 | key u64 | nroots u16 | values_len u32 | roots (12 B each) | values
 //! ACK   2 | dest u32 | root u64 | xor u64        -- dest is the spout task that owns the root
 //! FAIL  3 | dest u32 | root u64
+//! MARKER 4 | dest u32 | src u32 | checkpoint u64  -- src's output to dest before checkpoint is all ahead of it
 //! ```
 //!
-//! `key` is 0 and `nroots` 0 when acking is off. Values are `egret_api::value`'s canonical encoding and are not
+//! `key` is 0 and `nroots` 0 when acking is off. A MARKER's checkpoint id only grows (a later checkpoint has a
+//! greater id); the receiving task aligns its inputs on markers (`crate::checkpoint`), and [`Segments`] splits a
+//! received batch at them. Values are `egret_api::value`'s canonical encoding and are not
 //! checked here: a router forwards them as bytes, and the bolt's typed getters report corrupt values. This module
 //! never panics on bytes from a peer: a malformed record ends the batch with a [`BatchError`].
 
 use std::time::Instant;
 
-use egret_api::{Root, RootId, Roots, StreamIndex, TaskId};
+use egret_api::{CheckpointId, Root, RootId, Roots, StreamIndex, TaskId};
 
 pub const KIND_DATA: u8 = 1;
 pub const KIND_ACK: u8 = 2;
 pub const KIND_FAIL: u8 = 3;
+pub const KIND_MARKER: u8 = 4;
 pub const DATA_HEADER_LEN: usize = 27;
 pub const ACK_LEN: usize = 21;
 pub const FAIL_LEN: usize = 13;
+pub const MARKER_LEN: usize = 17;
 /// The most roots a DATA record can carry (its `nroots` field is a u16).
 pub const MAX_ROOTS: usize = u16::MAX as usize;
 /// The largest encoded values a tuple may carry: a batch of one such tuple still fits a frame
@@ -47,15 +52,28 @@ pub struct DataRecord<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Record<'a> {
     Data(DataRecord<'a>),
-    Ack { dest: TaskId, root: RootId, xor: u64 },
-    Fail { dest: TaskId, root: RootId },
+    Ack {
+        dest: TaskId,
+        root: RootId,
+        xor: u64,
+    },
+    Fail {
+        dest: TaskId,
+        root: RootId,
+    },
+    /// A checkpoint marker: everything `src` sent to `dest` before it belongs to the checkpoint, nothing after.
+    Marker {
+        dest: TaskId,
+        src: TaskId,
+        checkpoint: CheckpointId,
+    },
 }
 
 impl Record<'_> {
     pub fn dest(&self) -> TaskId {
         match self {
             Record::Data(d) => d.dest,
-            Record::Ack { dest, .. } | Record::Fail { dest, .. } => *dest,
+            Record::Ack { dest, .. } | Record::Fail { dest, .. } | Record::Marker { dest, .. } => *dest,
         }
     }
 }
@@ -142,6 +160,15 @@ impl<'a> BatchReader<'a> {
                     root: RootId(u64_at(r, 5)),
                 })
             }
+            KIND_MARKER => {
+                let r = self.need(MARKER_LEN)?;
+                self.at += MARKER_LEN;
+                Ok(Record::Marker {
+                    dest: TaskId(u32_at(r, 1)),
+                    src: TaskId(u32_at(r, 5)),
+                    checkpoint: CheckpointId(u64_at(r, 9)),
+                })
+            }
             kind => Err(BatchError::UnknownKind { offset: self.at, kind }),
         }
     }
@@ -159,6 +186,88 @@ impl<'a> Iterator for BatchReader<'a> {
             self.at = self.bytes.len();
         }
         Some(r)
+    }
+}
+
+/// One piece of a received batch as checkpoint alignment needs it: the runs of records between markers, and the
+/// markers themselves. Read with [`Segments`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Segment<'a> {
+    /// Records back to back, none of them a marker, whose DATA records all come from `src` (the `src` of the first
+    /// one; `None` if the run holds only ACK/FAIL records). A run that meets a corrupt record ends with the rest of
+    /// the batch, so that whoever processes it reports the error as for any batch.
+    Records { src: Option<TaskId>, bytes: &'a [u8] },
+    Marker {
+        dest: TaskId,
+        src: TaskId,
+        checkpoint: CheckpointId,
+    },
+}
+
+/// Splits a received batch at its markers, and (defensively) wherever the DATA records' `src` changes, so that
+/// each [`Segment::Records`] can be given to the aligner as coming from one upstream task. Egret's batches come
+/// from one task each (an `Outbox` belongs to one task's emitter), so the second split never happens today.
+/// Reads record headers only, never values; never panics.
+pub struct Segments<'a> {
+    reader: BatchReader<'a>,
+}
+
+impl<'a> Segments<'a> {
+    pub fn new(batch: &'a [u8]) -> Self {
+        Segments {
+            reader: BatchReader::new(batch),
+        }
+    }
+}
+
+impl<'a> Iterator for Segments<'a> {
+    type Item = Segment<'a>;
+
+    fn next(&mut self) -> Option<Segment<'a>> {
+        let bytes = self.reader.bytes;
+        let start = self.reader.at;
+        if start >= bytes.len() {
+            return None;
+        }
+        let mut src = None;
+        while self.reader.at < bytes.len() {
+            let at = self.reader.at;
+            match self.reader.read() {
+                Ok(Record::Marker {
+                    dest,
+                    src: from,
+                    checkpoint,
+                }) => {
+                    if at == start {
+                        return Some(Segment::Marker {
+                            dest,
+                            src: from,
+                            checkpoint,
+                        });
+                    }
+                    // The marker starts the next segment.
+                    self.reader.at = at;
+                    break;
+                }
+                Ok(Record::Data(d)) => match src {
+                    None => src = Some(d.src),
+                    Some(s) if s != d.src => {
+                        self.reader.at = at;
+                        break;
+                    }
+                    Some(_) => {}
+                },
+                Ok(_) => {}
+                Err(_) => {
+                    self.reader.at = bytes.len();
+                    break;
+                }
+            }
+        }
+        Some(Segment::Records {
+            src,
+            bytes: &bytes[start..self.reader.at],
+        })
     }
 }
 
@@ -251,6 +360,16 @@ impl BatchBuilder {
         b.extend_from_slice(&root.0.to_le_bytes());
     }
 
+    /// A checkpoint marker from `src`: in the batch after everything `src` sent `dest` before the checkpoint.
+    pub fn push_marker(&mut self, now: Instant, dest: TaskId, src: TaskId, checkpoint: CheckpointId) {
+        self.open(now);
+        let b = &mut self.buf;
+        b.push(KIND_MARKER);
+        b.extend_from_slice(&dest.0.to_le_bytes());
+        b.extend_from_slice(&src.0.to_le_bytes());
+        b.extend_from_slice(&checkpoint.0.to_le_bytes());
+    }
+
     /// Takes the filled batch, leaving the builder empty.
     pub fn take(&mut self) -> Batch {
         self.records = 0;
@@ -296,7 +415,8 @@ mod tests {
         );
         b.push_ack(now, TaskId(3), RootId(99), 0x55);
         b.push_fail(now, TaskId(4), RootId(7));
-        assert_eq!(b.records(), 3);
+        b.push_marker(now, TaskId(5), TaskId(1), CheckpointId(u64::MAX - 1));
+        assert_eq!(b.records(), 4);
         let batch = b.take();
         assert!(b.is_empty());
         let recs: Vec<_> = BatchReader::new(&batch).collect::<Result<_, _>>().unwrap();
@@ -324,6 +444,105 @@ mod tests {
                 root: RootId(7)
             }
         );
+        assert_eq!(
+            recs[3],
+            Record::Marker {
+                dest: TaskId(5),
+                src: TaskId(1),
+                checkpoint: CheckpointId(u64::MAX - 1)
+            }
+        );
+        assert_eq!(recs[3].dest(), TaskId(5));
+        assert_eq!(recs.len(), 4);
+    }
+
+    #[test]
+    fn a_truncated_marker_ends_the_batch_with_an_error() {
+        let mut b = BatchBuilder::new();
+        b.push_fail(Instant::now(), TaskId(1), RootId(1));
+        b.push_marker(Instant::now(), TaskId(1), TaskId(2), CheckpointId(3));
+        let batch = b.take();
+        assert_eq!(batch.len(), FAIL_LEN + MARKER_LEN);
+        for cut in FAIL_LEN + 1..batch.len() {
+            let mut r = BatchReader::new(&batch[..cut]);
+            assert!(matches!(r.next(), Some(Ok(Record::Fail { .. }))));
+            assert_eq!(
+                r.next(),
+                Some(Err(BatchError::Truncated {
+                    offset: FAIL_LEN,
+                    needed: MARKER_LEN,
+                    available: cut - FAIL_LEN
+                }))
+            );
+            assert_eq!(r.next(), None);
+        }
+    }
+
+    fn data(b: &mut BatchBuilder, src: u32) {
+        b.push_data(
+            Instant::now(),
+            TaskId(9),
+            TaskId(src),
+            StreamIndex(0),
+            0,
+            &[],
+            b"\x02\x01\0\0\0\0\0\0\0",
+        );
+    }
+
+    /// Describes a batch's segments: `d<src>x<records>` for a run of records, `m<src>:<checkpoint>` for a marker.
+    fn describe(batch: &[u8]) -> Vec<String> {
+        Segments::new(batch)
+            .map(|s| match s {
+                Segment::Records { src, bytes } => {
+                    let n = BatchReader::new(bytes).count();
+                    format!("d{}x{n}", src.map_or(0, |t| t.0))
+                }
+                Segment::Marker { src, checkpoint, .. } => format!("m{}:{}", src.0, checkpoint.0),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn segments_split_at_markers_and_at_a_change_of_src() {
+        let now = Instant::now();
+        let mut b = BatchBuilder::new();
+        data(&mut b, 1);
+        data(&mut b, 1);
+        b.push_marker(now, TaskId(9), TaskId(1), CheckpointId(7));
+        b.push_marker(now, TaskId(9), TaskId(1), CheckpointId(8));
+        data(&mut b, 1);
+        data(&mut b, 2);
+        b.push_ack(now, TaskId(9), RootId(1), 1);
+        let batch = b.take();
+        assert_eq!(describe(&batch), ["d1x2", "m1:7", "m1:8", "d1x1", "d2x2"]);
+        // Segments cover the batch, in order, with nothing left out.
+        let total: usize = Segments::new(&batch)
+            .map(|s| match s {
+                Segment::Records { bytes, .. } => bytes.len(),
+                Segment::Marker { .. } => MARKER_LEN,
+            })
+            .sum();
+        assert_eq!(total, batch.len());
+
+        let mut b = BatchBuilder::new();
+        b.push_fail(now, TaskId(9), RootId(1));
+        assert_eq!(describe(&b.take()), ["d0x1"], "acks and fails have no src");
+        assert_eq!(describe(&[]), Vec::<String>::new());
+
+        // A corrupt record goes with the run it ends, to the end of the batch, for the reader to report.
+        let mut b = BatchBuilder::new();
+        b.push_marker(now, TaskId(9), TaskId(1), CheckpointId(1));
+        data(&mut b, 1);
+        let mut batch = b.take();
+        batch.extend_from_slice(&[KIND_MARKER, 1, 2]);
+        let segs: Vec<_> = Segments::new(&batch).collect();
+        assert_eq!(segs.len(), 2);
+        let Segment::Records { bytes, .. } = segs[1] else {
+            panic!("expected records")
+        };
+        assert_eq!(bytes.len(), batch.len() - MARKER_LEN);
+        assert!(BatchReader::new(bytes).any(|r| r.is_err()));
     }
 
     #[test]
@@ -349,18 +568,41 @@ mod tests {
             for r in BatchReader::new(&bytes) {
                 if r.is_err() { break; }
             }
+            let covered: usize = Segments::new(&bytes)
+                .map(|s| match s {
+                    Segment::Records { bytes, .. } => bytes.len(),
+                    Segment::Marker { .. } => MARKER_LEN,
+                })
+                .sum();
+            prop_assert_eq!(covered, bytes.len());
+        }
+
+        /// Random bytes made mostly of plausible record kinds, so the readers go past the first byte.
+        #[test]
+        fn records_of_every_kind_never_panic(
+            parts in proptest::collection::vec((1u8..=5, proptest::collection::vec(any::<u8>(), 0..40)), 0..12)
+        ) {
+            let mut bytes = Vec::new();
+            for (kind, rest) in parts {
+                bytes.push(kind);
+                bytes.extend_from_slice(&rest);
+            }
+            let _ = BatchReader::new(&bytes).count();
+            let _ = Segments::new(&bytes).count();
         }
 
         #[test]
-        fn any_prefix_of_a_valid_batch_reads_cleanly(cut in 0usize..200, n in 1usize..5) {
+        fn any_prefix_of_a_valid_batch_reads_cleanly(cut in 0usize..220, n in 1usize..5) {
             let mut b = BatchBuilder::new();
             for i in 0..n {
                 b.push_data(Instant::now(), TaskId(i as u32), TaskId(1), StreamIndex(0), 0, &[], b"\x02\x01\0\0\0\0\0\0\0");
             }
+            b.push_marker(Instant::now(), TaskId(1), TaskId(2), CheckpointId(cut as u64));
             let batch = b.take();
             let cut = cut.min(batch.len());
             let ok = BatchReader::new(&batch[..cut]).take_while(|r| r.is_ok()).count();
-            prop_assert!(ok <= n);
+            prop_assert!(ok <= n + 1);
+            prop_assert_eq!(ok == n + 1, cut == batch.len());
         }
     }
 }

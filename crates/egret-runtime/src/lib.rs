@@ -1,6 +1,7 @@
 //! Egret's shared machinery, used by every mode of running (simulator, local processes, Kubernetes):
 //!
-//! - [`batch`]: the record format tuples, acks and fails travel in;
+//! - [`batch`]: the record format tuples, acks, fails and checkpoint markers travel in;
+//! - [`checkpoint`]: checkpoint alignment of a receiving task's inputs;
 //! - [`router`] and [`fields_hash`]: groupings turned into destination tasks;
 //! - [`ledger`]: the at-least-once XOR ledger with timeouts;
 //! - [`outbox`] and [`queue`]: batching and bounded queues that push back;
@@ -10,6 +11,7 @@
 //! Nothing here does I/O or reads the clock on its own: callers pass the time in.
 
 pub mod batch;
+pub mod checkpoint;
 pub mod driver;
 pub mod fields_hash;
 pub mod ledger;

@@ -485,6 +485,12 @@ impl SpoutTask {
                         .metrics
                         .record_error(format!("spout task {} received a data tuple from {}", d.dest, d.src));
                 }
+                Ok(Record::Marker { dest, src, checkpoint }) => {
+                    // Spouts take checkpoints when the tmanager says so, never from markers.
+                    self.em.metrics.record_error(format!(
+                        "spout task {dest} received a marker of checkpoint {checkpoint} from {src}"
+                    ));
+                }
                 Err(e) => {
                     self.em.metrics.record_error(format!("corrupt batch: {e}"));
                     result = Err(e);
@@ -630,6 +636,14 @@ impl BoltTask {
                     executed += 1;
                     self.em.stream_counts[d.stream.0 as usize].executed += 1;
                 }
+                Ok(Record::Marker { src, checkpoint, .. }) => {
+                    // Markers are taken out of a batch by checkpoint alignment before it gets here; none is sent
+                    // yet, so one that arrives is unexpected.
+                    self.em.metrics.record_error(format!(
+                        "bolt task {} received a marker of checkpoint {checkpoint} from {src}",
+                        self.em.task
+                    ));
+                }
                 Ok(other) => {
                     self.em
                         .metrics
@@ -694,5 +708,50 @@ impl SpoutTask {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::BatchBuilder;
+    use egret_api::{CheckpointId, OutputDeclarer, SpoutCollector, TopologyBuilder};
+
+    struct S;
+    impl Spout for S {
+        fn declare_outputs(&self, out: &mut OutputDeclarer) {
+            out.declare(["x"]);
+        }
+        fn next_tuple(&mut self, _out: &mut SpoutCollector<'_>) {}
+    }
+    struct B;
+    impl Bolt for B {
+        fn execute(&mut self, _t: &Tuple<'_>, _out: &mut BoltCollector<'_>) {}
+    }
+
+    #[test]
+    fn a_marker_reaching_a_task_is_counted_as_an_error() {
+        let mut b = TopologyBuilder::new("t");
+        b.set_spout("s", 1, || S);
+        b.set_bolt("b", 1, || B).shuffle_grouping("s");
+        let t = Arc::new(b.build().unwrap());
+        // b = task 1, s = task 2.
+        let now = Instant::now();
+        let marker = |dest: u32, src: u32| {
+            let mut b = BatchBuilder::new();
+            b.push_marker(now, TaskId(dest), TaskId(src), CheckpointId(1));
+            b.take()
+        };
+        let bm = Arc::new(TaskMetrics::default());
+        let mut bolt = BoltTask::new(&t, TaskId(1), Arc::clone(&bm), now).unwrap();
+        assert_eq!(bolt.handle_batch(&marker(1, 2), now), Ok(0));
+        assert_eq!(bm.errors.load(Relaxed), 1);
+        assert!(bm.last_error().unwrap().contains("marker of checkpoint 1 from 2"));
+
+        let sm = Arc::new(TaskMetrics::default());
+        let mut spout = SpoutTask::new(&t, TaskId(2), Arc::clone(&sm), now).unwrap();
+        assert_eq!(spout.handle_batch(&marker(2, 1), now), Ok(()));
+        assert_eq!(sm.errors.load(Relaxed), 1);
+        assert!(sm.last_error().unwrap().contains("marker of checkpoint 1 from 1"));
     }
 }
