@@ -17,7 +17,7 @@ use crate::{MAX_SERIES, Snapshot, SnapshotHandle, http, publisher, render};
 
 /// How long the publisher accept loop sleeps when nothing is pending: bounds both the delay before a new publisher
 /// is served and the delay before `serve` notices its shutdown flag.
-pub const POLL_INTERVAL: Duration = Duration::from_millis(10);
+pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
 /// Most publisher connections served at once. A container runs a handful of instances and daemons; the bound only
 /// stops a misbehaving peer from exhausting threads.
 pub const MAX_PUBLISHERS: usize = 1024;
