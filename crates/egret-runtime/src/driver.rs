@@ -10,7 +10,8 @@
 //!   hop.
 //! - **An idle task sleeps.** It blocks on its link (input, room for output) until its next timer; it never spins.
 //!   A spout whose `next_tuple` emitted nothing is asked again after `topology.egret.spout.wait.micros` (acks and
-//!   fails are still handled as they arrive), so a slow source is polled in bursts, not once per tuple; the waits end
+//!   fails are still handled as they arrive), so a slow source is polled in bursts, not once per tuple; while whole
+//!   cycles emit nothing the wait doubles, up to `topology.egret.spout.wait.max.micros`; the waits end
 //!   on a wall-clock grid ([`next_on_grid`]), so all spouts burst together and the rest of the topology wakes once
 //!   per burst for all of them.
 
@@ -72,7 +73,9 @@ fn until(at: Option<Instant>, now: Instant, cap: Duration) -> Duration {
 
 /// Runs a spout task until `control.stopping()`. Input batches hold ACK/FAIL records.
 pub fn run_spout(t: &mut SpoutTask, link: &mut dyn Link, control: &dyn LoopControl) {
-    let spout_wait = t.spout_wait();
+    let (base_wait, max_wait) = t.spout_waits();
+    // How long the spout waits after a call that emitted nothing: doubles while whole cycles emit nothing.
+    let mut spout_wait = base_wait;
     // When `next_tuple` may be called again after a call that emitted nothing.
     let mut next_emit = Instant::now();
     while !control.stopping() {
@@ -90,7 +93,13 @@ pub fn run_spout(t: &mut SpoutTask, link: &mut dyn Link, control: &dyn LoopContr
         if t.can_emit() && now >= next_emit {
             let cycle = t.emit_cycle(now, EMIT_CYCLE_CALLS);
             if cycle.source_empty {
+                if cycle.emitted > 0 {
+                    spout_wait = base_wait;
+                }
                 next_emit = next_on_grid(now, spout_wait);
+                if cycle.emitted == 0 {
+                    spout_wait = (spout_wait * 2).min(max_wait);
+                }
             } else if cycle.emitted > 0 {
                 // Busy: keep filling batches; only those older than the flush interval go now.
                 t.outbox().flush_due(now);

@@ -352,6 +352,7 @@ pub struct SpoutTask {
     active: bool,
     max_pending: usize,
     spout_wait: Duration,
+    spout_wait_max: Duration,
     expired: Vec<MessageId>,
 }
 
@@ -385,6 +386,10 @@ impl SpoutTask {
             .config()
             .spout_wait()
             .map_err(|error| TaskError::Config { task, error })?;
+        let spout_wait_max = ctx
+            .config()
+            .spout_wait_max()
+            .map_err(|error| TaskError::Config { task, error })?;
         Ok(SpoutTask {
             spout: factory(),
             em,
@@ -392,6 +397,7 @@ impl SpoutTask {
             active: false,
             max_pending: max_pending as usize,
             spout_wait,
+            spout_wait_max,
             expired: vec![],
         })
     }
@@ -456,9 +462,10 @@ impl SpoutTask {
     }
 
     /// How long to wait before calling `next_tuple` again after a call that emitted nothing
-    /// (`topology.egret.spout.wait.micros`).
-    pub fn spout_wait(&self) -> Duration {
-        self.spout_wait
+    /// (`topology.egret.spout.wait.micros`), and the most that wait grows to while the source stays empty
+    /// (`topology.egret.spout.wait.max.micros`).
+    pub fn spout_waits(&self) -> (Duration, Duration) {
+        (self.spout_wait, self.spout_wait_max)
     }
 
     /// Applies the acks and fails in a received batch.
