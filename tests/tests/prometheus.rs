@@ -238,3 +238,60 @@ fn prometheus_scrapes_a_topology_with_the_generated_config() {
     assert_eq!(series["metric"]["topology"], TOPOLOGY, "{series}");
     assert_eq!(series["metric"]["job"], "egret", "{series}");
 }
+
+/// The spouts' complete latency is a Prometheus histogram: Prometheus itself computes its quantiles.
+#[test]
+fn prometheus_computes_complete_latency_quantiles_from_the_spouts_histogram() {
+    which_prometheus();
+    let c = Cluster::new();
+    let dir = c.home.join("prometheus");
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("prometheus.yml");
+    let out = c.home.join("out").display().to_string();
+    // At-least-once over 2 spout tasks: ~10 000 tuples/s each, long enough for a few scrapes.
+    let bin = env!("CARGO_BIN_EXE_reliable-check");
+    c.ok(&[
+        "submit",
+        "local",
+        bin,
+        "--out",
+        &out,
+        "--n",
+        "10000000",
+        "--containers",
+        "2",
+    ]);
+    let t = "reliable-check";
+    wait_for("every metrics manager to register its HTTP port", || {
+        (c.metrics_urls(t).len() == 3).then_some(())
+    });
+    c.ok(&["prometheus-config", "local", "--output", &config.display().to_string()]);
+    let p = Prometheus::start(&config, &dir);
+
+    // The buckets are there, with the `le` label Prometheus expects, and `+Inf` equals `_count`.
+    let query = "/api/v1/query?query=egret_complete_latency_seconds_bucket%7Ble%3D%22%2BInf%22%7D";
+    let inf = wait_for("prometheus to have the +Inf bucket of the spouts' latency", || {
+        let data = p.api(query);
+        let first = data["result"].as_array()?.first()?.clone();
+        Some(first)
+    });
+    assert_eq!(inf["metric"]["component"], "source", "{inf}");
+    // histogram_quantile over the last 30 s: a finite, positive p99 under a second on an idle machine's loopback.
+    let p99 = wait_for("prometheus to compute a p99 of the complete latency", || {
+        let q = "/api/v1/query?query=histogram_quantile(0.99%2Csum%20by%20(le)%20(rate(egret_complete_latency_seconds_bucket%5B30s%5D)))";
+        let data = p.api(q);
+        let value = data["result"].as_array()?.first()?["value"][1]
+            .as_str()?
+            .parse::<f64>()
+            .ok()?;
+        value.is_finite().then_some(value)
+    });
+    assert!(p99 > 0.0 && p99 < 1.0, "p99 of the complete latency: {p99} s");
+    let count = p.api("/api/v1/query?query=sum(egret_complete_latency_seconds_count)");
+    let acked = p.api("/api/v1/query?query=sum(egret_ack_count%7Bcomponent%3D%22source%22%7D)");
+    let value = |d: &Value| d["result"][0]["value"][1].as_str().and_then(|v| v.parse::<f64>().ok());
+    assert!(
+        value(&count).is_some_and(|n| n > 0.0) && value(&acked).is_some_and(|n| n > 0.0),
+        "trees counted by the histogram: {count}, acked: {acked}"
+    );
+}
