@@ -1,14 +1,14 @@
 //! Back pressure: when this stmgr cannot drain what it queues for one of its instances, every spout of the
 //! topology stops until it can. The only module that decides it; it does no I/O and takes time as a parameter.
 //!
-//! - **Own state.** The stmgr reports, every few milliseconds, the largest number of bytes queued for any of its
+//! - **Own state.** The stmgr reports, whenever one of those queues moves, the largest number of bytes queued for any of its
 //!   local instances. At or above the high watermark it *starts* back pressure (tells every peer, clamps its own
 //!   spouts); once every queue is at or below the low watermark it *stops*. The gap between the two avoids
 //!   flapping.
 //! - **Peers.** A peer's start is remembered until its stop, or until its connection goes away (a dead peer must
 //!   not clamp the topology forever).
 //! - **Clamp.** Local spouts are not read while this stmgr or any peer holds back pressure: their sockets fill,
-//!   their gateways' queues fill, and `next_tuple` is no longer called. Bolts keep being read, so the topology drains.
+//!   their links' queues fill, and `next_tuple` is no longer called. Bolts keep being read, so the topology drains.
 //!
 //! Memory therefore stays near `high watermark + one frame per spout connection + TCP buffers` per instance queue.
 
