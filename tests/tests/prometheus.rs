@@ -294,4 +294,28 @@ fn prometheus_computes_complete_latency_quantiles_from_the_spouts_histogram() {
         value(&count).is_some_and(|n| n > 0.0) && value(&acked).is_some_and(|n| n > 0.0),
         "trees counted by the histogram: {count}, acked: {acked}"
     );
+
+    // The tmanager derives the p99 of every report interval from the same histograms (the tracker and the UI show
+    // it): a finite, positive number of milliseconds for each spout task.
+    let p99s = wait_for("the tmanager to keep p99 points for both spout tasks", || {
+        let r = query_tmanager(
+            &c,
+            t,
+            egret_proto::egret::MetricsQuery {
+                component: "source".into(),
+                names: vec!["__complete-latency-p99".into()],
+                ..Default::default()
+            },
+        );
+        let last: Vec<f64> = r
+            .series
+            .iter()
+            .filter_map(|s| s.points.last().map(|p| p.value))
+            .collect();
+        (last.len() == 2).then_some(last)
+    });
+    assert!(
+        p99s.iter().all(|ms| ms.is_finite() && *ms > 0.0 && *ms < 1000.0),
+        "p99 (ms) per spout task: {p99s:?}"
+    );
 }

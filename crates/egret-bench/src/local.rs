@@ -37,6 +37,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use egret_metricsmgr::exposition::{self, Sample};
+use egret_metricsmgr::quantile::histogram_quantile;
 use serde_json::Value;
 
 use crate::{Outcome, Progress, Semantics, WordcountArgs};
@@ -194,7 +195,7 @@ fn measure(cluster: &mut LocalCluster, topology_bin: &Path, a: &WordcountArgs) -
     let window = window_latency_buckets(&start, &last);
     let quantile_ms = |q: f64| {
         atleast
-            .then(|| bucket_quantile(&window, q))
+            .then(|| histogram_quantile(&window, q))
             .flatten()
             .map(|s| s * 1000.0)
     };
@@ -272,30 +273,6 @@ fn window_latency_buckets(start: &Scrape, end: &Scrape) -> Vec<(f64, f64)> {
             (le, (c - earlier).max(0.0))
         })
         .collect()
-}
-
-/// The `q` quantile of a cumulative histogram, interpolated linearly inside its bucket (Prometheus'
-/// `histogram_quantile`); `None` when it is empty. A quantile in the `+Inf` bucket is reported as the largest
-/// finite bound.
-fn bucket_quantile(buckets: &[(f64, f64)], q: f64) -> Option<f64> {
-    let total = buckets.last()?.1;
-    if total <= 0.0 {
-        return None;
-    }
-    let rank = q * total;
-    let (mut lower, mut below) = (0.0, 0.0);
-    for &(le, count) in buckets {
-        if count >= rank {
-            if le.is_infinite() {
-                return Some(lower);
-            }
-            let inside = count - below;
-            let fraction = if inside > 0.0 { (rank - below) / inside } else { 1.0 };
-            return Some(lower + (le - lower) * fraction);
-        }
-        (lower, below) = (le, count);
-    }
-    Some(lower)
 }
 
 /// A binary built next to this one.
@@ -800,12 +777,12 @@ egret_complete_latency_seconds_bucket{component="count",task="1",le="+Inf"} 9999
         );
         let w = window_latency_buckets(&start, &end);
         assert_eq!(w, vec![(0.001, 190.0), (0.002, 200.0), (f64::INFINITY, 200.0)]);
-        assert_eq!(bucket_quantile(&w, 0.5), Some(0.0005263157894736842));
+        assert_eq!(histogram_quantile(&w, 0.5), Some(0.0005263157894736842));
         // rank 198 of 200: 8 of the 10 trees between 1 and 2 ms.
-        let p99 = bucket_quantile(&w, 0.99).unwrap();
+        let p99 = histogram_quantile(&w, 0.99).unwrap();
         assert!((p99 - 0.0018).abs() < 1e-12, "{p99}");
-        assert_eq!(bucket_quantile(&[], 0.5), None);
-        assert_eq!(bucket_quantile(&[(f64::INFINITY, 3.0)], 0.5), Some(0.0));
+        assert_eq!(histogram_quantile(&[], 0.5), None);
+        assert_eq!(histogram_quantile(&[(f64::INFINITY, 3.0)], 0.5), Some(0.0));
     }
 
     #[test]

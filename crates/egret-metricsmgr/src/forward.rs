@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use egret_proto::egret::{MetricValue, MetricsReport, PublishMetrics, control};
+use egret_proto::egret::{HistogramValue, MetricValue, MetricsReport, PublishMetrics, control};
 
 use crate::Snapshot;
 use crate::server::Shared;
@@ -43,8 +43,23 @@ pub fn report(container: i32, snapshot: &Snapshot, time_ms: i64) -> MetricsRepor
                 })
                 .collect(),
             exceptions: snapshot.exceptions.get(key).cloned().unwrap_or_default(),
-            // The tmanager keeps time series of values; histograms are for Prometheus.
-            histograms: Vec::new(),
+            // The tmanager derives quantiles between two reports from these cumulative histograms.
+            histograms: snapshot
+                .histograms
+                .get(key)
+                .map(|hs| {
+                    hs.iter()
+                        .map(|(s, h)| HistogramValue {
+                            name: s.name.clone(),
+                            stream: s.stream.clone(),
+                            upper_bounds: h.buckets().map(|(b, _)| b).collect(),
+                            cumulative_counts: h.buckets().map(|(_, c)| c).collect(),
+                            sum: h.sum(),
+                            count: h.count(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
         })
         .collect();
     MetricsReport {

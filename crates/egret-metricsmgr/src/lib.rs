@@ -37,6 +37,7 @@ mod forward;
 mod http;
 #[cfg(feature = "server")]
 mod publisher;
+pub mod quantile;
 mod render;
 mod scrape;
 #[cfg(feature = "server")]

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
+use egret_metricsmgr::quantile::histogram_quantile;
 use egret_proto::egret::{ExceptionInfo, MetricPoint, MetricSeries, MetricsQuery, MetricsQueryResponse, MetricsReport};
 
 /// Points kept per series: an hour at the metrics managers' 5 s export interval.
@@ -24,7 +25,13 @@ struct SeriesId {
 pub struct MetricsStore {
     series: BTreeMap<SeriesId, VecDeque<(i64, f64)>>,
     exceptions: BTreeMap<(String, i32, String), ExceptionInfo>,
+    /// The last cumulative histogram of each series (bucket counts, total), to take the next one's difference.
+    histograms: BTreeMap<SeriesId, (Vec<u64>, u64)>,
 }
+
+/// Quantiles derived from each histogram between two reports, kept as series named `<histogram>-p50` and `-p99`
+/// (a histogram named `...-seconds` gives `...-p50` / `...-p99` in milliseconds, as the other latencies).
+const QUANTILES: [(f64, &str); 2] = [(0.50, "-p50"), (0.99, "-p99")];
 
 impl MetricsStore {
     /// Appends one report's values at its time.
@@ -37,17 +44,48 @@ impl MetricsStore {
                     name: m.name.clone(),
                     stream: m.stream.clone(),
                 };
-                if !self.series.contains_key(&id) && self.series.len() >= MAX_SERIES {
-                    continue;
-                }
-                let points = self.series.entry(id).or_default();
-                // Reports from several metrics managers interleave; keep each series in time order.
-                if points.back().is_some_and(|(t, _)| *t >= report.time_ms) {
-                    continue;
-                }
-                points.push_back((report.time_ms, m.value));
-                if points.len() > MAX_POINTS {
-                    points.pop_front();
+                self.push(id, report.time_ms, m.value);
+            }
+            for h in &p.histograms {
+                let id = SeriesId {
+                    component: p.component.clone(),
+                    task_id: p.task_id,
+                    name: h.name.clone(),
+                    stream: h.stream.clone(),
+                };
+                let previous = self
+                    .histograms
+                    .insert(id.clone(), (h.cumulative_counts.clone(), h.count));
+                // A histogram that went down is a restarted publisher's: its counts start again from zero.
+                let (before, before_total) = match previous {
+                    Some((counts, total))
+                        if counts.len() == h.cumulative_counts.len()
+                            && total <= h.count
+                            && counts.iter().zip(&h.cumulative_counts).all(|(a, b)| a <= b) =>
+                    {
+                        (counts, total)
+                    }
+                    _ => (vec![0; h.cumulative_counts.len()], 0),
+                };
+                let mut window: Vec<(f64, f64)> = h
+                    .upper_bounds
+                    .iter()
+                    .zip(h.cumulative_counts.iter().zip(&before))
+                    .map(|(&le, (&now, &then))| (le, (now - then) as f64))
+                    .collect();
+                window.push((f64::INFINITY, (h.count - before_total) as f64));
+                let (base, scale) = match h.name.strip_suffix("-seconds") {
+                    Some(base) => (base, 1000.0),
+                    None => (h.name.as_str(), 1.0),
+                };
+                for (q, suffix) in QUANTILES {
+                    if let Some(v) = histogram_quantile(&window, q) {
+                        let derived = SeriesId {
+                            name: format!("{base}{suffix}"),
+                            ..id.clone()
+                        };
+                        self.push(derived, report.time_ms, v * scale);
+                    }
                 }
             }
             for e in &p.exceptions {
@@ -56,6 +94,21 @@ impl MetricsStore {
                     self.exceptions.insert(key, e.clone());
                 }
             }
+        }
+    }
+
+    fn push(&mut self, id: SeriesId, time_ms: i64, value: f64) {
+        if !self.series.contains_key(&id) && self.series.len() >= MAX_SERIES {
+            return;
+        }
+        let points = self.series.entry(id).or_default();
+        // Reports from several metrics managers interleave; keep each series in time order.
+        if points.back().is_some_and(|(t, _)| *t >= time_ms) {
+            return;
+        }
+        points.push_back((time_ms, value));
+        if points.len() > MAX_POINTS {
+            points.pop_front();
         }
     }
 
@@ -94,7 +147,55 @@ impl MetricsStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use egret_proto::egret::{MetricValue, PublishMetrics};
+    use egret_proto::egret::{HistogramValue, MetricValue, PublishMetrics};
+
+    fn latency_report(time_ms: i64, counts: [u64; 2], count: u64) -> MetricsReport {
+        MetricsReport {
+            container: 1,
+            time_ms,
+            publishers: vec![PublishMetrics {
+                component: "word".into(),
+                task_id: 3,
+                process: "instance-3".into(),
+                histograms: vec![HistogramValue {
+                    name: "__complete-latency-seconds".into(),
+                    stream: String::new(),
+                    upper_bounds: vec![0.001, 0.002],
+                    cumulative_counts: counts.to_vec(),
+                    sum: 0.0,
+                    count,
+                }],
+                ..Default::default()
+            }],
+        }
+    }
+
+    #[test]
+    fn quantiles_between_two_reports_become_series_in_milliseconds() {
+        let mut store = MetricsStore::default();
+        store.record(&latency_report(1_000, [10, 10], 10));
+        // In the next 5 s: 90 trees at or below 1 ms, 10 between 1 and 2 ms.
+        store.record(&latency_report(6_000, [100, 110], 110));
+        // A restarted task starts again from zero: its whole histogram is the window.
+        store.record(&latency_report(11_000, [0, 4], 4));
+        let r = store.query(&MetricsQuery {
+            names: vec!["__complete-latency-p99".into()],
+            ..Default::default()
+        });
+        let points: Vec<(i64, f64)> = r.series[0].points.iter().map(|p| (p.time_ms, p.value)).collect();
+        assert_eq!(points.len(), 3, "{points:?}");
+        assert_eq!(points[0].0, 1_000);
+        assert!(
+            (points[1].1 - 1.9).abs() < 1e-9,
+            "rank 99 of 100: 9 of the 10 above 1 ms: {points:?}"
+        );
+        assert!(points[2].1 > 1.0 && points[2].1 <= 2.0, "{points:?}");
+        let p50 = store.query(&MetricsQuery {
+            names: vec!["__complete-latency-p50".into()],
+            ..Default::default()
+        });
+        assert_eq!(p50.series[0].task_id, 3);
+    }
 
     fn report(time_ms: i64, task: i32, emitted: f64, exceptions: Vec<ExceptionInfo>) -> MetricsReport {
         MetricsReport {

@@ -321,3 +321,27 @@ impl Drop for Tracker {
         let _ = self.child.wait();
     }
 }
+
+/// Asks the topology's tmanager for metrics, as the tracker does.
+pub fn query_tmanager(
+    c: &Cluster,
+    topology: &str,
+    q: egret_proto::egret::MetricsQuery,
+) -> egret_proto::egret::MetricsQueryResponse {
+    use egret_proto::egret::control;
+    let plan = c.explain(topology);
+    let tm = plan["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "tmanager")
+        .expect("a tmanager");
+    let port = tm["port"].as_i64().expect("the tmanager's port") as u16;
+    let stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let (mut reader, mut writer) = egret_transport::split(stream, 16 << 20).unwrap();
+    writer.send_control(control::Msg::MetricsQuery(q)).unwrap();
+    match reader.read().unwrap() {
+        egret_transport::Frame::Control(control::Msg::MetricsQueryResponse(r)) => r,
+        other => panic!("unexpected answer {other:?}"),
+    }
+}

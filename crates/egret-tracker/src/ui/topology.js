@@ -9,7 +9,10 @@
   const COUNTERS = { "__emit-count": "emit", "__execute-count": "execute", "__ack-count": "ack", "__fail-count": "fail" };
   const MEANS = { "__execute-latency": "execute-latency", "__complete-latency": "complete-latency" };
   const BACK_PRESSURE = "__time_spent_back_pressure_by_compid";
-  const NAMES = Object.keys(COUNTERS).concat(Object.keys(MEANS), [BACK_PRESSURE]).join(",");
+  // The p99 of the trees completed in the last report interval (the tmanager derives it from the spouts'
+  // histograms); a component shows its largest task's, since quantiles of tasks do not average.
+  const P99 = "__complete-latency-p99";
+  const NAMES = Object.keys(COUNTERS).concat(Object.keys(MEANS), [BACK_PRESSURE, P99]).join(",");
   const SVG = "http://www.w3.org/2000/svg";
 
   function fmt(v, digits) { return v === undefined ? "-" : v.toFixed(digits); }
@@ -33,6 +36,7 @@
       const s = m[key];
       row.querySelector("." + key).textContent = s && s.n ? fmt(s.sum / s.n, 3) : "-";
     }
+    row.querySelector(".complete-p99").textContent = fmt(m.p99, 3);
     row.querySelector(".back-pressure").textContent = fmt(m.bp, 0);
   }
 
@@ -119,6 +123,8 @@
         m[k].sum += last[1]; m[k].n += 1;
       } else if (s.name === BACK_PRESSURE && last) {
         m.bp = (m.bp || 0) + last[1];
+      } else if (s.name === P99 && last) {
+        m.p99 = last[1];
       }
     }
     const components = new Map();
@@ -129,6 +135,7 @@
       if (!components.has(m.component)) components.set(m.component, {});
       const c = components.get(m.component);
       for (const k of ["emit", "execute", "ack", "fail", "bp"]) if (m[k] !== undefined) c[k] = (c[k] || 0) + m[k];
+      if (m.p99 !== undefined) c.p99 = Math.max(c.p99 || 0, m.p99);
       for (const k of ["execute-latency", "complete-latency"]) {
         if (m[k]) { c[k] = c[k] || { sum: 0, n: 0 }; c[k].sum += m[k].sum; c[k].n += m[k].n; }
       }
