@@ -337,6 +337,53 @@ fn read_frames(stream: &TcpStream) -> mpsc::Receiver<Frame> {
     rx
 }
 
+/// A state-manager home with the test topology stored, its container's metrics manager, and a listener playing the
+/// container's stmgr.
+struct Fixture {
+    home: TempHome,
+    definition: egret_proto::api::Topology,
+    metrics: InProcessMetricsmgr,
+    listener: TcpListener,
+}
+
+impl Fixture {
+    fn new(t: &Topology) -> Fixture {
+        let home = TempHome::new("egret-hostile-instance");
+        let state = home.state();
+        let definition = store_topology(&state, NAME, t, 1);
+        let metrics = InProcessMetricsmgr::start(&state, NAME, 1);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let location = Location {
+            process: "stmgr-1".into(),
+            container: 1,
+            host: "127.0.0.1".into(),
+            port: listener.local_addr().unwrap().port() as i32,
+            pid: std::process::id() as i32,
+            http_port: 0,
+        };
+        state.put_location(NAME, &location).unwrap();
+        Fixture {
+            home,
+            definition,
+            metrics,
+            listener,
+        }
+    }
+
+    /// Runs `task`'s instance on a thread and accepts its registration: the stream is the instance's connection.
+    fn start_instance(&self, task: TaskId) -> (JoinHandle<Result<(), InstanceError>>, TcpStream) {
+        let env = InstanceEnv {
+            egret_home: self.home.0.clone(),
+            cluster: CLUSTER.into(),
+            topology: NAME.into(),
+            task,
+            container: 1,
+        };
+        let instance = thread::spawn(move || egret_instance::run(topology(), env));
+        (instance, accept_instance(&self.listener, &self.definition, task))
+    }
+}
+
 /// Waits for the instance thread to return, within the deadline.
 fn join_instance(handle: JoinHandle<Result<(), InstanceError>>) -> Result<(), InstanceError> {
     wait_for("the instance to return", || handle.is_finished().then_some(()));
@@ -347,35 +394,11 @@ fn join_instance(handle: JoinHandle<Result<(), InstanceError>>) -> Result<(), In
 fn a_running_bolt_instance_survives_hostile_frames_and_keeps_serving() {
     let started = Instant::now();
     let mut rng = FastRng::new(seed());
-    let home = TempHome::new("egret-hostile-instance");
-    let state = home.state();
     let t = topology();
     let s = Shape::of(&t);
-    let definition = store_topology(&state, NAME, &t, 1);
-    let metrics = InProcessMetricsmgr::start(&state, NAME, 1);
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    state
-        .put_location(
-            NAME,
-            &Location {
-                process: "stmgr-1".into(),
-                container: 1,
-                host: "127.0.0.1".into(),
-                port: listener.local_addr().unwrap().port() as i32,
-                pid: std::process::id() as i32,
-                http_port: 0,
-            },
-        )
-        .unwrap();
-    let env = InstanceEnv {
-        egret_home: home.0.clone(),
-        cluster: CLUSTER.into(),
-        topology: NAME.into(),
-        task: s.echo,
-        container: 1,
-    };
-    let instance = thread::spawn(move || egret_instance::run(topology(), env));
-    let stream = accept_instance(&listener, &definition, s.echo);
+    let f = Fixture::new(&t);
+    let (instance, stream) = f.start_instance(s.echo);
+    let metrics = &f.metrics;
     let frames = read_frames(&stream);
 
     // Good frames (one tuple each, numbered) spread among the hostile ones.
@@ -487,35 +510,11 @@ fn a_running_bolt_instance_survives_hostile_frames_and_keeps_serving() {
 fn a_running_spout_instance_survives_hostile_frames_and_keeps_emitting() {
     let started = Instant::now();
     let mut rng = FastRng::new(seed());
-    let home = TempHome::new("egret-hostile-instance");
-    let state = home.state();
     let t = topology();
     let s = Shape::of(&t);
-    let definition = store_topology(&state, NAME, &t, 1);
-    let metrics = InProcessMetricsmgr::start(&state, NAME, 1);
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    state
-        .put_location(
-            NAME,
-            &Location {
-                process: "stmgr-1".into(),
-                container: 1,
-                host: "127.0.0.1".into(),
-                port: listener.local_addr().unwrap().port() as i32,
-                pid: std::process::id() as i32,
-                http_port: 0,
-            },
-        )
-        .unwrap();
-    let env = InstanceEnv {
-        egret_home: home.0.clone(),
-        cluster: CLUSTER.into(),
-        topology: NAME.into(),
-        task: s.source,
-        container: 1,
-    };
-    let instance = thread::spawn(move || egret_instance::run(topology(), env));
-    let stream = accept_instance(&listener, &definition, s.source);
+    let f = Fixture::new(&t);
+    let (instance, stream) = f.start_instance(s.source);
+    let metrics = &f.metrics;
     let frames = read_frames(&stream);
 
     // Acks every tuple received so far (the spout emits only MAX_PENDING tuples ahead of its acks); returns how many.

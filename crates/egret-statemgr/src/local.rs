@@ -296,6 +296,31 @@ fn read_message<M: Message + Default>(path: &Path) -> Result<Option<(M, SystemTi
 /// write a temporary file beside it, fsync it, rename it over the target, fsync the directory so the rename
 /// itself survives a crash. Creates missing parent directories.
 fn write_atomic(target: &Path, bytes: &[u8]) -> Result<(), StateError> {
+    let (dir, temp) = write_temp(target, bytes)?;
+    if let Err(e) = fs::rename(&temp, target) {
+        // Best effort: the write already failed, and a leftover temporary file is skipped by every listing.
+        let _ = fs::remove_file(&temp);
+        return Err(StateError::io(target, e));
+    }
+    sync_dir(dir)
+}
+
+/// Creates `target` with `bytes`, complete, or fails with an `AlreadyExists` I/O error if it exists: the content
+/// goes to a temporary file (fsynced), which is then hard-linked as `target` (link(2) never replaces a file, so
+/// two creators race safely and a reader never sees a part), and the temporary name is removed.
+fn create_exclusive(target: &Path, bytes: &[u8]) -> Result<(), StateError> {
+    let (dir, temp) = write_temp(target, bytes)?;
+    let linked = fs::hard_link(&temp, target).map_err(|e| StateError::io(target, e));
+    // Best effort either way: the target (if created) holds the content, and a leftover temporary file is skipped
+    // by every listing.
+    let _ = fs::remove_file(&temp);
+    linked?;
+    sync_dir(dir)
+}
+
+/// Writes `bytes` to a new temporary file beside `target` and fsyncs it; returns the directory and the file.
+/// Creates missing parent directories.
+fn write_temp<'a>(target: &'a Path, bytes: &[u8]) -> Result<(&'a Path, PathBuf), StateError> {
     let Some(dir) = target.parent() else {
         let source = io::Error::new(io::ErrorKind::InvalidInput, "no parent directory");
         return Err(StateError::io(target, source));
@@ -309,42 +334,12 @@ fn write_atomic(target: &Path, bytes: &[u8]) -> Result<(), StateError> {
         .and_then(|mut file| {
             file.write_all(bytes)?;
             file.sync_all()
-        })
-        .map_err(|e| StateError::io(&temp, e))
-        .and_then(|()| fs::rename(&temp, target).map_err(|e| StateError::io(target, e)));
+        });
     if let Err(e) = written {
-        // Best effort: the write already failed, and a leftover temporary file is skipped by every listing.
         let _ = fs::remove_file(&temp);
-        return Err(e);
+        return Err(StateError::io(&temp, e));
     }
-    sync_dir(dir)
-}
-
-/// Creates `target` with `bytes`, complete, or fails with an `AlreadyExists` I/O error if it exists: the content
-/// goes to a temporary file (fsynced), which is then hard-linked as `target` (link(2) never replaces a file, so
-/// two creators race safely and a reader never sees a part), and the temporary name is removed.
-fn create_exclusive(target: &Path, bytes: &[u8]) -> Result<(), StateError> {
-    let Some(dir) = target.parent() else {
-        let source = io::Error::new(io::ErrorKind::InvalidInput, "no parent directory");
-        return Err(StateError::io(target, source));
-    };
-    fs::create_dir_all(dir).map_err(|e| StateError::io(dir, e))?;
-    let temp = paths::temp_for(target, std::process::id(), TEMP_SEQ.fetch_add(1, Ordering::Relaxed));
-    let created = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&temp)
-        .and_then(|mut file| {
-            file.write_all(bytes)?;
-            file.sync_all()
-        })
-        .map_err(|e| StateError::io(&temp, e))
-        .and_then(|()| fs::hard_link(&temp, target).map_err(|e| StateError::io(target, e)));
-    // Best effort either way: the target (if created) holds the content, and a leftover temporary file is skipped
-    // by every listing.
-    let _ = fs::remove_file(&temp);
-    created?;
-    sync_dir(dir)
+    Ok((dir, temp))
 }
 
 #[cfg(unix)]

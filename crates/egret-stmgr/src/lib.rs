@@ -104,7 +104,6 @@ pub fn serve(
 }
 
 /// Counters and back-pressure state the metrics thread reads.
-#[derive(Default)]
 struct Stats {
     /// DATA frames and their bytes forwarded.
     routed: AtomicU64,
@@ -115,7 +114,7 @@ struct Stats {
     /// Frames refused for what they hold (a destination task that does not exist, a CONTROL frame that does not
     /// decode, a message that has no business on that connection).
     bad: AtomicU64,
-    bp: Mutex<Option<BackPressure>>,
+    bp: Mutex<BackPressure>,
     /// Per local task: (time its queue spent at or above the high watermark, since when it is above now).
     bp_by_task: Mutex<HashMap<u32, (Duration, Option<Instant>)>>,
     registered: Mutex<Vec<InstanceInfo>>,
@@ -254,8 +253,14 @@ async fn serve_on_loop(
         "stmgr started"
     );
     let stats = Arc::new(Stats {
-        bp: Mutex::new(Some(BackPressure::new(high, low))),
-        ..Stats::default()
+        routed: AtomicU64::new(0),
+        routed_bytes: AtomicU64::new(0),
+        dropped: AtomicU64::new(0),
+        bad: AtomicU64::new(0),
+        bp: Mutex::new(BackPressure::new(high, low)),
+        bp_by_task: Mutex::new(HashMap::new()),
+        registered: Mutex::new(Vec::new()),
+        stop: AtomicBool::new(false),
     });
     let s = Rc::new(Stmgr {
         spouts: topology.spouts.iter().map(|sp| sp.comp.name.clone()).collect(),
@@ -604,7 +609,7 @@ fn status(ok: bool, message: String) -> Vec<u8> {
 
 fn with_bp<T: Default>(s: &Stmgr, f: impl FnOnce(&mut BackPressure) -> T) -> T {
     match s.stats.bp.lock() {
-        Ok(mut bp) => bp.as_mut().map(f).unwrap_or_default(),
+        Ok(mut bp) => f(&mut bp),
         Err(_) => T::default(),
     }
 }
@@ -879,11 +884,7 @@ fn publish_metrics(state: &LocalStateManager, opts: &Opts, s: &Stats) {
         let now = Instant::now();
         let (initiated, clamped, active) =
             s.bp.lock()
-                .ok()
-                .and_then(|b| {
-                    b.as_ref()
-                        .map(|b| (b.initiated_time(now), b.clamped_time(now), b.clamped()))
-                })
+                .map(|b| (b.initiated_time(now), b.clamped_time(now), b.clamped()))
                 .unwrap_or_default();
         let ms = |name: &str, d: Duration| MetricValue {
             name: name.into(),
