@@ -22,8 +22,12 @@ struct Args {
     #[arg(long, default_value_t = 1)]
     containers: u32,
     /// Track every word with acking.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "effectively_once")]
     at_least_once: bool,
+    /// Checkpoint the spouts' positions and the counts every second (`topology.stateful.checkpoint.interval.seconds`
+    /// overrides it) and roll back after any failure.
+    #[arg(long)]
+    effectively_once: bool,
     /// Dictionary of N random 20-character words instead of the readable demo dictionary.
     #[arg(long)]
     random_words: Option<usize>,
@@ -43,11 +47,15 @@ fn main() {
         }),
         reliability: if a.at_least_once {
             ReliabilityMode::AtLeastOnce
+        } else if a.effectively_once {
+            ReliabilityMode::EffectivelyOnce
         } else {
             ReliabilityMode::AtMostOnce
         },
         rate: a.rate,
-        config: Config::new().with(keys::STMGRS, a.containers),
+        config: Config::new()
+            .with(keys::STMGRS, a.containers)
+            .with(keys::STATEFUL_CHECKPOINT_INTERVAL_SECONDS, 1),
     };
     egret::run(word_count::topology(&options))
 }

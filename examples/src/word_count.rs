@@ -109,6 +109,31 @@ impl Spout for WordSpout {
     fn fail(&mut self, _id: MessageId) {
         self.failed += 1;
     }
+
+    fn stateful(&mut self) -> Option<&mut dyn Stateful> {
+        Some(self)
+    }
+}
+
+/// Under effectively-once the spout's position is its generator and emit count: after a rollback it emits the
+/// same words again from there.
+impl Stateful for WordSpout {
+    fn init_state(&mut self, restored: Option<&[u8]>) -> Result<(), UserError> {
+        if let Some(b) = restored {
+            let (Some(rng), Some(emitted)) = (b.get(..8), b.get(8..16)) else {
+                return Err(format!("a word spout's state is 16 bytes, not {}", b.len()).into());
+            };
+            self.rng = SplitMix(u64::from_le_bytes(rng.try_into()?));
+            self.emitted = u64::from_le_bytes(emitted.try_into()?);
+        }
+        Ok(())
+    }
+
+    fn pre_save(&mut self, _checkpoint: CheckpointId, out: &mut Vec<u8>) -> Result<(), UserError> {
+        out.extend_from_slice(&self.rng.0.to_le_bytes());
+        out.extend_from_slice(&self.emitted.to_le_bytes());
+        Ok(())
+    }
 }
 
 /// Word counts. Words of up to 23 bytes are kept inline in the table (one cache miss per lookup instead of two for
@@ -158,6 +183,40 @@ impl WordCounts {
         self.len() == 0
     }
 
+    /// Appends every (word, count) as `len u8 | word | count u64` (a word of up to 255 bytes).
+    pub fn save(&self, out: &mut Vec<u8>) -> Result<(), UserError> {
+        for (w, n) in self.iter() {
+            let len = u8::try_from(w.len()).map_err(|_| format!("word of {} bytes is too long to save", w.len()))?;
+            out.push(len);
+            out.extend_from_slice(w.as_bytes());
+            out.extend_from_slice(&n.to_le_bytes());
+        }
+        Ok(())
+    }
+
+    /// The counts [`WordCounts::save`] wrote.
+    pub fn restore(mut b: &[u8]) -> Result<Self, UserError> {
+        let mut counts = WordCounts::default();
+        while let Some((&len, rest)) = b.split_first() {
+            let len = len as usize;
+            let (Some(word), Some(n)) = (rest.get(..len), rest.get(len..len + 8)) else {
+                return Err("word counts state is truncated".into());
+            };
+            let word = std::str::from_utf8(word)?;
+            let n = u64::from_le_bytes(n.try_into()?);
+            match Self::inline_key(word) {
+                Some(key) => {
+                    counts.short.insert(key, n);
+                }
+                None => {
+                    counts.long.insert(word.to_owned(), n);
+                }
+            }
+            b = &rest[len + 8..];
+        }
+        Ok(counts)
+    }
+
     /// Every (word, count).
     pub fn iter(&self) -> impl Iterator<Item = (&str, u64)> {
         let short = self.short.iter().map(|(k, n)| {
@@ -186,6 +245,22 @@ impl Bolt for CountBolt {
                 out.fail(tuple);
             }
         }
+    }
+
+    fn stateful(&mut self) -> Option<&mut dyn Stateful> {
+        Some(self)
+    }
+}
+
+/// Under effectively-once the counts are checkpointed and restored.
+impl Stateful for CountBolt {
+    fn init_state(&mut self, restored: Option<&[u8]>) -> Result<(), UserError> {
+        self.counts = restored.map_or_else(|| Ok(WordCounts::default()), WordCounts::restore)?;
+        Ok(())
+    }
+
+    fn pre_save(&mut self, _checkpoint: CheckpointId, out: &mut Vec<u8>) -> Result<(), UserError> {
+        self.counts.save(out)
     }
 }
 

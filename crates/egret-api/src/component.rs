@@ -6,6 +6,7 @@ use crate::collector::{BasicCollector, BoltCollector, SpoutCollector};
 use crate::context::TopologyContext;
 use crate::fields::Fields;
 use crate::ids::MessageId;
+use crate::state::Stateful;
 use crate::tuple::Tuple;
 
 /// The name of the stream `emit` uses when none is given.
@@ -43,6 +44,12 @@ pub trait Spout: Any + Send {
 
     /// The task is stopping.
     fn close(&mut self) {}
+
+    /// A component whose state survives failures (effectively-once) returns itself: `Some(self)`. See
+    /// [`Stateful`]; under other reliability modes the hooks are not called.
+    fn stateful(&mut self) -> Option<&mut dyn Stateful> {
+        None
+    }
 }
 
 /// An operator: receives tuples from its input streams, emits, acks or fails them.
@@ -59,6 +66,12 @@ pub trait Bolt: Any + Send {
     fn execute(&mut self, tuple: &Tuple<'_>, out: &mut BoltCollector<'_>);
 
     fn cleanup(&mut self) {}
+
+    /// A component whose state survives failures (effectively-once) returns itself: `Some(self)`. See
+    /// [`Stateful`]; under other reliability modes the hooks are not called.
+    fn stateful(&mut self) -> Option<&mut dyn Stateful> {
+        None
+    }
 }
 
 /// A bolt whose emits are anchored on the input and whose input is acked when `execute` returns `Ok`, failed when
@@ -73,6 +86,12 @@ pub trait BasicBolt: Any + Send {
     fn execute(&mut self, tuple: &Tuple<'_>, out: &mut BasicCollector<'_, '_>) -> Result<(), UserError>;
 
     fn cleanup(&mut self) {}
+
+    /// A component whose state survives failures (effectively-once) returns itself: `Some(self)`. See
+    /// [`Stateful`]; under other reliability modes the hooks are not called.
+    fn stateful(&mut self) -> Option<&mut dyn Stateful> {
+        None
+    }
 }
 
 /// Runs a [`BasicBolt`] as a [`Bolt`]: anchors its emits on the input, then acks or fails the input.
@@ -100,6 +119,9 @@ impl<B: BasicBolt> Bolt for BasicBoltAdapter<B> {
     }
     fn cleanup(&mut self) {
         self.0.cleanup()
+    }
+    fn stateful(&mut self) -> Option<&mut dyn Stateful> {
+        self.0.stateful()
     }
 }
 

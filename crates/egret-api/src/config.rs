@@ -30,7 +30,15 @@ pub mod keys {
     pub const CONTAINER_MAX_INSTANCES: &str = "topology.container.max.instances";
     pub const DROPTUPLES_UPON_BACKPRESSURE: &str = "topology.droptuples.upon.backpressure";
     pub const STATEFUL_CHECKPOINT_INTERVAL_SECONDS: &str = "topology.stateful.checkpoint.interval.seconds";
+    /// Effectively-once: `true` starts a topology from empty state even when checkpoints of an earlier run are kept.
+    pub const STATEFUL_START_CLEAN: &str = "topology.stateful.start.clean";
     pub const INITIAL_STATE: &str = "topology.initial.state";
+    /// Egret: bytes a task may hold while it aligns a checkpoint's markers (input from upstream tasks whose marker
+    /// came); past it the checkpoint is abandoned (Heron's `heron.streammgr.stateful.buffer.size.mb`).
+    pub const CHECKPOINT_BUFFER_BYTES: &str = "topology.egret.checkpoint.buffer.bytes";
+    /// Egret: how many complete checkpoints are kept (older ones are deleted); a rollback uses the newest one that
+    /// reads back intact.
+    pub const CHECKPOINTS_KEPT: &str = "topology.egret.checkpoint.keep";
     /// Egret: tuples per batch before a batch is sent.
     pub const BATCH_TUPLES: &str = "topology.egret.batch.tuples";
     /// Egret: how long a partly filled batch may wait while its task keeps working, in microseconds (a task with
@@ -78,7 +86,10 @@ pub mod keys {
         CONTAINER_MAX_INSTANCES,
         DROPTUPLES_UPON_BACKPRESSURE,
         STATEFUL_CHECKPOINT_INTERVAL_SECONDS,
+        STATEFUL_START_CLEAN,
         INITIAL_STATE,
+        CHECKPOINT_BUFFER_BYTES,
+        CHECKPOINTS_KEPT,
         BATCH_TUPLES,
         BATCH_FLUSH_MICROS,
         SPOUT_WAIT_MICROS,
@@ -106,6 +117,13 @@ pub mod defaults {
     /// at most 8 ms to be emitted.
     pub const SPOUT_WAIT_MAX_MICROS: u64 = 8000;
     pub const QUEUE_BATCHES: u64 = 32;
+    /// Heron's default is 300 s; a rollback replays up to one interval of input, so Egret checkpoints more often
+    /// (a checkpoint costs a marker per task pair and a background write).
+    pub const CHECKPOINT_INTERVAL_SECS: f64 = 10.0;
+    /// Heron's is 100 MB.
+    pub const CHECKPOINT_BUFFER_BYTES: u64 = 64 * 1024 * 1024;
+    /// Heron keeps 5.
+    pub const CHECKPOINTS_KEPT: u64 = 5;
     /// Heron's are 100 MB / 50 MB; a native instance drains far faster than a JVM, so a few megabytes hold enough
     /// work and bound memory and latency much tighter.
     pub const BACKPRESSURE_HIGH_BYTES: u64 = 4 * 1024 * 1024;
@@ -350,6 +368,38 @@ impl Config {
         Ok(Duration::from_secs(secs))
     }
 
+    /// How often the tmanager starts a checkpoint (effectively-once); fractions of a second allowed.
+    pub fn checkpoint_interval(&self) -> Result<Duration, ConfigError> {
+        let secs = self
+            .get_f64(keys::STATEFUL_CHECKPOINT_INTERVAL_SECONDS)?
+            .unwrap_or(defaults::CHECKPOINT_INTERVAL_SECS);
+        if !(secs.is_finite() && secs >= 0.01) {
+            return Err(ConfigError {
+                key: keys::STATEFUL_CHECKPOINT_INTERVAL_SECONDS.into(),
+                value: secs.to_string(),
+                expected: "a number of seconds, at least 0.01",
+            });
+        }
+        Ok(Duration::from_secs_f64(secs))
+    }
+
+    pub fn stateful_start_clean(&self) -> Result<bool, ConfigError> {
+        Ok(self.get_bool(keys::STATEFUL_START_CLEAN)?.unwrap_or(false))
+    }
+
+    pub fn checkpoint_buffer_bytes(&self) -> Result<u64, ConfigError> {
+        Ok(self
+            .get_u64(keys::CHECKPOINT_BUFFER_BYTES)?
+            .unwrap_or(defaults::CHECKPOINT_BUFFER_BYTES))
+    }
+
+    pub fn checkpoints_kept(&self) -> Result<usize, ConfigError> {
+        Ok(self
+            .get_u64(keys::CHECKPOINTS_KEPT)?
+            .unwrap_or(defaults::CHECKPOINTS_KEPT)
+            .clamp(1, 1000) as usize)
+    }
+
     /// Every typed key, parsed once, so a bad value is reported when the topology is built rather than at run time.
     pub fn check(&self) -> Vec<ConfigError> {
         let mut errors = Vec::new();
@@ -370,6 +420,10 @@ impl Config {
         note(self.queue_batches().map(drop));
         note(self.backpressure_watermarks().map(drop));
         note(self.stmgr_heartbeat_timeout().map(drop));
+        note(self.checkpoint_interval().map(drop));
+        note(self.stateful_start_clean().map(drop));
+        note(self.checkpoint_buffer_bytes().map(drop));
+        note(self.checkpoints_kept().map(drop));
         note(self.get_u64(keys::STMGRS).map(drop));
         note(self.get_u64(keys::COMPONENT_PARALLELISM).map(drop));
         note(self.get_bool(keys::DEBUG).map(drop));

@@ -12,6 +12,7 @@ pub mod context;
 pub mod fields;
 pub mod grouping;
 pub mod ids;
+pub mod state;
 pub mod topology;
 pub mod tuple;
 pub mod value;
@@ -23,6 +24,7 @@ pub use context::TopologyContext;
 pub use fields::Fields;
 pub use grouping::{CustomGrouping, Grouping};
 pub use ids::{CheckpointId, MessageId, Root, RootId, Roots, StreamIndex, TaskId};
+pub use state::{KeyedState, StateError, Stateful};
 pub use topology::{
     ComponentDeclarer, ComponentDef, ComponentKind, Input, KeyCheck, Resources, StreamInfo, Topology, TopologyBuilder,
     TopologyError, TopologyErrors,

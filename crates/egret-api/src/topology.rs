@@ -148,6 +148,20 @@ pub enum TopologyError {
     BadConfig { scope: String, error: ConfigError },
     #[error("{scope}: unknown config key {key:?} (a typo of a topology.* key?)")]
     UnknownConfigKey { scope: String, key: String },
+    #[error(
+        "component {component:?} sets topology.reliability.mode to {mode}, but delivery semantics are topology-wide \
+         ({topology_mode}): set it on the topology"
+    )]
+    ComponentReliabilityMode {
+        component: String,
+        mode: String,
+        topology_mode: String,
+    },
+    #[error(
+        "component {component:?} is on a cycle ({cycle}); effectively-once topologies must be acyclic, since a \
+         checkpoint's markers could never align on a cycle"
+    )]
+    CycleUnderEffectivelyOnce { component: String, cycle: String },
 }
 
 /// A non-empty list of [`TopologyError`]s.
@@ -482,7 +496,76 @@ fn validate(name: &str, config: &Config, components: &[ComponentDef], keys: KeyC
             }
         }
     }
+    check_semantics(config, components, &mut errors);
     errors
+}
+
+/// Delivery semantics are one for the whole topology, and effectively-once needs an acyclic graph.
+fn check_semantics(config: &Config, components: &[ComponentDef], errors: &mut Vec<TopologyError>) {
+    let Ok(mode) = config.reliability_mode() else { return };
+    for c in components {
+        let merged = config.merged_with(&c.config);
+        if let Ok(m) = merged.reliability_mode()
+            && m != mode
+        {
+            errors.push(TopologyError::ComponentReliabilityMode {
+                component: c.name.clone(),
+                mode: m.as_str().into(),
+                topology_mode: mode.as_str().into(),
+            });
+        }
+    }
+    if mode != crate::ReliabilityMode::EffectivelyOnce {
+        return;
+    }
+    // A depth-first walk from every component along its consumers; meeting a component still on the path closes a
+    // cycle.
+    let consumers: Vec<Vec<usize>> = components
+        .iter()
+        .map(|p| {
+            components
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.inputs.iter().any(|i| i.component == p.name))
+                .map(|(i, _)| i)
+                .collect()
+        })
+        .collect();
+    let mut state = vec![0u8; components.len()]; // 0 unseen, 1 on the path, 2 done
+    let mut path = Vec::new();
+    fn visit(
+        i: usize,
+        consumers: &[Vec<usize>],
+        state: &mut [u8],
+        path: &mut Vec<usize>,
+        components: &[ComponentDef],
+        errors: &mut Vec<TopologyError>,
+    ) {
+        state[i] = 1;
+        path.push(i);
+        for &n in &consumers[i] {
+            match state[n] {
+                0 => visit(n, consumers, state, path, components, errors),
+                1 => {
+                    let from = path.iter().position(|&p| p == n).unwrap_or(0);
+                    let mut names: Vec<&str> = path[from..].iter().map(|&p| components[p].name.as_str()).collect();
+                    names.push(components[n].name.as_str());
+                    errors.push(TopologyError::CycleUnderEffectivelyOnce {
+                        component: components[n].name.clone(),
+                        cycle: names.join(" -> "),
+                    });
+                }
+                _ => {}
+            }
+        }
+        path.pop();
+        state[i] = 2;
+    }
+    for i in 0..components.len() {
+        if state[i] == 0 {
+            visit(i, &consumers, &mut state, &mut path, components, errors);
+        }
+    }
 }
 
 /// One output stream of the topology, with its place in the stream table.
@@ -638,6 +721,20 @@ impl Topology {
             .collect();
         let mut tasks: Vec<TaskId> = producers.into_iter().flat_map(|p| self.tasks_of(p)).collect();
         // Task ranges are ascending in component order, so this is already sorted; keep it so if that changes.
+        tasks.sort_unstable();
+        tasks
+    }
+    /// Every task that may receive a tuple from `task`: the tasks of every component subscribing to any of its
+    /// component's streams (a checkpoint's markers go to each of them).
+    pub fn downstream_tasks(&self, task: TaskId) -> Vec<TaskId> {
+        let Some((ci, _)) = self.task_component(task) else {
+            return Vec::new();
+        };
+        let name = &self.components[ci].name;
+        let mut tasks: Vec<TaskId> = (0..self.components.len())
+            .filter(|&c| self.components[c].inputs.iter().any(|i| &i.component == name))
+            .flat_map(|c| self.tasks_of(c))
+            .collect();
         tasks.sort_unstable();
         tasks
     }

@@ -251,3 +251,55 @@ fn upstream_tasks_are_every_task_of_every_subscribed_component() {
     assert_eq!(ids(6), Vec::<u32>::new(), "a spout has no upstream");
     assert_eq!(ids(99), Vec::<u32>::new(), "no such task");
 }
+
+/// A bolt with an output stream, to build cycles with.
+struct Relay;
+impl Bolt for Relay {
+    fn declare_outputs(&self, out: &mut OutputDeclarer) {
+        out.declare(["x"]);
+    }
+    fn execute(&mut self, _t: &Tuple<'_>, _out: &mut BoltCollector<'_>) {}
+}
+
+#[test]
+fn effectively_once_refuses_cycles_and_semantics_are_topology_wide() {
+    use TopologyError::*;
+    let errors = check(|b| {
+        b.config().set(keys::RELIABILITY_MODE, "EFFECTIVELY_ONCE");
+        b.set_bolt("a", 1, || Relay)
+            .shuffle_grouping("spout")
+            .shuffle_grouping("b");
+        b.set_bolt("b", 1, || Relay).shuffle_grouping("a");
+    });
+    assert!(
+        errors
+            .iter()
+            .any(|e| matches!(e, CycleUnderEffectivelyOnce { cycle, .. } if cycle == "a -> b -> a")),
+        "{errors:?}"
+    );
+    // The same cycle under at-least-once is allowed (Heron allows it too).
+    assert_eq!(
+        check(|b| {
+            b.config().set(keys::RELIABILITY_MODE, "ATLEAST_ONCE");
+            b.set_bolt("a", 1, || Relay)
+                .shuffle_grouping("spout")
+                .shuffle_grouping("b");
+            b.set_bolt("b", 1, || Relay).shuffle_grouping("a");
+        }),
+        vec![]
+    );
+    let errors = check(|b| {
+        b.config().set(keys::RELIABILITY_MODE, "EFFECTIVELY_ONCE");
+        b.set_bolt("bolt", 1, || B)
+            .shuffle_grouping("spout")
+            .config(keys::RELIABILITY_MODE, "ATLEAST_ONCE");
+    });
+    assert_eq!(
+        errors,
+        vec![ComponentReliabilityMode {
+            component: "bolt".into(),
+            mode: "ATLEAST_ONCE".into(),
+            topology_mode: "EFFECTIVELY_ONCE".into(),
+        }]
+    );
+}

@@ -91,6 +91,9 @@ fn measure(cluster: &mut LocalCluster, topology_bin: &Path, a: &WordcountArgs) -
     if atleast {
         args.push("--at-least-once".into());
     }
+    if a.semantics == Semantics::EffectivelyOnce {
+        args.push("--effectively-once".into());
+    }
     if let Some(r) = a.rate {
         args.push("--rate".into());
         args.push(r.to_string());
@@ -227,6 +230,9 @@ fn measure(cluster: &mut LocalCluster, topology_bin: &Path, a: &WordcountArgs) -
         }
     }
 
+    if a.semantics == Semantics::EffectivelyOnce {
+        extra.extend(checkpoint_figures(&cluster.home));
+    }
     let log_sizes = log_sizes(&cluster.home);
     cluster.kill()?;
     report_log_problems(&cluster.home, &log_sizes);
@@ -565,6 +571,48 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// The length of every log file now, to tell what was logged during the run from what was logged while stopping.
+/// Effectively-once: the checkpoints the tmanager completed (its log's `checkpoint N complete duration_ms=.. bytes=..`
+/// lines, the one place that sees every task's save): how many, their duration p50/p99 and the newest one's state
+/// size.
+fn checkpoint_figures(home: &Path) -> Vec<(String, String)> {
+    let field = |line: &str, key: &str| -> Option<f64> {
+        let at = line.find(key)? + key.len();
+        line[at..]
+            .split(|c: char| !c.is_ascii_digit() && c != '.')
+            .next()?
+            .parse()
+            .ok()
+    };
+    let mut durations = Vec::new();
+    let mut bytes = None;
+    for p in walk(&home.join("logs"))
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains("tmanager"))
+    {
+        for line in std::fs::read_to_string(&p).unwrap_or_default().lines() {
+            if line.contains("complete") && line.contains("duration_ms=") {
+                durations.extend(field(line, "duration_ms="));
+                bytes = field(line, "bytes=").or(bytes);
+            }
+        }
+    }
+    durations.sort_by(f64::total_cmp);
+    let q = |q: f64| {
+        durations
+            .get(((durations.len() as f64 - 1.0) * q).round() as usize)
+            .map_or("na".to_string(), |v| format!("{v:.0}"))
+    };
+    vec![
+        ("checkpoints".to_string(), durations.len().to_string()),
+        ("checkpoint_p50_ms".to_string(), q(0.5)),
+        ("checkpoint_p99_ms".to_string(), q(0.99)),
+        (
+            "state_bytes".to_string(),
+            bytes.map_or("na".to_string(), |b| format!("{b:.0}")),
+        ),
+    ]
+}
+
 fn log_sizes(home: &Path) -> BTreeMap<PathBuf, usize> {
     walk(&home.join("logs"))
         .into_iter()

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use egret::simulator::Simulator;
-use egret::{Config, ReliabilityMode};
+use egret::{Config, ReliabilityMode, keys};
 use egret_examples::word_count::{self, WordCountOptions};
 
 #[derive(Parser)]
@@ -56,6 +56,9 @@ enum Mode {
 enum Semantics {
     Atmost,
     Atleast,
+    /// Checkpoints every second (`topology.stateful.checkpoint.interval.seconds`, overridable with
+    /// `--config-property`); the spouts' position and the counts are the checkpointed state.
+    EffectivelyOnce,
 }
 
 impl Semantics {
@@ -63,6 +66,15 @@ impl Semantics {
         match self {
             Semantics::Atmost => "atmost",
             Semantics::Atleast => "atleast",
+            Semantics::EffectivelyOnce => "effectively-once",
+        }
+    }
+
+    fn reliability(self) -> ReliabilityMode {
+        match self {
+            Semantics::Atmost => ReliabilityMode::AtMostOnce,
+            Semantics::Atleast => ReliabilityMode::AtLeastOnce,
+            Semantics::EffectivelyOnce => ReliabilityMode::EffectivelyOnce,
         }
     }
 }
@@ -203,14 +215,13 @@ fn wordcount(a: WordcountArgs) -> anyhow::Result<()> {
 
 fn simulator(a: &WordcountArgs) -> anyhow::Result<Outcome> {
     let mut config = Config::new();
+    if a.semantics == Semantics::EffectivelyOnce {
+        config.set(keys::STATEFUL_CHECKPOINT_INTERVAL_SECONDS, 1);
+    }
     for (k, v) in &a.config {
         config.set(k.clone(), v);
     }
-    let reliability = if a.semantics == Semantics::Atleast {
-        ReliabilityMode::AtLeastOnce
-    } else {
-        ReliabilityMode::AtMostOnce
-    };
+    let reliability = a.semantics.reliability();
     let options = WordCountOptions {
         spouts: a.spouts,
         bolts: a.bolts,
@@ -244,6 +255,27 @@ fn simulator(a: &WordcountArgs) -> anyhow::Result<Outcome> {
     if let Some((task, e)) = errors.first().or(finished.errors.first()) {
         bail!("task {task} reported an error: {e}");
     }
+    let mut extra = vec![(
+        "peak_rss_mb".to_string(),
+        format!("{:.1}", peak_rss as f64 / (1024.0 * 1024.0)),
+    )];
+    if let Some(c) = &finished.checkpoints {
+        if let Some(e) = c.errors.first() {
+            bail!("checkpoints: {e}");
+        }
+        let mut ms: Vec<f64> = c.durations.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+        ms.sort_by(f64::total_cmp);
+        let q = |q: f64| {
+            ms.get(((ms.len() as f64 - 1.0) * q).round() as usize)
+                .map_or("na".into(), |v| format!("{v:.1}"))
+        };
+        extra.extend([
+            ("checkpoints".to_string(), c.stats.completed.to_string()),
+            ("checkpoint_p50_ms".to_string(), q(0.5)),
+            ("checkpoint_p99_ms".to_string(), q(0.99)),
+            ("state_bytes".to_string(), c.last_bytes.to_string()),
+        ]);
+    }
     let (p50_ms, p99_ms) = if reliability == ReliabilityMode::AtLeastOnce && !latency.is_empty() {
         let ms = |q: f64| Some(latency.value_at_quantile(q) as f64 / 1000.0);
         (ms(0.50), ms(0.99))
@@ -257,10 +289,7 @@ fn simulator(a: &WordcountArgs) -> anyhow::Result<Outcome> {
         cpu_s: (cpu1 - cpu0).as_secs_f64(),
         p50_ms,
         p99_ms,
-        extra: vec![(
-            "peak_rss_mb".to_string(),
-            format!("{:.1}", peak_rss as f64 / (1024.0 * 1024.0)),
-        )],
+        extra,
     })
 }
 

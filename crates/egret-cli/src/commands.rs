@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Args;
+use egret_checkpoint::{CheckpointStore, LocalStore};
 use egret_proto::egret::{Location, SetActive, control};
 use egret_scheduler::local::{LocalScheduler, alive};
 use egret_scheduler::package_dir;
@@ -240,6 +241,47 @@ pub fn list(home: &Path, a: ListArgs) -> anyhow::Result<()> {
                 r["containers"]
             );
         }
+    }
+    Ok(())
+}
+
+/// `egret checkpoints <cluster> <topology>`: the checkpoints kept in the topology's store (also after `egret kill`,
+/// for `egret submit --restore-checkpoint`), and which of them the running topology records as complete.
+pub fn checkpoints(home: &Path, a: TopologyArgs) -> anyhow::Result<()> {
+    check_cluster(&a.cluster)?;
+    let state = LocalStateManager::new(home, &a.cluster)?;
+    let store = LocalStore::new(state.checkpoints_dir(&a.topology)?);
+    let kept = store.checkpoints()?;
+    let record = state.get_stateful_checkpoints(&a.topology)?;
+    println!("checkpoints of {} in {}", a.topology, store.describe());
+    match &record {
+        Some(r) => println!("running in rollback epoch {}", r.epoch),
+        None => println!("not running (or not effectively-once): no checkpoint is recorded as complete"),
+    }
+    if kept.is_empty() {
+        println!("none kept");
+        return Ok(());
+    }
+    println!("{:>20} {:>9} {:>6} {:>12}", "CHECKPOINT", "COMPLETE", "TASKS", "BYTES");
+    for id in kept {
+        let dir = store.blob_path(id, egret_api::TaskId(1));
+        let (mut tasks, mut bytes) = (0, 0);
+        if let Some(entries) = dir.parent().and_then(|d| std::fs::read_dir(d).ok()) {
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().ends_with(".ckpt") {
+                    tasks += 1;
+                    bytes += e.metadata().map_or(0, |m| m.len());
+                }
+            }
+        }
+        let complete = record.as_ref().is_some_and(|r| r.complete.contains(&id.0));
+        println!(
+            "{:>20} {:>9} {:>6} {:>12}",
+            id.0,
+            if complete { "yes" } else { "-" },
+            tasks,
+            bytes
+        );
     }
     Ok(())
 }

@@ -50,6 +50,8 @@ enum Command {
     List(commands::ListArgs),
     /// Show a topology's logical plan, packing plan, physical plan and processes.
     Explain(commands::ExplainArgs),
+    /// List an effectively-once topology's kept checkpoints (also after kill, for submit --restore-checkpoint).
+    Checkpoints(commands::TopologyArgs),
     /// Serve the tracker: a JSON REST API (under /api/v1) over the cluster's topologies, metrics and logs.
     Tracker(commands::TrackerArgs),
     /// Print (or write) a Prometheus scrape configuration for the metrics managers of the running topologies.
@@ -93,6 +95,7 @@ fn main() {
         Command::Restart(a) => commands::restart(&home, a),
         Command::List(a) => commands::list(&home, a),
         Command::Explain(a) => commands::explain(&home, a),
+        Command::Checkpoints(a) => commands::checkpoints(&home, a),
         Command::Tracker(a) => commands::tracker(&home, a),
         Command::PrometheusConfig(a) => prometheus_config::prometheus_config(&home, a),
         Command::Supervisor(a) => commands::supervisor(&home, a),

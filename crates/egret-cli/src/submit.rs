@@ -7,11 +7,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use clap::Args;
-use egret_api::{ConfigError, keys};
+use egret_api::{CheckpointId, ConfigError, keys};
+use egret_checkpoint::{CheckpointStore, LocalStore};
 use egret_packing::Algorithm;
 use egret_proto::api::TopologyState;
 use egret_proto::defn;
-use egret_proto::egret::ExecutionState;
+use egret_proto::egret::{ExecutionState, StatefulCheckpoints};
 use egret_proto::{Message, api};
 use egret_scheduler::local::LocalScheduler;
 use egret_scheduler::package_dir;
@@ -46,6 +47,48 @@ pub struct SubmitArgs {
     /// Seconds to wait for the topology to run.
     #[arg(long, default_value_t = 60)]
     timeout: u64,
+    /// Effectively-once: start from this checkpoint of an earlier run of the topology (kept after `egret kill`;
+    /// `egret checkpoints` lists them) instead of from empty state.
+    #[arg(long, value_name = "ID")]
+    restore_checkpoint: Option<u64>,
+}
+
+/// `--restore-checkpoint ID`: what the tmanager must find in the state manager to start from that checkpoint, after
+/// checking that the topology is effectively-once and that the checkpoint is in its store.
+fn restore_checkpoint(
+    home: &Path,
+    a: &SubmitArgs,
+    name: &str,
+    config: &egret_api::Config,
+) -> anyhow::Result<Option<StatefulCheckpoints>> {
+    let Some(id) = a.restore_checkpoint else {
+        return Ok(None);
+    };
+    if config.reliability_mode()? != egret_api::ReliabilityMode::EffectivelyOnce {
+        bail!("--restore-checkpoint needs an EFFECTIVELY_ONCE topology; {name} is not one");
+    }
+    if config.stateful_start_clean()? {
+        bail!("--restore-checkpoint and topology.stateful.start.clean=true contradict each other");
+    }
+    let state = LocalStateManager::new(home, &a.cluster)?;
+    let store = LocalStore::new(state.checkpoints_dir(name)?);
+    let kept = store.checkpoints()?;
+    if !kept.contains(&CheckpointId(id)) {
+        bail!(
+            "checkpoint {id} is not in {} (kept: {}); `egret checkpoints {} {name}` lists them",
+            store.describe(),
+            if kept.is_empty() {
+                "none".to_string()
+            } else {
+                kept.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(", ")
+            },
+            a.cluster
+        );
+    }
+    Ok(Some(StatefulCheckpoints {
+        complete: vec![id],
+        epoch: 0,
+    }))
 }
 
 /// Runs the binary in describe mode and reads the definition it writes.
@@ -140,6 +183,7 @@ pub fn submit(home: &Path, a: SubmitArgs) -> anyhow::Result<()> {
         bail!("{p}");
     }
     let topology = parsed.topology;
+    let restore = restore_checkpoint(home, &a, &name, topology.config())?;
     let plan = egret_packing::pack(&topology, a.packing)?;
     let tasks: usize = plan.containers.iter().map(|c| c.instances.len()).sum();
     eprintln!(
@@ -173,6 +217,12 @@ pub fn submit(home: &Path, a: SubmitArgs) -> anyhow::Result<()> {
         Err(e) => return Err(e.into()),
     }
     // From here on the name is ours: whatever fails, remove what was started and written, which frees the name.
+    if let Some(record) = &restore
+        && let Err(e) = state.put_stateful_checkpoints(&name, record)
+    {
+        let _ = cleanup(home, &a.cluster, &name);
+        return Err(e.into());
+    }
     match start(home, &a, &state, &binary, &name, &definition, &plan) {
         Ok(()) => Ok(()),
         Err(e) => {

@@ -6,27 +6,41 @@
 //! publishes the task's counters to the container's metricsmgr every second. Back pressure: a full socket makes the
 //! link hand batches back (the spout stops emitting), and a bolt whose outputs wait reads no input, so TCP carries
 //! the pressure to the stmgr.
+//!
+//! Effectively-once (`docs/checkpoints.md`) adds a **checkpoint writer thread** (module `checkpointing`): the
+//! tmanager's commands (a physical plan's rollback, `StartCheckpoint`, `CheckpointCommitted`) arrive on the stmgr
+//! connection and wait in a queue the task loop checks once per iteration (`Control`'s `LoopControl::command`); the
+//! task's snapshots go to the writer thread, which writes them to a `LocalStore` under
+//! `$EGRET_HOME/checkpoints/<cluster>/<topology>` and reports each one (`InstanceStateStored`) back through the
+//! task thread, which alone writes to the socket. A rollback whose state cannot be read, or that the task cannot
+//! carry out, is reported as `RestoreFailed`. The metrics thread adds the checkpoint counters (`__checkpoints-saved`,
+//! `__dropped-stale-count`, ...). Under the other modes none of this exists, a plan's rollback is ignored and the
+//! checkpoint messages are counted as errors like any unexpected control message.
 
+mod checkpointing;
 mod link;
 
 use std::io::Write;
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
-use egret_api::{TaskId, Topology};
+use egret_api::{ReliabilityMode, TaskId, Topology};
+use egret_checkpoint::LocalStore;
 use egret_proto::defn;
 use egret_proto::egret::{
     ExceptionInfo, HistogramValue, InstanceInfo, MetricValue, PublishMetrics, RegisterInstance, control,
 };
+use egret_runtime::checkpoint::{Snapshot, TaskCommand};
 use egret_runtime::driver::{self, LoopControl};
 use egret_runtime::metrics::{cumulative_counts, latency_bucket_bounds_micros, names};
-use egret_runtime::{BoltTask, SpoutTask, TaskMetrics};
+use egret_runtime::{BoltTask, SpoutTask, TaskError, TaskMetrics};
 use egret_statemgr::LocalStateManager;
 use egret_transport::FrameError;
 
+use checkpointing::Checkpointing;
 use link::StmgrLink;
 
 /// Environment variables an executor sets for an instance.
@@ -73,6 +87,10 @@ pub enum InstanceError {
     Refused(String),
     #[error("task failed to start: {0}")]
     Task(#[from] egret_runtime::TaskError),
+    #[error("topology config: {0}")]
+    Config(#[from] egret_api::ConfigError),
+    #[error("cannot start the checkpoint writer: {0}")]
+    CheckpointWriter(std::io::Error),
     #[error("lost the connection to the stmgr")]
     LostStmgr,
 }
@@ -112,6 +130,8 @@ struct Control {
     stop: AtomicBool,
     /// The topology is activated (from the physical plan the stmgr forwards).
     active: AtomicBool,
+    /// Effectively-once only: commands for the task loop, the writer of its snapshots, reports for the stmgr.
+    checkpointing: Option<Checkpointing>,
 }
 
 impl LoopControl for Control {
@@ -120,6 +140,20 @@ impl LoopControl for Control {
     }
     fn active(&self) -> bool {
         self.active.load(SeqCst)
+    }
+    fn command(&self) -> Option<TaskCommand> {
+        self.checkpointing.as_ref()?.next_command()
+    }
+    fn save(&self, snapshot: Snapshot) {
+        if let Some(c) = &self.checkpointing {
+            c.save(snapshot);
+        }
+    }
+    fn command_failed(&self, error: TaskError) {
+        // Commands come only from `checkpointing`, so it is there whenever one fails.
+        if let Some(c) = &self.checkpointing {
+            c.command_failed(error);
+        }
     }
 }
 
@@ -145,6 +179,16 @@ pub fn run(topology: Topology, env: InstanceEnv) -> Result<(), InstanceError> {
         pid = std::process::id(),
         "instance started"
     );
+
+    let metrics = Arc::new(TaskMetrics::default());
+    // The mode is the topology's, as in the simulator. Under effectively-once the task waits for a restore, which
+    // only `checkpointing` gives it.
+    let checkpointing = if topology.config().reliability_mode()? == ReliabilityMode::EffectivelyOnce {
+        let store = LocalStore::new(state.checkpoints_dir(&env.topology)?);
+        Some(Checkpointing::start(env.task, store, Arc::clone(&metrics)).map_err(InstanceError::CheckpointWriter)?)
+    } else {
+        None
+    };
 
     let stmgr_process = format!("stmgr-{}", env.container);
     let deadline = Instant::now() + STMGR_WAIT;
@@ -179,8 +223,8 @@ pub fn run(topology: Topology, env: InstanceEnv) -> Result<(), InstanceError> {
     let ctl = Arc::new(Control {
         stop: AtomicBool::new(false),
         active: AtomicBool::new(false),
+        checkpointing,
     });
-    let metrics = Arc::new(TaskMetrics::default());
     let mut link = StmgrLink::new(stream, env.task, capacity, Arc::clone(&ctl), Arc::clone(&metrics))?;
     match link.first_control(REPLY_WAIT)? {
         control::Msg::Status(s) if s.ok => tracing::info!(stmgr = %stmgr_process, "registered with the stmgr"),
@@ -257,6 +301,22 @@ fn publish_metrics(
         if s.executed > 0 {
             let avg_ms = s.execute_time.as_secs_f64() * 1000.0 / s.executed as f64;
             metrics.push(value(names::EXECUTE_LATENCY, "", avg_ms));
+        }
+        if ctl.checkpointing.is_some() {
+            let load = |a: &AtomicU64| a.load(Relaxed) as f64;
+            metrics.extend([
+                value(names::CHECKPOINTS_SAVED, "", load(&m.checkpoints_saved)),
+                value(names::CHECKPOINT_LAST_ID, "", load(&m.checkpoint_last_id)),
+                value(names::CHECKPOINT_STATE_BYTES, "", load(&m.checkpoint_state_bytes)),
+                value(
+                    names::CHECKPOINT_ALIGNMENT_MS,
+                    "",
+                    load(&m.checkpoint_alignment_micros) / 1000.0,
+                ),
+                value(names::CHECKPOINT_BUFFERED_BYTES, "", load(&m.checkpoint_buffered_bytes)),
+                value(names::CHECKPOINTS_ABANDONED, "", load(&m.checkpoints_abandoned)),
+                value(names::DROPPED_STALE, "", load(&m.dropped_stale)),
+            ]);
         }
         let latency = m.complete_latency();
         let mut histograms = Vec::new();

@@ -6,40 +6,77 @@
 //! per arriving burst of frames and not on timers. There are no gateway threads to hand batches between.
 //!
 //! Bytes from the stmgr never panic the instance: a frame whose contents are bad (an unknown kind, a CONTROL frame
-//! that does not decode or is not a physical plan, a DATA frame for another task) is counted as the task's error and skipped; only a length
-//! that breaks the framing (zero, or over the maximum) ends the connection, since nothing after it can be trusted.
+//! that does not decode or is not one an instance expects, a DATA frame for another task) is counted as the task's
+//! error and skipped; only a length that breaks the framing (zero, or over the maximum) ends the connection, since
+//! nothing after it can be trusted.
+//!
+//! Under effectively-once the link also carries the checkpoint coordinator's word (`crate::checkpointing`):
+//! - **In.** A physical plan's rollback, `StartCheckpoint` and `CheckpointCommitted` become commands for the task
+//!   loop. After queueing one, `receive` stops reading frames, so the loop carries it out before it handles any
+//!   frame that came after it (a restore then drops a stale batch that followed the plan instead of executing it in
+//!   the old component), and `wait` does not sleep while a command waits.
+//! - **Out.** The instance's reports (`InstanceStateStored`, `RestoreFailed`) join the out queue as whole CONTROL
+//!   frames, behind the DATA frames already queued and regardless of `out_limit` (that bound is for the task's
+//!   batches; reports are a few per checkpoint). `receive`, `flush` and `wait` move them there; the writer thread
+//!   signals an eventfd that `wait` polls beside the socket, so a report written while the task sleeps goes out at
+//!   once rather than at the next wakeup (up to 100 ms later).
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::TcpStream;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::{Duration, Instant};
 
-use egret_api::TaskId;
+use egret_api::{CheckpointId, TaskId};
 use egret_proto::api::TopologyState;
 use egret_proto::egret::control;
+use egret_runtime::checkpoint::TaskCommand;
 use egret_runtime::driver::Link;
 use egret_runtime::{Batch, TaskMetrics, Transport};
-use egret_transport::{FrameError, FrameRef, HEADER_LEN, Next, data_header, next_frame};
+use egret_transport::{FrameError, FrameRef, HEADER_LEN, Next, control_frame, data_header, next_frame};
 
 use crate::Control;
 
 /// Bytes read from the socket per `read` call at least (the buffer grows for larger frames).
 const READ_CHUNK: usize = 256 * 1024;
 
-/// A DATA frame being written: its header, then its batch.
+/// A frame being written: a DATA frame's header then its batch (side by side, never copied together), or a whole
+/// CONTROL frame in `body` with an empty header.
 struct OutFrame {
     header: [u8; HEADER_LEN + 4],
-    batch: Batch,
+    header_len: usize,
+    body: Batch,
     /// Bytes of this frame already written.
     written: usize,
 }
 
 impl OutFrame {
+    fn data(dest: TaskId, batch: Batch) -> OutFrame {
+        OutFrame {
+            header: data_header(dest.0, batch.len()),
+            header_len: HEADER_LEN + 4,
+            body: batch,
+            written: 0,
+        }
+    }
+
+    fn control(msg: control::Msg) -> OutFrame {
+        OutFrame {
+            header: [0; HEADER_LEN + 4],
+            header_len: 0,
+            body: control_frame(msg),
+            written: 0,
+        }
+    }
+
+    fn header(&self) -> &[u8] {
+        &self.header[..self.header_len]
+    }
+
     fn len(&self) -> usize {
-        self.header.len() + self.batch.len()
+        self.header_len + self.body.len()
     }
 }
 
@@ -52,7 +89,8 @@ pub(crate) struct StmgrLink {
     start: usize,
     end: usize,
     out: VecDeque<OutFrame>,
-    /// How many frames the task may have queued before `try_send` hands batches back.
+    /// How many frames the task may have queued before `try_send` hands batches back (control frames are not
+    /// held to it).
     out_limit: usize,
     /// The last read emptied the socket (and nothing has woken `wait` since).
     socket_empty: bool,
@@ -104,7 +142,7 @@ impl StmgrLink {
                         if left.is_zero() {
                             return Err(FrameError::Io(io::ErrorKind::TimedOut.into()));
                         }
-                        poll(self.stream.as_raw_fd(), true, false, left);
+                        poll(self.stream.as_raw_fd(), true, false, None, left);
                     }
                 }
             }
@@ -152,21 +190,59 @@ impl StmgrLink {
         }
     }
 
-    fn control(&self, msg: control::Msg) {
-        match msg {
-            control::Msg::PhysicalPlan(pplan) => {
+    /// Handles a CONTROL frame from the stmgr; returns whether it queued a command for the task loop.
+    fn control(&self, msg: control::Msg) -> bool {
+        let checkpointing = self.ctl.checkpointing.as_ref();
+        match (msg, checkpointing) {
+            (control::Msg::PhysicalPlan(pplan), _) => {
                 let running = pplan.topology.as_ref().map(|t| t.state) == Some(TopologyState::Running as i32);
                 self.ctl.active.store(running, SeqCst);
+                // Outside effectively-once a rollback means nothing to the task: ignored.
+                match (pplan.rollback, checkpointing) {
+                    (Some(rollback), Some(c)) => c.rollback(rollback),
+                    _ => false,
+                }
             }
-            other => {
-                // Only plans have business here: anything else is the peer's fault, counted (not logged, so a
-                // hostile peer cannot flood the log) like a bad frame, under the message's kind alone.
+            (control::Msg::StartCheckpoint(s), Some(c)) => {
+                c.push_command(TaskCommand::Checkpoint {
+                    epoch: s.epoch,
+                    checkpoint: CheckpointId(s.checkpoint),
+                });
+                true
+            }
+            (control::Msg::CheckpointCommitted(s), Some(c)) => {
+                c.push_command(TaskCommand::Committed {
+                    checkpoint: CheckpointId(s.checkpoint),
+                });
+                true
+            }
+            (other, _) => {
+                // Only plans (and, under effectively-once, checkpoint commands) have business here: anything else is
+                // the peer's fault, counted (not logged, so a hostile peer cannot flood the log) like a bad frame,
+                // under the message's kind alone.
                 let debug = format!("{other:?}");
                 let kind = debug.split(['(', ' ']).next().unwrap_or_default();
                 self.metrics
                     .record_error(format!("a {kind} control message reached task {}", self.task));
+                false
             }
         }
+    }
+
+    /// Moves the reports waiting for the stmgr into the out queue (one atomic load when there are none).
+    fn queue_reports(&mut self) {
+        let Some(c) = &self.ctl.checkpointing else { return };
+        if self.ctl.stop.load(SeqCst) {
+            return;
+        }
+        for msg in c.take_reports() {
+            self.out.push_back(OutFrame::control(msg));
+        }
+    }
+
+    /// Whether commands wait for the task loop (it must run before the link sleeps).
+    fn commands_waiting(&self) -> bool {
+        self.ctl.checkpointing.as_ref().is_some_and(|c| c.has_commands())
     }
 
     /// Writes queued frames until they are all out or the socket is full.
@@ -174,11 +250,12 @@ impl StmgrLink {
         while !self.out.is_empty() && !self.ctl.stop.load(SeqCst) {
             let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(2 * self.out.len().min(64));
             for f in self.out.iter().take(64) {
-                if f.written < f.header.len() {
-                    slices.push(IoSlice::new(&f.header[f.written..]));
-                    slices.push(IoSlice::new(&f.batch));
+                let header = f.header();
+                if f.written < header.len() {
+                    slices.push(IoSlice::new(&header[f.written..]));
+                    slices.push(IoSlice::new(&f.body));
                 } else {
-                    slices.push(IoSlice::new(&f.batch[f.written - f.header.len()..]));
+                    slices.push(IoSlice::new(&f.body[f.written - header.len()..]));
                 }
             }
             let mut n = match self.stream.write_vectored(&slices) {
@@ -211,15 +288,12 @@ impl Transport for StmgrLink {
         if self.out.len() >= self.out_limit {
             return Err(batch);
         }
-        self.out.push_back(OutFrame {
-            header: data_header(dest.0, batch.len()),
-            batch,
-            written: 0,
-        });
+        self.out.push_back(OutFrame::data(dest, batch));
         Ok(())
     }
 
     fn flush(&mut self) {
+        self.queue_reports();
         self.write_out();
     }
 }
@@ -234,6 +308,7 @@ impl Link for StmgrLink {
         // After a read that emptied the socket, another would only say "nothing yet": saves a syscall per wakeup.
         let mut socket_empty = false;
         self.socket_empty = false;
+        self.queue_reports();
         while handled < max && !self.ctl.stop.load(SeqCst) {
             let next = match next_frame(&self.inbuf[self.start..self.end], self.max_frame) {
                 Ok(next) => next,
@@ -254,7 +329,12 @@ impl Link for StmgrLink {
                         Ok(FrameRef::Data { dest, .. }) => self
                             .metrics
                             .record_error(format!("a DATA frame for task {dest} reached task {}", self.task)),
-                        Ok(FrameRef::Control(msg)) => self.control(msg),
+                        Ok(FrameRef::Control(msg)) => {
+                            if self.control(msg) {
+                                // The loop carries the command out before any later frame is handled.
+                                break;
+                            }
+                        }
                         Err(e) => self
                             .metrics
                             .record_error(format!("bad frame at stream offset +{at}: {e}")),
@@ -281,21 +361,39 @@ impl Link for StmgrLink {
     }
 
     fn wait(&mut self, timeout: Duration, want_input: bool, _want_room: bool) {
-        if self.ctl.stop.load(SeqCst) || (want_input && self.has_frame()) {
+        if self.ctl.stop.load(SeqCst) || (want_input && self.has_frame()) || self.commands_waiting() {
             return;
         }
+        self.queue_reports();
         // Queued frames are written whenever the socket takes them, whatever the task waits for.
         let want_write = !self.out.is_empty();
-        let (_, writable) = poll(self.stream.as_raw_fd(), want_input, want_write, timeout);
-        if writable {
+        let wakeup = self.ctl.checkpointing.as_ref().map(|c| c.wakeup_fd());
+        let ready = poll(self.stream.as_raw_fd(), want_input, want_write, wakeup, timeout);
+        if ready.woken {
+            // The writer thread left a report: out it goes now; the socket most likely has room for it. The eventfd
+            // is quieted first in any case, or a signal whose report was already taken would keep waking us.
+            if let Some(c) = &self.ctl.checkpointing {
+                c.clear_wakeup();
+            }
+            self.queue_reports();
+        }
+        if ready.writable || ready.woken {
             self.write_out();
         }
     }
 }
 
-/// `ppoll(2)` on one socket (microsecond timeouts, where `poll` rounds to milliseconds); returns (readable,
-/// writable). A hang-up counts as both: the next read or write sees it.
-fn poll(fd: i32, read: bool, write: bool, timeout: Duration) -> (bool, bool) {
+/// What [`poll`] saw. (Input needs no flag: the caller reads the socket whatever the reason it woke.)
+struct Ready {
+    /// The socket has room, or hung up.
+    writable: bool,
+    /// The wakeup descriptor was signalled.
+    woken: bool,
+}
+
+/// `ppoll(2)` on the socket `fd` and, if given, a `wakeup` descriptor watched for input (microsecond timeouts,
+/// where `poll` rounds to milliseconds). A hang-up counts as writable: the next write (or read) sees it.
+fn poll(fd: RawFd, read: bool, write: bool, wakeup: Option<RawFd>, timeout: Duration) -> Ready {
     let mut events = 0;
     if read {
         events |= libc::POLLIN;
@@ -303,17 +401,31 @@ fn poll(fd: i32, read: bool, write: bool, timeout: Duration) -> (bool, bool) {
     if write {
         events |= libc::POLLOUT;
     }
-    let mut pfd = libc::pollfd { fd, events, revents: 0 };
+    let mut pfds = [
+        libc::pollfd { fd, events, revents: 0 },
+        // A negative descriptor is ignored by ppoll.
+        libc::pollfd {
+            fd: wakeup.unwrap_or(-1),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
     let ts = libc::timespec {
         tv_sec: timeout.as_secs().min(i32::MAX as u64) as libc::time_t,
         tv_nsec: timeout.subsec_nanos() as libc::c_long,
     };
-    // SAFETY: one valid pollfd and timespec for the duration of the call; no signal mask change.
-    let n = unsafe { libc::ppoll(&mut pfd, 1, &ts, std::ptr::null()) };
+    // SAFETY: valid pollfds and timespec for the duration of the call; no signal mask change.
+    let n = unsafe { libc::ppoll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, &ts, std::ptr::null()) };
     if n <= 0 {
-        return (false, false);
+        return Ready {
+            writable: false,
+            woken: false,
+        };
     }
-    let r = pfd.revents;
+    let r = pfds[0].revents;
     let failed = r & (libc::POLLHUP | libc::POLLERR) != 0;
-    (r & libc::POLLIN != 0 || failed, r & libc::POLLOUT != 0 || failed)
+    Ready {
+        writable: r & libc::POLLOUT != 0 || failed,
+        woken: pfds[1].revents & libc::POLLIN != 0,
+    }
 }

@@ -165,7 +165,7 @@ fn hostile_frame(rng: &mut FastRng, s: &Shape, target: TaskId) -> (Vec<u8>, u64)
     let f = match rng.below(15) {
         // A record of an unknown kind, then random bytes.
         0 => {
-            let mut body = vec![[0u8, 5, 9, 0x7f, 0xff][rng.below(5)]];
+            let mut body = vec![[0u8, 6, 9, 0x7f, 0xff][rng.below(5)]];
             body.extend(some_bytes(rng, 64));
             data_frame(echo, &body)
         }

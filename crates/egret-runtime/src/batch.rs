@@ -7,6 +7,7 @@
 //! ACK   2 | dest u32 | root u64 | xor u64        -- dest is the spout task that owns the root
 //! FAIL  3 | dest u32 | root u64
 //! MARKER 4 | dest u32 | src u32 | checkpoint u64  -- src's output to dest before checkpoint is all ahead of it
+//! EPOCH 5 | dest u32 | epoch u32                  -- effectively-once: the rollback epoch the batch was sent in
 //! ```
 //!
 //! `key` is 0 and `nroots` 0 when acking is off. A MARKER's checkpoint id only grows (a later checkpoint has a
@@ -23,10 +24,12 @@ pub const KIND_DATA: u8 = 1;
 pub const KIND_ACK: u8 = 2;
 pub const KIND_FAIL: u8 = 3;
 pub const KIND_MARKER: u8 = 4;
+pub const KIND_EPOCH: u8 = 5;
 pub const DATA_HEADER_LEN: usize = 27;
 pub const ACK_LEN: usize = 21;
 pub const FAIL_LEN: usize = 13;
 pub const MARKER_LEN: usize = 17;
+pub const EPOCH_LEN: usize = 9;
 /// The most roots a DATA record can carry (its `nroots` field is a u16).
 pub const MAX_ROOTS: usize = u16::MAX as usize;
 /// The largest encoded values a tuple may carry: a batch of one such tuple still fits a frame
@@ -67,14 +70,32 @@ pub enum Record<'a> {
         src: TaskId,
         checkpoint: CheckpointId,
     },
+    /// Effectively-once: the records after it were sent in rollback epoch `epoch` (the first record of every batch;
+    /// a receiver drops batches of older epochs, whose tuples a rollback has undone).
+    Epoch {
+        dest: TaskId,
+        epoch: u32,
+    },
 }
 
 impl Record<'_> {
     pub fn dest(&self) -> TaskId {
         match self {
             Record::Data(d) => d.dest,
-            Record::Ack { dest, .. } | Record::Fail { dest, .. } | Record::Marker { dest, .. } => *dest,
+            Record::Ack { dest, .. }
+            | Record::Fail { dest, .. }
+            | Record::Marker { dest, .. }
+            | Record::Epoch { dest, .. } => *dest,
         }
+    }
+}
+
+/// The epoch of a batch that starts with an EPOCH record, and the records after it; `None` for any other batch.
+pub fn split_epoch(batch: &[u8]) -> Option<(u32, &[u8])> {
+    if batch.len() >= EPOCH_LEN && batch[0] == KIND_EPOCH {
+        Some((u32_at(batch, 5), &batch[EPOCH_LEN..]))
+    } else {
+        None
     }
 }
 
@@ -167,6 +188,14 @@ impl<'a> BatchReader<'a> {
                     dest: TaskId(u32_at(r, 1)),
                     src: TaskId(u32_at(r, 5)),
                     checkpoint: CheckpointId(u64_at(r, 9)),
+                })
+            }
+            KIND_EPOCH => {
+                let r = self.need(EPOCH_LEN)?;
+                self.at += EPOCH_LEN;
+                Ok(Record::Epoch {
+                    dest: TaskId(u32_at(r, 1)),
+                    epoch: u32_at(r, 5),
                 })
             }
             kind => Err(BatchError::UnknownKind { offset: self.at, kind }),
@@ -368,6 +397,22 @@ impl BatchBuilder {
         b.extend_from_slice(&dest.0.to_le_bytes());
         b.extend_from_slice(&src.0.to_le_bytes());
         b.extend_from_slice(&checkpoint.0.to_le_bytes());
+    }
+
+    /// The EPOCH record that starts every batch of an effectively-once task. It is not counted in
+    /// [`BatchBuilder::records`] (it carries no tuple) and does not open the batch's flush clock.
+    pub fn push_epoch(&mut self, dest: TaskId, epoch: u32) {
+        let b = &mut self.buf;
+        b.push(KIND_EPOCH);
+        b.extend_from_slice(&dest.0.to_le_bytes());
+        b.extend_from_slice(&epoch.to_le_bytes());
+    }
+
+    /// Empties the builder, keeping its buffer.
+    pub fn clear(&mut self) {
+        self.records = 0;
+        self.opened_at = None;
+        self.buf.clear();
     }
 
     /// Takes the filled batch, leaving the builder empty.

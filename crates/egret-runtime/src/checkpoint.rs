@@ -40,6 +40,38 @@ use egret_api::{CheckpointId, TaskId, Topology};
 
 use crate::batch::Batch;
 
+/// What a task saved at a checkpoint, handed by the task loop to whoever writes it to the store (on another
+/// thread: processing goes on meanwhile).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub task: TaskId,
+    /// The rollback epoch the task was in: a save from an older epoch is ignored by the coordinator.
+    pub epoch: u32,
+    pub checkpoint: CheckpointId,
+    /// What `Stateful::pre_save` wrote; empty for a component without state.
+    pub state: Vec<u8>,
+    /// How long the task aligned its inputs' markers before it could take the snapshot (zero for spouts).
+    pub alignment: std::time::Duration,
+}
+
+/// What the checkpoint coordinator tells a task (effectively-once). The task loop takes these from its
+/// `LoopControl` between batches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskCommand {
+    /// Start (or roll back) in rollback epoch `epoch` from the state saved at `checkpoint` (`None`: a clean
+    /// start): drop everything of older epochs, create the component anew and give it `state`.
+    Restore {
+        epoch: u32,
+        checkpoint: Option<CheckpointId>,
+        state: Option<Vec<u8>>,
+    },
+    /// Spouts: take `checkpoint` now (between two emit cycles) and send its markers downstream. Ignored by a task
+    /// not in `epoch`.
+    Checkpoint { epoch: u32, checkpoint: CheckpointId },
+    /// `checkpoint` is complete (every task saved it): two-phase components commit.
+    Committed { checkpoint: CheckpointId },
+}
+
 /// A batch the aligner held back and now hands back, to be processed in the order of the list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Released {

@@ -17,6 +17,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::checkpoint::{Snapshot, TaskCommand};
 use crate::outbox::Transport;
 use crate::task::{BoltTask, SpoutTask};
 
@@ -37,6 +38,15 @@ pub trait LoopControl {
     fn processed(&self) {}
     /// A spout reports whether it has acted on the current activation state.
     fn active_seen(&self, _seen: bool) {}
+    /// Effectively-once: the checkpoint coordinator's next command for this task, if any (checked once per loop,
+    /// so it must be cheap when there is none).
+    fn command(&self) -> Option<TaskCommand> {
+        None
+    }
+    /// Effectively-once: a snapshot the task took, to be written to the store off the task's thread.
+    fn save(&self, _snapshot: Snapshot) {}
+    /// A command could not be carried out (a component failed to restore).
+    fn command_failed(&self, _error: crate::task::TaskError) {}
 }
 
 /// A task's connection to the rest of the topology: it takes the task's batches (as a [`Transport`]) and delivers
@@ -79,9 +89,14 @@ pub fn run_spout(t: &mut SpoutTask, link: &mut dyn Link, control: &dyn LoopContr
     // When `next_tuple` may be called again after a call that emitted nothing.
     let mut next_emit = Instant::now();
     while !control.stopping() {
+        let now = Instant::now();
+        while let Some(cmd) = control.command() {
+            if let Err(e) = t.command(cmd, now) {
+                control.command_failed(e);
+            }
+        }
         let active = control.active();
         t.set_active(active);
-        let now = Instant::now();
         // Acks and fails first: they make room under max spout pending.
         link.receive(RECEIVE_BATCHES * 4, &mut |batch| {
             let _ = t.handle_batch(batch, now);
@@ -92,6 +107,9 @@ pub fn run_spout(t: &mut SpoutTask, link: &mut dyn Link, control: &dyn LoopContr
         }
         if t.can_emit() && now >= next_emit {
             let cycle = t.emit_cycle(now, EMIT_CYCLE_CALLS);
+            for s in t.take_snapshots() {
+                control.save(s);
+            }
             if cycle.source_empty {
                 if cycle.emitted > 0 {
                     spout_wait = base_wait;
@@ -110,6 +128,9 @@ pub fn run_spout(t: &mut SpoutTask, link: &mut dyn Link, control: &dyn LoopContr
         }
         // Idle (nothing to emit now, deactivated, max pending reached or outputs full): nothing will join the open
         // batches soon, so they go now. Then sleep until input, room, a timer or the next emit.
+        for s in t.take_snapshots() {
+            control.save(s);
+        }
         t.outbox().flush_all();
         t.outbox().send(link);
         t.publish();
@@ -126,6 +147,15 @@ pub fn run_spout(t: &mut SpoutTask, link: &mut dyn Link, control: &dyn LoopContr
 pub fn run_bolt(t: &mut BoltTask, link: &mut dyn Link, control: &dyn LoopControl) {
     while !control.stopping() {
         let now = Instant::now();
+        while let Some(cmd) = control.command() {
+            if let Err(e) = t.command(cmd, now) {
+                control.command_failed(e);
+            }
+            // A restore processes the input it held, which may complete an alignment.
+            for s in t.take_snapshots() {
+                control.save(s);
+            }
+        }
         if t.next_timer().is_some_and(|at| at <= now) {
             t.on_timer(now);
         }
@@ -137,6 +167,9 @@ pub fn run_bolt(t: &mut BoltTask, link: &mut dyn Link, control: &dyn LoopControl
         }
         let received = link.receive(RECEIVE_BATCHES, &mut |batch| {
             let _ = t.handle_batch(batch, Instant::now());
+            for s in t.take_snapshots() {
+                control.save(s);
+            }
             // The outputs are published (counted as unflushed) before this batch stops counting as in flight, so
             // the topology never looks quiet while they wait.
             control.processed();

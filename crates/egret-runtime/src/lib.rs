@@ -12,6 +12,7 @@
 
 pub mod batch;
 pub mod checkpoint;
+pub mod coordinator;
 pub mod driver;
 pub mod fields_hash;
 pub mod ledger;

@@ -20,6 +20,16 @@ pub mod names {
     /// that quantiles over any window are exact to a bucket ([`latency_bucket_bounds_micros`]).
     pub const COMPLETE_LATENCY_SECONDS: &str = "__complete-latency-seconds";
     pub const EXCEPTION_COUNT: &str = "__exception-count";
+    /// Egret, effectively-once: checkpoints this task saved (snapshots taken), the newest one's id, its state's
+    /// size, how long its markers took to align, what alignment holds now, checkpoints abandoned at the bound, and
+    /// batches dropped because a rollback undid them.
+    pub const CHECKPOINTS_SAVED: &str = "__checkpoints-saved";
+    pub const CHECKPOINT_LAST_ID: &str = "__checkpoint-last-id";
+    pub const CHECKPOINT_STATE_BYTES: &str = "__checkpoint-state-bytes";
+    pub const CHECKPOINT_ALIGNMENT_MS: &str = "__checkpoint-alignment-ms";
+    pub const CHECKPOINT_BUFFERED_BYTES: &str = "__checkpoint-buffered-bytes";
+    pub const CHECKPOINTS_ABANDONED: &str = "__checkpoints-abandoned";
+    pub const DROPPED_STALE: &str = "__dropped-stale-count";
 }
 
 /// The live counters of one task.
@@ -41,6 +51,15 @@ pub struct TaskMetrics {
     pub pending_roots: AtomicU64,
     /// Tuples emitted but not yet handed to a queue; used to tell when a topology is quiet.
     pub unflushed: AtomicU64,
+    /// Effectively-once (see [`names::CHECKPOINTS_SAVED`] and the names after it).
+    pub checkpoints_saved: AtomicU64,
+    pub checkpoint_last_id: AtomicU64,
+    pub checkpoint_state_bytes: AtomicU64,
+    pub checkpoint_alignment_micros: AtomicU64,
+    pub checkpoint_buffered_bytes: AtomicU64,
+    pub checkpoints_abandoned: AtomicU64,
+    /// Batches of an older rollback epoch, dropped.
+    pub dropped_stale: AtomicU64,
     /// Per stream, indexed by `StreamIndex`: tuples emitted on it (by this task) and executed from it.
     streams: Mutex<Vec<StreamCount>>,
     /// Spouts: emit-to-complete latency, microseconds.
@@ -72,6 +91,13 @@ impl Default for TaskMetrics {
             execute_nanos: AtomicU64::new(0),
             pending_roots: AtomicU64::new(0),
             unflushed: AtomicU64::new(0),
+            checkpoints_saved: AtomicU64::new(0),
+            checkpoint_last_id: AtomicU64::new(0),
+            checkpoint_state_bytes: AtomicU64::new(0),
+            checkpoint_alignment_micros: AtomicU64::new(0),
+            checkpoint_buffered_bytes: AtomicU64::new(0),
+            checkpoints_abandoned: AtomicU64::new(0),
+            dropped_stale: AtomicU64::new(0),
             streams: Mutex::new(Vec::new()),
             complete_latency: Mutex::new(new_latency_histogram()),
             last_error: Mutex::new(None),
@@ -223,6 +249,8 @@ impl TaskMetrics {
             errors: self.errors.load(Relaxed),
             execute_time: Duration::from_nanos(self.execute_nanos.load(Relaxed)),
             pending_roots: self.pending_roots.load(Relaxed),
+            checkpoints_saved: self.checkpoints_saved.load(Relaxed),
+            dropped_stale: self.dropped_stale.load(Relaxed),
         }
     }
 }
@@ -237,6 +265,8 @@ pub struct TaskMetricsSnapshot {
     pub errors: u64,
     pub execute_time: Duration,
     pub pending_roots: u64,
+    pub checkpoints_saved: u64,
+    pub dropped_stale: u64,
 }
 
 impl std::ops::AddAssign for TaskMetricsSnapshot {
@@ -248,6 +278,8 @@ impl std::ops::AddAssign for TaskMetricsSnapshot {
         self.errors += o.errors;
         self.execute_time += o.execute_time;
         self.pending_roots += o.pending_roots;
+        self.checkpoints_saved += o.checkpoints_saved;
+        self.dropped_stale += o.dropped_stale;
     }
 }
 

@@ -28,6 +28,8 @@ pub struct Outbox {
     batch_records: usize,
     flush_after: Duration,
     unflushed: usize,
+    /// Effectively-once: every batch starts with an EPOCH record of this epoch.
+    epoch: Option<u32>,
 }
 
 impl Outbox {
@@ -39,7 +41,23 @@ impl Outbox {
             batch_records,
             flush_after,
             unflushed: 0,
+            epoch: None,
         }
+    }
+
+    /// Starts every batch opened from now on with an EPOCH record (effectively-once). Call [`Outbox::clear`] first
+    /// when the epoch changes: batches of the old epoch must not be sent.
+    pub fn set_epoch(&mut self, epoch: u32) {
+        self.epoch = Some(epoch);
+    }
+
+    /// Drops every open and waiting batch (a rollback undoes them).
+    pub fn clear(&mut self) {
+        for d in self.open.drain(..) {
+            self.builders[d.0 as usize].clear();
+        }
+        self.ready.clear();
+        self.unflushed = 0;
     }
 
     /// The open batch for `dest`, to push one record into; call [`Outbox::pushed`] after.
@@ -47,6 +65,9 @@ impl Outbox {
         let b = &mut self.builders[dest.0 as usize];
         if b.is_empty() {
             self.open.push(dest);
+            if let (Some(epoch), 0) = (self.epoch, b.bytes()) {
+                b.push_epoch(dest, epoch);
+            }
         }
         b
     }

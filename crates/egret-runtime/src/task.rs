@@ -10,12 +10,15 @@ use std::time::{Duration, Instant};
 
 use egret_api::value::Encoder;
 use egret_api::{
-    AckState, Bolt, BoltCollector, ComponentKind, ConfigError, EmitError, EmitRequest, EmitSink, MessageId,
-    ReliabilityMode, Root, RootId, Spout, SpoutCollector, StreamIndex, StreamSource, TaskId, Topology, TopologyContext,
-    Tuple, UserError,
+    AckState, Bolt, BoltCollector, CheckpointId, ComponentKind, ConfigError, EmitError, EmitRequest, EmitSink,
+    MessageId, ReliabilityMode, Root, RootId, Spout, SpoutCollector, Stateful, StreamIndex, StreamSource, TaskId,
+    Topology, TopologyContext, Tuple, UserError,
 };
 
-use crate::batch::{BatchError, BatchReader, MAX_ROOTS, MAX_TUPLE_BYTES, Record};
+use crate::batch::{
+    Batch, BatchError, BatchReader, MAX_ROOTS, MAX_TUPLE_BYTES, Record, Segment, Segments, split_epoch,
+};
+use crate::checkpoint::{Accept, Aligner, MarkerOutcome, Snapshot, TaskCommand};
 use crate::ledger::XorLedger;
 use crate::metrics::{StreamCount, TaskMetrics};
 use crate::outbox::Outbox;
@@ -37,6 +40,11 @@ pub enum TaskError {
     Config { task: TaskId, error: ConfigError },
     #[error("task {task}: this process has no code for component {component} (a definition read from storage)")]
     NoCode { task: TaskId, component: String },
+    #[error(
+        "task {task} dropped input of a rollback it had not been told of yet (more than \
+         topology.egret.checkpoint.buffer.bytes): another rollback is needed"
+    )]
+    InputDropped { task: TaskId },
     #[error("task {task} ({component}) failed to start: {error}")]
     Start {
         task: TaskId,
@@ -61,6 +69,41 @@ struct LocalCounts {
     acked: u64,
     failed: u64,
     execute_nanos: u64,
+}
+
+/// A task's part in effectively-once: its rollback epoch, the alignment of its inputs on checkpoint markers, and
+/// the snapshots it took and has not handed over yet. See `docs/checkpoints.md`.
+struct Checkpointing {
+    /// The rollback epoch the task runs in; 0 until the first [`TaskCommand::Restore`].
+    epoch: u32,
+    /// Restored in `epoch`: user code has its state and may run.
+    ready: bool,
+    /// Where this task's markers go.
+    downstream: Vec<TaskId>,
+    aligner: Aligner,
+    snapshots: Vec<Snapshot>,
+    /// Bolts: batches of a newer epoch than the task's, kept until the coordinator's `Restore` for it arrives.
+    held: Vec<Batch>,
+    held_bytes: usize,
+    max_held_bytes: usize,
+    /// A batch of a newer epoch was dropped for want of room: the epoch must be rolled back again.
+    held_overflow: bool,
+}
+
+impl Checkpointing {
+    fn new(topology: &Topology, task: TaskId, max_buffered: usize) -> Self {
+        Checkpointing {
+            epoch: 0,
+            ready: false,
+            downstream: topology.downstream_tasks(task),
+            aligner: Aligner::for_task(topology, task, max_buffered),
+            snapshots: Vec::new(),
+            held: Vec::new(),
+            held_bytes: 0,
+            max_held_bytes: max_buffered,
+            held_overflow: false,
+        }
+    }
 }
 
 /// The emit side of a task: implements [`EmitSink`] for the collectors.
@@ -89,6 +132,8 @@ pub struct Emitter {
     stream_counts: Vec<StreamCount>,
     stream_counts_dirty: bool,
     metrics: Arc<TaskMetrics>,
+    /// Effectively-once only.
+    ckpt: Option<Checkpointing>,
 }
 
 impl Emitter {
@@ -98,6 +143,16 @@ impl Emitter {
         let err = |error| TaskError::Config { task, error };
         let mode = config.reliability_mode().map_err(err)?;
         let acking = mode == ReliabilityMode::AtLeastOnce;
+        let ckpt = if mode == ReliabilityMode::EffectivelyOnce {
+            let bound = config.checkpoint_buffer_bytes().map_err(err)?;
+            Some(Checkpointing::new(
+                topology,
+                task,
+                bound.min(usize::MAX as u64) as usize,
+            ))
+        } else {
+            None
+        };
         let mut rng = FastRng::from_entropy(task.0 as u64);
         let streams = topology
             .streams()
@@ -145,7 +200,64 @@ impl Emitter {
             stream_counts: vec![StreamCount::default(); topology.streams().len()],
             stream_counts_dirty: false,
             metrics,
+            ckpt,
         })
+    }
+
+    /// Takes `checkpoint`: the component's state (if it has any) becomes a [`Snapshot`], and a marker goes to every
+    /// downstream task after everything this task sent it before.
+    fn take_checkpoint(&mut self, stateful: Option<&mut dyn Stateful>, checkpoint: CheckpointId, alignment: Duration) {
+        let Some(ck) = &mut self.ckpt else { return };
+        let mut state = Vec::new();
+        let saved = match stateful {
+            None => Ok(()),
+            Some(s) => s.pre_save(checkpoint, &mut state),
+        };
+        for &dest in &ck.downstream {
+            self.outbox
+                .builder(dest)
+                .push_marker(self.now, dest, self.task, checkpoint);
+            self.outbox.pushed(dest);
+        }
+        match saved {
+            Ok(()) => {
+                let m = &self.metrics;
+                m.checkpoints_saved.fetch_add(1, Relaxed);
+                m.checkpoint_last_id.store(checkpoint.0, Relaxed);
+                m.checkpoint_state_bytes.store(state.len() as u64, Relaxed);
+                m.checkpoint_alignment_micros
+                    .store(alignment.as_micros() as u64, Relaxed);
+                ck.snapshots.push(Snapshot {
+                    task: self.task,
+                    epoch: ck.epoch,
+                    checkpoint,
+                    state,
+                    alignment,
+                })
+            }
+            // Without this task's save the checkpoint never completes; the markers still go, so downstream tasks
+            // are not kept aligning.
+            Err(e) => {
+                let msg = format!("pre_save of checkpoint {checkpoint} failed: {e}");
+                self.metrics.record_error(msg);
+            }
+        }
+    }
+
+    /// Enters rollback epoch `epoch`: every unsent batch (of the old epoch) is dropped, alignment starts afresh.
+    fn enter_epoch(&mut self, epoch: u32) {
+        let Some(ck) = &mut self.ckpt else { return };
+        ck.epoch = epoch;
+        ck.ready = true;
+        ck.aligner.reset();
+        ck.snapshots.clear();
+        self.outbox.clear();
+        self.outbox.set_epoch(epoch);
+        self.immediate_acks.clear();
+    }
+
+    fn ready(&self) -> bool {
+        self.ckpt.as_ref().is_none_or(|c| c.ready)
     }
 
     fn error(&mut self, e: &dyn std::error::Error) {
@@ -177,6 +289,12 @@ impl Emitter {
             m.pending_roots.store(l.in_flight() as u64, Relaxed);
         }
         m.unflushed.store(self.outbox.unflushed() as u64, Relaxed);
+        if let Some(ck) = &self.ckpt {
+            let a = ck.aligner.stats();
+            m.checkpoint_buffered_bytes
+                .store((a.buffered_bytes + ck.held_bytes) as u64, Relaxed);
+            m.checkpoints_abandoned.store(a.abandoned, Relaxed);
+        }
     }
 }
 
@@ -347,6 +465,10 @@ pub struct EmitCycle {
 /// A spout task: calls `next_tuple` while it may emit, tracks roots, calls `ack` / `fail`.
 pub struct SpoutTask {
     spout: Box<dyn Spout>,
+    /// Makes the component anew on a rollback.
+    factory: egret_api::topology::SpoutFactory,
+    /// `open` was called on `spout` (effectively-once defers it to the first restore).
+    opened: bool,
     em: Emitter,
     ctx: TopologyContext,
     active: bool,
@@ -392,6 +514,8 @@ impl SpoutTask {
             .map_err(|error| TaskError::Config { task, error })?;
         Ok(SpoutTask {
             spout: factory(),
+            factory: Arc::clone(factory),
+            opened: false,
             em,
             ctx,
             active: false,
@@ -402,19 +526,97 @@ impl SpoutTask {
         })
     }
 
-    /// Calls `open`, then `activate` if the topology starts active.
+    /// Calls `open`, then `activate` if the topology starts active. Under effectively-once both wait for the first
+    /// [`TaskCommand::Restore`], which gives the component its state first.
     pub fn open(&mut self, active: bool) -> Result<(), TaskError> {
-        self.spout.open(&self.ctx).map_err(|error| TaskError::Start {
-            task: self.em.task,
-            component: self.em.component.clone(),
-            error,
-        })?;
+        if self.em.ckpt.is_some() {
+            return Ok(());
+        }
+        self.open_component()?;
         self.set_active(active);
         Ok(())
     }
 
+    fn open_component(&mut self) -> Result<(), TaskError> {
+        self.opened = true;
+        self.spout.open(&self.ctx).map_err(|error| TaskError::Start {
+            task: self.em.task,
+            component: self.em.component.clone(),
+            error,
+        })
+    }
+
+    /// Carries out a checkpoint coordinator's command (effectively-once; ignored otherwise).
+    pub fn command(&mut self, cmd: TaskCommand, now: Instant) -> Result<(), TaskError> {
+        self.em.now = now;
+        match cmd {
+            TaskCommand::Restore {
+                epoch,
+                checkpoint,
+                state,
+            } => self.restore(epoch, checkpoint, state.as_deref()),
+            TaskCommand::Checkpoint { epoch, checkpoint } => {
+                if self.em.ckpt.as_ref().is_some_and(|c| c.ready && c.epoch == epoch) {
+                    self.em
+                        .take_checkpoint(self.spout.stateful(), checkpoint, Duration::ZERO);
+                }
+                Ok(())
+            }
+            TaskCommand::Committed { checkpoint } => {
+                if let Some(s) = self.spout.stateful() {
+                    s.post_save(checkpoint);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Rolls back (or starts) in `epoch`: a fresh component gets the state saved at `checkpoint`, then `open`;
+    /// it emits again from the position its state holds.
+    fn restore(&mut self, epoch: u32, checkpoint: Option<CheckpointId>, state: Option<&[u8]>) -> Result<(), TaskError> {
+        if self.em.ckpt.is_none() {
+            return Ok(());
+        }
+        if self.opened {
+            if let Some(s) = self.spout.stateful() {
+                s.pre_restore(checkpoint);
+            }
+            self.spout.close();
+            self.spout = (self.factory)();
+            self.opened = false;
+        }
+        self.em.enter_epoch(epoch);
+        // Not ready until the component has its state and is open.
+        if let Some(ck) = &mut self.em.ckpt {
+            ck.ready = false;
+        }
+        let start_err = |error| TaskError::Start {
+            task: self.em.task,
+            component: self.em.component.clone(),
+            error,
+        };
+        if let Some(s) = self.spout.stateful() {
+            s.init_state(state).map_err(start_err)?;
+        }
+        self.open_component()?;
+        // `open` is followed by `activate` when the topology is active: the driver's next `set_active` does it.
+        self.active = false;
+        if let Some(ck) = &mut self.em.ckpt {
+            ck.ready = true;
+        }
+        Ok(())
+    }
+
+    /// Snapshots taken since the last call, for the store.
+    pub fn take_snapshots(&mut self) -> Vec<Snapshot> {
+        self.em
+            .ckpt
+            .as_mut()
+            .map_or_else(Vec::new, |c| std::mem::take(&mut c.snapshots))
+    }
+
     pub fn set_active(&mut self, active: bool) {
-        if active != self.active {
+        if active != self.active && self.opened {
             self.active = active;
             if active {
                 self.spout.activate()
@@ -432,6 +634,7 @@ impl SpoutTask {
     /// `topology.max.spout.pending` roots in flight.
     pub fn can_emit(&self) -> bool {
         self.active
+            && self.em.ready()
             && self.em.outbox.waiting() == 0
             && self.em.ledger.as_ref().is_none_or(|l| l.in_flight() < self.max_pending)
     }
@@ -492,6 +695,8 @@ impl SpoutTask {
                         .metrics
                         .record_error(format!("spout task {} received a data tuple from {}", d.dest, d.src));
                 }
+                // Effectively-once spouts receive no acks; an EPOCH record alone is harmless.
+                Ok(Record::Epoch { .. }) => {}
                 Ok(Record::Marker { dest, src, checkpoint }) => {
                     // Spouts take checkpoints when the tmanager says so, never from markers.
                     self.em.metrics.record_error(format!(
@@ -537,7 +742,9 @@ impl SpoutTask {
 
     /// Calls `close` and gives the spout back (the simulator lets tests inspect it).
     pub fn close(mut self) -> Box<dyn Spout> {
-        self.spout.close();
+        if self.opened {
+            self.spout.close();
+        }
         self.spout
     }
 }
@@ -545,6 +752,10 @@ impl SpoutTask {
 /// A bolt task: calls `execute` for each received tuple, and delivers tick tuples.
 pub struct BoltTask {
     bolt: Box<dyn Bolt>,
+    /// Makes the component anew on a rollback.
+    factory: egret_api::topology::BoltFactory,
+    /// `prepare` was called on `bolt` (effectively-once defers it to the first restore).
+    prepared: bool,
     em: Emitter,
     ctx: TopologyContext,
     /// Indexed by stream index.
@@ -583,6 +794,8 @@ impl BoltTask {
             .map_err(|error| TaskError::Config { task, error })?;
         Ok(BoltTask {
             bolt: factory(),
+            factory: Arc::clone(factory),
+            prepared: false,
             em,
             ctx,
             sources: topology.streams().iter().map(|s| Arc::clone(&s.source)).collect(),
@@ -596,7 +809,17 @@ impl BoltTask {
         })
     }
 
+    /// Calls `prepare`; under effectively-once that waits for the first [`TaskCommand::Restore`], which gives the
+    /// component its state first.
     pub fn prepare(&mut self) -> Result<(), TaskError> {
+        if self.em.ckpt.is_some() {
+            return Ok(());
+        }
+        self.prepare_component()
+    }
+
+    fn prepare_component(&mut self) -> Result<(), TaskError> {
+        self.prepared = true;
         self.bolt.prepare(&self.ctx).map_err(|error| TaskError::Start {
             task: self.em.task,
             component: self.em.component.clone(),
@@ -604,9 +827,157 @@ impl BoltTask {
         })
     }
 
-    /// Executes every tuple of a received batch; returns how many were executed.
+    /// Carries out a checkpoint coordinator's command (effectively-once; ignored otherwise). Batches of the new epoch
+    /// held until a `Restore` are processed as part of it.
+    pub fn command(&mut self, cmd: TaskCommand, now: Instant) -> Result<(), TaskError> {
+        self.em.now = now;
+        match cmd {
+            TaskCommand::Restore {
+                epoch,
+                checkpoint,
+                state,
+            } => {
+                self.restore(epoch, checkpoint, state.as_deref())?;
+                let (held, overflow) = self.em.ckpt.as_mut().map_or((Vec::new(), false), |c| {
+                    c.held_bytes = 0;
+                    (std::mem::take(&mut c.held), std::mem::take(&mut c.held_overflow))
+                });
+                for batch in held {
+                    let _ = self.handle_batch(&batch, now);
+                }
+                if overflow {
+                    return Err(TaskError::InputDropped { task: self.em.task });
+                }
+                Ok(())
+            }
+            // Bolts checkpoint when their inputs' markers align, not on command.
+            TaskCommand::Checkpoint { .. } => Ok(()),
+            TaskCommand::Committed { checkpoint } => {
+                if let Some(s) = self.bolt.stateful() {
+                    s.post_save(checkpoint);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Rolls back (or starts) in `epoch`: a fresh component gets the state saved at `checkpoint`, then `prepare`.
+    fn restore(&mut self, epoch: u32, checkpoint: Option<CheckpointId>, state: Option<&[u8]>) -> Result<(), TaskError> {
+        if self.em.ckpt.is_none() {
+            return Ok(());
+        }
+        if self.prepared {
+            if let Some(s) = self.bolt.stateful() {
+                s.pre_restore(checkpoint);
+            }
+            self.bolt.cleanup();
+            self.bolt = (self.factory)();
+            self.prepared = false;
+        }
+        self.em.enter_epoch(epoch);
+        if let Some(ck) = &mut self.em.ckpt {
+            ck.ready = false;
+        }
+        if let Some(s) = self.bolt.stateful() {
+            s.init_state(state).map_err(|error| TaskError::Start {
+                task: self.em.task,
+                component: self.em.component.clone(),
+                error,
+            })?;
+        }
+        self.prepare_component()?;
+        if let Some(ck) = &mut self.em.ckpt {
+            ck.ready = true;
+        }
+        Ok(())
+    }
+
+    /// Snapshots taken since the last call, for the store.
+    pub fn take_snapshots(&mut self) -> Vec<Snapshot> {
+        self.em
+            .ckpt
+            .as_mut()
+            .map_or_else(Vec::new, |c| std::mem::take(&mut c.snapshots))
+    }
+
+    /// Executes every tuple of a received batch; returns how many were executed. Under effectively-once the batch
+    /// is first checked against the task's epoch and aligned on checkpoint markers (and may be held for later).
     pub fn handle_batch(&mut self, batch: &[u8], now: Instant) -> Result<u64, BatchError> {
         self.em.now = now;
+        let Some(ck) = &mut self.em.ckpt else {
+            return self.execute_batch(batch, now);
+        };
+        let Some((epoch, records)) = split_epoch(batch) else {
+            let msg = format!("bolt task {} received a batch without an epoch", self.em.task);
+            self.em.metrics.record_error(msg);
+            return Ok(0);
+        };
+        if epoch > ck.epoch || (epoch == ck.epoch && !ck.ready) {
+            // Sent after a rollback this task has not been told of yet: keep it for then, within the bound. Past
+            // it the batch is dropped and, once restored, the task asks for another rollback (its input of the new
+            // epoch is incomplete): memory stays bounded and nothing is lost.
+            if ck.held_bytes + batch.len() > ck.max_held_bytes {
+                ck.held_overflow = true;
+                self.em.metrics.dropped_stale.fetch_add(1, Relaxed);
+            } else {
+                ck.held_bytes += batch.len();
+                ck.held.push(batch.to_vec());
+            }
+            return Ok(0);
+        }
+        if epoch < ck.epoch {
+            // Sent before the rollback: its effects are undone, so it is dropped.
+            self.em.metrics.dropped_stale.fetch_add(1, Relaxed);
+            return Ok(0);
+        }
+        let mut executed = 0;
+        let mut result = Ok(());
+        for seg in Segments::new(records) {
+            let Some(ck) = &mut self.em.ckpt else { break };
+            match seg {
+                Segment::Records { src, bytes } => match ck.aligner.accept(src.unwrap_or(TaskId(0)), bytes) {
+                    Accept::Process => match self.execute_batch(bytes, now) {
+                        Ok(n) => executed += n,
+                        Err(e) => result = Err(e),
+                    },
+                    Accept::Buffered => {}
+                    Accept::Abandoned { checkpoint, released } => {
+                        self.em.metrics.record_error(format!(
+                            "checkpoint {checkpoint} abandoned: aligning its markers would hold more than {} bytes \
+                             (topology.egret.checkpoint.buffer.bytes)",
+                            ck.max_held_bytes
+                        ));
+                        for r in released {
+                            executed += self.execute_batch(&r.batch, now).unwrap_or(0);
+                        }
+                    }
+                },
+                Segment::Marker { src, checkpoint, .. } => match ck.aligner.on_marker(src, checkpoint, now) {
+                    MarkerOutcome::Aligned {
+                        checkpoint,
+                        started,
+                        released,
+                    } => {
+                        let alignment = now.saturating_duration_since(started);
+                        self.em.take_checkpoint(self.bolt.stateful(), checkpoint, alignment);
+                        for r in released {
+                            executed += self.execute_batch(&r.batch, now).unwrap_or(0);
+                        }
+                    }
+                    MarkerOutcome::Overtaken { released, .. } => {
+                        for r in released {
+                            executed += self.execute_batch(&r.batch, now).unwrap_or(0);
+                        }
+                    }
+                    MarkerOutcome::Waiting { .. } | MarkerOutcome::Ignored(_) => {}
+                },
+            }
+        }
+        result.map(|()| executed)
+    }
+
+    /// Executes every tuple of a batch of DATA records.
+    fn execute_batch(&mut self, batch: &[u8], now: Instant) -> Result<u64, BatchError> {
         let mut executed = 0u64;
         let mut result = Ok(());
         for rec in BatchReader::new(batch) {
@@ -702,7 +1073,9 @@ impl BoltTask {
 
     /// Calls `cleanup` and gives the bolt back.
     pub fn cleanup(mut self) -> Box<dyn Bolt> {
-        self.bolt.cleanup();
+        if self.prepared {
+            self.bolt.cleanup();
+        }
         self.bolt
     }
 }
@@ -722,7 +1095,7 @@ impl SpoutTask {
 mod tests {
     use super::*;
     use crate::batch::BatchBuilder;
-    use egret_api::{CheckpointId, OutputDeclarer, SpoutCollector, TopologyBuilder};
+    use egret_api::{OutputDeclarer, SpoutCollector, TopologyBuilder};
 
     struct S;
     impl Spout for S {
@@ -760,5 +1133,96 @@ mod tests {
         assert_eq!(spout.handle_batch(&marker(2, 1), now), Ok(()));
         assert_eq!(sm.errors.load(Relaxed), 1);
         assert!(sm.last_error().unwrap().contains("marker of checkpoint 1 from 1"));
+    }
+
+    /// Counts what it executed; its state is that count.
+    #[derive(Default)]
+    struct Counting {
+        n: u64,
+    }
+    impl Bolt for Counting {
+        fn execute(&mut self, _t: &Tuple<'_>, _out: &mut BoltCollector<'_>) {
+            self.n += 1;
+        }
+        fn stateful(&mut self) -> Option<&mut dyn Stateful> {
+            Some(self)
+        }
+    }
+    impl Stateful for Counting {
+        fn init_state(&mut self, restored: Option<&[u8]>) -> Result<(), UserError> {
+            self.n = restored.map_or(0, |b| b[0] as u64);
+            Ok(())
+        }
+        fn pre_save(&mut self, _c: CheckpointId, out: &mut Vec<u8>) -> Result<(), UserError> {
+            out.push(self.n as u8);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn an_effectively_once_bolt_drops_older_epochs_holds_newer_ones_and_snapshots_at_the_aligned_cut() {
+        let mut b = TopologyBuilder::new("t");
+        b.config()
+            .set(egret_api::keys::RELIABILITY_MODE, ReliabilityMode::EffectivelyOnce);
+        b.set_spout("s", 2, || S);
+        b.set_bolt("b", 1, Counting::default).shuffle_grouping("s");
+        let t = Arc::new(b.build().unwrap());
+        // b = task 1; s = tasks 2 and 3.
+        let now = Instant::now();
+        let batch = |epoch: u32, src: u32, tuples: usize, marker: Option<u64>| {
+            let mut b = BatchBuilder::new();
+            b.push_epoch(TaskId(1), epoch);
+            let mut enc = Encoder::new();
+            enc.i64(1);
+            for _ in 0..tuples {
+                b.push_data(now, TaskId(1), TaskId(src), StreamIndex(0), 0, &[], enc.bytes());
+            }
+            if let Some(c) = marker {
+                b.push_marker(now, TaskId(1), TaskId(src), CheckpointId(c));
+            }
+            b.take()
+        };
+        let m = Arc::new(TaskMetrics::default());
+        let mut bolt = BoltTask::new(&t, TaskId(1), Arc::clone(&m), now).unwrap();
+        bolt.prepare().unwrap();
+        let restore = |epoch, state: Option<Vec<u8>>| TaskCommand::Restore {
+            epoch,
+            checkpoint: state.as_ref().map(|_| CheckpointId(1)),
+            state,
+        };
+        // Before its first restore the bolt holds everything.
+        assert_eq!(bolt.handle_batch(&batch(1, 2, 3, None), now), Ok(0));
+        bolt.command(restore(1, None), now).unwrap();
+        // The held batch was processed at the restore; then marker 5 from task 2 holds task 2's later tuples
+        // until task 3's marker comes.
+        assert_eq!(bolt.handle_batch(&batch(1, 2, 2, Some(5)), now), Ok(2));
+        assert_eq!(
+            bolt.handle_batch(&batch(1, 2, 4, None), now),
+            Ok(0),
+            "after the cut: held"
+        );
+        assert_eq!(
+            bolt.handle_batch(&batch(1, 3, 1, Some(5)), now),
+            Ok(5),
+            "1 before the cut, 4 released"
+        );
+        let snaps = bolt.take_snapshots();
+        assert_eq!(snaps.len(), 1);
+        assert_eq!(
+            (snaps[0].checkpoint, snaps[0].epoch, &snaps[0].state[..]),
+            (CheckpointId(5), 1, &[6u8][..])
+        );
+        // A batch of a newer epoch waits for its restore; an older one is dropped.
+        assert_eq!(bolt.handle_batch(&batch(2, 2, 7, None), now), Ok(0));
+        bolt.command(restore(2, Some(vec![6])), now).unwrap();
+        assert_eq!(bolt.handle_batch(&batch(1, 3, 9, None), now), Ok(0));
+        assert_eq!(m.dropped_stale.load(Relaxed), 1);
+        let counted = bolt.cleanup();
+        let any: &dyn std::any::Any = &*counted;
+        assert_eq!(
+            any.downcast_ref::<Counting>().unwrap().n,
+            6 + 7,
+            "restored to 6, then the held 7"
+        );
     }
 }

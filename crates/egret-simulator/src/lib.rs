@@ -14,14 +14,21 @@
 //! let finished = running.stop();
 //! ```
 
+mod checkpoints;
+
+pub use checkpoints::CheckpointStatus;
+
 use std::any::Any;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::SeqCst};
-use std::sync::{Arc, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use egret_api::{BasicBoltAdapter, Bolt, Spout, TaskId, Topology};
+use egret_api::{BasicBoltAdapter, Bolt, CheckpointId, ReliabilityMode, Spout, TaskId, Topology};
+use egret_checkpoint::{CheckpointStore, MemoryStore};
+use egret_runtime::checkpoint::{Snapshot, TaskCommand};
+use egret_runtime::coordinator::Coordinator;
 use egret_runtime::driver::{self, Link, LoopControl};
 use egret_runtime::metrics::new_latency_histogram;
 use egret_runtime::queue::{self, QueueReceiver, QueueSender, Rejected};
@@ -39,15 +46,36 @@ pub enum SimulatorError {
 }
 
 /// Options for [`Simulator::start_with`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SimulatorOptions {
     /// Start with spouts active (Heron's default) or deactivated (`--deploy-deactivated`).
     pub start_active: bool,
+    /// Effectively-once: where checkpoints are written (default: in memory, checksummed like any store).
+    pub checkpoint_store: Option<Arc<dyn CheckpointStore>>,
+    /// Effectively-once: start from this complete checkpoint of `checkpoint_store` instead of a clean start.
+    pub restore_checkpoint: Option<CheckpointId>,
 }
 
 impl Default for SimulatorOptions {
     fn default() -> Self {
-        SimulatorOptions { start_active: true }
+        SimulatorOptions {
+            start_active: true,
+            checkpoint_store: None,
+            restore_checkpoint: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for SimulatorOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimulatorOptions")
+            .field("start_active", &self.start_active)
+            .field(
+                "checkpoint_store",
+                &self.checkpoint_store.as_ref().map(|s| s.describe()),
+            )
+            .field("restore_checkpoint", &self.restore_checkpoint)
+            .finish()
     }
 }
 
@@ -160,6 +188,57 @@ struct TaskHandle {
 pub struct Simulator;
 
 impl Simulator {
+    /// Effectively-once: the coordinator's parts (`None` under other modes).
+    fn checkpointing(topology: &Topology, options: &SimulatorOptions) -> Result<Option<Checkpointing>, SimulatorError> {
+        let config = topology.config();
+        let start_err = |e: &dyn std::fmt::Display| SimulatorError::Start(vec![e.to_string()]);
+        if config.reliability_mode().map_err(|e| start_err(&e))? != ReliabilityMode::EffectivelyOnce {
+            return Ok(None);
+        }
+        let interval = config.checkpoint_interval().map_err(|e| start_err(&e))?;
+        let kept = config.checkpoints_kept().map_err(|e| start_err(&e))?;
+        let clean = config.stateful_start_clean().map_err(|e| start_err(&e))?;
+        let store = options
+            .checkpoint_store
+            .clone()
+            .unwrap_or_else(|| Arc::new(MemoryStore::new()));
+        // The simulator trusts the checkpoint it is asked to restore to be complete; ids continue above every one in
+        // the store.
+        // An unreadable store does not stop the topology: it runs, and every checkpoint reports the store's error.
+        let (known, mut errors) = match store.checkpoints() {
+            Ok(known) => (known, Vec::new()),
+            Err(e) => (
+                Vec::new(),
+                vec![format!("cannot list the checkpoints in {}: {e}", store.describe())],
+            ),
+        };
+        let min_next = known.last().map_or(0, |c| c.0);
+        let now = Instant::now();
+        let tasks = topology.tasks().map(|(t, _, _)| t);
+        let mut coordinator = Coordinator::new(
+            tasks,
+            interval,
+            kept,
+            options.restore_checkpoint.into_iter().collect(),
+            min_next,
+            0,
+            now,
+        );
+        let first = coordinator
+            .start(clean, options.restore_checkpoint, now)
+            .map_err(|c| start_err(&format!("checkpoint {c} is not in the store")))?;
+        let (events, receiver) = mpsc::channel();
+        Ok(Some(Checkpointing {
+            mailboxes: Arc::new((0..=topology.task_count()).map(|_| Default::default()).collect()),
+            events,
+            receiver,
+            store,
+            coordinator,
+            first,
+            errors: std::mem::take(&mut errors),
+        }))
+    }
+
     /// Starts every task of the topology, active.
     pub fn start(topology: Topology) -> Result<Running, SimulatorError> {
         Self::start_with(topology, SimulatorOptions::default())
@@ -185,6 +264,7 @@ impl Simulator {
             receivers.push(rx);
         }
         let queues = Arc::new(senders);
+        let checkpointing = Self::checkpointing(&topology, &options)?;
         let (started_tx, started_rx) = mpsc::channel::<Result<(), String>>();
         let mut tasks = Vec::new();
         for ((task, ci, index), rx) in topology.tasks().zip(receivers) {
@@ -198,6 +278,9 @@ impl Simulator {
                 metrics: Arc::clone(&metrics),
                 active_seen: Arc::clone(&active_seen),
                 started: started_tx.clone(),
+                checkpointing: checkpointing
+                    .as_ref()
+                    .map(|c| (Arc::clone(&c.mailboxes), c.events.clone())),
             };
             let is_spout = def.kind.is_spout();
             let transport = SimTransport {
@@ -236,10 +319,15 @@ impl Simulator {
                 Err(_) => break,
             }
         }
+        let coordinator = match checkpointing {
+            Some(c) => Some(c.spawn(&topology)?),
+            None => None,
+        };
         let running = Running {
             topology,
             shared,
             tasks,
+            coordinator,
         };
         if !errors.is_empty() {
             running.abort();
@@ -249,6 +337,58 @@ impl Simulator {
     }
 }
 
+/// What an effectively-once topology's coordinator thread is started with.
+struct Checkpointing {
+    mailboxes: Arc<Vec<checkpoints::Mailbox>>,
+    events: mpsc::Sender<checkpoints::Event>,
+    receiver: mpsc::Receiver<checkpoints::Event>,
+    store: Arc<dyn CheckpointStore>,
+    coordinator: Coordinator,
+    first: egret_runtime::coordinator::Rollback,
+    /// Found while setting up, shown in the status.
+    errors: Vec<String>,
+}
+
+impl Checkpointing {
+    fn spawn(self, topology: &Arc<Topology>) -> Result<CoordinatorHandle, SimulatorError> {
+        let status = Arc::new(Mutex::new(CheckpointStatus {
+            errors: self.errors,
+            ..Default::default()
+        }));
+        let stop = Arc::new(AtomicBool::new(false));
+        let mailboxes = Arc::clone(&self.mailboxes);
+        let thread = checkpoints::CoordinatorThread {
+            topology: Arc::clone(topology),
+            store: self.store,
+            mailboxes: self.mailboxes,
+            events: self.receiver,
+            status: Arc::clone(&status),
+            stop: Arc::clone(&stop),
+            coordinator: self.coordinator,
+            first: self.first,
+        };
+        let handle = std::thread::Builder::new()
+            .name("checkpoints".into())
+            .spawn(move || thread.run())?;
+        Ok(CoordinatorHandle {
+            thread: handle,
+            status,
+            events: self.events,
+            stop,
+            mailboxes,
+        })
+    }
+}
+
+/// The running coordinator thread of an effectively-once topology.
+struct CoordinatorHandle {
+    thread: JoinHandle<()>,
+    status: Arc<Mutex<CheckpointStatus>>,
+    events: mpsc::Sender<checkpoints::Event>,
+    stop: Arc<AtomicBool>,
+    mailboxes: Arc<Vec<checkpoints::Mailbox>>,
+}
+
 struct ThreadCtx {
     topology: Arc<Topology>,
     task: TaskId,
@@ -256,6 +396,8 @@ struct ThreadCtx {
     metrics: Arc<TaskMetrics>,
     active_seen: Arc<AtomicBool>,
     started: mpsc::Sender<Result<(), String>>,
+    /// Effectively-once: this task's commands, and where its snapshots and failures go.
+    checkpointing: Option<(Arc<Vec<checkpoints::Mailbox>>, mpsc::Sender<checkpoints::Event>)>,
 }
 
 impl ThreadCtx {
@@ -282,6 +424,24 @@ impl LoopControl for ThreadCtx {
     }
     fn active_seen(&self, seen: bool) {
         self.active_seen.store(seen, SeqCst);
+    }
+    fn command(&self) -> Option<TaskCommand> {
+        let (mailboxes, _) = self.checkpointing.as_ref()?;
+        mailboxes.get(self.task.0 as usize)?.pop()
+    }
+    fn save(&self, snapshot: Snapshot) {
+        if let Some((_, events)) = &self.checkpointing {
+            let _ = events.send(checkpoints::Event::Saved(snapshot));
+        }
+    }
+    fn command_failed(&self, error: TaskError) {
+        self.metrics.record_error(error.to_string());
+        if let Some((_, events)) = &self.checkpointing {
+            let _ = events.send(checkpoints::Event::Failure {
+                task: self.task,
+                reason: error.to_string(),
+            });
+        }
     }
 }
 
@@ -323,11 +483,57 @@ pub struct Running {
     topology: Arc<Topology>,
     shared: Arc<Shared>,
     tasks: Vec<TaskHandle>,
+    /// Effectively-once only.
+    coordinator: Option<CoordinatorHandle>,
 }
 
 impl Running {
     pub fn topology(&self) -> &Topology {
         &self.topology
+    }
+
+    /// Effectively-once: the checkpoints so far (`None` under other modes).
+    pub fn checkpoints(&self) -> Option<CheckpointStatus> {
+        let c = self.coordinator.as_ref()?;
+        c.status.lock().ok().map(|s| s.clone())
+    }
+
+    /// Effectively-once: as if `task`'s process died — its state is lost and every task rolls back to the newest
+    /// complete checkpoint (a new component, the saved state, spouts replaying from their saved position). Under
+    /// other modes it does nothing and returns false.
+    /// Returns once the rollback's commands are on their way to the tasks.
+    pub fn fail_task(&self, task: TaskId) -> bool {
+        let Some(c) = &self.coordinator else { return false };
+        let epoch = |c: &CoordinatorHandle| c.status.lock().map_or(0, |s| s.epoch);
+        let before = epoch(c);
+        let event = checkpoints::Event::Failure {
+            task,
+            reason: "failure injected".into(),
+        };
+        if c.events.send(event).is_err() {
+            return false;
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while epoch(c) == before && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        epoch(c) != before
+    }
+
+    /// Waits until `n` more checkpoints than now are complete.
+    pub fn wait_for_checkpoints(&self, n: u64, timeout: Duration) -> Result<CheckpointStatus, SimulatorError> {
+        let completed = |r: &Self| r.checkpoints().map_or(0, |s| s.stats.completed);
+        let target = completed(self) + n;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.checkpoints().filter(|s| s.stats.completed >= target) {
+                return Ok(s);
+            }
+            if Instant::now() >= deadline {
+                return Err(SimulatorError::Timeout(timeout));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     /// Current counters of every task.
@@ -401,6 +607,10 @@ impl Running {
     fn quiet_once(&self) -> bool {
         self.shared.in_flight.load(SeqCst) == 0
             && self
+                .coordinator
+                .as_ref()
+                .is_none_or(|c| c.mailboxes.iter().all(|m| m.is_empty()))
+            && self
                 .tasks
                 .iter()
                 .all(|t| t.metrics.unflushed.load(SeqCst) == 0 && (!t.is_spout || t.active_seen.load(SeqCst)))
@@ -446,6 +656,7 @@ impl Running {
 
     fn stop_now(self, drained: bool) -> Finished {
         self.shared.stop.store(true, SeqCst);
+
         let metrics = self.metrics();
         let mut errors: Vec<(TaskId, String)> = self.errors();
         let mut instances = BTreeMap::new();
@@ -469,12 +680,19 @@ impl Running {
             }
             instances.insert(t.task, (t.component, outcome.instance));
         }
+        let checkpoints = self.coordinator.and_then(|c| {
+            c.stop.store(true, SeqCst);
+            drop(c.events);
+            let _ = c.thread.join();
+            c.status.lock().ok().map(|s| s.clone())
+        });
         Finished {
             topology: self.topology,
             instances,
             metrics,
             errors,
             drained,
+            checkpoints,
         }
     }
 }
@@ -511,6 +729,8 @@ pub struct Finished {
     pub errors: Vec<(TaskId, String)>,
     /// Whether everything in flight was processed before the tasks stopped.
     pub drained: bool,
+    /// Effectively-once: the checkpoints taken.
+    pub checkpoints: Option<CheckpointStatus>,
 }
 
 impl Finished {

@@ -450,7 +450,14 @@ fn deactivated_spouts_do_not_emit_until_activated() {
     let mut b = TopologyBuilder::new("t");
     b.set_spout("src", 2, || Endless(0));
     b.set_bolt("sink", 1, || Counter(0)).shuffle_grouping("src");
-    let running = Simulator::start_with(b.build().unwrap(), SimulatorOptions { start_active: false }).unwrap();
+    let running = Simulator::start_with(
+        b.build().unwrap(),
+        SimulatorOptions {
+            start_active: false,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(
         running.metrics().component("src").emitted,

@@ -9,7 +9,7 @@ use std::time::SystemTime;
 
 use egret_proto::Message;
 use egret_proto::api::Topology;
-use egret_proto::egret::{ContainerStatus, ExecutionState, Location, PackingPlan, PhysicalPlan};
+use egret_proto::egret::{ContainerStatus, ExecutionState, Location, PackingPlan, PhysicalPlan, StatefulCheckpoints};
 
 use crate::error::StateError;
 use crate::paths::{self, Node};
@@ -23,6 +23,8 @@ static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
 #[derive(Debug, Clone)]
 pub struct LocalStateManager {
     root: PathBuf,
+    egret_home: PathBuf,
+    cluster: String,
 }
 
 impl LocalStateManager {
@@ -32,6 +34,8 @@ impl LocalStateManager {
         check_name("cluster", cluster)?;
         Ok(LocalStateManager {
             root: paths::root(egret_home, cluster),
+            egret_home: egret_home.to_path_buf(),
+            cluster: cluster.to_string(),
         })
     }
 
@@ -93,6 +97,22 @@ impl LocalStateManager {
     /// the plan, since local files have no watches.
     pub fn physical_plan_mtime(&self, name: &str) -> Result<Option<SystemTime>, StateError> {
         self.modified(name, Node::PhysicalPlan)
+    }
+
+    /// Effectively-once: the complete checkpoints and the last epoch, written by the tmanager. Removed by
+    /// [`Self::delete_topology`] (a new submit starts clean), unlike the checkpoints themselves.
+    pub fn put_stateful_checkpoints(&self, name: &str, c: &StatefulCheckpoints) -> Result<(), StateError> {
+        self.put(Node::StatefulCheckpoints, name, c)
+    }
+
+    pub fn get_stateful_checkpoints(&self, name: &str) -> Result<Option<StatefulCheckpoints>, StateError> {
+        self.get(Node::StatefulCheckpoints, name)
+    }
+
+    /// Where topology `name`'s checkpoints are stored: `<egret_home>/checkpoints/<cluster>/<name>`.
+    pub fn checkpoints_dir(&self, name: &str) -> Result<PathBuf, StateError> {
+        check_name("topology", name)?;
+        Ok(paths::checkpoints_dir(&self.egret_home, &self.cluster, name))
     }
 
     pub fn put_execution_state(&self, name: &str, state: &ExecutionState) -> Result<(), StateError> {
@@ -205,6 +225,7 @@ impl LocalStateManager {
             ignore_missing(fs::remove_dir_all(&dir)).map_err(|e| StateError::io(dir, e))?;
         }
         for node in [
+            Node::StatefulCheckpoints,
             Node::PhysicalPlan,
             Node::PackingPlan,
             Node::ExecutionState,
@@ -410,6 +431,7 @@ mod tests {
                 pid: 77,
             }],
             instances: vec![],
+            rollback: None,
         }
     }
 
@@ -496,6 +518,14 @@ mod tests {
         sm.put_packing_plan(name, &packing_plan(name, 2)).unwrap();
         sm.put_physical_plan(name, &physical_plan(name)).unwrap();
         sm.put_execution_state(name, &execution_state(name)).unwrap();
+        sm.put_stateful_checkpoints(
+            name,
+            &StatefulCheckpoints {
+                complete: vec![3, 4],
+                epoch: 2,
+            },
+        )
+        .unwrap();
         sm.put_location(name, &location("tmanager", 0, 4100)).unwrap();
         sm.put_location(name, &location("stmgr-1", 1, 4200)).unwrap();
         sm.put_container_status(name, &container_status(0)).unwrap();
@@ -535,6 +565,7 @@ mod tests {
                 "locations/wc/tmanager",
                 "packingplans/wc",
                 "pplans/wc",
+                "statefulcheckpoints/wc",
                 "topologies/wc",
             ]
             .map(PathBuf::from)
@@ -593,6 +624,7 @@ mod tests {
         check(sm.get_topology("wc").map(drop), "topologies/wc");
         check(sm.get_packing_plan("wc").map(drop), "packingplans/wc");
         check(sm.get_physical_plan("wc").map(drop), "pplans/wc");
+        check(sm.get_stateful_checkpoints("wc").map(drop), "statefulcheckpoints/wc");
         check(sm.get_execution_state("wc").map(drop), "executionstate/wc");
         check(sm.get_location("wc", "tmanager").map(drop), "locations/wc/tmanager");
         check(sm.locations("wc").map(drop), "locations/wc/tmanager");
@@ -698,7 +730,7 @@ mod tests {
             fill(&sm, "wc");
         }
         let all = files(sm.root());
-        assert_eq!(all.len(), 8);
+        assert_eq!(all.len(), 9);
         for f in &all {
             let name = f.file_name().and_then(|n| n.to_str()).unwrap_or_default();
             assert!(!paths::is_temp(name), "temporary file left behind: {f:?}");

@@ -9,6 +9,8 @@
 //!   executionstate/<topology>         egret.ExecutionState
 //!   locations/<topology>/<process>    egret.Location, one per daemon ("tmanager", "stmgr-1", "metricsmgr-2", ...)
 //!   containers/<topology>/<id>        egret.ContainerStatus, one per executor (container id in decimal)
+//!   statefulcheckpoints/<topology>    egret.StatefulCheckpoints (effectively-once: complete checkpoints, epoch)
+//! <egret_home>/checkpoints/<cluster>/<topology>/   the checkpoint store (egret-checkpoint's LocalStore)
 //! ```
 //!
 //! Directory names follow Heron's state manager (`topologies`, `packingplans`, `pplans`, `executionstate`), so
@@ -29,6 +31,9 @@ pub const PHYSICAL_PLANS_DIR: &str = "pplans";
 pub const EXECUTION_STATE_DIR: &str = "executionstate";
 pub const LOCATIONS_DIR: &str = "locations";
 pub const CONTAINERS_DIR: &str = "containers";
+pub const STATEFUL_CHECKPOINTS_DIR: &str = "statefulcheckpoints";
+/// Under `egret_home`: every cluster's checkpoint stores.
+pub const CHECKPOINTS_DIR: &str = "checkpoints";
 /// Longest topology, process or cluster name (Heron's and egret-api's limit for topology names).
 pub const MAX_NAME_LEN: usize = 100;
 
@@ -43,14 +48,17 @@ pub enum Node {
     PhysicalPlan,
     /// `executionstate/<name>`.
     ExecutionState,
+    /// `statefulcheckpoints/<name>`: the complete checkpoints of an effectively-once topology.
+    StatefulCheckpoints,
 }
 
 impl Node {
-    pub const ALL: [Node; 4] = [
+    pub const ALL: [Node; 5] = [
         Node::Topology,
         Node::PackingPlan,
         Node::PhysicalPlan,
         Node::ExecutionState,
+        Node::StatefulCheckpoints,
     ];
 
     /// The directory (under the cluster root) that holds this node of every topology.
@@ -60,6 +68,7 @@ impl Node {
             Node::PackingPlan => PACKING_PLANS_DIR,
             Node::PhysicalPlan => PHYSICAL_PLANS_DIR,
             Node::ExecutionState => EXECUTION_STATE_DIR,
+            Node::StatefulCheckpoints => STATEFUL_CHECKPOINTS_DIR,
         }
     }
 }
@@ -79,6 +88,12 @@ pub fn valid_name(name: &str) -> bool {
 /// `<egret_home>/state/<cluster>`. The caller has checked `cluster` with [`valid_name`].
 pub fn root(egret_home: &Path, cluster: &str) -> PathBuf {
     egret_home.join(STATE_DIR).join(cluster)
+}
+
+/// `<egret_home>/checkpoints/<cluster>/<name>`: topology `name`'s checkpoint store. Kept when the topology is
+/// killed, so that `egret submit --restore-checkpoint` can start a new run from it.
+pub fn checkpoints_dir(egret_home: &Path, cluster: &str, name: &str) -> PathBuf {
+    egret_home.join(CHECKPOINTS_DIR).join(cluster).join(name)
 }
 
 /// The directory holding `node` of every topology.

@@ -33,7 +33,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use egret_api::{RootId, TaskId};
-use egret_proto::egret::{InstanceInfo, Location, PhysicalPlan, RegisterStmgr, StmgrHello, StmgrInfo, control};
+use egret_proto::egret::{
+    InstanceInfo, InstanceJoined, InstanceLost, Location, PhysicalPlan, RegisterStmgr, StmgrHello, StmgrInfo, control,
+};
 use egret_runtime::batch::{BatchBuilder, BatchReader, Record};
 use egret_statemgr::LocalStateManager;
 use egret_transport::{FrameError, FrameRef, Next, control_frame, next_frame};
@@ -209,6 +211,26 @@ struct Stmgr {
     bp_starts: Cell<u64>,
     bp_logged: Cell<bool>,
     stats: Arc<Stats>,
+    /// Control frames for the tmanager (instances' checkpoint reports, lost instances), written by the tmanager
+    /// session; kept while there is none, up to [`MAX_UPSTREAM`].
+    upstream: RefCell<VecDeque<Vec<u8>>>,
+    upstream_ready: Notify,
+}
+
+/// Reports kept for the tmanager while it is unreachable; the oldest are dropped beyond (a checkpoint missing a
+/// report is given up and the next one taken).
+const MAX_UPSTREAM: usize = 10_000;
+
+impl Stmgr {
+    fn to_tmanager(&self, msg: control::Msg) {
+        let mut q = self.upstream.borrow_mut();
+        if q.len() >= MAX_UPSTREAM {
+            q.pop_front();
+        }
+        q.push_back(control_frame(msg));
+        drop(q);
+        self.upstream_ready.notify_one();
+    }
 }
 
 async fn serve_on_loop(
@@ -275,6 +297,8 @@ async fn serve_on_loop(
         pplan: RefCell::new(None),
         all_registered: Notify::new(),
         bp_lifted: Notify::new(),
+        upstream: RefCell::new(VecDeque::new()),
+        upstream_ready: Notify::new(),
         bp_starts: Cell::new(0),
         bp_logged: Cell::new(false),
         stats: Arc::clone(&stats),
@@ -576,7 +600,13 @@ async fn serve_connection(s: &Rc<Stmgr>, stream: TcpStream) -> Result<(), ConnEr
                 }
             }
             info!(task, "instance registered");
-            let result = forward(s, &mut inbound, if is_spout { Source::Spout } else { Source::Bolt }).await;
+            s.to_tmanager(control::Msg::InstanceJoined(InstanceJoined { task_id: task as i32 }));
+            let source = if is_spout { Source::Spout } else { Source::Bolt };
+            let result = forward(s, &mut inbound, source, Some(task)).await;
+            // Under effectively-once the tmanager rolls every task back when one is lost.
+            if !s.stats.stop.load(Relaxed) {
+                s.to_tmanager(control::Msg::InstanceLost(InstanceLost { task_id: task as i32 }));
+            }
             // Remove the route only if it is still ours: the task may already have re-registered on a new connection.
             let mut routes = s.routes.borrow_mut();
             if routes.local.get(&task).is_some_and(|o| Rc::ptr_eq(o, &out)) {
@@ -589,7 +619,7 @@ async fn serve_connection(s: &Rc<Stmgr>, stream: TcpStream) -> Result<(), ConnEr
         }
         control::Msg::StmgrHello(h) if h.topology_id == s.topology_id => {
             info!(peer = %h.stmgr_id, "peer stmgr connected");
-            let result = forward(s, &mut inbound, Source::Peer).await;
+            let result = forward(s, &mut inbound, Source::Peer, None).await;
             // A peer that went away no longer holds back pressure.
             with_bp(s, |bp| bp.peer_stop(&h.stmgr_id, Instant::now()));
             s.bp_lifted.notify_waiters();
@@ -622,8 +652,9 @@ enum Source {
     Peer,
 }
 
-/// Reads frames and routes DATA frames until the connection ends.
-async fn forward(s: &Rc<Stmgr>, inbound: &mut Inbound, source: Source) -> Result<(), FrameError> {
+/// Reads frames and routes DATA frames until the connection ends. `task` is the local task at the other end, if any:
+/// its checkpoint reports go on to the tmanager, in its name.
+async fn forward(s: &Rc<Stmgr>, inbound: &mut Inbound, source: Source, task: Option<u32>) -> Result<(), FrameError> {
     loop {
         if source == Source::Spout {
             wait_while_clamped(s).await;
@@ -653,6 +684,21 @@ async fn forward(s: &Rc<Stmgr>, inbound: &mut Inbound, source: Source) -> Result
                 frame: Ok(FrameRef::Control(control::Msg::Heartbeat(_))),
                 ..
             } => {}
+            Next::Frame {
+                frame: Ok(FrameRef::Control(control::Msg::InstanceStateStored(mut m))),
+                ..
+            } if task.is_some() => {
+                m.task_id = task.unwrap_or_default() as i32;
+                s.to_tmanager(control::Msg::InstanceStateStored(m));
+            }
+            Next::Frame {
+                frame: Ok(FrameRef::Control(control::Msg::RestoreFailed(mut m))),
+                ..
+            } if task.is_some() => {
+                m.task_id = task.unwrap_or_default() as i32;
+                warn!(task = m.task_id, epoch = m.epoch, checkpoint = m.checkpoint, error = %m.error, "a task could not restore");
+                s.to_tmanager(control::Msg::RestoreFailed(m));
+            }
             Next::Frame {
                 frame: Ok(FrameRef::Control(other)),
                 ..
@@ -978,17 +1024,14 @@ async fn tmanager_session(s: &Rc<Stmgr>) -> Result<(), String> {
     }));
     write_all(&stream, &register).await.map_err(|e| e.to_string())?;
     info!(tmanager = %format_args!("{}:{}", location.host, location.port), "registered with the tmanager");
-    let writer = Rc::clone(&stream);
+    // Heartbeats go through the same queue as the reports: one writer, so frames never interleave.
     let heartbeats = async move {
         loop {
             tokio::time::sleep(HEARTBEAT).await;
             let time_ms = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as i64);
-            let beat = control_frame(control::Msg::Heartbeat(egret_proto::egret::Heartbeat { time_ms }));
-            if let Err(e) = write_all(&writer, &beat).await {
-                return format!("heartbeat failed: {e}");
-            }
+            s.to_tmanager(control::Msg::Heartbeat(egret_proto::egret::Heartbeat { time_ms }));
         }
     };
     let plans = async {
@@ -1005,13 +1048,38 @@ async fn tmanager_session(s: &Rc<Stmgr>) -> Result<(), String> {
             inbound.consume(len);
             match msg {
                 Some(control::Msg::PhysicalPlan(p)) => apply_plan(s, p).await,
+                // Effectively-once: to every local instance (spouts take checkpoints, all commit).
+                Some(m @ (control::Msg::StartCheckpoint(_) | control::Msg::CheckpointCommitted(_))) => {
+                    let frame = control_frame(m);
+                    for out in s.routes.borrow().local.values() {
+                        out.push(&frame);
+                    }
+                }
                 Some(control::Msg::Status(st)) if !st.ok => return Err(format!("tmanager refused: {}", st.message)),
                 _ => {}
             }
         }
     };
+    let writer = Rc::clone(&stream);
+    let reports = async move {
+        loop {
+            let ready = s.upstream_ready.notified();
+            let next = s.upstream.borrow_mut().pop_front();
+            match next {
+                Some(frame) => {
+                    if let Err(e) = write_all(&writer, &frame).await {
+                        // Not sent: keep it for the next session.
+                        s.upstream.borrow_mut().push_front(frame);
+                        return format!("report to the tmanager failed: {e}");
+                    }
+                }
+                None => ready.await,
+            }
+        }
+    };
     tokio::select! {
-        e = heartbeats => Err(e),
+        () = heartbeats => Ok(()),
+        e = reports => Err(e),
         r = plans => r,
     }
 }

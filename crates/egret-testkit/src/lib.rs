@@ -25,10 +25,14 @@ pub struct TempHome(pub PathBuf);
 
 impl TempHome {
     pub fn new(prefix: &str) -> TempHome {
+        // The clock alone is not enough: two tests of one process may read the same time (a coarse clock), and then
+        // share a home and find each other's daemons.
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
-        let dir = std::env::temp_dir().join(format!("{prefix}-{}-{nanos}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("{prefix}-{}-{n}-{nanos}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("create the temp dir");
         TempHome(dir)
     }

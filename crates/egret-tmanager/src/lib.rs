@@ -15,6 +15,7 @@
 //! thread; the accept loop polls without blocking (every [`POLL_INTERVAL`]) so that it sees the shutdown flag, and
 //! at shutdown closes every connection it serves and joins their threads.
 
+mod checkpoints;
 mod metrics_store;
 
 pub use metrics_store::MetricsStore;
@@ -65,6 +66,8 @@ struct Tm {
     expected: Vec<String>,
     stmgrs: BTreeMap<String, Registered>,
     plan: Option<PhysicalPlan>,
+    /// Effectively-once only.
+    ckpt: Option<checkpoints::Checkpoints>,
 }
 
 struct Tmanager {
@@ -110,10 +113,9 @@ pub fn serve(
         .get_packing_plan(&name)?
         .ok_or_else(|| TmanagerError::Missing(name.clone(), "packing plan"))?;
     let expected: Vec<String> = packing.containers.iter().map(|c| format!("stmgr-{}", c.id)).collect();
-    let heartbeat_timeout = egret_proto::defn::from_definition(&topology)?
-        .topology
-        .config()
-        .stmgr_heartbeat_timeout()?;
+    let config = egret_proto::defn::from_definition(&topology)?.topology.config().clone();
+    let heartbeat_timeout = config.stmgr_heartbeat_timeout()?;
+    let ckpt = checkpoints::Checkpoints::new(&state, &name, &config, &packing)?;
     // A restarted tmanager keeps the activation state it had published.
     let mut topology = topology;
     if let Some(old) = state.get_physical_plan(&name)?.and_then(|p| p.topology) {
@@ -152,6 +154,7 @@ pub fn serve(
             expected,
             stmgrs: BTreeMap::new(),
             plan: None,
+            ckpt,
         }),
         metrics: Mutex::new(MetricsStore::default()),
     });
@@ -160,6 +163,24 @@ pub fn serve(
         max_connections: MAX_CONNECTIONS,
         poll: POLL_INTERVAL,
         keep_serving: &|| !shutdown.load(Ordering::Acquire),
+    };
+    // Effectively-once: the checkpoint timer.
+    let timer = {
+        let (tm, shutdown) = (Arc::clone(&tm), Arc::clone(&shutdown));
+        let has_checkpoints = tm.inner.lock().is_ok_and(|i| i.ckpt.is_some());
+        has_checkpoints
+            .then(|| {
+                std::thread::Builder::new().name("checkpoints".into()).spawn(move || {
+                    while !shutdown.load(Ordering::Acquire) {
+                        checkpoints::tick(&tm);
+                        let now = std::time::Instant::now();
+                        let wait =
+                            checkpoints::next_tick(&tm).map_or(POLL_INTERVAL, |at| at.saturating_duration_since(now));
+                        std::thread::sleep(wait.clamp(Duration::from_millis(1), POLL_INTERVAL));
+                    }
+                })
+            })
+            .transpose()?
     };
     let serving = Arc::clone(&tm);
     server.run(
@@ -176,6 +197,9 @@ pub fn serve(
             tracing::info!(topology = %name, "tmanager shutting down");
         },
     )?;
+    if let Some(t) = timer {
+        let _ = t.join();
+    }
     Ok(())
 }
 
@@ -212,13 +236,23 @@ fn serve_connection(tm: &Tmanager, stream: TcpStream) -> Result<(), FrameError> 
                 }
                 None => publish_if_complete(tm),
             }
-            // Heartbeats until the stmgr goes away or falls silent.
+            // Heartbeats (and, under effectively-once, the instances' checkpoint reports) until the stmgr goes away
+            // or falls silent.
             let result = loop {
                 match reader.read() {
+                    Ok(Frame::Control(control::Msg::InstanceStateStored(m))) => checkpoints::stored(tm, m),
+                    Ok(Frame::Control(control::Msg::RestoreFailed(m))) => checkpoints::restore_failed(tm, m),
+                    Ok(Frame::Control(control::Msg::InstanceLost(m))) => {
+                        checkpoints::lost(tm, &[m.task_id as u32], None)
+                    }
+                    Ok(Frame::Control(control::Msg::InstanceJoined(m))) => {
+                        checkpoints::joined(tm, &[m.task_id as u32], None)
+                    }
                     Ok(_) => {}
                     Err(e) => break e,
                 }
             };
+
             if missed_deadline(&result) {
                 // The stmgr's id stays in the message: the end-to-end tests look for "<id> declared dead".
                 tracing::warn!(
@@ -232,11 +266,17 @@ fn serve_connection(tm: &Tmanager, stream: TcpStream) -> Result<(), FrameError> 
             }
             // Like a disconnected stmgr: no plan is pushed to it until it registers again. Only this connection's
             // writer is cleared: the stmgr may have registered again on a new connection meanwhile.
+            let mut current = false;
             if let Ok(mut inner) = tm.inner.lock()
                 && let Some(s) = inner.stmgrs.get_mut(&id)
                 && s.writer.as_ref().is_some_and(|w| w.same(&tx))
             {
                 s.writer = None;
+                current = true;
+            }
+            if current {
+                // Its tasks are gone with it (effectively-once: no checkpoint until they are back).
+                checkpoints::lost(tm, &[], Some(&id));
             }
             Err(result)
         }
@@ -321,6 +361,8 @@ fn register(tm: &Tmanager, r: RegisterStmgr, writer: &mut FrameWriter) -> Result
     if rejoin {
         store_and_push(tm);
     }
+    // Its tasks are back: under effectively-once, every task rolls back once none is missing.
+    checkpoints::joined(tm, &[], Some(&id));
     Ok(Some(id))
 }
 
@@ -335,6 +377,7 @@ fn build_plan(inner: &Tm) -> PhysicalPlan {
         topology: Some(inner.topology.clone()),
         stmgrs: inner.stmgrs.values().map(|s| s.info.clone()).collect(),
         instances,
+        rollback: inner.ckpt.as_ref().map(|c| c.rollback_msg()),
     }
 }
 
@@ -352,28 +395,24 @@ fn publish_if_complete(tm: &Tmanager) {
             "every stmgr registered; publishing the physical plan"
         );
         inner.plan = Some(plan);
+        push_locked(tm, &inner);
     }
-    store_and_push(tm);
 }
 
+/// Stores the plan and queues it for every stmgr, under the lock: whatever is sent to the stmgrs after (a checkpoint
+/// of the plan's epoch) is queued after it.
 fn store_and_push(tm: &Tmanager) {
-    let (plan, writers) = {
-        let Ok(inner) = tm.inner.lock() else { return };
-        let Some(plan) = inner.plan.clone() else { return };
-        (
-            plan,
-            inner
-                .stmgrs
-                .values()
-                .filter_map(|s| s.writer.clone())
-                .collect::<Vec<_>>(),
-        )
-    };
+    let Ok(inner) = tm.inner.lock() else { return };
+    push_locked(tm, &inner);
+}
+
+pub(crate) fn push_locked(tm: &Tmanager, inner: &Tm) {
+    let Some(plan) = inner.plan.clone() else { return };
     if let Err(e) = tm.state.put_physical_plan(&tm.opts.topology, &plan) {
         tracing::error!(topology = %tm.opts.topology, error = %e, "cannot store the physical plan");
     }
     let frame = control_frame(control::Msg::PhysicalPlan(plan));
-    for w in writers {
+    for w in inner.stmgrs.values().filter_map(|s| s.writer.as_ref()) {
         let _ = w.send(frame.clone());
     }
 }

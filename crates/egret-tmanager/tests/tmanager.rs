@@ -485,3 +485,102 @@ fn shutdown_closes_every_connection_and_serve_returns() {
         other => panic!("a connection that sent nothing is still open: {other:?}"),
     }
 }
+
+impl Stmgr {
+    fn send(&self, msg: control::Msg) {
+        (&self.stream)
+            .write_all(&control_frame(msg))
+            .expect("the tmanager keeps the connection");
+    }
+
+    /// The next control message pushed to this stmgr that `pick` accepts (heartbeat-free: the tmanager sends none).
+    fn next<T>(&self, what: &str, mut pick: impl FnMut(control::Msg) -> Option<T>) -> T {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.events.recv_timeout(left) {
+                Ok(Event::Frame(Frame::Control(m))) => {
+                    if let Some(v) = pick(m) {
+                        return v;
+                    }
+                }
+                Ok(Event::Frame(_)) => {}
+                Ok(Event::Closed(_)) => panic!("{} was closed while waiting for {what}", self.id),
+                Err(e) => panic!("{} got no {what} within {DEADLINE:?}: {e}", self.id),
+            }
+        }
+    }
+
+    fn tasks(&self, tm: &Tmanager) -> Vec<i32> {
+        let container: i32 = self.id.trim_start_matches("stmgr-").parse().unwrap();
+        tm.instances_of(container).iter().map(|i| i.task_id).collect()
+    }
+}
+
+#[test]
+fn effectively_once_checkpoints_complete_when_every_task_stored_and_a_lost_task_rolls_everyone_back() {
+    use egret_proto::egret::{InstanceJoined, InstanceLost, InstanceStateStored, Rollback};
+    let tm = Tmanager::start(&[
+        (keys::RELIABILITY_MODE, "EFFECTIVELY_ONCE"),
+        (keys::STATEFUL_CHECKPOINT_INTERVAL_SECONDS, "0.1"),
+    ]);
+    let stmgrs = [tm.register(1), tm.register(2)];
+    for s in &stmgrs {
+        let plan = s.next_plan();
+        assert_eq!(
+            plan.rollback,
+            Some(Rollback {
+                epoch: 1,
+                checkpoint: 0
+            }),
+            "a clean start in epoch 1"
+        );
+    }
+    // Every stmgr is told to start the same checkpoint.
+    let start = |s: &Stmgr| {
+        s.next("a StartCheckpoint", |m| match m {
+            control::Msg::StartCheckpoint(c) => Some((c.epoch, c.checkpoint)),
+            _ => None,
+        })
+    };
+    let (epoch, checkpoint) = start(&stmgrs[0]);
+    assert_eq!(start(&stmgrs[1]), (epoch, checkpoint));
+    let store = |s: &Stmgr, epoch, checkpoint| {
+        for task_id in s.tasks(&tm) {
+            s.send(control::Msg::InstanceStateStored(InstanceStateStored {
+                task_id,
+                epoch,
+                checkpoint,
+                bytes: 10,
+            }));
+        }
+    };
+    store(&stmgrs[0], epoch, checkpoint);
+    store(&stmgrs[1], epoch, checkpoint);
+    for s in &stmgrs {
+        let committed = s.next("a CheckpointCommitted", |m| match m {
+            control::Msg::CheckpointCommitted(c) => Some(c.checkpoint),
+            _ => None,
+        });
+        assert_eq!(committed, checkpoint);
+    }
+    let record = tm.state.get_stateful_checkpoints(NAME).unwrap().unwrap();
+    assert_eq!((record.complete, record.epoch), (vec![checkpoint], 1));
+
+    // A task is lost: no rollback until it is back, then every stmgr gets a plan of a new epoch from the checkpoint.
+    let lost = stmgrs[1].tasks(&tm)[0];
+    stmgrs[1].send(control::Msg::InstanceLost(InstanceLost { task_id: lost }));
+    stmgrs[1].send(control::Msg::InstanceJoined(InstanceJoined { task_id: lost }));
+    for s in &stmgrs {
+        let plan = s.next("a plan of a new epoch", |m| match m {
+            control::Msg::PhysicalPlan(p) => Some(p),
+            _ => None,
+        });
+        assert_eq!(plan.rollback, Some(Rollback { epoch: 2, checkpoint }));
+    }
+    // Saves of the old epoch no longer count.
+    let (epoch2, next) = start(&stmgrs[0]);
+    assert_eq!(epoch2, 2);
+    assert!(next > checkpoint, "checkpoint ids only grow");
+    tm.stop();
+}

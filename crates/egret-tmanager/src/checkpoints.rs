@@ -1,0 +1,292 @@
+//! Effectively-once in the tmanager: it runs the checkpoint [`Coordinator`] (the same I/O-free one the simulator
+//! runs) over the stmgrs. See `docs/checkpoints.md`.
+//!
+//! - **Checkpoints.** A timer thread starts one every interval (`StartCheckpoint` to every stmgr, which hands it to
+//!   its instances; spouts take it). Each instance writes its state to the store and reports
+//!   `InstanceStateStored` through its stmgr; when every task has, the checkpoint is complete: recorded in the
+//!   state manager (`StatefulCheckpoints`: the kept ones and the last epoch, so that a restarted tmanager goes on from
+//!   there), the ones no longer kept are deleted from the store, and `CheckpointCommitted` goes to every instance.
+//! - **Rollback.** The plan carries the rollback every task must be in (`PhysicalPlan.rollback`: epoch and
+//!   checkpoint). When a task or a stmgr is lost, the checkpoint under way is given up and none is started or
+//!   completed until the topology is whole again (a task's state taken while a peer was missing could miss tuples
+//!   sent to it); when the last lost task is back, a new epoch restores the newest complete checkpoint everywhere.
+//!   A task that cannot restore reports `RestoreFailed`: if its state for that checkpoint does not read back from the
+//!   store (checked here), the coordinator falls back to the next older complete checkpoint; otherwise it simply
+//!   rolls back again.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
+
+use egret_api::{CheckpointId, Config, ReliabilityMode, TaskId};
+use egret_checkpoint::{CheckpointStore, LocalStore};
+use egret_proto::egret::{
+    CheckpointCommitted, InstanceStateStored, PackingPlan, RestoreFailed, Rollback as RollbackMsg, StartCheckpoint,
+    StatefulCheckpoints, control,
+};
+use egret_runtime::coordinator::{Coordinator, Rollback};
+use egret_statemgr::LocalStateManager;
+use egret_transport::control_frame;
+
+use crate::{Tmanager, TmanagerError, push_locked};
+
+pub(crate) struct Checkpoints {
+    coordinator: Coordinator,
+    store: LocalStore,
+    current: Rollback,
+    /// Tasks lost and not registered again.
+    missing: BTreeSet<u32>,
+    /// Each stmgr's tasks (from the packing plan): a lost stmgr takes them with it.
+    tasks_of: BTreeMap<String, Vec<u32>>,
+    /// A rollback found no complete checkpoint it could read back: nothing more is restored or checkpointed.
+    halted: bool,
+}
+
+impl Checkpoints {
+    /// The coordinator of an effectively-once topology (`None` under other modes), and the first rollback: the newest
+    /// complete checkpoint the state manager records (a restarted tmanager or `egret restart`), or a clean start (a
+    /// new submit, or `topology.stateful.start.clean`).
+    pub(crate) fn new(
+        state: &LocalStateManager,
+        name: &str,
+        config: &Config,
+        packing: &PackingPlan,
+    ) -> Result<Option<Checkpoints>, TmanagerError> {
+        if config.reliability_mode()? != ReliabilityMode::EffectivelyOnce {
+            return Ok(None);
+        }
+        let store = LocalStore::new(state.checkpoints_dir(name)?);
+        let known = store.checkpoints().unwrap_or_else(|e| {
+            tracing::error!(error = %e, store = %store.describe(), "cannot list the checkpoint store");
+            Vec::new()
+        });
+        let record = state.get_stateful_checkpoints(name)?.unwrap_or_default();
+        let complete: Vec<CheckpointId> = record.complete.iter().map(|&c| CheckpointId(c)).collect();
+        let mut tasks_of: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+        for c in &packing.containers {
+            let tasks = c.instances.iter().map(|i| i.task_id as u32).collect();
+            tasks_of.insert(format!("stmgr-{}", c.id), tasks);
+        }
+        let now = Instant::now();
+        let mut coordinator = Coordinator::new(
+            tasks_of.values().flatten().map(|&t| TaskId(t)),
+            config.checkpoint_interval()?,
+            config.checkpoints_kept()?,
+            complete,
+            known.last().map_or(0, |c| c.0),
+            record.epoch,
+            now,
+        );
+        let clean = config.stateful_start_clean()?;
+        // Without an explicit checkpoint, `start` cannot fail.
+        let current = coordinator.start(clean, None, now).unwrap_or(Rollback {
+            epoch: record.epoch + 1,
+            checkpoint: None,
+        });
+        tracing::info!(
+            topology = %name,
+            epoch = current.epoch,
+            checkpoint = ?current.checkpoint.map(|c| c.0),
+            store = %store.describe(),
+            "effectively-once: starting from {}",
+            current.checkpoint.map_or("a clean state".to_string(), |c| format!("checkpoint {c}"))
+        );
+        let c = Checkpoints {
+            coordinator,
+            store,
+            current,
+            missing: BTreeSet::new(),
+            tasks_of,
+            halted: false,
+        };
+        c.record(state, name);
+        Ok(Some(c))
+    }
+
+    /// What the plan says every task must be in.
+    pub(crate) fn rollback_msg(&self) -> RollbackMsg {
+        RollbackMsg {
+            epoch: self.current.epoch,
+            checkpoint: self.current.checkpoint.map_or(0, |c| c.0),
+        }
+    }
+
+    fn record(&self, state: &LocalStateManager, name: &str) {
+        let record = StatefulCheckpoints {
+            complete: self.coordinator.complete().iter().map(|c| c.0).collect(),
+            epoch: self.coordinator.epoch(),
+        };
+        if let Err(e) = state.put_stateful_checkpoints(name, &record) {
+            tracing::error!(error = %e, "cannot record the complete checkpoints");
+        }
+    }
+
+    fn can_checkpoint(&self) -> bool {
+        self.missing.is_empty() && !self.halted
+    }
+}
+
+/// Runs `f` on the checkpoints of an effectively-once topology, if the tmanager has them.
+fn with<T>(tm: &Tmanager, f: impl FnOnce(&mut Checkpoints, bool) -> Option<T>) -> Option<T> {
+    let mut inner = tm.inner.lock().ok()?;
+    let published = inner.plan.is_some();
+    f(inner.ckpt.as_mut()?, published)
+}
+
+/// Queues `msg` for every registered stmgr (under the lock, so in order with the plans).
+fn broadcast(tm: &Tmanager, msg: control::Msg) {
+    let Ok(inner) = tm.inner.lock() else { return };
+    let frame = control_frame(msg);
+    for w in inner.stmgrs.values().filter_map(|s| s.writer.as_ref()) {
+        let _ = w.send(frame.clone());
+    }
+}
+
+/// Puts `rollback` in the plan, records the epoch and pushes the plan to every stmgr.
+fn push_rollback(tm: &Tmanager, rollback: Rollback, why: &str) {
+    {
+        let Ok(mut inner) = tm.inner.lock() else { return };
+        let Some(c) = inner.ckpt.as_mut() else { return };
+        c.current = rollback;
+        c.record(&tm.state, &tm.opts.topology);
+        let msg = c.rollback_msg();
+        if let Some(plan) = inner.plan.as_mut() {
+            plan.rollback = Some(msg);
+        }
+        // Under the lock: a checkpoint of the new epoch is queued after the plan that opens it.
+        push_locked(tm, &inner);
+    }
+    tracing::warn!(
+        topology = %tm.opts.topology,
+        epoch = rollback.epoch,
+        checkpoint = ?rollback.checkpoint.map(|c| c.0),
+        "rolling every task back to {} ({why})",
+        rollback.checkpoint.map_or("a clean state".to_string(), |c| format!("checkpoint {c}"))
+    );
+}
+
+/// The timer: starts a checkpoint when one is due and the topology is whole.
+pub(crate) fn tick(tm: &Tmanager) {
+    let start = with(tm, |c, published| {
+        if !published || !c.can_checkpoint() {
+            return None;
+        }
+        c.coordinator.poll(Instant::now())
+    });
+    if let Some((epoch, checkpoint)) = start {
+        tracing::debug!(epoch, checkpoint = checkpoint.0, "starting a checkpoint");
+        broadcast(
+            tm,
+            control::Msg::StartCheckpoint(StartCheckpoint {
+                epoch,
+                checkpoint: checkpoint.0,
+            }),
+        );
+    }
+}
+
+/// When the timer should look again.
+pub(crate) fn next_tick(tm: &Tmanager) -> Option<Instant> {
+    with(tm, |c, _| Some(c.coordinator.next_start()))
+}
+
+pub(crate) fn stored(tm: &Tmanager, m: InstanceStateStored) {
+    let done = with(tm, |c, _| {
+        if !c.can_checkpoint() {
+            return None;
+        }
+        let task = TaskId(u32::try_from(m.task_id).ok()?);
+        let done = c
+            .coordinator
+            .saved(task, m.epoch, CheckpointId(m.checkpoint), m.bytes, Instant::now())?;
+        c.record(&tm.state, &tm.opts.topology);
+        Some((done, c.store.clone()))
+    });
+    let Some((done, store)) = done else { return };
+    tracing::info!(
+        topology = %tm.opts.topology,
+        checkpoint = done.checkpoint.0,
+        duration_ms = done.duration.as_millis() as u64,
+        bytes = done.bytes,
+        "checkpoint {} complete",
+        done.checkpoint
+    );
+    broadcast(
+        tm,
+        control::Msg::CheckpointCommitted(CheckpointCommitted {
+            checkpoint: done.checkpoint.0,
+        }),
+    );
+    for old in done.expired {
+        if let Err(e) = store.delete(old) {
+            tracing::warn!(checkpoint = old.0, error = %e, "cannot delete an expired checkpoint");
+        }
+    }
+}
+
+/// A task or a stmgr (`stmgr`: all its tasks) is gone.
+pub(crate) fn lost(tm: &Tmanager, tasks: &[u32], stmgr: Option<&str>) {
+    let stopping = tm.stopping.load(std::sync::atomic::Ordering::Relaxed);
+    with(tm, |c, _| {
+        if stopping {
+            return None;
+        }
+        let mut gone: Vec<u32> = tasks.to_vec();
+        if let Some(id) = stmgr {
+            gone.extend(c.tasks_of.get(id).into_iter().flatten());
+        }
+        c.missing.extend(gone.iter().copied());
+        c.coordinator.give_up();
+        tracing::warn!(tasks = ?gone, "effectively-once: tasks lost; no checkpoint until they are back, then a rollback");
+        Some(())
+    });
+}
+
+/// Tasks (`stmgr`: all of a re-registered stmgr's) are back: when none is missing any more, every task rolls back.
+pub(crate) fn joined(tm: &Tmanager, tasks: &[u32], stmgr: Option<&str>) {
+    let rollback = with(tm, |c, published| {
+        if c.missing.is_empty() || c.halted {
+            return None;
+        }
+        for t in tasks {
+            c.missing.remove(t);
+        }
+        if let Some(id) = stmgr {
+            for t in c.tasks_of.get(id).into_iter().flatten() {
+                c.missing.remove(t);
+            }
+        }
+        if !c.missing.is_empty() || !published {
+            return None;
+        }
+        Some(c.coordinator.rollback(Instant::now()))
+    });
+    if let Some(r) = rollback {
+        push_rollback(tm, r, "the topology is whole again after a loss");
+    }
+}
+
+pub(crate) fn restore_failed(tm: &Tmanager, m: RestoreFailed) {
+    let rollback = with(tm, |c, _| {
+        if m.epoch != c.current.epoch || c.halted {
+            return None; // about an older rollback, already superseded
+        }
+        tracing::error!(task = m.task_id, epoch = m.epoch, checkpoint = m.checkpoint, error = %m.error, "a task could not restore");
+        let now = Instant::now();
+        let task = TaskId(u32::try_from(m.task_id).ok()?);
+        let unreadable = m.checkpoint != 0 && c.store.load(CheckpointId(m.checkpoint), task).is_err();
+        if !unreadable {
+            return Some(c.coordinator.rollback(now));
+        }
+        match c.coordinator.restore_failed(CheckpointId(m.checkpoint), now) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                c.halted = true;
+                tracing::error!(topology = %tm.opts.topology, error = %e, "effectively-once halted: no checkpoint to restore");
+                None
+            }
+        }
+    });
+    if let Some(r) = rollback {
+        push_rollback(tm, r, "a task could not restore");
+    }
+}

@@ -1,0 +1,170 @@
+//! Effectively-once on the local cluster: the stateful word count over a finite, replayable input (200 000 sentences,
+//! 1.1 million words) in 2 containers, while processes of every kind are killed with SIGKILL at random moments. When
+//! the input is exhausted the counts the counters hold equal the input's exact counts; the same run under
+//! at-least-once counts words twice.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+use egret_examples::reliable_word_count::{expected_counts, sentences};
+
+const SENTENCES: usize = 200_000;
+const SEED: u64 = 7;
+
+/// The counts the counter tasks last wrote (`count-<task>.txt`), summed.
+fn counts(out: &Path) -> BTreeMap<String, u64> {
+    let mut all = BTreeMap::new();
+    for p in walk(out) {
+        let name = p.file_name().and_then(|f| f.to_str()).unwrap_or_default();
+        if !(name.starts_with("count-") && name.ends_with(".txt")) {
+            continue;
+        }
+        for line in std::fs::read_to_string(&p).unwrap_or_default().lines() {
+            if let Some((w, n)) = line.split_once(' ')
+                && let Ok(n) = n.parse::<u64>()
+            {
+                *all.entry(w.to_string()).or_default() += n;
+            }
+        }
+    }
+    all
+}
+
+fn total(c: &BTreeMap<String, u64>) -> u64 {
+    c.values().sum()
+}
+
+/// Running processes whose names contain one of `kinds`: (pid, name).
+fn victims(c: &Cluster, topology: &str, kinds: &[&str]) -> Vec<(i32, String)> {
+    let e = c.explain(topology);
+    e["processes"]
+        .as_array()
+        .map(|ps| {
+            ps.iter()
+                .filter(|p| p["state"] == "running")
+                .filter_map(|p| Some((p["pid"].as_i64()? as i32, p["name"].as_str()?.to_string())))
+                .filter(|(_, name)| kinds.iter().any(|k| name.contains(k)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Waits until the counters' total reaches `want` and stays unchanged for two seconds; returns the counts.
+fn settled(out: &Path, want: u64, limit: Duration) -> BTreeMap<String, u64> {
+    let deadline = Instant::now() + limit;
+    let mut last = (BTreeMap::new(), Instant::now());
+    loop {
+        let now = counts(out);
+        if now != last.0 {
+            last = (now, Instant::now());
+        } else if total(&last.0) >= want && last.1.elapsed() > Duration::from_secs(2) {
+            return last.0;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the counts did not settle at {want} words within {limit:?}: {} counted",
+            total(&last.0)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn submit(c: &Cluster, out: &Path, sentences: usize, extra: &[&str]) {
+    let bin = env!("CARGO_BIN_EXE_stateful-check");
+    let out = out.display().to_string();
+    let sentences = sentences.to_string();
+    let seed = SEED.to_string();
+    let mut args = vec![
+        "submit",
+        "local",
+        bin,
+        "--out",
+        &out,
+        "--sentences",
+        &sentences,
+        "--seed",
+        &seed,
+    ];
+    args.extend_from_slice(extra);
+    c.ok(&args);
+}
+
+#[test]
+fn effectively_once_counts_exactly_while_processes_are_killed() {
+    let expected = expected_counts(&sentences(SENTENCES, SEED));
+    let words = total(&expected);
+    let c = Cluster::new();
+    let out = c.home.join("out");
+    submit(&c, &out, SENTENCES, &[]);
+    let t = "stateful-word-count";
+    let mut rng = egret_examples::SplitMix(egret_testkit_seed());
+    let kinds = ["instance", "stmgr", "tmanager"];
+    let mut killed = Vec::new();
+    // Ten kills over the run (about 25 s of input at the default rate), one every 1 to 2.5 s.
+    while killed.len() < 10 {
+        std::thread::sleep(Duration::from_millis(1000 + rng.below(1500) as u64));
+        let candidates = victims(&c, t, &kinds);
+        if candidates.is_empty() {
+            continue;
+        }
+        let (pid, name) = candidates[rng.below(candidates.len())].clone();
+        // SAFETY: SIGKILL to a process of this test's own topology.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        eprintln!("killed {name} (pid {pid}) with {} words counted", total(&counts(&out)));
+        killed.push(name);
+    }
+    let got = settled(&out, words, Duration::from_secs(150));
+    if got != expected {
+        c.print_logs();
+    }
+    let diff: Vec<_> = expected
+        .iter()
+        .filter(|(w, n)| got.get(*w) != Some(n))
+        .take(5)
+        .map(|(w, n)| format!("{w}: {n} expected, {:?} counted", got.get(w)))
+        .collect();
+    assert!(diff.is_empty(), "after killing {killed:?}: {diff:?}");
+    assert_eq!(total(&got), words);
+}
+
+#[test]
+fn at_least_once_over_counts_where_effectively_once_is_exact() {
+    let expected = expected_counts(&sentences(SENTENCES / 4, SEED));
+    let words = total(&expected);
+    let c = Cluster::new();
+    let out = c.home.join("out");
+    submit(&c, &out, SENTENCES / 4, &["--at-least-once"]);
+    let t = "stateful-word-count";
+    wait_for("some words counted", || {
+        (total(&counts(&out)) > words / 4).then_some(())
+    });
+    // A spout task that restarts has no saved position: it emits its share again from the start.
+    let (pid, name) = victims(&c, t, &["sentence"])[0].clone();
+    // SAFETY: SIGKILL to a process of this test's own topology.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    eprintln!("killed {name}");
+    let got = settled(&out, words, Duration::from_secs(90));
+    assert!(
+        total(&got) > words,
+        "at-least-once replays count twice: {} of {words}",
+        total(&got)
+    );
+}
+
+/// A seed for the kill schedule, printed so that a failure can be replayed with `EGRET_TEST_SEED`.
+fn egret_testkit_seed() -> u64 {
+    let seed = std::env::var("EGRET_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        });
+    eprintln!("seed {seed} (replay with EGRET_TEST_SEED={seed})");
+    seed
+}
