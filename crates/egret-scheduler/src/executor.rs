@@ -1,5 +1,6 @@
-//! The executor of one container: starts its processes, restarts any that exits (back-off 0.5 s doubling to 30 s,
-//! reset after a minute of good health), and records what runs in the state manager for `egret explain`.
+//! The executor of one container: starts its processes, restarts any that exits (at once, then a back-off of 0.5 s
+//! doubling to 30 s while it keeps exiting, reset after 10 s of good health), and records what runs in the state
+//! manager for `egret explain`.
 //! It is started as the leader of its own process group, so the scheduler stops the container by signalling the
 //! group: the executor and every child go together.
 //!
