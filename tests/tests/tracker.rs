@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -12,31 +11,6 @@ use common::*;
 use serde_json::Value;
 
 const TOPOLOGY: &str = "grouping-check";
-
-impl Tracker {
-    /// GET `path`; the status and the JSON body.
-    fn get(&self, path: &str) -> (u16, Value) {
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).expect("connecting to the tracker");
-        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
-        let mut raw = String::new();
-        s.read_to_string(&mut raw).expect("reading the tracker's answer");
-        let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP response");
-        let status = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .expect("a status code");
-        let json = serde_json::from_str(body).unwrap_or_else(|e| panic!("GET {path}: body is not JSON ({e}): {body}"));
-        (status, json)
-    }
-
-    fn ok(&self, path: &str) -> Value {
-        let (status, body) = self.get(path);
-        assert_eq!(status, 200, "GET {path}: {body}");
-        body
-    }
-}
 
 fn api(rest: &str) -> String {
     format!("/api/v1/topologies/local/{TOPOLOGY}{rest}")

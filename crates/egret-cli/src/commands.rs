@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Args;
-use egret_checkpoint::{CheckpointStore, LocalStore};
 use egret_proto::egret::{Location, SetActive, control};
 use egret_scheduler::local::{LocalScheduler, alive};
 use egret_scheduler::package_dir;
@@ -24,6 +23,15 @@ pub fn check_cluster(cluster: &str) -> anyhow::Result<()> {
 pub struct TopologyArgs {
     cluster: String,
     topology: String,
+}
+
+#[derive(Args)]
+pub struct CheckpointsArgs {
+    cluster: String,
+    topology: String,
+    /// Print JSON (what the tracker's /checkpoints serves).
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -246,41 +254,42 @@ pub fn list(home: &Path, a: ListArgs) -> anyhow::Result<()> {
 }
 
 /// `egret checkpoints <cluster> <topology>`: the checkpoints kept in the topology's store (also after `egret kill`,
-/// for `egret submit --restore-checkpoint`), and which of them the running topology records as complete.
-pub fn checkpoints(home: &Path, a: TopologyArgs) -> anyhow::Result<()> {
+/// for `egret submit --restore-checkpoint`), and which of them the running topology records as complete. The data
+/// is the tracker's (`egret_tracker::explain::checkpoints`).
+pub fn checkpoints(home: &Path, a: CheckpointsArgs) -> anyhow::Result<()> {
     check_cluster(&a.cluster)?;
     let state = LocalStateManager::new(home, &a.cluster)?;
-    let store = LocalStore::new(state.checkpoints_dir(&a.topology)?);
-    let kept = store.checkpoints()?;
-    let record = state.get_stateful_checkpoints(&a.topology)?;
-    println!("checkpoints of {} in {}", a.topology, store.describe());
-    match &record {
-        Some(r) => println!("running in rollback epoch {}", r.epoch),
+    let c = egret_tracker::explain::checkpoints(&state, &a.topology)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&c)?);
+        return Ok(());
+    }
+    println!(
+        "checkpoints of {} in {}",
+        a.topology,
+        c["store"].as_str().unwrap_or_default()
+    );
+    match c["epoch"].as_u64() {
+        Some(e) => println!("running in rollback epoch {e}"),
         None => println!("not running (or not effectively-once): no checkpoint is recorded as complete"),
     }
+    let kept = c["kept"].as_array().cloned().unwrap_or_default();
     if kept.is_empty() {
         println!("none kept");
         return Ok(());
     }
     println!("{:>20} {:>9} {:>6} {:>12}", "CHECKPOINT", "COMPLETE", "TASKS", "BYTES");
-    for id in kept {
-        let dir = store.blob_path(id, egret_api::TaskId(1));
-        let (mut tasks, mut bytes) = (0, 0);
-        if let Some(entries) = dir.parent().and_then(|d| std::fs::read_dir(d).ok()) {
-            for e in entries.flatten() {
-                if e.file_name().to_string_lossy().ends_with(".ckpt") {
-                    tasks += 1;
-                    bytes += e.metadata().map_or(0, |m| m.len());
-                }
-            }
-        }
-        let complete = record.as_ref().is_some_and(|r| r.complete.contains(&id.0));
+    for k in kept {
         println!(
             "{:>20} {:>9} {:>6} {:>12}",
-            id.0,
-            if complete { "yes" } else { "-" },
-            tasks,
-            bytes
+            k["id"].as_u64().unwrap_or(0),
+            if k["complete"].as_bool() == Some(true) {
+                "yes"
+            } else {
+                "-"
+            },
+            k["tasks"].as_u64().unwrap_or(0),
+            k["bytes"].as_u64().unwrap_or(0)
         );
     }
     Ok(())

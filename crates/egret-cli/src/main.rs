@@ -51,7 +51,7 @@ enum Command {
     /// Show a topology's logical plan, packing plan, physical plan and processes.
     Explain(commands::ExplainArgs),
     /// List an effectively-once topology's kept checkpoints (also after kill, for submit --restore-checkpoint).
-    Checkpoints(commands::TopologyArgs),
+    Checkpoints(commands::CheckpointsArgs),
     /// Serve the tracker: a JSON REST API (under /api/v1) over the cluster's topologies, metrics and logs.
     Tracker(commands::TrackerArgs),
     /// Print (or write) a Prometheus scrape configuration for the metrics managers of the running topologies.

@@ -244,11 +244,12 @@ impl Emitter {
         }
     }
 
-    /// Enters rollback epoch `epoch`: every unsent batch (of the old epoch) is dropped, alignment starts afresh.
+    /// Enters rollback epoch `epoch`: every unsent batch (of the old epoch) is dropped, alignment starts afresh. The
+    /// task is not ready until its component has its state and is open ([`Emitter::restored`]).
     fn enter_epoch(&mut self, epoch: u32) {
         let Some(ck) = &mut self.ckpt else { return };
         ck.epoch = epoch;
-        ck.ready = true;
+        ck.ready = false;
         ck.aligner.reset();
         ck.snapshots.clear();
         self.outbox.clear();
@@ -258,6 +259,12 @@ impl Emitter {
 
     fn ready(&self) -> bool {
         self.ckpt.as_ref().is_none_or(|c| c.ready)
+    }
+
+    fn restored(&mut self) {
+        if let Some(ck) = &mut self.ckpt {
+            ck.ready = true;
+        }
     }
 
     fn error(&mut self, e: &dyn std::error::Error) {
@@ -586,10 +593,6 @@ impl SpoutTask {
             self.opened = false;
         }
         self.em.enter_epoch(epoch);
-        // Not ready until the component has its state and is open.
-        if let Some(ck) = &mut self.em.ckpt {
-            ck.ready = false;
-        }
         let start_err = |error| TaskError::Start {
             task: self.em.task,
             component: self.em.component.clone(),
@@ -601,9 +604,7 @@ impl SpoutTask {
         self.open_component()?;
         // `open` is followed by `activate` when the topology is active: the driver's next `set_active` does it.
         self.active = false;
-        if let Some(ck) = &mut self.em.ckpt {
-            ck.ready = true;
-        }
+        self.em.restored();
         Ok(())
     }
 
@@ -875,9 +876,6 @@ impl BoltTask {
             self.prepared = false;
         }
         self.em.enter_epoch(epoch);
-        if let Some(ck) = &mut self.em.ckpt {
-            ck.ready = false;
-        }
         if let Some(s) = self.bolt.stateful() {
             s.init_state(state).map_err(|error| TaskError::Start {
                 task: self.em.task,
@@ -886,9 +884,7 @@ impl BoltTask {
             })?;
         }
         self.prepare_component()?;
-        if let Some(ck) = &mut self.em.ckpt {
-            ck.ready = true;
-        }
+        self.em.restored();
         Ok(())
     }
 

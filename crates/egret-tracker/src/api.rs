@@ -24,6 +24,7 @@ pub(crate) const BACKPRESSURE: &str = "/api/v1/topologies/{cluster}/{name}/backp
 pub(crate) const LOGS: &str = "/api/v1/topologies/{cluster}/{name}/logs/{process}";
 pub(crate) const TIMESERIES: &str = "/api/v1/topologies/{cluster}/{name}/timeseries";
 pub(crate) const EXCEPTIONS: &str = "/api/v1/topologies/{cluster}/{name}/exceptions";
+pub(crate) const CHECKPOINTS: &str = "/api/v1/topologies/{cluster}/{name}/checkpoints";
 pub(crate) const OPENAPI: &str = "/api/v1/openapi.json";
 
 /// The component the stmgrs publish their own series under (their task is their container).
@@ -45,6 +46,7 @@ pub fn router(opts: Opts) -> Router {
         .route(LOGS, get(log_page))
         .route(TIMESERIES, get(timeseries))
         .route(EXCEPTIONS, get(exceptions))
+        .route(CHECKPOINTS, get(checkpoints))
         .route(OPENAPI, get(openapi))
         .merge(crate::ui::routes())
         .fallback(not_found)
@@ -234,6 +236,35 @@ async fn metrics(
     .await
 }
 
+/// The checkpoint series the instances publish (effectively-once), per instance.
+fn is_checkpoint_metric(name: &str) -> bool {
+    name.starts_with("checkpoint") || name == "dropped_stale_count"
+}
+
+async fn checkpoints(State(opts): State<Opts>, Path((cluster, name)): Path<(String, String)>) -> Response {
+    blocking(move || {
+        let state = crate::explain::existing(&opts.egret_home, &cluster, &name)?;
+        let mut out = crate::explain::checkpoints(&state, &name)?;
+        // Per instance, what it last published; a topology whose metrics managers do not answer still shows the
+        // store and the record.
+        let mut instances: BTreeMap<(String, i64), serde_json::Map<String, Value>> = BTreeMap::new();
+        if let Ok((_, samples)) = scrape_topology(&opts, &cluster, &name) {
+            for s in samples.iter().filter(|s| is_checkpoint_metric(&s.name)) {
+                instances
+                    .entry((s.component.clone(), s.task))
+                    .or_default()
+                    .insert(s.name.clone(), json!(s.value));
+            }
+        }
+        out["instances"] = instances
+            .into_iter()
+            .map(|((component, task), metrics)| json!({"component": component, "task": task, "metrics": metrics}))
+            .collect();
+        Ok(out)
+    })
+    .await
+}
+
 fn is_back_pressure(name: &str) -> bool {
     name.starts_with("time_spent_back_pressure") || name == "back_pressure_active"
 }
@@ -397,6 +428,7 @@ mod tests {
             LOGS,
             TIMESERIES,
             EXCEPTIONS,
+            CHECKPOINTS,
             OPENAPI,
         ];
         routes.sort();

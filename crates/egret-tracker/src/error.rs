@@ -36,6 +36,8 @@ pub enum TrackerError {
     Scrape { topology: String, failures: String },
     #[error("cannot query the tmanager of topology {topology}: {reason}")]
     Tmanager { topology: String, reason: String },
+    #[error("the checkpoint store of topology {topology}: {reason}")]
+    Checkpoints { topology: String, reason: String },
     #[error("the blocking worker of a request failed: {0}")]
     Worker(String),
     #[error("cannot serve the tracker: {0}")]

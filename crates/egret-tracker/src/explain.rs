@@ -4,6 +4,8 @@
 
 use std::path::Path;
 
+use egret_api::TaskId;
+use egret_checkpoint::{CheckpointStore, LocalStore};
 use egret_proto::api::TopologyState;
 use egret_scheduler::local::alive;
 use egret_scheduler::log_dir;
@@ -63,6 +65,43 @@ pub fn list(state: &LocalStateManager) -> Result<Vec<Value>, TrackerError> {
         }));
     }
     Ok(rows)
+}
+
+/// An effectively-once topology's checkpoints, what `egret checkpoints --json` prints and the tracker serves: the
+/// store's directory, the rollback epoch and the complete checkpoints the tmanager recorded (none once the topology is
+/// killed), and every checkpoint the store keeps with its task count and size (kept after kill, for
+/// `egret submit --restore-checkpoint`).
+pub fn checkpoints(state: &LocalStateManager, name: &str) -> Result<Value, TrackerError> {
+    let store = LocalStore::new(state.checkpoints_dir(name)?);
+    let record = state.get_stateful_checkpoints(name)?;
+    let kept = store.checkpoints().map_err(|e| TrackerError::Checkpoints {
+        topology: name.to_string(),
+        reason: e.to_string(),
+    })?;
+    let kept: Vec<Value> = kept
+        .into_iter()
+        .map(|id| {
+            let (mut tasks, mut bytes) = (0u64, 0u64);
+            let dir = store.blob_path(id, TaskId(1));
+            if let Some(entries) = dir.parent().and_then(|d| std::fs::read_dir(d).ok()) {
+                for e in entries.flatten() {
+                    if e.file_name().to_string_lossy().ends_with(".ckpt") {
+                        tasks += 1;
+                        bytes += e.metadata().map_or(0, |m| m.len());
+                    }
+                }
+            }
+            let complete = record.as_ref().is_some_and(|r| r.complete.contains(&id.0));
+            json!({"id": id.0, "complete": complete, "tasks": tasks, "bytes": bytes})
+        })
+        .collect();
+    Ok(json!({
+        "topology": name,
+        "store": store.dir().display().to_string(),
+        "epoch": record.as_ref().map(|r| r.epoch),
+        "complete": record.map(|r| r.complete).unwrap_or_default(),
+        "kept": kept,
+    }))
 }
 
 /// The explain data of one topology: what `egret explain --json` prints.

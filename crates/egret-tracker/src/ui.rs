@@ -378,8 +378,40 @@ fn topology_page(opts: &Opts, cluster: &str, name: &str) -> Result<String, Track
             seg(n),
         );
     }
-    body.push_str("</tbody></table></section></main></body>");
+    body.push_str("</tbody></table></section>");
+    checkpoints_section(&state, name, &api, &mut body);
+    body.push_str("</main></body>");
     Ok(page(name, &body, &format!("<script>{TOPOLOGY_JS}</script>")))
+}
+
+/// Effectively-once: the rollback epoch and the checkpoints the store keeps (nothing for other topologies).
+fn checkpoints_section(state: &egret_statemgr::LocalStateManager, name: &str, api: &str, body: &mut String) {
+    let Ok(c) = crate::explain::checkpoints(state, name) else {
+        return;
+    };
+    let Some(epoch) = c["epoch"].as_u64() else { return };
+    let _ = write!(
+        body,
+        "<section><h2>Checkpoints</h2><p>rollback epoch <span class=\"big\">{epoch}</span> · store <code>{}</code> · \
+         <a href=\"{api}/checkpoints\">json</a></p><table id=\"checkpoints\"><thead><tr><th>checkpoint</th>\
+         <th>complete</th><th>tasks</th><th>bytes</th></tr></thead><tbody>",
+        esc(c["store"].as_str().unwrap_or_default()),
+    );
+    for k in c["kept"].as_array().into_iter().flatten().rev() {
+        let _ = write!(
+            body,
+            "<tr><td class=\"num\">{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
+            k["id"].as_u64().unwrap_or(0),
+            if k["complete"].as_bool() == Some(true) {
+                "yes"
+            } else {
+                "—"
+            },
+            k["tasks"].as_u64().unwrap_or(0),
+            k["bytes"].as_u64().unwrap_or(0),
+        );
+    }
+    body.push_str("</tbody></table></section>");
 }
 
 async fn topology(State(opts): State<Opts>, Path((cluster, name)): Path<(String, String)>) -> Response {

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -319,6 +320,31 @@ impl Drop for Tracker {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+impl Tracker {
+    /// GET `path`; the status and the JSON body.
+    pub fn get(&self, path: &str) -> (u16, Value) {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).expect("connecting to the tracker");
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+        let mut raw = String::new();
+        s.read_to_string(&mut raw).expect("reading the tracker's answer");
+        let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP response");
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .expect("a status code");
+        let json = serde_json::from_str(body).unwrap_or_else(|e| panic!("GET {path}: body is not JSON ({e}): {body}"));
+        (status, json)
+    }
+
+    pub fn ok(&self, path: &str) -> Value {
+        let (status, body) = self.get(path);
+        assert_eq!(status, 200, "GET {path}: {body}");
+        body
     }
 }
 
