@@ -7,28 +7,25 @@
 //! The topology: `source` (2 tasks, a spout whose state is how many numbers it emitted) feeds `count` (1 task, a
 //! bolt whose state is how many tuples it executed). Every wait ends by `DEADLINE`.
 
-use std::io::Write;
-use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::mpsc;
-use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+mod common;
 
+use std::net::TcpStream;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use common::*;
 use egret_api::value::Encoder;
 use egret_api::{
     Bolt, BoltCollector, CheckpointId, OutputDeclarer, ReliabilityMode, Spout, SpoutCollector, Stateful, StreamIndex,
     TaskId, Topology, TopologyBuilder, Tuple, UserError, keys,
 };
 use egret_checkpoint::{CheckpointStore, LocalStore};
-use egret_instance::{InstanceEnv, InstanceError};
-use egret_proto::egret::{
-    InstanceStateStored, Location, PhysicalPlan, RestoreFailed, Rollback, StartCheckpoint, Status, control,
-};
+use egret_instance::InstanceError;
+use egret_proto::egret::{InstanceStateStored, RestoreFailed, Rollback, StartCheckpoint, control};
 use egret_runtime::batch::{BatchBuilder, BatchReader, Record};
-use egret_testkit::{CLUSTER, InProcessMetricsmgr, TempHome, store_topology};
-use egret_transport::{Frame, control_frame, data_frame, read_frame};
+use egret_transport::{Frame, control_frame, data_frame};
 
-/// Every wait in this test ends by then.
-const DEADLINE: Duration = Duration::from_secs(10);
 const NAME: &str = "effectively-once";
 /// How many numbers each `source` task emits before it runs dry.
 const SOURCE_LIMIT: u64 = 200;
@@ -132,11 +129,6 @@ impl Shape {
     }
 }
 
-/// Polls `f` until it returns `Some`, or panics naming `what` after the deadline.
-fn wait_for<T>(what: &str, f: impl FnMut() -> Option<T>) -> T {
-    egret_testkit::wait_for(what, DEADLINE, f)
-}
-
 /// A DATA frame for `dest` holding one batch from `src`, as an effectively-once task sends it: the EPOCH record,
 /// `tuples` DATA records on `stream`, then the marker of `marker` if given.
 fn batch(dest: TaskId, epoch: u32, src: TaskId, stream: StreamIndex, tuples: u64, marker: Option<u64>) -> Vec<u8> {
@@ -154,72 +146,6 @@ fn batch(dest: TaskId, epoch: u32, src: TaskId, stream: StreamIndex, tuples: u64
     data_frame(dest.0, &b.take())
 }
 
-/// Accepts the instance's connection, checks its registration, accepts it and sends the plan (no rollback yet).
-fn accept_instance(listener: &TcpListener, definition: &egret_proto::api::Topology, task: TaskId) -> TcpStream {
-    listener.set_nonblocking(true).unwrap();
-    let stream = wait_for("the instance to connect", || listener.accept().ok().map(|(s, _)| s));
-    stream.set_nonblocking(false).unwrap();
-    stream.set_write_timeout(Some(DEADLINE)).unwrap();
-    stream.set_read_timeout(Some(DEADLINE)).unwrap();
-    match read_frame(&mut &stream, egret_transport::DEFAULT_MAX_FRAME).expect("a registration") {
-        Frame::Control(control::Msg::RegisterInstance(r)) => {
-            assert_eq!(r.topology_id, definition.id);
-            assert_eq!(r.instance.map(|i| i.task_id), Some(task.0 as i32));
-        }
-        other => panic!("expected RegisterInstance, got {other:?}"),
-    }
-    let status = Status {
-        ok: true,
-        message: String::new(),
-    };
-    (&stream)
-        .write_all(&control_frame(control::Msg::Status(status)))
-        .unwrap();
-    (&stream).write_all(&plan(definition, None)).unwrap();
-    stream
-}
-
-/// A physical plan (RUNNING) as a CONTROL frame, with a rollback if given.
-fn plan(definition: &egret_proto::api::Topology, rollback: Option<Rollback>) -> Vec<u8> {
-    control_frame(control::Msg::PhysicalPlan(PhysicalPlan {
-        topology: Some(definition.clone()),
-        rollback,
-        ..Default::default()
-    }))
-}
-
-/// Reads the instance's frames on a thread of its own (so its writes never block on us) until the connection ends.
-fn read_frames(stream: &TcpStream) -> mpsc::Receiver<Frame> {
-    let mut read = stream.try_clone().unwrap();
-    read.set_read_timeout(None).unwrap();
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        while let Ok(f) = read_frame(&mut read, egret_transport::DEFAULT_MAX_FRAME) {
-            if tx.send(f).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
-/// The next frame from the instance for which `f` says `Some`, skipping the others; panics naming `what` after the
-/// deadline.
-fn next_frame_where<T>(frames: &mpsc::Receiver<Frame>, what: &str, mut f: impl FnMut(Frame) -> Option<T>) -> T {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match frames.recv_timeout(left) {
-            Ok(frame) => {
-                if let Some(v) = f(frame) {
-                    return v;
-                }
-            }
-            Err(e) => panic!("no {what} from the instance within {DEADLINE:?} ({e})"),
-        }
-    }
-}
-
 fn state_stored(frames: &mpsc::Receiver<Frame>) -> InstanceStateStored {
     next_frame_where(frames, "InstanceStateStored", |f| match f {
         Frame::Control(control::Msg::InstanceStateStored(s)) => Some(s),
@@ -234,40 +160,31 @@ fn restore_failed(frames: &mpsc::Receiver<Frame>) -> RestoreFailed {
     })
 }
 
-/// A state-manager home with the test topology stored, its container's metrics manager, and a listener playing the
-/// container's stmgr.
+/// The fake stmgr of the test topology, and where its tasks are.
 struct Fixture {
-    home: TempHome,
-    definition: egret_proto::api::Topology,
-    metrics: InProcessMetricsmgr,
-    listener: TcpListener,
+    stmgr: FakeStmgr,
     shape: Shape,
+}
+
+impl std::ops::Deref for Fixture {
+    type Target = FakeStmgr;
+    fn deref(&self) -> &FakeStmgr {
+        &self.stmgr
+    }
 }
 
 impl Fixture {
     fn new() -> Fixture {
         let t = topology();
-        let home = TempHome::new("egret-effectively-once-instance");
-        let state = home.state();
-        let definition = store_topology(&state, NAME, &t, 1);
-        let metrics = InProcessMetricsmgr::start(&state, NAME, 1);
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let location = Location {
-            process: "stmgr-1".into(),
-            container: 1,
-            host: "127.0.0.1".into(),
-            port: listener.local_addr().unwrap().port() as i32,
-            pid: std::process::id() as i32,
-            http_port: 0,
-        };
-        state.put_location(NAME, &location).unwrap();
         Fixture {
-            home,
-            definition,
-            metrics,
-            listener,
+            stmgr: FakeStmgr::new(NAME, &t),
             shape: Shape::of(&t),
         }
+    }
+
+    /// Sends the plan that tells the instance to be in rollback `epoch`, restored from `checkpoint` (0: clean).
+    fn roll_back(&self, stream: &TcpStream, epoch: u32, checkpoint: u64) {
+        self.send(stream, &plan(&self.definition, Some(Rollback { epoch, checkpoint })));
     }
 
     /// The store the instances of this home write their checkpoints to.
@@ -275,22 +192,8 @@ impl Fixture {
         LocalStore::new(self.home.state().checkpoints_dir(NAME).unwrap())
     }
 
-    /// Runs `task`'s instance on a thread and accepts its registration: the stream is the instance's connection.
     fn start_instance(&self, task: TaskId) -> (JoinHandle<Result<(), InstanceError>>, TcpStream) {
-        let env = InstanceEnv {
-            egret_home: self.home.0.clone(),
-            cluster: CLUSTER.into(),
-            topology: NAME.into(),
-            task,
-            container: 1,
-        };
-        let instance = thread::spawn(move || egret_instance::run(topology(), env));
-        (instance, accept_instance(&self.listener, &self.definition, task))
-    }
-
-    fn send(&self, stream: &TcpStream, frame: &[u8]) {
-        let mut stream = stream;
-        stream.write_all(frame).expect("the instance keeps reading");
+        self.stmgr.start_instance(topology, task)
     }
 
     /// Sends `tuples` from each source task in `epoch`, each batch ending with the marker of `checkpoint`.
@@ -300,29 +203,12 @@ impl Fixture {
             self.send(stream, &batch(s.count, epoch, src, s.input, n, Some(checkpoint)));
         }
     }
-
-    /// Waits until the metric `name` the instance of `task` publishes satisfies `ok`; returns its value.
-    fn metric(&self, task: TaskId, name: &str, ok: impl Fn(f64) -> bool) -> f64 {
-        let what = format!("{name} of task {task} to reach the expected value");
-        wait_for(&what, || {
-            self.metrics.value(name, "task", &task.0.to_string()).filter(|&v| ok(v))
-        })
-    }
 }
 
 /// The count (or position) a task saved at `checkpoint`, read back from the store.
 fn saved_u64(store: &LocalStore, checkpoint: u64, task: TaskId) -> u64 {
     let state = store.load(CheckpointId(checkpoint), task).expect("a saved state");
     decode_u64(Some(&state)).expect("an 8-byte state")
-}
-
-/// Ends the connection as a dying stmgr would; the instance must return within the deadline.
-fn stop_instance(stream: TcpStream, instance: JoinHandle<Result<(), InstanceError>>) {
-    stream.shutdown(Shutdown::Both).unwrap();
-    drop(stream);
-    wait_for("the instance to return", || instance.is_finished().then_some(()));
-    let result = instance.join().expect("the instance thread does not panic");
-    assert!(matches!(result, Err(InstanceError::LostStmgr)), "{result:?}");
 }
 
 #[test]
@@ -332,16 +218,7 @@ fn an_effectively_once_bolt_instance_starts_clean_and_stores_its_aligned_checkpo
     let (instance, stream) = f.start_instance(count);
     let frames = read_frames(&stream);
 
-    f.send(
-        &stream,
-        &plan(
-            &f.definition,
-            Some(Rollback {
-                epoch: 1,
-                checkpoint: 0,
-            }),
-        ),
-    );
+    f.roll_back(&stream, 1, 0);
     f.send_aligned(&stream, 1, [3, 2], 1);
 
     let stored = state_stored(&frames);
@@ -366,31 +243,13 @@ fn an_effectively_once_bolt_instance_restores_a_checkpoint_and_drops_batches_of_
     let frames = read_frames(&stream);
 
     // Epoch 1: checkpoint 1 holds 5 tuples; 7 more are executed after it and never checkpointed.
-    f.send(
-        &stream,
-        &plan(
-            &f.definition,
-            Some(Rollback {
-                epoch: 1,
-                checkpoint: 0,
-            }),
-        ),
-    );
+    f.roll_back(&stream, 1, 0);
     f.send_aligned(&stream, 1, [3, 2], 1);
     assert_eq!(state_stored(&frames).checkpoint, 1);
     f.send(&stream, &batch(count, 1, a, f.shape.input, 7, None));
 
     // Rollback to checkpoint 1 in epoch 2; a batch of epoch 1 that was still on its way (with a marker) is dropped.
-    f.send(
-        &stream,
-        &plan(
-            &f.definition,
-            Some(Rollback {
-                epoch: 2,
-                checkpoint: 1,
-            }),
-        ),
-    );
+    f.roll_back(&stream, 2, 1);
     f.send(&stream, &batch(count, 1, a, f.shape.input, 100, Some(2)));
     f.send_aligned(&stream, 2, [2, 1], 2);
 
@@ -424,16 +283,7 @@ fn an_effectively_once_instance_reports_a_corrupt_checkpoint_as_restore_failed_a
 
     let (instance, stream) = f.start_instance(count);
     let frames = read_frames(&stream);
-    f.send(
-        &stream,
-        &plan(
-            &f.definition,
-            Some(Rollback {
-                epoch: 1,
-                checkpoint: 3,
-            }),
-        ),
-    );
+    f.roll_back(&stream, 1, 3);
     let failed = restore_failed(&frames);
     assert_eq!(
         (failed.task_id, failed.epoch, failed.checkpoint),
@@ -446,16 +296,7 @@ fn an_effectively_once_instance_reports_a_corrupt_checkpoint_as_restore_failed_a
     );
 
     // The tmanager then rolls back further (here to a clean start): the instance restores and checkpoints.
-    f.send(
-        &stream,
-        &plan(
-            &f.definition,
-            Some(Rollback {
-                epoch: 2,
-                checkpoint: 0,
-            }),
-        ),
-    );
+    f.roll_back(&stream, 2, 0);
     f.send_aligned(&stream, 2, [1, 1], 4);
     let stored = state_stored(&frames);
     assert_eq!((stored.epoch, stored.checkpoint), (2, 4));
@@ -472,16 +313,7 @@ fn an_effectively_once_instance_whose_component_cannot_restore_reports_restore_f
 
     let (instance, stream) = f.start_instance(count);
     let frames = read_frames(&stream);
-    f.send(
-        &stream,
-        &plan(
-            &f.definition,
-            Some(Rollback {
-                epoch: 3,
-                checkpoint: 5,
-            }),
-        ),
-    );
+    f.roll_back(&stream, 3, 5);
     let failed = restore_failed(&frames);
     assert_eq!(
         (failed.task_id, failed.epoch, failed.checkpoint),
@@ -507,16 +339,7 @@ fn an_effectively_once_instance_whose_store_cannot_be_written_counts_the_error_a
 
     let (instance, stream) = f.start_instance(count);
     let frames = read_frames(&stream);
-    f.send(
-        &stream,
-        &plan(
-            &f.definition,
-            Some(Rollback {
-                epoch: 1,
-                checkpoint: 0,
-            }),
-        ),
-    );
+    f.roll_back(&stream, 1, 0);
     f.send_aligned(&stream, 1, [1, 1], 1);
     f.send_aligned(&stream, 1, [1, 1], 2);
 
@@ -540,16 +363,7 @@ fn an_effectively_once_spout_instance_takes_a_checkpoint_when_told_and_sends_its
     let (instance, stream) = f.start_instance(spout);
     let frames = read_frames(&stream);
 
-    f.send(
-        &stream,
-        &plan(
-            &f.definition,
-            Some(Rollback {
-                epoch: 1,
-                checkpoint: 0,
-            }),
-        ),
-    );
+    f.roll_back(&stream, 1, 0);
     // A checkpoint of another epoch is ignored; the next one is taken wherever the spout is in its numbers.
     let start = |epoch, checkpoint| control_frame(control::Msg::StartCheckpoint(StartCheckpoint { epoch, checkpoint }));
     f.send(&stream, &start(5, 6));

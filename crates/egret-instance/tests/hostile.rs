@@ -5,28 +5,29 @@
 //! every good tuple, and must count every bad frame in the `egret_exception_count` it publishes to a real
 //! metricsmgr. Everything random comes from one seed, printed first; `EGRET_TEST_SEED=<n>` replays a run.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::io::Write;
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
-use std::sync::mpsc;
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::{Duration, Instant};
 
+use common::*;
 use egret_api::value::Encoder;
 use egret_api::{
     Bolt, BoltCollector, CheckpointId, OutputDeclarer, ReliabilityMode, Root, RootId, Spout, SpoutCollector,
     StreamIndex, TaskId, Topology, TopologyBuilder, Tuple, keys,
 };
-use egret_instance::{InstanceEnv, InstanceError};
-use egret_proto::egret::{Heartbeat, Location, PhysicalPlan, RegisterStmgr, Status, control};
+use egret_instance::InstanceError;
+use egret_proto::egret::{Heartbeat, RegisterStmgr, control};
 use egret_runtime::batch::{BatchBuilder, BatchReader, Record};
 use egret_runtime::rng::FastRng;
-use egret_testkit::{CLUSTER, InProcessMetricsmgr, TempHome, seed, store_topology};
-use egret_transport::{Frame, KIND_CONTROL, control_frame, data_frame, read_frame};
+use egret_testkit::seed;
+use egret_transport::{Frame, KIND_CONTROL, control_frame, data_frame};
 
 /// Every wait in this test ends by then.
-const DEADLINE: Duration = Duration::from_secs(5);
 const NAME: &str = "hostile";
 const GOOD_FRAMES: usize = 200;
 const BAD_FRAMES: usize = 3000;
@@ -87,12 +88,6 @@ fn topology() -> Topology {
     b.build().expect("a valid topology")
 }
 
-/// Polls `f` until it returns `Some`, or panics naming `what` after the deadline.
-fn wait_for<T>(what: &str, f: impl FnMut() -> Option<T>) -> T {
-    egret_testkit::wait_for(what, DEADLINE, f)
-}
-
-/// A metricsmgr for container 1 on port 0, announced as `metricsmgr-1`; returns its HTTP port.
 /// The tasks of the test topology and the stream indexes the frames name.
 struct Shape {
     source: TaskId,
@@ -292,112 +287,14 @@ fn frame(kind: u8, body: &[u8]) -> Vec<u8> {
     f
 }
 
-/// Accepts the instance's connection, checks its registration, accepts it and activates the topology.
-fn accept_instance(listener: &TcpListener, definition: &egret_proto::api::Topology, task: TaskId) -> TcpStream {
-    listener.set_nonblocking(true).unwrap();
-    let stream = wait_for("the instance to connect", || listener.accept().ok().map(|(s, _)| s));
-    stream.set_nonblocking(false).unwrap();
-    stream.set_read_timeout(Some(DEADLINE)).unwrap();
-    stream.set_write_timeout(Some(DEADLINE)).unwrap();
-    match read_frame(&mut &stream, egret_transport::DEFAULT_MAX_FRAME).expect("a registration") {
-        Frame::Control(control::Msg::RegisterInstance(r)) => {
-            assert_eq!(r.topology_id, definition.id);
-            assert_eq!(r.instance.map(|i| i.task_id), Some(task.0 as i32));
-        }
-        other => panic!("expected RegisterInstance, got {other:?}"),
-    }
-    (&stream)
-        .write_all(&control_frame(control::Msg::Status(Status {
-            ok: true,
-            message: String::new(),
-        })))
-        .unwrap();
-    let plan = PhysicalPlan {
-        topology: Some(definition.clone()),
-        ..Default::default()
-    };
-    (&stream)
-        .write_all(&control_frame(control::Msg::PhysicalPlan(plan)))
-        .unwrap();
-    stream
-}
-
-/// Reads the instance's frames on a thread of its own (so its writes never block on us) until the connection ends.
-fn read_frames(stream: &TcpStream) -> mpsc::Receiver<Frame> {
-    let mut read = stream.try_clone().unwrap();
-    read.set_read_timeout(None).unwrap();
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        while let Ok(f) = read_frame(&mut read, egret_transport::DEFAULT_MAX_FRAME) {
-            if tx.send(f).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
-/// A state-manager home with the test topology stored, its container's metrics manager, and a listener playing the
-/// container's stmgr.
-struct Fixture {
-    home: TempHome,
-    definition: egret_proto::api::Topology,
-    metrics: InProcessMetricsmgr,
-    listener: TcpListener,
-}
-
-impl Fixture {
-    fn new(t: &Topology) -> Fixture {
-        let home = TempHome::new("egret-hostile-instance");
-        let state = home.state();
-        let definition = store_topology(&state, NAME, t, 1);
-        let metrics = InProcessMetricsmgr::start(&state, NAME, 1);
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let location = Location {
-            process: "stmgr-1".into(),
-            container: 1,
-            host: "127.0.0.1".into(),
-            port: listener.local_addr().unwrap().port() as i32,
-            pid: std::process::id() as i32,
-            http_port: 0,
-        };
-        state.put_location(NAME, &location).unwrap();
-        Fixture {
-            home,
-            definition,
-            metrics,
-            listener,
-        }
-    }
-
-    /// Runs `task`'s instance on a thread and accepts its registration: the stream is the instance's connection.
-    fn start_instance(&self, task: TaskId) -> (JoinHandle<Result<(), InstanceError>>, TcpStream) {
-        let env = InstanceEnv {
-            egret_home: self.home.0.clone(),
-            cluster: CLUSTER.into(),
-            topology: NAME.into(),
-            task,
-            container: 1,
-        };
-        let instance = thread::spawn(move || egret_instance::run(topology(), env));
-        (instance, accept_instance(&self.listener, &self.definition, task))
-    }
-}
-
-/// Waits for the instance thread to return, within the deadline.
-fn join_instance(handle: JoinHandle<Result<(), InstanceError>>) -> Result<(), InstanceError> {
-    wait_for("the instance to return", || handle.is_finished().then_some(()));
-    handle.join().expect("the instance thread does not panic")
-}
-
 #[test]
 fn a_running_bolt_instance_survives_hostile_frames_and_keeps_serving() {
     let started = Instant::now();
     let mut rng = FastRng::new(seed());
     let t = topology();
     let s = Shape::of(&t);
-    let f = Fixture::new(&t);
-    let (instance, stream) = f.start_instance(s.echo);
+    let f = FakeStmgr::new(NAME, &t);
+    let (instance, stream) = f.start_instance(topology, s.echo);
     let metrics = &f.metrics;
     let frames = read_frames(&stream);
 
@@ -512,8 +409,8 @@ fn a_running_spout_instance_survives_hostile_frames_and_keeps_emitting() {
     let mut rng = FastRng::new(seed());
     let t = topology();
     let s = Shape::of(&t);
-    let f = Fixture::new(&t);
-    let (instance, stream) = f.start_instance(s.source);
+    let f = FakeStmgr::new(NAME, &t);
+    let (instance, stream) = f.start_instance(topology, s.source);
     let metrics = &f.metrics;
     let frames = read_frames(&stream);
 
