@@ -16,8 +16,9 @@
 //!   frame that came after it (a restore then drops a stale batch that followed the plan instead of executing it in
 //!   the old component), and `wait` does not sleep while a command waits.
 //! - **Out.** The instance's reports (`InstanceStateStored`, `RestoreFailed`) join the out queue as whole CONTROL
-//!   frames, behind the DATA frames already queued and regardless of `out_limit` (that bound is for the task's
-//!   batches; reports are a few per checkpoint). `receive`, `flush` and `wait` move them there; the writer thread
+//!   frames, ahead of the DATA frames waiting there (behind only a frame already part written and earlier reports),
+//!   so that back pressure does not hold a checkpoint's completion, and regardless of `out_limit` (that bound is for
+//!   the task's batches; reports are a few per checkpoint). `receive`, `flush` and `wait` move them there; the writer thread
 //!   signals an eventfd that `wait` polls beside the socket, so a report written while the task sleeps goes out at
 //!   once rather than at the next wakeup (up to 100 ms later).
 
@@ -236,7 +237,15 @@ impl StmgrLink {
             return;
         }
         for msg in c.take_reports() {
-            self.out.push_back(OutFrame::control(msg));
+            // Ahead of the queued batches (behind a frame already part written, and behind earlier reports, in
+            // order): under back pressure a report waiting behind megabytes of tuples would make its checkpoint time
+            // out.
+            let at = self
+                .out
+                .iter()
+                .take_while(|f| f.written > 0 || f.header_len == 0)
+                .count();
+            self.out.insert(at, OutFrame::control(msg));
         }
     }
 
