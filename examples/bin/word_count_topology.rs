@@ -31,6 +31,9 @@ struct Args {
     /// Dictionary of N random 20-character words instead of the readable demo dictionary.
     #[arg(long)]
     random_words: Option<usize>,
+    /// Written with the Streamlet API (`word_count::streamlet_topology`) instead of spouts and bolts.
+    #[arg(long)]
+    streamlet: bool,
     /// Cap on the spouts' total emit rate (tuples per second).
     #[arg(long)]
     rate: Option<f64>,
@@ -57,5 +60,9 @@ fn main() {
             .with(keys::STMGRS, a.containers)
             .with(keys::STATEFUL_CHECKPOINT_INTERVAL_SECONDS, 1),
     };
-    egret::run(word_count::topology(&options))
+    egret::run(if a.streamlet {
+        word_count::streamlet_topology(&options)
+    } else {
+        word_count::topology(&options)
+    })
 }

@@ -307,6 +307,40 @@ impl Default for WordCountOptions {
     }
 }
 
+/// The same word count written with the Streamlet API: a source `word` of random words (each task its own generator,
+/// capped at its share of the rate) and `count`, a `count_by_key` on the word. Its counts are operator state, kept
+/// by the words' encoded bytes; nothing consumes them, so nothing is emitted downstream (as in the spout/bolt
+/// version).
+pub fn streamlet_topology(o: &WordCountOptions) -> Result<Topology, TopologyErrors> {
+    use egret::streamlet::{Builder, SourceContext};
+    let words = Arc::new(Dictionary::new(&o.words));
+    let rate = o.rate.map(|r| r / o.spouts.max(1) as f64);
+    let b = Builder::new();
+    b.new_source_fn(move |cx: SourceContext| {
+        let words = Arc::clone(&words);
+        let mut rng = SplitMix(1 + cx.index as u64);
+        let started = Instant::now();
+        let mut emitted = 0u64;
+        move || {
+            if let Some(rate) = rate
+                && emitted as f64 >= started.elapsed().as_secs_f64() * rate
+            {
+                return None;
+            }
+            emitted += 1;
+            Some(words.word(rng.below(words.len())).to_string())
+        }
+    })
+    .name("word")
+    .parallelism(o.spouts)
+    .count_by_key(|w: &String| w.clone())
+    .name("count")
+    .parallelism(o.bolts);
+    let mut config = o.config.clone();
+    config.set(keys::RELIABILITY_MODE, o.reliability.as_str());
+    b.build("word-count", config)
+}
+
 /// `word` (WordSpout) --fields(word)--> `count` (CountBolt).
 pub fn topology(o: &WordCountOptions) -> Result<Topology, TopologyErrors> {
     let mut b = TopologyBuilder::new("word-count");

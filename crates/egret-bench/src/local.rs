@@ -40,7 +40,7 @@ use egret_metricsmgr::exposition::{self, Sample};
 use egret_metricsmgr::quantile::histogram_quantile;
 use serde_json::Value;
 
-use crate::{Outcome, Progress, Semantics, WordcountArgs};
+use crate::{Api, Outcome, Progress, Semantics, WordcountArgs};
 
 /// Builds the binaries local mode runs.
 const BUILD: &str = "cargo build --release -p egret-cli -p egret-examples -p egret-bench";
@@ -93,6 +93,9 @@ fn measure(cluster: &mut LocalCluster, topology_bin: &Path, a: &WordcountArgs) -
     }
     if a.semantics == Semantics::EffectivelyOnce {
         args.push("--effectively-once".into());
+    }
+    if a.api == Api::Streamlet {
+        args.push("--streamlet".into());
     }
     if let Some(r) = a.rate {
         args.push("--rate".into());

@@ -79,10 +79,21 @@ impl Semantics {
     }
 }
 
+/// Which API the word count is written with.
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
+enum Api {
+    /// Spouts and bolts (`WordSpout`, `CountBolt`).
+    Topology,
+    /// The Streamlet API: a source and `count_by_key`.
+    Streamlet,
+}
+
 #[derive(Parser)]
 struct WordcountArgs {
     #[arg(long, value_enum, default_value = "simulator")]
     mode: Mode,
+    #[arg(long, value_enum, default_value = "topology")]
+    api: Api,
     #[arg(long, value_enum, default_value = "atmost")]
     semantics: Semantics,
     #[arg(long, default_value_t = 1)]
@@ -136,8 +147,12 @@ struct Outcome {
 fn result_line(a: &WordcountArgs, o: &Outcome) -> String {
     let ms = |v: Option<f64>| v.map_or("na".to_string(), |v| format!("{v:.3}"));
     let mut line = format!(
-        "RESULT bench=wordcount mode={} semantics={} spouts={} bolts={}",
+        "RESULT bench=wordcount mode={} api={} semantics={} spouts={} bolts={}",
         o.mode,
+        match a.api {
+            Api::Topology => "topology",
+            Api::Streamlet => "streamlet",
+        },
         a.semantics.as_str(),
         a.spouts,
         a.bolts
@@ -230,7 +245,10 @@ fn simulator(a: &WordcountArgs) -> anyhow::Result<Outcome> {
         rate: a.rate,
         config,
     };
-    let topology = word_count::topology(&options)?;
+    let topology = match a.api {
+        Api::Topology => word_count::topology(&options)?,
+        Api::Streamlet => word_count::streamlet_topology(&options)?,
+    };
     let running = Simulator::start(topology).context("starting the simulator")?;
     eprintln!("warming up for {} s", a.warmup);
     std::thread::sleep(Duration::from_secs_f64(a.warmup));

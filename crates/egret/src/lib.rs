@@ -38,6 +38,11 @@ pub mod simulator {
     pub use egret_simulator::*;
 }
 
+/// The Streamlet API: typed functional pipelines compiled to spouts and bolts (`docs/streamlets.md`).
+pub mod streamlet {
+    pub use egret_streamlet::*;
+}
+
 use std::time::Duration;
 
 use egret_instance::{InstanceEnv, env};

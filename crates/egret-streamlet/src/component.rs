@@ -1,0 +1,380 @@
+//! The two components every streamlet compiles to: [`StreamletSpout`] (a source) and [`StreamletBolt`] (an operator),
+//! and how they put elements on the wire.
+//!
+//! Every streamlet stream has two fields, `k` and `v`, both bytes: `v` is the element, encoded with postcard (the one
+//! encoding of user types in Egret); `k` is empty, except on the stream a keyed child subscribes to, where it holds the
+//! encoded key and the child subscribes with a fields grouping on `k`. The key is computed once, by the parent, from the
+//! element it has in hand, so routing never decodes an element.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use egret_api::{
+    Bolt, BoltCollector, CheckpointId, MessageId, OutputDeclarer, ReliabilityMode, Spout, SpoutCollector, Stateful,
+    TaskId, TopologyContext, Tuple, UserError,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// The fields of every streamlet stream.
+pub const FIELDS: [&str; 2] = ["k", "v"];
+
+/// A key function of a keyed child: writes the element's encoded key into the buffer (cleared first).
+pub(crate) type KeyFn<T> = Arc<dyn Fn(&T, &mut Vec<u8>) + Send + Sync>;
+
+/// One output stream of a streamlet's component.
+pub(crate) struct OutStream<T> {
+    pub stream: String,
+    /// For the stream of a keyed child: how to compute the key.
+    pub key: Option<KeyFn<T>>,
+    /// Whether the child reads the element (`count_by_key` needs only the key: `v` is then empty).
+    pub value: bool,
+}
+
+impl<T> Clone for OutStream<T> {
+    fn clone(&self) -> Self {
+        OutStream {
+            stream: self.stream.clone(),
+            key: self.key.clone(),
+            value: self.value,
+        }
+    }
+}
+
+/// Encodes an element once and hands it to every output stream (with its key where a child is keyed).
+pub(crate) struct Outputs<T> {
+    streams: Vec<OutStream<T>>,
+    /// Reused for every element: encoding allocates nothing once they have grown.
+    value: Vec<u8>,
+    key: Vec<u8>,
+}
+
+impl<T: Serialize> Outputs<T> {
+    pub fn new(streams: Vec<OutStream<T>>) -> Self {
+        Outputs {
+            streams,
+            value: Vec::new(),
+            key: Vec::new(),
+        }
+    }
+
+    pub fn declare(&self, out: &mut OutputDeclarer) {
+        for s in &self.streams {
+            out.declare_stream(s.stream.clone(), FIELDS);
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.streams.is_empty()
+    }
+
+    /// Emits `element` on every stream through `emit(stream, key, value)`.
+    pub fn emit(&mut self, element: &T, emit: &mut EmitFn<'_>) -> Result<(), postcard::Error> {
+        if self.streams.is_empty() {
+            return Ok(());
+        }
+        self.value.clear();
+        if self.streams.iter().any(|s| s.value) {
+            self.value = postcard::to_extend(element, std::mem::take(&mut self.value))?;
+        }
+        for s in &self.streams {
+            let value: &[u8] = if s.value { &self.value } else { &[] };
+            match &s.key {
+                Some(key) => {
+                    key(element, &mut self.key);
+                    emit(&s.stream, &self.key, value)
+                }
+                None => emit(&s.stream, &[], value),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Decodes an element from its `v` bytes.
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, UserError> {
+    postcard::from_bytes(bytes).map_err(|e| format!("an element does not decode as this streamlet's type: {e}").into())
+}
+
+/// Where an input element came from.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct From<'a> {
+    pub task: TaskId,
+    /// The emitting component (a join tells its two sides apart by it).
+    pub component: &'a str,
+}
+
+/// What an operator is given to emit with: `emit(stream, key, value)`.
+pub(crate) type EmitFn<'a> = dyn FnMut(&str, &[u8], &[u8]) + 'a;
+
+/// A streamlet operator, type-erased: it decodes its input and encodes its output itself.
+pub(crate) trait Operator: Send {
+    /// One input element: its key bytes (empty unless the operator is keyed), its encoded value, and the task it came
+    /// from (event-time operators keep a watermark per upstream task).
+    fn process(&mut self, key: &[u8], value: &[u8], src: From<'_>, emit: &mut EmitFn<'_>) -> Result<(), UserError>;
+    /// A tick (processing time advanced), for operators that act on time.
+    fn tick(&mut self, _now_ms: i64, _emit: &mut EmitFn<'_>) -> Result<(), UserError> {
+        Ok(())
+    }
+    fn declare(&self, out: &mut OutputDeclarer);
+    /// Called once before the first element, with the task's context.
+    fn open(&mut self, _ctx: &TopologyContext) -> Result<(), UserError> {
+        Ok(())
+    }
+    /// Effectively-once: the operator's state, if it keeps any.
+    fn state(&mut self) -> Option<&mut dyn Stateful> {
+        None
+    }
+    fn close(&mut self) {}
+}
+
+/// The bolt of an operator streamlet. Under at-least-once its emits are anchored on the input, which it acks (or
+/// fails when the operator fails on it).
+pub struct StreamletBolt {
+    op: Box<dyn Operator>,
+}
+
+impl StreamletBolt {
+    pub(crate) fn new(op: Box<dyn Operator>) -> Self {
+        StreamletBolt { op }
+    }
+
+    /// A bolt whose operator could not be made: its task fails to start with `reason`.
+    pub(crate) fn failed(reason: String) -> Self {
+        StreamletBolt {
+            op: Box::new(Failed(reason)),
+        }
+    }
+}
+
+/// An operator that could not be made (a bad window spec): `open` reports why.
+struct Failed(String);
+
+impl Operator for Failed {
+    fn process(&mut self, _k: &[u8], _v: &[u8], _src: From<'_>, _emit: &mut EmitFn<'_>) -> Result<(), UserError> {
+        Err(self.0.clone().into())
+    }
+    fn declare(&self, _out: &mut OutputDeclarer) {}
+    fn open(&mut self, _ctx: &TopologyContext) -> Result<(), UserError> {
+        Err(self.0.clone().into())
+    }
+}
+
+impl Bolt for StreamletBolt {
+    fn declare_outputs(&self, out: &mut OutputDeclarer) {
+        self.op.declare(out)
+    }
+
+    fn prepare(&mut self, ctx: &TopologyContext) -> Result<(), UserError> {
+        self.op.open(ctx)
+    }
+
+    fn execute(&mut self, tuple: &Tuple<'_>, out: &mut BoltCollector<'_>) {
+        if tuple.is_tick() {
+            let now = now_ms();
+            let mut emit = |stream: &str, k: &[u8], v: &[u8]| out.emit_on(stream, &[], (k, v));
+            if let Err(e) = self.op.tick(now, &mut emit) {
+                out.report_error(&*e);
+            }
+            return;
+        }
+        let (key, value) = match (tuple.get_bytes(0), tuple.get_bytes(1)) {
+            (Ok(k), Ok(v)) => (k, v),
+            (Err(e), _) | (_, Err(e)) => {
+                out.report_error(&e);
+                return out.fail(tuple);
+            }
+        };
+        let result = {
+            let mut emit = |stream: &str, k: &[u8], v: &[u8]| out.emit_on(stream, &[tuple], (k, v));
+            let from = From {
+                task: tuple.source_task(),
+                component: tuple.source_component(),
+            };
+            self.op.process(key, value, from, &mut emit)
+        };
+        match result {
+            Ok(()) => out.ack(tuple),
+            Err(e) => {
+                out.report_error(&*e);
+                out.fail(tuple)
+            }
+        }
+    }
+
+    fn cleanup(&mut self) {
+        self.op.close()
+    }
+
+    fn stateful(&mut self) -> Option<&mut dyn Stateful> {
+        self.op.state()
+    }
+}
+
+/// Milliseconds since the Unix epoch (the processing time windows and timestamps use).
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Where a source task is: the context it gets to make its iterator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceContext {
+    /// This task's index among the source's tasks (0-based).
+    pub index: u32,
+    /// How many tasks the source has.
+    pub parallelism: u32,
+}
+
+/// What a source task's supplier gives when asked for an element.
+pub(crate) enum Next<T> {
+    Item(T),
+    /// Nothing now; ask again later (a rate-limited or idle source).
+    NotNow,
+    /// The source is exhausted.
+    Ended,
+}
+
+/// A source task's supplier of elements.
+pub(crate) type Supplier<T> = Box<dyn FnMut() -> Next<T> + Send>;
+
+/// Makes a source task's supplier.
+pub(crate) type SupplierFactory<T> = Arc<dyn Fn(SourceContext) -> Supplier<T> + Send + Sync>;
+
+/// Elements taken from the iterator per `next_tuple`.
+const PER_CALL: usize = 64;
+
+/// The spout of a source streamlet: it pulls its task's supplier. Under effectively-once its state is how many
+/// elements it has taken, so a rollback makes the supplier anew and skips that many: any source that yields the same
+/// sequence again (a file, a generator from a seed, a log from an offset) is replayed exactly. Under at-least-once it
+/// keeps the elements in flight and emits a failed one again.
+pub struct StreamletSpout<T> {
+    make: SupplierFactory<T>,
+    supplier: Option<Supplier<T>>,
+    outputs: Outputs<T>,
+    taken: u64,
+    /// Restored position not yet skipped to (the iterator is made at `open`).
+    skip_to: u64,
+    acking: bool,
+    pending: HashMap<MessageId, T>,
+    replay: Vec<MessageId>,
+    exhausted: bool,
+}
+
+impl<T: Serialize + Clone + Send + 'static> StreamletSpout<T> {
+    pub(crate) fn new(make: SupplierFactory<T>, outputs: Outputs<T>) -> Self {
+        StreamletSpout {
+            make,
+            supplier: None,
+            outputs,
+            taken: 0,
+            skip_to: 0,
+            acking: false,
+            pending: HashMap::new(),
+            replay: Vec::new(),
+            exhausted: false,
+        }
+    }
+
+    fn emit(&mut self, id: MessageId, element: &T, out: &mut SpoutCollector<'_>) {
+        let acking = self.acking;
+        let mut emit = |stream: &str, k: &[u8], v: &[u8]| {
+            out.emit_on(stream, acking.then_some(id), (k, v));
+        };
+        if let Err(e) = self.outputs.emit(element, &mut emit) {
+            out.report_error(&e);
+        }
+    }
+}
+
+impl<T: Serialize + Clone + Send + 'static> Spout for StreamletSpout<T> {
+    fn declare_outputs(&self, out: &mut OutputDeclarer) {
+        self.outputs.declare(out)
+    }
+
+    fn open(&mut self, ctx: &TopologyContext) -> Result<(), UserError> {
+        self.acking = ctx.config().reliability_mode()? == ReliabilityMode::AtLeastOnce;
+        let mut supplier = (self.make)(SourceContext {
+            index: ctx.component_index(),
+            parallelism: ctx.parallelism(),
+        });
+        // Back to the restored position: the same elements again, not emitted.
+        while self.taken < self.skip_to {
+            match supplier() {
+                Next::Item(_) => self.taken += 1,
+                Next::NotNow => std::thread::sleep(std::time::Duration::from_millis(1)),
+                Next::Ended => {
+                    return Err(format!(
+                        "the source ended after {} elements; its saved position is {}: it does not replay",
+                        self.taken, self.skip_to
+                    )
+                    .into());
+                }
+            }
+        }
+        self.supplier = Some(supplier);
+        Ok(())
+    }
+
+    fn next_tuple(&mut self, out: &mut SpoutCollector<'_>) {
+        for _ in 0..PER_CALL {
+            if let Some(id) = self.replay.pop() {
+                if let Some(element) = self.pending.get(&id).cloned() {
+                    self.emit(id, &element, out);
+                }
+                continue;
+            }
+            if self.exhausted {
+                return;
+            }
+            let Some(supplier) = self.supplier.as_mut() else { return };
+            let element = match supplier() {
+                Next::Item(element) => element,
+                Next::NotNow => return,
+                Next::Ended => {
+                    self.exhausted = true;
+                    return;
+                }
+            };
+            let id = self.taken;
+            self.taken += 1;
+            self.emit(id, &element, out);
+            if self.acking {
+                self.pending.insert(id, element);
+            }
+        }
+    }
+
+    fn ack(&mut self, id: MessageId) {
+        self.pending.remove(&id);
+    }
+
+    fn fail(&mut self, id: MessageId) {
+        if self.pending.contains_key(&id) {
+            self.replay.push(id);
+        }
+    }
+
+    fn stateful(&mut self) -> Option<&mut dyn Stateful> {
+        Some(self)
+    }
+}
+
+impl<T: Serialize + Clone + Send + 'static> Stateful for StreamletSpout<T> {
+    fn init_state(&mut self, restored: Option<&[u8]>) -> Result<(), UserError> {
+        self.skip_to = match restored {
+            None => 0,
+            Some(b) => u64::from_le_bytes(
+                b.try_into()
+                    .map_err(|_| format!("a source's state is 8 bytes, not {}", b.len()))?,
+            ),
+        };
+        Ok(())
+    }
+
+    fn pre_save(&mut self, _checkpoint: CheckpointId, out: &mut Vec<u8>) -> Result<(), UserError> {
+        out.extend_from_slice(&self.taken.to_le_bytes());
+        Ok(())
+    }
+}
