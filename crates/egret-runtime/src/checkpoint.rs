@@ -32,7 +32,7 @@
 //!
 //! A task on a cycle (a component subscribing to its own stream, or to a downstream one) counts a downstream task as
 //! upstream: it would wait for a marker that can only come after its own snapshot, so its checkpoints would never
-//! align. Effectively-once topologies must be acyclic (to be checked when the mode is accepted).
+//! align. Validation refuses an effectively-once topology with a cycle (`TopologyError::CycleUnderEffectivelyOnce`).
 
 use std::time::Instant;
 
