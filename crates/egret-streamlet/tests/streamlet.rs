@@ -415,3 +415,52 @@ fn a_windowed_left_outer_join_keeps_the_clicks_without_impressions() {
         .collect();
     assert_eq!(got, want);
 }
+
+#[test]
+fn event_time_session_windows_close_on_the_gap_and_route_late_elements_aside() {
+    use egret_streamlet::WindowSpec;
+    let input = vec![
+        ("a", 0),
+        ("a", 10),
+        ("a", 20),
+        ("b", 15),
+        ("a", 500),
+        ("a", 510),
+        ("a", 5),
+        ("end", i64::MAX / 4),
+    ];
+    let b = Builder::new();
+    let seen: Seen<(String, egret_streamlet::Window, u64)> = Arc::default();
+    let late: Seen<(String, i64)> = Arc::default();
+    let (s, l) = (seen.clone(), late.clone());
+    let sessions = b
+        .new_source(move |_cx: SourceContext| input.clone().into_iter().map(|(k, ts)| (k.to_string(), ts)))
+        .count_by_key_and_window(
+            |e: &(String, i64)| e.0.clone(),
+            WindowSpec::session(50).event_time(|e: &(String, i64)| e.1, 0),
+        );
+    sessions.results.consume(move |r| s.lock().unwrap().push(r));
+    sessions.late.consume(move |e| l.lock().unwrap().push(e));
+    let out = run_until(b.build("sessions", Config::new()).unwrap(), &seen, |o| {
+        o.iter().filter(|r| r.0 != "end").count() >= 3
+    });
+    let got: Vec<(String, i64, i64, u64)> = out
+        .into_iter()
+        .filter(|r| r.0 != "end")
+        .map(|(k, w, n)| (k, w.start, w.end, n))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("b".to_string(), 15, 65, 1),
+            ("a".to_string(), 0, 70, 3),
+            ("a".to_string(), 500, 560, 2)
+        ],
+        "sessions end a gap after their last element, in order of end"
+    );
+    assert_eq!(
+        *late.lock().unwrap(),
+        vec![("a".to_string(), 5)],
+        "the element behind a closed session is late"
+    );
+}
