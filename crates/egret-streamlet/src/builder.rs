@@ -17,7 +17,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::component::{
-    Next, OutStream, Outputs, SourceContext, StreamletBolt, StreamletSpout, Supplier, SupplierFactory, decode,
+    Next, OutStream, Outputs, SourceContext, StreamletBolt, StreamletSpout, Supplier, SupplierFactory, TimestampFn,
+    WATERMARK_PREFIX, decode,
 };
 use crate::ops;
 use crate::window::Window;
@@ -37,6 +38,8 @@ enum Edge {
     Keyed,
     /// The same, for a child that reads only the key (`v` is left empty).
     KeyOnly,
+    /// Every task of an event-time windowed child gets the parent tasks' watermarks.
+    Watermark,
     Custom(Arc<dyn CustomGrouping>),
 }
 
@@ -207,6 +210,7 @@ impl Builder {
                     let grouping = match edge {
                         Edge::Shuffle => Grouping::Shuffle,
                         Edge::Keyed | Edge::KeyOnly => Grouping::fields(["k"]),
+                        Edge::Watermark => Grouping::All,
                         Edge::Custom(c) => Grouping::Custom(Arc::clone(c)),
                     };
                     (component, stream.clone(), grouping)
@@ -291,9 +295,12 @@ impl<T: Element> Streamlet<T> {
                         stream: stream.clone(),
                         key: key.clone(),
                         value: matches!(edge, Edge::Keyed),
+                        watermark: None,
                     });
                     stream
                 }
+                // Added by `watermarks_to`, never through `child_of`.
+                Edge::Watermark => continue,
                 Edge::Shuffle | Edge::Custom(_) => {
                     let stream = default_stream(prefix);
                     if !outs.iter().any(|o| o.key.is_none()) {
@@ -301,6 +308,7 @@ impl<T: Element> Streamlet<T> {
                             stream: stream.clone(),
                             key: None,
                             value: true,
+                            watermark: None,
                         });
                     }
                     stream
@@ -540,8 +548,12 @@ impl<T: Element> Streamlet<T> {
     where
         A: Clone + Serialize + DeserializeOwned + Send + 'static,
     {
+        let timestamp = spec.timestamp.clone();
         let m = window_make::<T, K, V, A, O>(spec, move |_| agg.clone());
         let results: Streamlet<(K, Window, O)> = self.child(op, Edge::Keyed, Some(encoded_key(key)), m);
+        if let Some(ts) = timestamp {
+            self.watermarks_to(results.id, ts);
+        }
         let late = results.add_late_view::<T>();
         Windowed { results, late }
     }
@@ -559,6 +571,7 @@ impl<T: Element> Streamlet<T> {
         f: impl Fn(Option<T>, Option<R>) -> J + Send + Sync + 'static,
     ) -> Windowed<K, J, JoinSide<T, R>> {
         let f: JoinFn<T, R, J> = Arc::new(f);
+        let timestamp = spec.timestamp.clone();
         // The left side is told apart from the right by its component's name, known when the topology is built.
         let m = window_make::<JoinSide<T, R>, K, JoinSide<T, R>, (Vec<T>, Vec<R>), J>(spec, move |left_component| {
             join_aggregate(left_component, join_type, Arc::clone(&f))
@@ -572,6 +585,7 @@ impl<T: Element> Streamlet<T> {
                 stream: left_stream.clone(),
                 key: Some(encoded_key(this_key)),
                 value: true,
+                watermark: None,
             });
         }
         read.push((self.id, Edge::Keyed, left_stream));
@@ -581,6 +595,7 @@ impl<T: Element> Streamlet<T> {
                 stream: right_stream.clone(),
                 key: Some(encoded_key(other_key)),
                 value: true,
+                watermark: None,
             });
         }
         read.push((other.id, Edge::Keyed, right_stream));
@@ -596,6 +611,11 @@ impl<T: Element> Streamlet<T> {
             config: Vec::new(),
         });
         drop(g);
+        if let Some(ts) = timestamp {
+            let left_ts = Arc::clone(&ts);
+            self.watermarks_to(id, Arc::new(move |l: &T| left_ts(&JoinSide::Left(l.clone()))));
+            other.watermarks_to(id, Arc::new(move |r: &R| ts(&JoinSide::Right(r.clone()))));
+        }
         let results: Streamlet<(K, Window, J)> = Streamlet {
             graph: Rc::clone(&self.graph),
             id,
@@ -605,13 +625,40 @@ impl<T: Element> Streamlet<T> {
         Windowed { results, late }
     }
 
+    /// Makes this node send watermarks (the largest `ts` of its elements) to every task of the event-time windowed
+    /// node `child`, on a stream of their own with an all grouping; this node gets a tick to send them when idle.
+    fn watermarks_to(&self, child: usize, ts: TimestampFn<T>) {
+        let mut g = self.graph.borrow_mut();
+        let stream = format!("{}{}{}", g.nodes[self.id].stream_prefix, WATERMARK_PREFIX, child + 1);
+        if let Some(outs) = g.nodes[self.id].outputs.downcast_mut::<Vec<OutStream<T>>>() {
+            outs.push(OutStream {
+                stream: stream.clone(),
+                key: None,
+                value: false,
+                watermark: Some(ts),
+            });
+        }
+        g.nodes[child].parents.push((self.id, Edge::Watermark, stream));
+        let owner = g.nodes[self.id].view_of.unwrap_or(self.id);
+        let tick = (
+            keys::TICK_TUPLE_FREQ_MS.to_string(),
+            crate::windowed::TICK_MS.to_string(),
+        );
+        if !g.nodes[owner].config.contains(&tick) {
+            g.nodes[owner].config.push(tick);
+        }
+    }
+
     /// Gives this (windowed) node a tick and a second output, its late elements of type `L`, as a view streamlet.
     fn add_late_view<L: Element>(&self) -> Streamlet<L> {
         let mut g = self.graph.borrow_mut();
-        g.nodes[self.id].config.push((
+        let tick = (
             keys::TICK_TUPLE_FREQ_MS.to_string(),
             crate::windowed::TICK_MS.to_string(),
-        ));
+        );
+        if !g.nodes[self.id].config.contains(&tick) {
+            g.nodes[self.id].config.push(tick);
+        }
         g.nodes.push(Node {
             op: "late",
             name: None,

@@ -22,6 +22,9 @@ pub const FIELDS: [&str; 2] = ["k", "v"];
 /// A key function of a keyed child: writes the element's encoded key into the buffer (cleared first).
 pub(crate) type KeyFn<T> = Arc<dyn Fn(&T, &mut Vec<u8>) + Send + Sync>;
 
+/// An event-time child's timestamp function.
+pub(crate) type TimestampFn<T> = Arc<dyn Fn(&T) -> i64 + Send + Sync>;
+
 /// One output stream of a streamlet's component.
 pub(crate) struct OutStream<T> {
     pub stream: String,
@@ -29,6 +32,9 @@ pub(crate) struct OutStream<T> {
     pub key: Option<KeyFn<T>>,
     /// Whether the child reads the element (`count_by_key` needs only the key: `v` is then empty).
     pub value: bool,
+    /// A watermark stream (to every task of an event-time windowed child): the largest timestamp of the elements
+    /// this task emitted, sent every [`WATERMARK_EVERY`] elements and when the task goes idle.
+    pub watermark: Option<TimestampFn<T>>,
 }
 
 impl<T> Clone for OutStream<T> {
@@ -37,13 +43,27 @@ impl<T> Clone for OutStream<T> {
             stream: self.stream.clone(),
             key: self.key.clone(),
             value: self.value,
+            watermark: self.watermark.clone(),
         }
     }
+}
+
+/// Elements between two watermarks a task sends on its own (it also sends one when idle).
+pub(crate) const WATERMARK_EVERY: u32 = 256;
+
+/// Where a watermark stream stands.
+#[derive(Default, Clone, Copy)]
+struct WatermarkState {
+    max: Option<i64>,
+    sent: Option<i64>,
+    since: u32,
 }
 
 /// Encodes an element once and hands it to every output stream (with its key where a child is keyed).
 pub(crate) struct Outputs<T> {
     streams: Vec<OutStream<T>>,
+    /// Indexed like `streams` (only watermark streams use theirs).
+    watermarks: Vec<WatermarkState>,
     /// Reused for every element: encoding allocates nothing once they have grown.
     value: Vec<u8>,
     key: Vec<u8>,
@@ -52,6 +72,7 @@ pub(crate) struct Outputs<T> {
 impl<T: Serialize> Outputs<T> {
     pub fn new(streams: Vec<OutStream<T>>) -> Self {
         Outputs {
+            watermarks: vec![WatermarkState::default(); streams.len()],
             streams,
             value: Vec::new(),
             key: Vec::new(),
@@ -77,7 +98,16 @@ impl<T: Serialize> Outputs<T> {
         if self.streams.iter().any(|s| s.value) {
             self.value = postcard::to_extend(element, std::mem::take(&mut self.value))?;
         }
-        for s in &self.streams {
+        for (s, w) in self.streams.iter().zip(&mut self.watermarks) {
+            if let Some(ts) = &s.watermark {
+                let t = ts(element);
+                w.max = Some(w.max.map_or(t, |m| m.max(t)));
+                w.since += 1;
+                if w.since >= WATERMARK_EVERY {
+                    send_watermark(&s.stream, w, emit);
+                }
+                continue;
+            }
             let value: &[u8] = if s.value { &self.value } else { &[] };
             match &s.key {
                 Some(key) => {
@@ -90,6 +120,36 @@ impl<T: Serialize> Outputs<T> {
         Ok(())
     }
 }
+
+impl<T> Outputs<T> {
+    /// Sends the watermarks that moved since they were last sent (the task is idle, or a tick came).
+    pub fn flush_watermarks(&mut self, emit: &mut EmitFn<'_>) {
+        for (s, w) in self.streams.iter().zip(&mut self.watermarks) {
+            if s.watermark.is_some() && w.max > w.sent {
+                send_watermark(&s.stream, w, emit);
+            }
+        }
+    }
+}
+
+fn send_watermark(stream: &str, w: &mut WatermarkState, emit: &mut EmitFn<'_>) {
+    if let Some(max) = w.max {
+        emit(stream, &[], &max.to_le_bytes());
+        w.sent = Some(max);
+    }
+    w.since = 0;
+}
+
+/// A watermark tuple's timestamp (its `v`), if it is one.
+pub(crate) fn watermark_of(stream: &str, value: &[u8]) -> Option<i64> {
+    if !stream.starts_with(WATERMARK_PREFIX) {
+        return None;
+    }
+    Some(i64::from_le_bytes(value.try_into().ok()?))
+}
+
+/// Watermark streams' names start with this.
+pub(crate) const WATERMARK_PREFIX: &str = "wm-";
 
 /// Decodes an element from its `v` bytes.
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, UserError> {
@@ -112,8 +172,12 @@ pub(crate) trait Operator: Send {
     /// One input element: its key bytes (empty unless the operator is keyed), its encoded value, and the task it came
     /// from (event-time operators keep a watermark per upstream task).
     fn process(&mut self, key: &[u8], value: &[u8], src: From<'_>, emit: &mut EmitFn<'_>) -> Result<(), UserError>;
-    /// A tick (processing time advanced), for operators that act on time.
+    /// A tick (processing time advanced): operators act on time and send the watermarks of their outputs.
     fn tick(&mut self, _now_ms: i64, _emit: &mut EmitFn<'_>) -> Result<(), UserError> {
+        Ok(())
+    }
+    /// A watermark from an upstream task (event-time windows).
+    fn watermark(&mut self, _from: From<'_>, _ts: i64, _emit: &mut EmitFn<'_>) -> Result<(), UserError> {
         Ok(())
     }
     fn declare(&self, out: &mut OutputDeclarer);
@@ -177,6 +241,21 @@ impl Bolt for StreamletBolt {
                 out.report_error(&*e);
             }
             return;
+        }
+        if let Some(ts) = tuple
+            .get_bytes(1)
+            .ok()
+            .and_then(|v| watermark_of(tuple.source_stream(), v))
+        {
+            let from = From {
+                task: tuple.source_task(),
+                component: tuple.source_component(),
+            };
+            let mut emit = |stream: &str, k: &[u8], v: &[u8]| out.emit_on(stream, &[], (k, v));
+            if let Err(e) = self.op.watermark(from, ts, &mut emit) {
+                out.report_error(&*e);
+            }
+            return out.ack(tuple);
         }
         let (key, value) = match (tuple.get_bytes(0), tuple.get_bytes(1)) {
             (Ok(k), Ok(v)) => (k, v),
@@ -277,6 +356,12 @@ impl<T: Serialize + Clone + Send + 'static> StreamletSpout<T> {
         }
     }
 
+    /// An idle source tells its event-time children how far it got.
+    fn flush_watermarks(&mut self, out: &mut SpoutCollector<'_>) {
+        let mut emit = |stream: &str, k: &[u8], v: &[u8]| out.emit_on(stream, None, (k, v));
+        self.outputs.flush_watermarks(&mut emit);
+    }
+
     fn emit(&mut self, id: MessageId, element: &T, out: &mut SpoutCollector<'_>) {
         let acking = self.acking;
         let mut emit = |stream: &str, k: &[u8], v: &[u8]| {
@@ -326,15 +411,15 @@ impl<T: Serialize + Clone + Send + 'static> Spout for StreamletSpout<T> {
                 continue;
             }
             if self.exhausted {
-                return;
+                return self.flush_watermarks(out);
             }
             let Some(supplier) = self.supplier.as_mut() else { return };
             let element = match supplier() {
                 Next::Item(element) => element,
-                Next::NotNow => return,
+                Next::NotNow => return self.flush_watermarks(out),
                 Next::Ended => {
                     self.exhausted = true;
-                    return;
+                    return self.flush_watermarks(out);
                 }
             };
             let id = self.taken;

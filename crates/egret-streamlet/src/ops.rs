@@ -51,6 +51,11 @@ impl<T: Element, U: Element> Operator for PerElement<T, U> {
     fn declare(&self, out: &mut OutputDeclarer) {
         self.outputs.declare(out)
     }
+
+    fn tick(&mut self, _now_ms: i64, emit: &mut EmitFn<'_>) -> Result<(), UserError> {
+        self.outputs.flush_watermarks(emit);
+        Ok(())
+    }
 }
 
 /// A custom operator with state (Heron's `SerializableTransformer`): `transform` pushes zero or more outputs per
@@ -93,6 +98,11 @@ impl<I: Element, O: Element, X: Transformer<I, O>> Operator for Transform<I, O, 
 
     fn declare(&self, out: &mut OutputDeclarer) {
         self.outputs.declare(out)
+    }
+
+    fn tick(&mut self, _now_ms: i64, emit: &mut EmitFn<'_>) -> Result<(), UserError> {
+        self.outputs.flush_watermarks(emit);
+        Ok(())
     }
 
     fn open(&mut self, ctx: &TopologyContext) -> Result<(), UserError> {
@@ -191,6 +201,11 @@ impl<T: Element, K: Element + Eq + Hash, V: Element> Operator for ReduceByKey<T,
         self.outputs.declare(out)
     }
 
+    fn tick(&mut self, _now_ms: i64, emit: &mut EmitFn<'_>) -> Result<(), UserError> {
+        self.outputs.flush_watermarks(emit);
+        Ok(())
+    }
+
     fn state(&mut self) -> Option<&mut dyn Stateful> {
         Some(self)
     }
@@ -251,6 +266,11 @@ impl<K: Element> Operator for CountByKey<K> {
 
     fn declare(&self, out: &mut OutputDeclarer) {
         self.outputs.declare(out)
+    }
+
+    fn tick(&mut self, _now_ms: i64, emit: &mut EmitFn<'_>) -> Result<(), UserError> {
+        self.outputs.flush_watermarks(emit);
+        Ok(())
     }
 
     fn state(&mut self) -> Option<&mut dyn Stateful> {

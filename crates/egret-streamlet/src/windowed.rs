@@ -2,12 +2,12 @@
 //! ([`crate::window`]), in processing time or event time.
 //!
 //! **Event time.** A [`WindowSpec::event_time`] function gives each element its timestamp. Each task of the operator
-//! keeps, per upstream task, the largest timestamp seen; its watermark is the smallest of those minus the bounded
+//! keeps, per upstream task, the largest timestamp it knows of (from the elements it receives, and from the watermark
+//! tuples every upstream task sends to every task of the operator: `component::Outputs` sends them every 256 elements,
+//! when a source is idle or ends, and on ticks); its watermark is the smallest of those minus the bounded
 //! out-of-orderness, so a slow upstream task holds it back (no element of it is made late). An upstream task silent
 //! for the [`WindowSpec::idle_timeout`] is left out of the minimum until it sends again, so an idle partition does not
-//! stop every window (without a timeout it does, as in Flink). Watermarks are computed where they are used: no
-//! watermark record travels with the tuples. The end of a finite input needs an element whose timestamp is past the
-//! last window (or processing-time windows).
+//! stop every window (without a timeout it does, as in Flink).
 //!
 //! **Processing time** (the default): an element's timestamp is the wall clock when it arrives and the watermark is
 //! the clock; tick tuples (every 100 ms) fire windows while no element arrives.
@@ -28,7 +28,7 @@ use crate::window::{Added, KeyedWindows, Window, WindowConfig};
 /// How often a windowed operator's tasks get a tick (processing time advances, idle upstream tasks are noticed).
 pub(crate) const TICK_MS: u64 = 100;
 
-type TimestampFn<T> = Arc<dyn Fn(&T) -> i64 + Send + Sync>;
+use crate::component::TimestampFn;
 /// A join's function of a pair (`None` on the side an outer join found no partner for).
 pub(crate) type JoinFn<L, R, J> = Arc<dyn Fn(Option<L>, Option<R>) -> J + Send + Sync>;
 
@@ -205,7 +205,7 @@ where
 
     /// The watermark now: processing time, or the smallest largest-timestamp of the upstream tasks that are not
     /// idle, minus the out-of-orderness (`None` while one that is not idle has sent nothing).
-    fn watermark(&self, now: i64) -> Option<i64> {
+    fn current_watermark(&self, now: i64) -> Option<i64> {
         if self.spec.timestamp.is_none() {
             return Some(now);
         }
@@ -238,7 +238,7 @@ where
     }
 
     fn advance(&mut self, now: i64, emit: &mut EmitFn<'_>) -> Result<(), UserError> {
-        if let Some(wm) = self.watermark(now) {
+        if let Some(wm) = self.current_watermark(now) {
             self.windows.advance(wm, &mut self.fired);
         }
         self.emit_fired(emit)
@@ -267,7 +267,7 @@ where
             None => now,
         };
         // The watermark first: an element is late against what is already known.
-        if let Some(wm) = self.watermark(now) {
+        if let Some(wm) = self.current_watermark(now) {
             self.windows.advance(wm, &mut self.fired);
         }
         let v = (self.agg.value)(element.clone());
@@ -288,7 +288,16 @@ where
     }
 
     fn tick(&mut self, now_ms: i64, emit: &mut EmitFn<'_>) -> Result<(), UserError> {
-        self.advance(now_ms, emit)
+        self.advance(now_ms, emit)?;
+        self.results.flush_watermarks(emit);
+        Ok(())
+    }
+
+    fn watermark(&mut self, from: From<'_>, ts: i64, emit: &mut EmitFn<'_>) -> Result<(), UserError> {
+        let max = self.upstream_max.entry(from.task.0).or_insert(ts);
+        *max = (*max).max(ts);
+        self.last_heard.insert(from.task.0, now_ms());
+        self.advance(now_ms(), emit)
     }
 
     fn declare(&self, out: &mut OutputDeclarer) {

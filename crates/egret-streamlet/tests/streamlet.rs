@@ -200,8 +200,8 @@ fn an_effectively_once_streamlet_count_is_exact_after_failures() {
         );
         std::thread::sleep(Duration::from_millis(5));
     };
-    running.stop();
-    // The counters' checkpointed state holds the exact counts (counts by encoded key).
+    // The counters' checkpointed state holds the exact counts (counts by encoded key). Read before stopping: newer
+    // checkpoints keep coming and the oldest are deleted.
     let mut counts: HashMap<String, u64> = HashMap::new();
     // Components sort by name: `count` (tasks 1 and 2) before `source-1`.
     let counters: Vec<TaskId> = (1..=2).map(TaskId).collect();
@@ -214,6 +214,7 @@ fn an_effectively_once_streamlet_count_is_exact_after_failures() {
             *counts.entry(w).or_default() += n;
         }
     }
+    running.stop();
     let expected: HashMap<String, u64> = oracle(total).into_iter().collect();
     assert_eq!(counts, expected);
 }
