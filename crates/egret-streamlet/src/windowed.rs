@@ -413,3 +413,111 @@ pub(crate) fn join_aggregate<L: Element, R: Element, J: Element>(
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// (key, timestamp, id) on either side.
+    type Event = (u8, i64, u32);
+    type Side = JoinSide<Event, Event>;
+    /// A join output: the ids of the pair (`None` for an outer join's missing side).
+    type Pair = (Option<u32>, Option<u32>);
+    /// Every (key, window start, output), sorted.
+    type Joined = Vec<(u8, i64, Pair)>;
+
+    /// Feeds `events` (in arrival order, all in time order per side) through the window engine with the join's
+    /// aggregate, then closes every window; returns every (key, window start, output).
+    fn join_through_engine(events: &[Side], length: i64, join_type: JoinType) -> Joined {
+        let f: JoinFn<Event, Event, Pair> =
+            Arc::new(|l: Option<Event>, r: Option<Event>| (l.map(|x| x.2), r.map(|x| x.2)));
+        let agg = join_aggregate(Some("left".into()), join_type, f);
+        let mut windows: KeyedWindows<u8, (Vec<Event>, Vec<Event>)> =
+            KeyedWindows::new(WindowConfig::TumblingTime { length_ms: length }, 0).unwrap();
+        let mut fired = Vec::new();
+        for e in events {
+            let (key, ts) = match e {
+                JoinSide::Left(x) | JoinSide::Right(x) => (x.0, x.1),
+            };
+            let added = windows.add(
+                key,
+                ts,
+                e,
+                || (agg.init)(),
+                |a, v| (agg.fold)(a, v),
+                |a, b| (agg.merge)(a, b),
+                &mut fired,
+            );
+            assert_eq!(added, Added::Accepted, "no watermark was given: nothing is late");
+        }
+        windows.advance(i64::MAX, &mut fired);
+        let mut out = Vec::new();
+        for (key, window, a) in fired {
+            for o in (agg.finish)(a) {
+                out.push((key, window.start, o));
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// The join computed over the whole input at once.
+    fn oracle(events: &[Side], length: i64, join_type: JoinType) -> Joined {
+        let mut cells: BTreeMap<(u8, i64), (Vec<u32>, Vec<u32>)> = BTreeMap::new();
+        for e in events {
+            match e {
+                JoinSide::Left((k, ts, id)) => cells
+                    .entry((*k, ts.div_euclid(length) * length))
+                    .or_default()
+                    .0
+                    .push(*id),
+                JoinSide::Right((k, ts, id)) => cells
+                    .entry((*k, ts.div_euclid(length) * length))
+                    .or_default()
+                    .1
+                    .push(*id),
+            }
+        }
+        let mut out = Vec::new();
+        for ((k, start), (ls, rs)) in cells {
+            for &l in &ls {
+                for &r in &rs {
+                    out.push((k, start, (Some(l), Some(r))));
+                }
+            }
+            if rs.is_empty() && matches!(join_type, JoinType::LeftOuter | JoinType::Outer) {
+                out.extend(ls.iter().map(|&l| (k, start, (Some(l), None))));
+            }
+            if ls.is_empty() && matches!(join_type, JoinType::RightOuter | JoinType::Outer) {
+                out.extend(rs.iter().map(|&r| (k, start, (None, Some(r)))));
+            }
+        }
+        out.sort();
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+        /// Every join type, over random keys, timestamps and interleavings of the two sides, gives exactly the
+        /// brute-force join of the whole input.
+        #[test]
+        fn a_windowed_join_matches_the_oracle_for_every_join_type(
+            left in proptest::collection::vec((0u8..3, -50i64..200), 0..25),
+            right in proptest::collection::vec((0u8..3, -50i64..200), 0..25),
+            order in proptest::collection::vec(any::<bool>(), 50),
+            length in 1i64..60,
+        ) {
+            let mut events = Vec::new();
+            let (mut l, mut r) = (left.iter().enumerate(), right.iter().enumerate());
+            for take_left in order.iter().chain(std::iter::repeat_n(&true, 50)).chain(std::iter::repeat_n(&false, 50)) {
+                let next = if *take_left { l.next().map(|(i, &(k, t))| JoinSide::Left((k, t, i as u32))) } else { r.next().map(|(i, &(k, t))| JoinSide::Right((k, t, 1000 + i as u32))) };
+                events.extend(next);
+            }
+            for jt in [JoinType::Inner, JoinType::LeftOuter, JoinType::RightOuter, JoinType::Outer] {
+                prop_assert_eq!(join_through_engine(&events, length, jt), oracle(&events, length, jt), "{:?}", jt);
+            }
+        }
+    }
+}
