@@ -34,6 +34,9 @@ struct Args {
     /// Written with the Streamlet API (`word_count::streamlet_topology`) instead of spouts and bolts.
     #[arg(long)]
     streamlet: bool,
+    /// With `--streamlet`: count per word in tumbling windows of this many milliseconds instead of a running count.
+    #[arg(long, requires = "streamlet")]
+    window_ms: Option<i64>,
     /// Cap on the spouts' total emit rate (tuples per second).
     #[arg(long)]
     rate: Option<f64>,
@@ -60,7 +63,9 @@ fn main() {
             .with(keys::STMGRS, a.containers)
             .with(keys::STATEFUL_CHECKPOINT_INTERVAL_SECONDS, 1),
     };
-    egret::run(if a.streamlet {
+    egret::run(if let Some(ms) = a.window_ms {
+        word_count::streamlet_window_topology(&options, ms, |_, _, _| {})
+    } else if a.streamlet {
         word_count::streamlet_topology(&options)
     } else {
         word_count::topology(&options)

@@ -307,15 +307,36 @@ impl Default for WordCountOptions {
     }
 }
 
-/// The same word count written with the Streamlet API: a source `word` of random words (each task its own generator,
-/// capped at its share of the rate) and `count`, a `count_by_key` on the word. Its counts are operator state, kept
-/// by the words' encoded bytes; nothing consumes them, so nothing is emitted downstream (as in the spout/bolt
-/// version).
-pub fn streamlet_topology(o: &WordCountOptions) -> Result<Topology, TopologyErrors> {
-    use egret::streamlet::{Builder, SourceContext};
+/// The word count per window: a source of random words as in [`streamlet_topology`], then `count`, a
+/// `count_by_key_and_window` in tumbling processing-time windows of `window_ms`, whose results go to `on_result`
+/// (word, window, count) in a sink of its own.
+pub fn streamlet_window_topology(
+    o: &WordCountOptions,
+    window_ms: i64,
+    on_result: impl Fn(String, egret::streamlet::Window, u64) + Send + Sync + Clone + 'static,
+) -> Result<Topology, TopologyErrors> {
+    use egret::streamlet::{Builder, WindowSpec};
+    let b = Builder::new();
+    let windowed =
+        random_words(&b, o).count_by_key_and_window(|w: &String| w.clone(), WindowSpec::tumbling_time(window_ms));
+    windowed
+        .results
+        .name("count")
+        .parallelism(o.bolts)
+        .consume(move |(w, window, n)| on_result(w, window, n))
+        .name("results")
+        .parallelism(o.bolts);
+    let mut config = o.config.clone();
+    config.set(keys::RELIABILITY_MODE, o.reliability.as_str());
+    b.build("word-count", config)
+}
+
+/// The source `word` of the streamlet word counts: each task its own generator of random words from the dictionary,
+/// capped at its share of the rate.
+fn random_words(b: &egret::streamlet::Builder, o: &WordCountOptions) -> egret::streamlet::Streamlet<String> {
+    use egret::streamlet::SourceContext;
     let words = Arc::new(Dictionary::new(&o.words));
     let rate = o.rate.map(|r| r / o.spouts.max(1) as f64);
-    let b = Builder::new();
     b.new_source_fn(move |cx: SourceContext| {
         let words = Arc::clone(&words);
         let mut rng = SplitMix(1 + cx.index as u64);
@@ -333,9 +354,19 @@ pub fn streamlet_topology(o: &WordCountOptions) -> Result<Topology, TopologyErro
     })
     .name("word")
     .parallelism(o.spouts)
-    .count_by_key(|w: &String| w.clone())
-    .name("count")
-    .parallelism(o.bolts);
+}
+
+/// The same word count written with the Streamlet API: a source `word` of random words (each task its own generator,
+/// capped at its share of the rate) and `count`, a `count_by_key` on the word. Its counts are operator state, kept
+/// by the words' encoded bytes; nothing consumes them, so nothing is emitted downstream (as in the spout/bolt
+/// version).
+pub fn streamlet_topology(o: &WordCountOptions) -> Result<Topology, TopologyErrors> {
+    use egret::streamlet::Builder;
+    let b = Builder::new();
+    random_words(&b, o)
+        .count_by_key(|w: &String| w.clone())
+        .name("count")
+        .parallelism(o.bolts);
     let mut config = o.config.clone();
     config.set(keys::RELIABILITY_MODE, o.reliability.as_str());
     b.build("word-count", config)

@@ -97,6 +97,10 @@ fn measure(cluster: &mut LocalCluster, topology_bin: &Path, a: &WordcountArgs) -
     if a.api == Api::Streamlet {
         args.push("--streamlet".into());
     }
+    if let Some(ms) = a.window_ms {
+        args.push("--window-ms".into());
+        args.push(ms.to_string());
+    }
     if let Some(r) = a.rate {
         args.push("--rate".into());
         args.push(r.to_string());
@@ -111,7 +115,9 @@ fn measure(cluster: &mut LocalCluster, topology_bin: &Path, a: &WordcountArgs) -
     cluster.egret_ok(&args)?;
     check_interrupted()?;
 
-    let procs = cluster.wait_ready(a.spouts + a.bolts)?;
+    // The windowed streamlet word count has a sink of `--bolts` tasks beside the counting ones.
+    let tasks = a.spouts + a.bolts + if a.window_ms.is_some() { a.bolts } else { 0 };
+    let procs = cluster.wait_ready(tasks)?;
     let ports: Vec<u16> = procs.iter().filter_map(|p| p.http_port).collect();
     let stmgrs = procs.iter().filter(|p| p.kind == "stmgr").count() as u32;
     if stmgrs != containers {

@@ -115,6 +115,11 @@ struct WordcountArgs {
     /// Dictionary size: random 20-character words, as in Heron's example (128 Ki words there).
     #[arg(long, default_value_t = 10_000)]
     words: usize,
+    /// With `--api streamlet`: count per word in tumbling processing-time windows of this many milliseconds
+    /// (`count_by_key_and_window`) instead of a running count; the simulator also reports the latency from a window's
+    /// end to its result (`window_p50_ms`, `window_p99_ms`).
+    #[arg(long)]
+    window_ms: Option<i64>,
     /// Extra topology config, key=value (repeatable).
     #[arg(long = "config-property", value_parser = parse_kv)]
     config: Vec<(String, String)>,
@@ -215,6 +220,12 @@ fn wordcount(a: WordcountArgs) -> anyhow::Result<()> {
     if a.words == 0 {
         bail!("--words must be at least 1");
     }
+    if a.window_ms.is_some() && a.api != Api::Streamlet {
+        bail!("--window-ms needs --api streamlet");
+    }
+    if a.window_ms.is_some_and(|ms| ms <= 0) {
+        bail!("--window-ms must be positive");
+    }
     let outcome = match a.mode {
         Mode::Simulator => {
             if a.containers.is_some() || a.keep_logs.is_some() {
@@ -245,9 +256,22 @@ fn simulator(a: &WordcountArgs) -> anyhow::Result<Outcome> {
         rate: a.rate,
         config,
     };
-    let topology = match a.api {
-        Api::Topology => word_count::topology(&options)?,
-        Api::Streamlet => word_count::streamlet_topology(&options)?,
+    // Window results: microseconds from each window's end to its result reaching the sink, and how many.
+    let window_latency = Arc::new(std::sync::Mutex::new(Vec::<i64>::new()));
+    let topology = match (a.api, a.window_ms) {
+        (Api::Topology, _) => word_count::topology(&options)?,
+        (Api::Streamlet, None) => word_count::streamlet_topology(&options)?,
+        (Api::Streamlet, Some(ms)) => {
+            let latency = Arc::clone(&window_latency);
+            word_count::streamlet_window_topology(&options, ms, move |_, window, _| {
+                let now_us = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_micros() as i64);
+                if let Ok(mut l) = latency.lock() {
+                    l.push(now_us - window.end * 1000);
+                }
+            })?
+        }
     };
     let running = Simulator::start(topology).context("starting the simulator")?;
     eprintln!("warming up for {} s", a.warmup);
@@ -277,6 +301,19 @@ fn simulator(a: &WordcountArgs) -> anyhow::Result<Outcome> {
         "peak_rss_mb".to_string(),
         format!("{:.1}", peak_rss as f64 / (1024.0 * 1024.0)),
     )];
+    if a.window_ms.is_some() {
+        let mut l = window_latency.lock().map(|l| l.clone()).unwrap_or_default();
+        l.sort_unstable();
+        let q = |q: f64| {
+            l.get(((l.len() as f64 - 1.0) * q).round() as usize)
+                .map_or("na".to_string(), |us| format!("{:.1}", *us as f64 / 1000.0))
+        };
+        extra.extend([
+            ("window_results".to_string(), l.len().to_string()),
+            ("window_p50_ms".to_string(), q(0.5)),
+            ("window_p99_ms".to_string(), q(0.99)),
+        ]);
+    }
     if let Some(c) = &finished.checkpoints {
         if let Some(e) = c.errors.first() {
             bail!("checkpoints: {e}");

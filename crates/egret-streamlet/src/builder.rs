@@ -503,6 +503,7 @@ impl<T: Element> Streamlet<T> {
         let agg: Aggregate<T, V, Option<V>, V> = Aggregate {
             decode: decode_fn(),
             value: Arc::new(value),
+            without_element: None,
             init: Arc::new(|| None),
             fold: Arc::new(move |a: &mut Option<V>, v: &V| {
                 *a = Some(match a.take() {
@@ -530,6 +531,7 @@ impl<T: Element> Streamlet<T> {
         let agg: Aggregate<T, (), u64, u64> = Aggregate {
             decode: decode_fn(),
             value: Arc::new(|_| ()),
+            without_element: Some(Arc::new(|| ())),
             init: Arc::new(|| 0),
             fold: Arc::new(|a: &mut u64, _: &()| *a += 1),
             merge: Arc::new(|a: &mut u64, b: u64| *a += b),
@@ -549,8 +551,14 @@ impl<T: Element> Streamlet<T> {
         A: Clone + Serialize + DeserializeOwned + Send + 'static,
     {
         let timestamp = spec.timestamp.clone();
+        // A count in processing time reads only the key: the element is not sent.
+        let edge = if timestamp.is_none() && agg.without_element.is_some() {
+            Edge::KeyOnly
+        } else {
+            Edge::Keyed
+        };
         let m = window_make::<T, K, V, A, O>(spec, move |_| agg.clone());
-        let results: Streamlet<(K, Window, O)> = self.child(op, Edge::Keyed, Some(encoded_key(key)), m);
+        let results: Streamlet<(K, Window, O)> = self.child(op, edge, Some(encoded_key(key)), m);
         if let Some(ts) = timestamp {
             self.watermarks_to(results.id, ts);
         }

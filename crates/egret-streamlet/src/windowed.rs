@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::builder::{Element, Streamlet};
 use crate::component::{EmitFn, From, Operator, Outputs, decode, now_ms};
+use crate::key_bytes::KeyBytes;
 use crate::window::{Added, KeyedWindows, Window, WindowConfig};
 
 /// How often a windowed operator's tasks get a tick (processing time advances, idle upstream tasks are noticed).
@@ -127,6 +128,9 @@ pub(crate) struct Aggregate<T, V, A, O> {
     /// Decodes an input element, given the component it came from (a join's two sides differ).
     pub decode: DecodeFn<T>,
     pub value: Arc<dyn Fn(T) -> V + Send + Sync>,
+    /// An aggregate that does not read elements (a count): its value without one. In processing time such an
+    /// operator neither receives nor decodes elements.
+    pub without_element: Option<Arc<dyn Fn() -> V + Send + Sync>>,
     pub init: Arc<dyn Fn() -> A + Send + Sync>,
     pub fold: FoldFn<A, V>,
     pub merge: MergeFn<A>,
@@ -146,6 +150,7 @@ impl<T, V, A, O> Clone for Aggregate<T, V, A, O> {
         Aggregate {
             decode: Arc::clone(&self.decode),
             value: Arc::clone(&self.value),
+            without_element: self.without_element.clone(),
             init: Arc::clone(&self.init),
             fold: Arc::clone(&self.fold),
             merge: Arc::clone(&self.merge),
@@ -157,7 +162,7 @@ impl<T, V, A, O> Clone for Aggregate<T, V, A, O> {
 /// What a windowed operator checkpoints.
 #[derive(Serialize, Deserialize)]
 struct WindowState<A: Clone> {
-    windows: KeyedWindows<Vec<u8>, A>,
+    windows: KeyedWindows<KeyBytes, A>,
     /// Event time: per upstream task, the largest timestamp seen.
     upstream_max: BTreeMap<u32, i64>,
 }
@@ -165,7 +170,7 @@ struct WindowState<A: Clone> {
 pub(crate) struct WindowOp<T, K, V, A, O> {
     spec: WindowSpec<T>,
     agg: Aggregate<T, V, A, O>,
-    windows: KeyedWindows<Vec<u8>, A>,
+    windows: KeyedWindows<KeyBytes, A>,
     upstream: Vec<TaskId>,
     /// Event time: per upstream task, the largest timestamp and when (processing time) it last sent.
     upstream_max: BTreeMap<u32, i64>,
@@ -173,7 +178,7 @@ pub(crate) struct WindowOp<T, K, V, A, O> {
     started_ms: i64,
     results: Outputs<(K, Window, O)>,
     late: Outputs<T>,
-    fired: Vec<(Vec<u8>, Window, A)>,
+    fired: Vec<(KeyBytes, Window, A)>,
 }
 
 impl<T, K, V, A: Clone, O> WindowOp<T, K, V, A, O>
@@ -229,7 +234,7 @@ where
             if outs.is_empty() {
                 continue;
             }
-            let k = decode::<K>(&key)?;
+            let k = decode::<K>(key.as_slice())?;
             for out in outs {
                 self.results.emit(&(k.clone(), window, out), emit)?;
             }
@@ -254,26 +259,37 @@ where
     O: Element,
 {
     fn process(&mut self, key: &[u8], value: &[u8], src: From<'_>, emit: &mut EmitFn<'_>) -> Result<(), UserError> {
-        let element: T = (self.agg.decode)(value, src.component)?;
         let now = now_ms();
-        let ts = match &self.spec.timestamp {
-            Some(f) => {
-                let ts = f(&element);
-                let max = self.upstream_max.entry(src.task.0).or_insert(ts);
-                *max = (*max).max(ts);
-                self.last_heard.insert(src.task.0, now);
-                ts
+        // A count in processing time needs neither the element nor its bytes (its parent sends only the key).
+        let (element, ts) = match (&self.spec.timestamp, &self.agg.without_element) {
+            (None, Some(_)) => (None, now),
+            (timestamp, _) => {
+                let element: T = (self.agg.decode)(value, src.component)?;
+                let ts = match timestamp {
+                    Some(f) => {
+                        let ts = f(&element);
+                        let max = self.upstream_max.entry(src.task.0).or_insert(ts);
+                        *max = (*max).max(ts);
+                        self.last_heard.insert(src.task.0, now);
+                        ts
+                    }
+                    None => now,
+                };
+                (Some(element), ts)
             }
-            None => now,
         };
         // The watermark first: an element is late against what is already known.
         if let Some(wm) = self.current_watermark(now) {
             self.windows.advance(wm, &mut self.fired);
         }
-        let v = (self.agg.value)(element.clone());
+        let v = match (&element, &self.agg.without_element) {
+            (_, Some(v)) => v(),
+            (Some(e), None) => (self.agg.value)(e.clone()),
+            (None, None) => return Err("a windowed operator got no element to aggregate".into()),
+        };
         let (init, fold, merge) = (&self.agg.init, &self.agg.fold, &self.agg.merge);
         let added = self.windows.add(
-            key.to_vec(),
+            KeyBytes::new(key),
             ts,
             &v,
             || init(),
@@ -281,8 +297,9 @@ where
             |a, b| merge(a, b),
             &mut self.fired,
         );
-        if added == Added::Late {
-            self.late.emit(&element, emit)?;
+        // (Without the element, in processing time, nothing is late unless the clock went back.)
+        if let (Added::Late, Some(e)) = (added, &element) {
+            self.late.emit(e, emit)?;
         }
         self.emit_fired(emit)
     }
@@ -336,7 +353,7 @@ where
     fn pre_save(&mut self, _checkpoint: CheckpointId, out: &mut Vec<u8>) -> Result<(), UserError> {
         #[derive(Serialize)]
         struct Ref<'a, A> {
-            windows: &'a KeyedWindows<Vec<u8>, A>,
+            windows: &'a KeyedWindows<KeyBytes, A>,
             upstream_max: &'a BTreeMap<u32, i64>,
         }
         let bytes = postcard::to_stdvec(&Ref {
@@ -386,6 +403,7 @@ pub(crate) fn join_aggregate<L: Element, R: Element, J: Element>(
             }
         }),
         value: Arc::new(|x| x),
+        without_element: None,
         init: Arc::new(|| (Vec::new(), Vec::new())),
         fold: Arc::new(|a: &mut (Vec<L>, Vec<R>), x: &JoinSide<L, R>| match x {
             JoinSide::Left(l) => a.0.push(l.clone()),
