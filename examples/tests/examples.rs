@@ -75,3 +75,107 @@ fn word_count_counts_every_emitted_word() {
         }
     }
 }
+
+/// Runs a streamlet example until its sources (component, elements) have emitted everything, then drains it.
+fn run_streamlet_example(t: egret::Topology, sources: &[(&str, u64)]) {
+    let running = Simulator::start(t).unwrap();
+    running
+        .wait_until(Duration::from_secs(30), |m| {
+            sources.iter().all(|&(c, n)| m.component(c).emitted >= n)
+        })
+        .unwrap();
+    let finished = running.stop();
+    assert!(finished.drained && finished.errors.is_empty(), "{:?}", finished.errors);
+}
+
+#[test]
+fn streamlet_examples_count_join_and_sessionize() {
+    use egret_examples::streamlets;
+    use std::sync::Mutex;
+
+    let counts = Arc::new(Mutex::new(std::collections::BTreeMap::new()));
+    let c = Arc::clone(&counts);
+    let lines = vec!["the egret and the heron".to_string(), "The heron waits".to_string()];
+    run_streamlet_example(
+        streamlets::word_count(lines, move |w, n| {
+            let mut m = c.lock().unwrap();
+            let e = m.entry(w).or_insert(0);
+            *e = n.max(*e);
+        })
+        .unwrap(),
+        &[("lines", 2)],
+    );
+    let counts: Vec<(String, u64)> = counts.lock().unwrap().clone().into_iter().collect();
+    let expected = [("and", 1), ("egret", 1), ("heron", 2), ("the", 3), ("waits", 1)];
+    assert_eq!(counts, expected.map(|(w, n)| (w.to_string(), n)));
+
+    let end = (u32::MAX, i64::MAX / 4);
+    let clicks = vec![(1, 120), (2, 450), (1, 1300), end];
+    let impressions = vec![(1, 100), (1, 900), (2, 400), (1, 1250), (3, 1500), end];
+    let pairs = Arc::new(Mutex::new(Vec::new()));
+    let p = Arc::clone(&pairs);
+    run_streamlet_example(
+        streamlets::ad_join(clicks, impressions, move |ad, w, click, imp| {
+            if ad != u32::MAX {
+                p.lock().unwrap().push((ad, w.start, click, imp));
+            }
+        })
+        .unwrap(),
+        &[("clicks", 4), ("impressions", 6)],
+    );
+    let mut pairs = pairs.lock().unwrap().clone();
+    pairs.sort();
+    assert_eq!(
+        pairs,
+        vec![
+            (1, 0, 120, 100),
+            (1, 0, 120, 900),
+            (1, 1000, 1300, 1250),
+            (2, 0, 450, 400)
+        ]
+    );
+
+    let actions: Vec<(String, i64)> = [
+        ("ann", 0),
+        ("ann", 30),
+        ("bob", 10),
+        ("ann", 400),
+        ("ann", 20),
+        ("bob", 600),
+    ]
+    .into_iter()
+    .map(|(u, t)| (u.to_string(), t))
+    .chain([(String::new(), i64::MAX / 4)])
+    .collect();
+    let sessions = Arc::new(Mutex::new(Vec::new()));
+    let late = Arc::new(Mutex::new(Vec::new()));
+    let (s, l) = (Arc::clone(&sessions), Arc::clone(&late));
+    run_streamlet_example(
+        streamlets::user_sessions(
+            actions,
+            100,
+            move |user, w, n| {
+                if !user.is_empty() {
+                    s.lock().unwrap().push((user, w.start, w.end, n));
+                }
+            },
+            move |a| l.lock().unwrap().push(a),
+        )
+        .unwrap(),
+        &[("actions", 7)],
+    );
+    let mut sessions = sessions.lock().unwrap().clone();
+    sessions.sort();
+    let expected = [
+        ("ann", 0, 130, 2),
+        ("ann", 400, 500, 1),
+        ("bob", 10, 110, 1),
+        ("bob", 600, 700, 1),
+    ];
+    assert_eq!(sessions, expected.map(|(u, a, b, n)| (u.to_string(), a, b, n)));
+    assert_eq!(
+        *late.lock().unwrap(),
+        vec![("ann".to_string(), 20)],
+        "an action behind its closed session is late"
+    );
+}

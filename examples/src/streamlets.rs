@@ -1,0 +1,99 @@
+//! Streamlet examples (`docs/streamlets.md`): a word count, a windowed join of ad clicks with ad impressions, and
+//! event-time sessions with late data. Each builds a topology whose results go to `out`; `bin/streamlets.rs` runs
+//! them in the simulator and prints what they found.
+
+use egret::streamlet::{Builder, JoinSide, JoinType, SourceContext, Window, WindowSpec};
+use egret::*;
+
+/// Counts the words of `lines` (split over 2 source tasks); every running count goes to `out`.
+pub fn word_count(
+    lines: Vec<String>,
+    out: impl Fn(String, u64) + Send + Sync + Clone + 'static,
+) -> Result<Topology, TopologyErrors> {
+    let b = Builder::new();
+    b.new_source(move |cx: SourceContext| {
+        lines
+            .clone()
+            .into_iter()
+            .enumerate()
+            .filter(move |(i, _)| i % cx.parallelism as usize == cx.index as usize)
+            .map(|(_, l)| l)
+    })
+    .name("lines")
+    .parallelism(2)
+    .flat_map(|line: String| line.split_whitespace().map(str::to_lowercase).collect::<Vec<_>>())
+    .name("words")
+    .count_by_key(|w: &String| w.clone())
+    .name("count")
+    .parallelism(2)
+    .consume(move |(w, n)| out(w, n))
+    .name("print");
+    b.build("streamlet-word-count", Config::new())
+}
+
+/// An ad click or impression: (ad id, event time in ms).
+pub type AdEvent = (u32, i64);
+
+/// Per ad and 1 s event-time window, how many impressions each click follows (an inner join of clicks with
+/// impressions on the ad id), sent to `out` as (ad, window, click time, impression time).
+pub fn ad_join(
+    clicks: Vec<AdEvent>,
+    impressions: Vec<AdEvent>,
+    out: impl Fn(u32, Window, i64, i64) + Send + Sync + Clone + 'static,
+) -> Result<Topology, TopologyErrors> {
+    let b = Builder::new();
+    let clicks = b
+        .new_source(move |_cx: SourceContext| clicks.clone().into_iter())
+        .name("clicks");
+    let impressions = b
+        .new_source(move |_cx: SourceContext| impressions.clone().into_iter())
+        .name("impressions");
+    let time = |e: &JoinSide<AdEvent, AdEvent>| match e {
+        JoinSide::Left((_, t)) | JoinSide::Right((_, t)) => *t,
+    };
+    let joined = clicks.join(
+        &impressions,
+        |c: &AdEvent| c.0,
+        |i: &AdEvent| i.0,
+        WindowSpec::tumbling_time(1000).event_time(time, 100),
+        JoinType::Inner,
+        |c: Option<AdEvent>, i: Option<AdEvent>| (c.map_or(0, |c| c.1), i.map_or(0, |i| i.1)),
+    );
+    joined
+        .results
+        .name("join")
+        .consume(move |(ad, window, (click, impression))| out(ad, window, click, impression))
+        .name("print");
+    b.build("ad-join", Config::new())
+}
+
+/// A user action: (user, event time in ms).
+pub type Action = (String, i64);
+
+/// Per user, sessions of actions less than `gap_ms` apart (event time, 50 ms out of order at most, 100 ms of allowed
+/// lateness): each session's (user, window, actions) goes to `sessions`, every action too late for its session to
+/// `late`.
+pub fn user_sessions(
+    actions: Vec<Action>,
+    gap_ms: i64,
+    sessions: impl Fn(String, Window, u64) + Send + Sync + Clone + 'static,
+    late: impl Fn(Action) + Send + Sync + Clone + 'static,
+) -> Result<Topology, TopologyErrors> {
+    let b = Builder::new();
+    let windowed = b
+        .new_source(move |_cx: SourceContext| actions.clone().into_iter())
+        .name("actions")
+        .count_by_key_and_window(
+            |a: &Action| a.0.clone(),
+            WindowSpec::session(gap_ms)
+                .event_time(|a: &Action| a.1, 50)
+                .allowed_lateness(100),
+        );
+    windowed
+        .results
+        .name("sessions")
+        .consume(move |(user, window, n)| sessions(user, window, n))
+        .name("print");
+    windowed.late.consume(late).name("late");
+    b.build("user-sessions", Config::new())
+}
