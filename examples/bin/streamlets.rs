@@ -26,7 +26,7 @@ fn run(t: egret::Topology, sources: &[(&str, u64)]) {
 fn main() {
     let counts = Arc::new(Mutex::new(BTreeMap::new()));
     let c = Arc::clone(&counts);
-    let lines = vec!["the egret and the heron".to_string(), "The heron waits".to_string()];
+    let lines = streamlets::sample_lines();
     run(
         streamlets::word_count(lines, move |w, n| {
             c.lock().unwrap().insert(w, n);
@@ -36,9 +36,7 @@ fn main() {
     );
     println!("word count: {:?}", counts.lock().unwrap());
 
-    let end = (u32::MAX, i64::MAX / 4); // past every window: closes them all
-    let clicks = vec![(1, 120), (2, 450), (1, 1300), end];
-    let impressions = vec![(1, 100), (1, 900), (2, 400), (1, 1250), (3, 1500), end];
+    let (clicks, impressions) = streamlets::sample_ad_events();
     let pairs = Arc::new(Mutex::new(Vec::new()));
     let p = Arc::clone(&pairs);
     run(
@@ -55,18 +53,7 @@ fn main() {
         pairs.lock().unwrap()
     );
 
-    let actions: Vec<(String, i64)> = [
-        ("ann", 0),
-        ("ann", 30),
-        ("bob", 10),
-        ("ann", 400),
-        ("ann", 20),
-        ("bob", 600),
-    ]
-    .into_iter()
-    .map(|(u, t)| (u.to_string(), t))
-    .chain([("".to_string(), i64::MAX / 4)])
-    .collect();
+    let actions = streamlets::sample_actions();
     let sessions = Arc::new(Mutex::new(Vec::new()));
     let late = Arc::new(Mutex::new(Vec::new()));
     let (s, l) = (Arc::clone(&sessions), Arc::clone(&late));

@@ -97,3 +97,37 @@ pub fn user_sessions(
     windowed.late.consume(late).name("late");
     b.build("user-sessions", Config::new())
 }
+
+/// A clicks/impressions event past every window: the last event of each sample source, so every window closes.
+pub const AD_END: AdEvent = (u32::MAX, i64::MAX / 4);
+/// The same for the actions (an empty user).
+pub const ACTIONS_END_TIME: i64 = i64::MAX / 4;
+
+/// The sample input of [`word_count`] that `bin/streamlets.rs` runs and the examples' test checks.
+pub fn sample_lines() -> Vec<String> {
+    vec!["the egret and the heron".to_string(), "The heron waits".to_string()]
+}
+
+/// The sample clicks and impressions of [`ad_join`], each ending with [`AD_END`].
+pub fn sample_ad_events() -> (Vec<AdEvent>, Vec<AdEvent>) {
+    let clicks = vec![(1, 120), (2, 450), (1, 1300), AD_END];
+    let impressions = vec![(1, 100), (1, 900), (2, 400), (1, 1250), (3, 1500), AD_END];
+    (clicks, impressions)
+}
+
+/// The sample actions of [`user_sessions`]: `ann` at 20 arrives after her session of 0 and 30 has closed (the
+/// watermark is at 350 once 400 is seen); they end with an empty user at [`ACTIONS_END_TIME`].
+pub fn sample_actions() -> Vec<Action> {
+    [
+        ("ann", 0),
+        ("ann", 30),
+        ("bob", 10),
+        ("ann", 400),
+        ("ann", 20),
+        ("bob", 600),
+        ("", ACTIONS_END_TIME),
+    ]
+    .into_iter()
+    .map(|(u, t)| (u.to_string(), t))
+    .collect()
+}

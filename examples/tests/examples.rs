@@ -95,7 +95,7 @@ fn streamlet_examples_count_join_and_sessionize() {
 
     let counts = Arc::new(Mutex::new(std::collections::BTreeMap::new()));
     let c = Arc::clone(&counts);
-    let lines = vec!["the egret and the heron".to_string(), "The heron waits".to_string()];
+    let lines = streamlets::sample_lines();
     run_streamlet_example(
         streamlets::word_count(lines, move |w, n| {
             let mut m = c.lock().unwrap();
@@ -109,9 +109,7 @@ fn streamlet_examples_count_join_and_sessionize() {
     let expected = [("and", 1), ("egret", 1), ("heron", 2), ("the", 3), ("waits", 1)];
     assert_eq!(counts, expected.map(|(w, n)| (w.to_string(), n)));
 
-    let end = (u32::MAX, i64::MAX / 4);
-    let clicks = vec![(1, 120), (2, 450), (1, 1300), end];
-    let impressions = vec![(1, 100), (1, 900), (2, 400), (1, 1250), (3, 1500), end];
+    let (clicks, impressions) = streamlets::sample_ad_events();
     let pairs = Arc::new(Mutex::new(Vec::new()));
     let p = Arc::clone(&pairs);
     run_streamlet_example(
@@ -135,18 +133,7 @@ fn streamlet_examples_count_join_and_sessionize() {
         ]
     );
 
-    let actions: Vec<(String, i64)> = [
-        ("ann", 0),
-        ("ann", 30),
-        ("bob", 10),
-        ("ann", 400),
-        ("ann", 20),
-        ("bob", 600),
-    ]
-    .into_iter()
-    .map(|(u, t)| (u.to_string(), t))
-    .chain([(String::new(), i64::MAX / 4)])
-    .collect();
+    let actions = streamlets::sample_actions();
     let sessions = Arc::new(Mutex::new(Vec::new()));
     let late = Arc::new(Mutex::new(Vec::new()));
     let (s, l) = (Arc::clone(&sessions), Arc::clone(&late));
