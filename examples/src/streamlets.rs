@@ -131,3 +131,27 @@ pub fn sample_actions() -> Vec<Action> {
     .map(|(u, t)| (u.to_string(), t))
     .collect()
 }
+
+/// Timestamped page views for the windowed end-to-end tests: `n` events `(page, ts)` over `pages` pages, event `i`
+/// at about `i / 2` ms, each late by up to `max_delay_ms` (out of order within that bound), from a seed.
+pub fn page_views(n: usize, pages: usize, max_delay_ms: i64, seed: u64) -> Vec<(String, i64)> {
+    let mut rng = crate::SplitMix(seed);
+    (0..n)
+        .map(|i| {
+            let page = format!("page-{}", rng.below(pages));
+            let delay = rng.below(max_delay_ms.max(1) as usize) as i64;
+            (page, i as i64 / 2 - delay)
+        })
+        .collect()
+}
+
+/// The count of each `(page, window start)` of [`page_views`] in tumbling windows of `window_ms`.
+pub fn page_view_windows(views: &[(String, i64)], window_ms: i64) -> std::collections::BTreeMap<(String, i64), u64> {
+    let mut counts = std::collections::BTreeMap::new();
+    for (page, ts) in views {
+        *counts
+            .entry((page.clone(), ts.div_euclid(window_ms) * window_ms))
+            .or_default() += 1;
+    }
+    counts
+}

@@ -38,21 +38,6 @@ fn total(c: &BTreeMap<String, u64>) -> u64 {
     c.values().sum()
 }
 
-/// Running processes whose names contain one of `kinds`: (pid, name).
-fn victims(c: &Cluster, topology: &str, kinds: &[&str]) -> Vec<(i32, String)> {
-    let e = c.explain(topology);
-    e["processes"]
-        .as_array()
-        .map(|ps| {
-            ps.iter()
-                .filter(|p| p["state"] == "running")
-                .filter_map(|p| Some((p["pid"].as_i64()? as i32, p["name"].as_str()?.to_string())))
-                .filter(|(_, name)| kinds.iter().any(|k| name.contains(k)))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// Waits until the counters' total reaches `want` and stays unchanged for two seconds; returns the counts.
 fn settled(out: &Path, want: u64, limit: Duration) -> BTreeMap<String, u64> {
     let deadline = Instant::now() + limit;
@@ -101,22 +86,9 @@ fn effectively_once_counts_exactly_while_processes_are_killed() {
     let out = c.home.join("out");
     submit(&c, &out, SENTENCES, &[]);
     let t = "stateful-word-count";
-    let mut rng = egret_examples::SplitMix(egret_testkit_seed());
-    let kinds = ["instance", "stmgr", "tmanager"];
-    let mut killed = Vec::new();
-    // Ten kills over the run (about 25 s of input at the default rate), one every 1 to 2.5 s.
-    while killed.len() < 10 {
-        std::thread::sleep(Duration::from_millis(1000 + rng.below(1500) as u64));
-        let candidates = victims(&c, t, &kinds);
-        if candidates.is_empty() {
-            continue;
-        }
-        let (pid, name) = candidates[rng.below(candidates.len())].clone();
-        // SAFETY: SIGKILL to a process of this test's own topology.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
-        eprintln!("killed {name} (pid {pid}) with {} words counted", total(&counts(&out)));
-        killed.push(name);
-    }
+    let killed = kill_randomly(&c, t, &["instance", "stmgr", "tmanager"], 10, || {
+        format!("{} words counted", total(&counts(&out)))
+    });
     let got = settled(&out, words, Duration::from_secs(150));
     if got != expected {
         c.print_logs();
@@ -153,20 +125,6 @@ fn at_least_once_over_counts_where_effectively_once_is_exact() {
         "at-least-once replays count twice: {} of {words}",
         total(&got)
     );
-}
-
-/// A seed for the kill schedule, printed so that a failure can be replayed with `EGRET_TEST_SEED`.
-fn egret_testkit_seed() -> u64 {
-    let seed = std::env::var("EGRET_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |d| d.as_nanos() as u64)
-        });
-    eprintln!("seed {seed} (replay with EGRET_TEST_SEED={seed})");
-    seed
 }
 
 /// The newest checkpoint `egret checkpoints` marks complete, if any.

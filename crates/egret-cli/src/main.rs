@@ -69,12 +69,6 @@ enum Command {
 }
 
 fn main() {
-    // Like other Unix tools, stop quietly when the reader of our output goes away (`egret explain ... | head`)
-    // instead of panicking on a broken pipe.
-    // SAFETY: restoring the default action of SIGPIPE before any thread starts.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
     let cli = Cli::parse();
     let home = cli.home;
     // A daemon's fatal error goes to its log like everything else it says; a user command's goes to the user.
@@ -87,6 +81,15 @@ fn main() {
             | Command::Stmgr(_)
             | Command::Metricsmgr(_)
     );
+    // Like other Unix tools, a user command stops quietly when the reader of its output goes away (`egret explain
+    // ... | head`) instead of panicking on a broken pipe. A daemon keeps SIGPIPE ignored: a peer that dies while it
+    // writes to the peer's socket is an error it handles, not a reason to die.
+    if !daemon {
+        // SAFETY: restoring the default action of SIGPIPE before any thread starts.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let result = match cli.command {
         Command::Submit(a) => submit::submit(&home, a),
         Command::Kill(a) => commands::kill(&home, a),

@@ -12,7 +12,9 @@ use std::marker::PhantomData;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use egret_api::{Config, CustomGrouping, Grouping, TaskId, Topology, TopologyBuilder, TopologyErrors, Tuple, keys};
+use egret_api::{
+    Config, CustomGrouping, Grouping, Spout, TaskId, Topology, TopologyBuilder, TopologyErrors, Tuple, UserError, keys,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -21,6 +23,7 @@ use crate::component::{
     WATERMARK_PREFIX, decode,
 };
 use crate::ops;
+use crate::spout_source::{ElementFn, SpoutSource};
 use crate::window::Window;
 use crate::windowed::{
     Aggregate, JoinFn, JoinSide, JoinType, WindowOp, WindowSpec, Windowed, decode_fn, join_aggregate,
@@ -155,14 +158,42 @@ impl Builder {
         }))
     }
 
+    /// A source made from any spout (Heron's `newSource(IRichSpout)`): each task runs a spout from `make`, and every
+    /// tuple it emits becomes an element through `element(&tuple)` (an error drops the tuple: it is reported, and
+    /// failed to the spout if it had a message id). The spout keeps its own reliability and state: under
+    /// at-least-once its message ids are the elements' (its `ack` and `fail` are called), under effectively-once its
+    /// `stateful()` is checkpointed and restored, so a spout that seeks to its restored position replays exactly.
+    pub fn new_spout_source<T, S>(
+        &self,
+        make: impl Fn() -> S + Send + Sync + 'static,
+        element: impl Fn(&Tuple<'_>) -> Result<T, UserError> + Send + Sync + 'static,
+    ) -> Streamlet<T>
+    where
+        T: Element,
+        S: Spout + 'static,
+    {
+        let make = Arc::new(make);
+        let element: ElementFn<T> = Arc::new(element);
+        self.add_source(Box::new(move |b, spec, outputs| {
+            let outputs = outputs_of::<T>(outputs, 0);
+            let (make, element) = (Arc::clone(&make), Arc::clone(&element));
+            b.set_spout(spec.name, spec.parallelism, move || {
+                SpoutSource::new(make(), Arc::clone(&element), Outputs::new(outputs.clone()))
+            });
+        }))
+    }
+
     fn source<T: Element>(&self, make_supplier: SupplierFactory<T>) -> Streamlet<T> {
-        let make: Make = Box::new(move |b, spec, outputs| {
+        self.add_source(Box::new(move |b, spec, outputs| {
             let outputs = outputs_of::<T>(outputs, 0);
             let make_supplier = Arc::clone(&make_supplier);
             b.set_spout(spec.name, spec.parallelism, move || {
                 StreamletSpout::new(Arc::clone(&make_supplier), Outputs::new(outputs.clone()))
             });
-        });
+        }))
+    }
+
+    fn add_source<T: Element>(&self, make: Make) -> Streamlet<T> {
         let id = self.add(Node {
             op: "source",
             name: None,

@@ -18,6 +18,7 @@ mod builder;
 mod component;
 mod key_bytes;
 mod ops;
+mod spout_source;
 pub mod window;
 mod windowed;
 

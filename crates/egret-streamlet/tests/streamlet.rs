@@ -465,3 +465,85 @@ fn event_time_session_windows_close_on_the_gap_and_route_late_elements_aside() {
         "the element behind a closed session is late"
     );
 }
+
+/// A reliable spout of the numbers `0..n` (message id = the number) that records its acks and fails.
+struct Numbers {
+    n: u64,
+    next: u64,
+    acked: Arc<Mutex<Vec<u64>>>,
+    failed: Arc<Mutex<Vec<u64>>>,
+}
+
+impl egret_api::Spout for Numbers {
+    fn declare_outputs(&self, out: &mut egret_api::OutputDeclarer) {
+        out.declare(["n", "label"]);
+    }
+    fn next_tuple(&mut self, out: &mut egret_api::SpoutCollector<'_>) {
+        if self.next < self.n {
+            // Every 100th number is labelled so that it does not convert.
+            let label = if self.next % 100 == 99 { "bad" } else { "ok" };
+            out.emit_with_id(self.next, (self.next as i64, label));
+            self.next += 1;
+        }
+    }
+    fn ack(&mut self, id: egret_api::MessageId) {
+        self.acked.lock().unwrap().push(id);
+    }
+    fn fail(&mut self, id: egret_api::MessageId) {
+        self.failed.lock().unwrap().push(id);
+    }
+}
+
+#[test]
+fn a_streamlet_source_from_a_spout_keeps_its_acks_and_fails() {
+    let n = 1000u64;
+    let (acked, failed): (Seen<u64>, Seen<u64>) = Default::default();
+    let b = Builder::new();
+    let (a, f) = (acked.clone(), failed.clone());
+    let seen: Seen<i64> = Arc::default();
+    let s = seen.clone();
+    b.new_spout_source(
+        move || Numbers {
+            n,
+            next: 0,
+            acked: a.clone(),
+            failed: f.clone(),
+        },
+        |t: &egret_api::Tuple<'_>| match t.get_str("label")? {
+            "ok" => Ok(t.get_i64("n")?),
+            other => Err(format!("label {other}").into()),
+        },
+    )
+    .name("numbers")
+    .map(|x: i64| x * 2)
+    .consume(move |x| s.lock().unwrap().push(x));
+    let config = Config::new().with(keys::RELIABILITY_MODE, ReliabilityMode::AtLeastOnce);
+    let t = b.build("spout-source", config).unwrap();
+    assert!(t.component("numbers").is_some());
+    let running = Simulator::start(t).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while acked.lock().unwrap().len() + failed.lock().unwrap().len() < n as usize
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    running.stop();
+    let mut got = seen.lock().unwrap().clone();
+    got.sort();
+    let want: Vec<i64> = (0..n as i64).filter(|x| x % 100 != 99).map(|x| x * 2).collect();
+    assert_eq!(got, want, "every converted tuple is an element");
+    let mut acked = acked.lock().unwrap().clone();
+    acked.sort();
+    assert_eq!(
+        acked,
+        (0..n).filter(|x| x % 100 != 99).collect::<Vec<_>>(),
+        "processed elements are acked"
+    );
+    let mut failed = failed.lock().unwrap().clone();
+    failed.sort();
+    assert_eq!(
+        failed,
+        (0..n).filter(|x| x % 100 == 99).collect::<Vec<_>>(),
+        "tuples that do not convert are failed"
+    );
+}

@@ -371,3 +371,58 @@ pub fn query_tmanager(
         other => panic!("unexpected answer {other:?}"),
     }
 }
+
+/// Running processes of `topology` whose names contain one of `kinds`: (pid, name).
+pub fn victims(c: &Cluster, topology: &str, kinds: &[&str]) -> Vec<(i32, String)> {
+    let e = c.explain(topology);
+    e["processes"]
+        .as_array()
+        .map(|ps| {
+            ps.iter()
+                .filter(|p| p["state"] == "running")
+                .filter_map(|p| Some((p["pid"].as_i64()? as i32, p["name"].as_str()?.to_string())))
+                .filter(|(_, name)| kinds.iter().any(|k| name.contains(k)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A seed for a test's random schedule, printed so that a failure can be replayed with `EGRET_TEST_SEED`.
+pub fn test_seed() -> u64 {
+    let seed = std::env::var("EGRET_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        });
+    eprintln!("seed {seed} (replay with EGRET_TEST_SEED={seed})");
+    seed
+}
+
+/// Kills `n` processes of `topology` whose names contain one of `kinds` with SIGKILL, one every 1 to 2.5 s, chosen
+/// at random; `progress` says how far the topology got at each kill (printed). Returns the names killed.
+pub fn kill_randomly(
+    c: &Cluster,
+    topology: &str,
+    kinds: &[&str],
+    n: usize,
+    progress: impl Fn() -> String,
+) -> Vec<String> {
+    let mut rng = egret_examples::SplitMix(test_seed());
+    let mut killed = Vec::new();
+    while killed.len() < n {
+        std::thread::sleep(Duration::from_millis(1000 + rng.below(1500) as u64));
+        let candidates = victims(c, topology, kinds);
+        if candidates.is_empty() {
+            continue;
+        }
+        let (pid, name) = candidates[rng.below(candidates.len())].clone();
+        // SAFETY: SIGKILL to a process of this test's own topology.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        eprintln!("killed {name} (pid {pid}) with {}", progress());
+        killed.push(name);
+    }
+    killed
+}
