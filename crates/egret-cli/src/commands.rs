@@ -12,7 +12,7 @@ use egret_proto::egret::{Location, SetActive, control};
 use egret_scheduler::local::{LocalScheduler, alive};
 use egret_scheduler::package_dir;
 use egret_scheduler::supervisor::SUPERVISOR;
-use egret_statemgr::LocalStateManager;
+use egret_statemgr::StateManager;
 use egret_transport::{Frame, split};
 
 pub fn check_cluster(cluster: &str) -> anyhow::Result<()> {
@@ -100,7 +100,7 @@ fn scheduler(home: &Path, cluster: &str) -> anyhow::Result<LocalScheduler> {
     ))
 }
 
-fn existing(home: &Path, cluster: &str, topology: &str) -> anyhow::Result<LocalStateManager> {
+fn existing(home: &Path, cluster: &str, topology: &str) -> anyhow::Result<Arc<dyn StateManager>> {
     Ok(egret_tracker::explain::existing(home, cluster, topology)?)
 }
 
@@ -108,7 +108,7 @@ fn existing(home: &Path, cluster: &str, topology: &str) -> anyhow::Result<LocalS
 /// stay). Also what a failed submit does, so it must cope with a topology that is only partly written.
 pub fn cleanup(home: &Path, cluster: &str, topology: &str) -> anyhow::Result<Vec<i32>> {
     let groups = scheduler(home, cluster)?.stop(topology, None, Duration::from_secs(5))?;
-    LocalStateManager::new(home, cluster)?.delete_topology(topology)?;
+    egret_statemgr::open(home, cluster)?.delete_topology(topology)?;
     let pkg = package_dir(home, cluster, topology);
     if pkg.exists() {
         std::fs::remove_dir_all(&pkg).with_context(|| format!("cannot remove {}", pkg.display()))?;
@@ -142,7 +142,7 @@ pub fn kill(home: &Path, a: TopologyArgs) -> anyhow::Result<()> {
 }
 
 /// Sends one control message to the tmanager and returns its answer.
-fn ask_tmanager(state: &LocalStateManager, topology: &str, msg: control::Msg) -> anyhow::Result<(bool, String)> {
+fn ask_tmanager(state: &dyn StateManager, topology: &str, msg: control::Msg) -> anyhow::Result<(bool, String)> {
     let l: Location = state
         .get_location(topology, "tmanager")?
         .with_context(|| format!("topology {topology} has no tmanager yet"))?;
@@ -161,7 +161,7 @@ pub fn set_active(home: &Path, a: TopologyArgs, active: bool) -> anyhow::Result<
     let state = existing(home, &a.cluster, &a.topology)?;
     let id = state.get_topology(&a.topology)?.map(|t| t.id).unwrap_or_default();
     let (ok, message) = ask_tmanager(
-        &state,
+        &*state,
         &a.topology,
         control::Msg::SetActive(SetActive {
             topology_id: id,
@@ -233,8 +233,8 @@ pub fn restart(home: &Path, a: RestartArgs) -> anyhow::Result<()> {
 
 pub fn list(home: &Path, a: ListArgs) -> anyhow::Result<()> {
     check_cluster(&a.cluster)?;
-    let state = LocalStateManager::new(home, &a.cluster)?;
-    let rows = egret_tracker::explain::list(&state)?;
+    let state = egret_statemgr::open(home, &a.cluster)?;
+    let rows = egret_tracker::explain::list(&*state)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else if rows.is_empty() {
@@ -258,8 +258,8 @@ pub fn list(home: &Path, a: ListArgs) -> anyhow::Result<()> {
 /// is the tracker's (`egret_tracker::explain::checkpoints`).
 pub fn checkpoints(home: &Path, a: CheckpointsArgs) -> anyhow::Result<()> {
     check_cluster(&a.cluster)?;
-    let state = LocalStateManager::new(home, &a.cluster)?;
-    let c = egret_tracker::explain::checkpoints(&state, &a.topology)?;
+    let state = egret_statemgr::open(home, &a.cluster)?;
+    let c = egret_tracker::explain::checkpoints(&*state, &a.topology)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&c)?);
         return Ok(());
@@ -456,7 +456,7 @@ pub fn stmgr(home: &Path, a: DaemonArgs) -> anyhow::Result<()> {
 pub fn metricsmgr(home: &Path, a: DaemonArgs) -> anyhow::Result<()> {
     let process = format!("metricsmgr-{}", a.container);
     init_logging(&a, &process);
-    let state = LocalStateManager::new(home, &a.cluster)?;
+    let state = egret_statemgr::open(home, &a.cluster)?;
     let m = egret_metricsmgr::MetricsManager::bind(&a.topology, &a.host)?;
     tracing::info!(
         cluster = %a.cluster,

@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Args;
-use egret_statemgr::LocalStateManager;
 use serde_json::{Value, json};
 
 use crate::commands::check_cluster;
@@ -77,7 +76,7 @@ fn gather(home: &Path, cluster: &str, only: Option<&str>) -> anyhow::Result<Vec<
         ),
         None => {
             check_cluster(cluster)?;
-            let state = LocalStateManager::new(home, cluster)?;
+            let state = egret_statemgr::open(home, cluster)?;
             let names = state.list_topologies()?;
             (state, names)
         }
@@ -85,7 +84,7 @@ fn gather(home: &Path, cluster: &str, only: Option<&str>) -> anyhow::Result<Vec<
     let mut targets = Vec::new();
     for name in names {
         // The same data `egret explain --json` prints, so the ports here are the ones explain shows.
-        let plan = match egret_tracker::explain::explain_from(&state, home, cluster, &name) {
+        let plan = match egret_tracker::explain::explain_from(&*state, home, cluster, &name) {
             Ok(plan) => plan,
             // Killed between the listing and now: it simply no longer needs scraping.
             Err(_) if only.is_none() && !state.exists(&name).unwrap_or(true) => continue,

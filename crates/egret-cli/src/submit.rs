@@ -16,7 +16,7 @@ use egret_proto::egret::{ExecutionState, StatefulCheckpoints};
 use egret_proto::{Message, api};
 use egret_scheduler::local::LocalScheduler;
 use egret_scheduler::package_dir;
-use egret_statemgr::{LocalStateManager, StateError};
+use egret_statemgr::{StateError, StateManager};
 
 use crate::commands::{check_cluster, cleanup};
 
@@ -70,7 +70,7 @@ fn restore_checkpoint(
     if config.stateful_start_clean()? {
         bail!("--restore-checkpoint and topology.stateful.start.clean=true contradict each other");
     }
-    let state = LocalStateManager::new(home, &a.cluster)?;
+    let state = egret_statemgr::open(home, &a.cluster)?;
     let store = LocalStore::new(state.checkpoints_dir(name)?);
     let kept = store.checkpoints()?;
     if !kept.contains(&CheckpointId(id)) {
@@ -204,7 +204,7 @@ pub fn submit(home: &Path, a: SubmitArgs) -> anyhow::Result<()> {
         return Ok(());
     }
 
-    let state = LocalStateManager::new(home, &a.cluster)?;
+    let state = egret_statemgr::open(home, &a.cluster)?;
     // Claim the name before anything else is written or started: of two submits of one name at once, exactly one
     // creates the definition; the other stops here having touched nothing.
     match state.create_topology(&name, &definition) {
@@ -223,7 +223,7 @@ pub fn submit(home: &Path, a: SubmitArgs) -> anyhow::Result<()> {
         let _ = cleanup(home, &a.cluster, &name);
         return Err(e.into());
     }
-    match start(home, &a, &state, &binary, &name, &definition, &plan) {
+    match start(home, &a, &*state, &binary, &name, &definition, &plan) {
         Ok(()) => Ok(()),
         Err(e) => {
             let logs = egret_scheduler::log_dir(home, &a.cluster, &name);
@@ -243,7 +243,7 @@ pub fn submit(home: &Path, a: SubmitArgs) -> anyhow::Result<()> {
 fn start(
     home: &Path,
     a: &SubmitArgs,
-    state: &LocalStateManager,
+    state: &dyn StateManager,
     binary: &Path,
     name: &str,
     definition: &api::Topology,
@@ -309,7 +309,7 @@ fn start(
 /// Waits until the tmanager has published a physical plan with every instance, showing progress; fails early when
 /// a process keeps crashing.
 fn wait_running(
-    state: &LocalStateManager,
+    state: &dyn StateManager,
     name: &str,
     tasks: usize,
     supervisor: &mut Child,

@@ -37,7 +37,7 @@ use egret_runtime::checkpoint::{Snapshot, TaskCommand};
 use egret_runtime::driver::{self, LoopControl};
 use egret_runtime::metrics::{cumulative_counts, latency_bucket_bounds_micros, names};
 use egret_runtime::{BoltTask, SpoutTask, TaskError, TaskMetrics};
-use egret_statemgr::LocalStateManager;
+use egret_statemgr::StateManager;
 use egret_transport::FrameError;
 
 use checkpointing::Checkpointing;
@@ -159,7 +159,7 @@ impl LoopControl for Control {
 
 /// Runs the task until the stmgr connection is lost (then the executor restarts the process).
 pub fn run(topology: Topology, env: InstanceEnv) -> Result<(), InstanceError> {
-    let state = LocalStateManager::new(&env.egret_home, &env.cluster)?;
+    let state = egret_statemgr::open(&env.egret_home, &env.cluster)?;
     let stored = state
         .get_topology(&env.topology)?
         .ok_or_else(|| InstanceError::NoDefinition(env.topology.clone()))?;
@@ -243,7 +243,7 @@ pub fn run(topology: Topology, env: InstanceEnv) -> Result<(), InstanceError> {
         );
         std::thread::Builder::new()
             .name("metrics".into())
-            .spawn(move || publish_metrics(&state, &env, &topology, &component, &metrics, &ctl))?;
+            .spawn(move || publish_metrics(state, &env, &topology, &component, &metrics, &ctl))?;
     }
 
     let now = Instant::now();
@@ -263,7 +263,7 @@ pub fn run(topology: Topology, env: InstanceEnv) -> Result<(), InstanceError> {
 
 /// Publishes the task's totals to the container's metricsmgr every second; reconnects as needed.
 fn publish_metrics(
-    state: &LocalStateManager,
+    state: Arc<dyn StateManager>,
     env: &InstanceEnv,
     topology: &Topology,
     component: &str,
@@ -271,7 +271,7 @@ fn publish_metrics(
     ctl: &Control,
 ) {
     let process = format!("metricsmgr-{}", env.container);
-    let (state, name) = (state.clone(), env.topology.clone());
+    let name = env.topology.clone();
     let mut client = egret_metricsmgr::MetricsClient::new(move || {
         let l = state.get_location(&name, &process).ok()??;
         Some((l.host, l.port as u16))

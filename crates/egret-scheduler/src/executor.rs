@@ -17,7 +17,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use egret_proto::egret::{ContainerStatus, ProcessStatus};
-use egret_statemgr::LocalStateManager;
 use tracing::{error, info, warn};
 
 use crate::backoff::Backoff;
@@ -130,7 +129,7 @@ fn die_with_this_process(command: &mut Command) {
 
 /// Runs the executor until it is killed.
 pub fn run(opts: Opts) -> Result<(), SchedulerError> {
-    let state = LocalStateManager::new(&opts.egret_home, &opts.cluster)?;
+    let state = egret_statemgr::open(&opts.egret_home, &opts.cluster)?;
     let name = &opts.topology;
     let packing = state
         .get_packing_plan(name)?

@@ -7,8 +7,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use egret_statemgr::LocalStateManager;
-
 use crate::supervisor::SUPERVISOR;
 use crate::{SchedulerError, log_dir};
 
@@ -94,7 +92,7 @@ impl LocalScheduler {
 
     /// The pid of the topology's supervisor if it is running.
     pub fn supervisor_pid(&self, topology: &str) -> Result<Option<i32>, SchedulerError> {
-        let state = LocalStateManager::new(&self.egret_home, &self.cluster)?;
+        let state = egret_statemgr::open(&self.egret_home, &self.cluster)?;
         Ok(state
             .get_location(topology, SUPERVISOR)?
             .map(|l| l.pid)
@@ -111,7 +109,7 @@ impl LocalScheduler {
         containers: Option<&[i32]>,
         grace: Duration,
     ) -> Result<Vec<i32>, SchedulerError> {
-        let state = LocalStateManager::new(&self.egret_home, &self.cluster)?;
+        let state = egret_statemgr::open(&self.egret_home, &self.cluster)?;
         let mut stopped = Vec::new();
         if containers.is_none()
             && let Some(location) = state.get_location(topology, SUPERVISOR)?

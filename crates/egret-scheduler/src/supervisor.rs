@@ -12,7 +12,6 @@ use std::process::Child;
 use std::time::{Duration, Instant};
 
 use egret_proto::egret::Location;
-use egret_statemgr::LocalStateManager;
 use tracing::{error, info, warn};
 
 use crate::SchedulerError;
@@ -45,7 +44,7 @@ struct Executor {
 
 /// Runs the supervisor until the topology is deleted or the process is killed.
 pub fn run(opts: Opts) -> Result<(), SchedulerError> {
-    let state = LocalStateManager::new(&opts.egret_home, &opts.cluster)?;
+    let state = egret_statemgr::open(&opts.egret_home, &opts.cluster)?;
     let name = &opts.topology;
     let packing = state
         .get_packing_plan(name)?

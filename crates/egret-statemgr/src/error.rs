@@ -16,6 +16,9 @@ pub enum StateError {
     /// A file exists but does not hold the message it should.
     #[error("{}: does not decode: {reason}", path.display())]
     Corrupt { path: PathBuf, reason: String },
+    /// A cluster's state manager configuration (`conf/<cluster>/statemgr.yaml`) is wrong.
+    #[error("{}: {reason}", path.display())]
+    Config { path: PathBuf, reason: String },
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,

@@ -1,17 +1,37 @@
 //! The state manager: the one place a topology's shared state lives, so that the submitter, the executors, the
 //! tmanager, the stmgrs and the tracker find each other and agree on the plans without talking first.
 //!
-//! [`LocalStateManager`] keeps each piece of state as one protobuf file under `$EGRET_HOME/state/<cluster>/` (the
-//! layout is in [`paths`], and nowhere else). Like Heron's local-FS state manager it has no watches: a reader polls
-//! a file's modification time ([`LocalStateManager::modified`]). Every write replaces its file atomically, so a
-//! reader sees the old message or the new one, never a mix.
+//! Every process asks it through the [`StateManager`] trait, from [`open`], which reads the cluster's
+//! configuration ([`config`]): [`LocalStateManager`] keeps each piece of state as one protobuf file under
+//! `$EGRET_HOME/state/<cluster>/` (the layout is in [`paths`], and nowhere else); every write replaces its file
+//! atomically, so a reader sees the old message or the new one, never a mix.
 //!
 //! This crate stores and loads messages; it never interprets them (no plan is checked against a topology here).
 
+pub mod config;
 mod error;
 mod local;
+mod manager;
 pub mod paths;
 
+use std::path::Path;
+use std::sync::Arc;
+
+pub use config::{Kind, StateManagerConfig};
 pub use error::StateError;
 pub use local::LocalStateManager;
+pub use manager::StateManager;
 pub use paths::Node;
+
+/// The state manager of `cluster`, as `<egret_home>/conf/<cluster>/statemgr.yaml` configures it (local files when
+/// there is no such file).
+pub fn open(egret_home: &Path, cluster: &str) -> Result<Arc<dyn StateManager>, StateError> {
+    let config = StateManagerConfig::load(egret_home, cluster)?;
+    match config.kind {
+        Kind::Local => Ok(Arc::new(LocalStateManager::new(egret_home, cluster)?)),
+        Kind::Zookeeper => Err(StateError::Config {
+            path: StateManagerConfig::path(egret_home, cluster),
+            reason: "the zookeeper state manager is not built yet".into(),
+        }),
+    }
+}

@@ -12,6 +12,7 @@ use egret_proto::api::Topology;
 use egret_proto::egret::{ContainerStatus, ExecutionState, Location, PackingPlan, PhysicalPlan, StatefulCheckpoints};
 
 use crate::error::StateError;
+use crate::manager::StateManager;
 use crate::paths::{self, Node};
 
 /// Numbers this process's temporary files, so two writes of one target at once (two threads, two managers) never
@@ -44,48 +45,6 @@ impl LocalStateManager {
         &self.root
     }
 
-    pub fn put_topology(&self, name: &str, topology: &Topology) -> Result<(), StateError> {
-        self.put(Node::Topology, name, topology)
-    }
-
-    /// Writes the definition of a new topology, or fails with [`StateError::TopologyExists`] if `name` already has
-    /// one. The check and the write are one step (a hard link, which the kernel refuses over an existing file), so
-    /// of two submits of one name at once exactly one succeeds: this is how a submit claims its name before it
-    /// writes or starts anything else. [`Self::delete_topology`] releases the name.
-    pub fn create_topology(&self, name: &str, topology: &Topology) -> Result<(), StateError> {
-        check_name("topology", name)?;
-        create_exclusive(
-            &paths::node(&self.root, Node::Topology, name),
-            &topology.encode_to_vec(),
-        )
-        .map_err(|e| match e {
-            StateError::Io { source, .. } if source.kind() == io::ErrorKind::AlreadyExists => {
-                StateError::TopologyExists(name.to_string())
-            }
-            other => other,
-        })
-    }
-
-    pub fn get_topology(&self, name: &str) -> Result<Option<Topology>, StateError> {
-        self.get(Node::Topology, name)
-    }
-
-    pub fn put_packing_plan(&self, name: &str, plan: &PackingPlan) -> Result<(), StateError> {
-        self.put(Node::PackingPlan, name, plan)
-    }
-
-    pub fn get_packing_plan(&self, name: &str) -> Result<Option<PackingPlan>, StateError> {
-        self.get(Node::PackingPlan, name)
-    }
-
-    pub fn put_physical_plan(&self, name: &str, plan: &PhysicalPlan) -> Result<(), StateError> {
-        self.put(Node::PhysicalPlan, name, plan)
-    }
-
-    pub fn get_physical_plan(&self, name: &str) -> Result<Option<PhysicalPlan>, StateError> {
-        self.get(Node::PhysicalPlan, name)
-    }
-
     /// The physical plan with the modification time of the file it was read from. Both come from one open file, so
     /// they belong together even if the plan is replaced meanwhile; a poller that keeps the time and later sees
     /// [`Self::physical_plan_mtime`] differ knows there is a newer plan.
@@ -99,30 +58,6 @@ impl LocalStateManager {
         self.modified(name, Node::PhysicalPlan)
     }
 
-    /// Effectively-once: the complete checkpoints and the last epoch, written by the tmanager. Removed by
-    /// [`Self::delete_topology`] (a new submit starts clean), unlike the checkpoints themselves.
-    pub fn put_stateful_checkpoints(&self, name: &str, c: &StatefulCheckpoints) -> Result<(), StateError> {
-        self.put(Node::StatefulCheckpoints, name, c)
-    }
-
-    pub fn get_stateful_checkpoints(&self, name: &str) -> Result<Option<StatefulCheckpoints>, StateError> {
-        self.get(Node::StatefulCheckpoints, name)
-    }
-
-    /// Where topology `name`'s checkpoints are stored: `<egret_home>/checkpoints/<cluster>/<name>`.
-    pub fn checkpoints_dir(&self, name: &str) -> Result<PathBuf, StateError> {
-        check_name("topology", name)?;
-        Ok(paths::checkpoints_dir(&self.egret_home, &self.cluster, name))
-    }
-
-    pub fn put_execution_state(&self, name: &str, state: &ExecutionState) -> Result<(), StateError> {
-        self.put(Node::ExecutionState, name, state)
-    }
-
-    pub fn get_execution_state(&self, name: &str) -> Result<Option<ExecutionState>, StateError> {
-        self.get(Node::ExecutionState, name)
-    }
-
     /// When `node` of topology `name` was last written, or `None` if it does not exist. Compare for inequality,
     /// not order: a rewrite within the file system's timestamp granularity can keep the same time, so a poller that
     /// must not miss a change also compares what it read.
@@ -134,107 +69,6 @@ impl LocalStateManager {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(StateError::io(path, e)),
         }
-    }
-
-    /// Records where a daemon of topology `name` listens, in a file named by `location.process`.
-    pub fn put_location(&self, name: &str, location: &Location) -> Result<(), StateError> {
-        check_name("topology", name)?;
-        check_name("process", &location.process)?;
-        write_atomic(
-            &paths::location(&self.root, name, &location.process),
-            &location.encode_to_vec(),
-        )
-    }
-
-    pub fn get_location(&self, name: &str, process: &str) -> Result<Option<Location>, StateError> {
-        check_name("topology", name)?;
-        check_name("process", process)?;
-        let path = paths::location(&self.root, name, process);
-        read_message(&path).map(|m| m.map(|(location, _)| location))
-    }
-
-    /// Every daemon location of topology `name`, sorted by process name.
-    pub fn locations(&self, name: &str) -> Result<Vec<Location>, StateError> {
-        check_name("topology", name)?;
-        let dir = paths::locations_dir(&self.root, name);
-        let mut out = Vec::new();
-        for file_name in list_dir(&dir)? {
-            if !paths::valid_name(&file_name) {
-                continue;
-            }
-            // Gone since the listing (deleted meanwhile): not an error, just not there any more.
-            if let Some((location, _)) = read_message::<Location>(&dir.join(&file_name))? {
-                out.push((file_name, location));
-            }
-        }
-        out.sort_by(|a, b| a.0.cmp(&b.0));
-        Ok(out.into_iter().map(|(_, location)| location).collect())
-    }
-
-    /// Records the status an executor reports for its container, in a file named by `status.container`.
-    pub fn put_container_status(&self, name: &str, status: &ContainerStatus) -> Result<(), StateError> {
-        check_name("topology", name)?;
-        let container = u32::try_from(status.container).map_err(|_| StateError::InvalidContainer(status.container))?;
-        write_atomic(&paths::container(&self.root, name, container), &status.encode_to_vec())
-    }
-
-    /// The status of every container of topology `name` that has reported one, sorted by container id.
-    pub fn container_statuses(&self, name: &str) -> Result<Vec<ContainerStatus>, StateError> {
-        check_name("topology", name)?;
-        let dir = paths::containers_dir(&self.root, name);
-        let mut out = Vec::new();
-        for file_name in list_dir(&dir)? {
-            let Some(id) = paths::parse_container_file_name(&file_name) else {
-                continue;
-            };
-            if let Some((status, _)) = read_message::<ContainerStatus>(&dir.join(&file_name))? {
-                out.push((id, status));
-            }
-        }
-        out.sort_by_key(|(id, _)| *id);
-        Ok(out.into_iter().map(|(_, status)| status).collect())
-    }
-
-    /// Names of the topologies that have a definition (`topologies/<name>`), sorted.
-    pub fn list_topologies(&self) -> Result<Vec<String>, StateError> {
-        let mut names: Vec<String> = list_dir(&paths::node_dir(&self.root, Node::Topology))?
-            .into_iter()
-            .filter(|n| paths::valid_name(n))
-            .collect();
-        names.sort();
-        Ok(names)
-    }
-
-    /// Whether topology `name` has a definition.
-    pub fn exists(&self, name: &str) -> Result<bool, StateError> {
-        check_name("topology", name)?;
-        let path = paths::node(&self.root, Node::Topology, name);
-        path.try_exists().map_err(|e| StateError::io(path, e))
-    }
-
-    /// Removes every file and directory of topology `name`; missing ones are fine, so a delete that was interrupted
-    /// can simply be repeated. The definition goes last: until everything else is gone the topology is still
-    /// listed, and a repeated `kill` finds it. Stop the topology's processes first, or a daemon still running may
-    /// write its location or status again.
-    pub fn delete_topology(&self, name: &str) -> Result<(), StateError> {
-        check_name("topology", name)?;
-        for dir in [
-            paths::locations_dir(&self.root, name),
-            paths::containers_dir(&self.root, name),
-        ] {
-            ignore_missing(fs::remove_dir_all(&dir)).map_err(|e| StateError::io(dir, e))?;
-        }
-        for node in [
-            Node::StatefulCheckpoints,
-            Node::PhysicalPlan,
-            Node::PackingPlan,
-            Node::ExecutionState,
-            Node::Topology,
-        ] {
-            let path = paths::node(&self.root, node, name);
-            ignore_missing(fs::remove_file(&path)).map_err(|e| StateError::io(path, e))?;
-        }
-        Ok(())
     }
 
     fn put<M: Message>(&self, node: Node, name: &str, message: &M) -> Result<(), StateError> {
@@ -253,6 +87,183 @@ impl LocalStateManager {
     ) -> Result<Option<(M, SystemTime)>, StateError> {
         check_name("topology", name)?;
         read_message(&paths::node(&self.root, node, name))
+    }
+}
+
+impl StateManager for LocalStateManager {
+    fn cluster(&self) -> &str {
+        &self.cluster
+    }
+
+    fn describe(&self) -> String {
+        format!("local files under {}", self.root.display())
+    }
+
+    fn put_topology(&self, name: &str, topology: &Topology) -> Result<(), StateError> {
+        self.put(Node::Topology, name, topology)
+    }
+
+    // Writes the definition of a new topology, or fails with [`StateError::TopologyExists`] if `name` already has
+    // one. The check and the write are one step (a hard link, which the kernel refuses over an existing file), so
+    // of two submits of one name at once exactly one succeeds: this is how a submit claims its name before it
+    // writes or starts anything else. [`Self::delete_topology`] releases the name.
+    fn create_topology(&self, name: &str, topology: &Topology) -> Result<(), StateError> {
+        check_name("topology", name)?;
+        create_exclusive(
+            &paths::node(&self.root, Node::Topology, name),
+            &topology.encode_to_vec(),
+        )
+        .map_err(|e| match e {
+            StateError::Io { source, .. } if source.kind() == io::ErrorKind::AlreadyExists => {
+                StateError::TopologyExists(name.to_string())
+            }
+            other => other,
+        })
+    }
+
+    fn get_topology(&self, name: &str) -> Result<Option<Topology>, StateError> {
+        self.get(Node::Topology, name)
+    }
+
+    fn put_packing_plan(&self, name: &str, plan: &PackingPlan) -> Result<(), StateError> {
+        self.put(Node::PackingPlan, name, plan)
+    }
+
+    fn get_packing_plan(&self, name: &str) -> Result<Option<PackingPlan>, StateError> {
+        self.get(Node::PackingPlan, name)
+    }
+
+    fn put_physical_plan(&self, name: &str, plan: &PhysicalPlan) -> Result<(), StateError> {
+        self.put(Node::PhysicalPlan, name, plan)
+    }
+
+    fn get_physical_plan(&self, name: &str) -> Result<Option<PhysicalPlan>, StateError> {
+        self.get(Node::PhysicalPlan, name)
+    }
+
+    // Effectively-once: the complete checkpoints and the last epoch, written by the tmanager. Removed by
+    // [`Self::delete_topology`] (a new submit starts clean), unlike the checkpoints themselves.
+    fn put_stateful_checkpoints(&self, name: &str, c: &StatefulCheckpoints) -> Result<(), StateError> {
+        self.put(Node::StatefulCheckpoints, name, c)
+    }
+
+    fn get_stateful_checkpoints(&self, name: &str) -> Result<Option<StatefulCheckpoints>, StateError> {
+        self.get(Node::StatefulCheckpoints, name)
+    }
+
+    // Where topology `name`'s checkpoints are stored: `<egret_home>/checkpoints/<cluster>/<name>`.
+    fn checkpoints_dir(&self, name: &str) -> Result<PathBuf, StateError> {
+        check_name("topology", name)?;
+        Ok(paths::checkpoints_dir(&self.egret_home, &self.cluster, name))
+    }
+
+    fn put_execution_state(&self, name: &str, state: &ExecutionState) -> Result<(), StateError> {
+        self.put(Node::ExecutionState, name, state)
+    }
+
+    fn get_execution_state(&self, name: &str) -> Result<Option<ExecutionState>, StateError> {
+        self.get(Node::ExecutionState, name)
+    }
+
+    // Records where a daemon of topology `name` listens, in a file named by `location.process`.
+    fn put_location(&self, name: &str, location: &Location) -> Result<(), StateError> {
+        check_name("topology", name)?;
+        check_name("process", &location.process)?;
+        write_atomic(
+            &paths::location(&self.root, name, &location.process),
+            &location.encode_to_vec(),
+        )
+    }
+
+    fn get_location(&self, name: &str, process: &str) -> Result<Option<Location>, StateError> {
+        check_name("topology", name)?;
+        check_name("process", process)?;
+        let path = paths::location(&self.root, name, process);
+        read_message(&path).map(|m| m.map(|(location, _)| location))
+    }
+
+    // Every daemon location of topology `name`, sorted by process name.
+    fn locations(&self, name: &str) -> Result<Vec<Location>, StateError> {
+        check_name("topology", name)?;
+        let dir = paths::locations_dir(&self.root, name);
+        let mut out = Vec::new();
+        for file_name in list_dir(&dir)? {
+            if !paths::valid_name(&file_name) {
+                continue;
+            }
+            // Gone since the listing (deleted meanwhile): not an error, just not there any more.
+            if let Some((location, _)) = read_message::<Location>(&dir.join(&file_name))? {
+                out.push((file_name, location));
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out.into_iter().map(|(_, location)| location).collect())
+    }
+
+    // Records the status an executor reports for its container, in a file named by `status.container`.
+    fn put_container_status(&self, name: &str, status: &ContainerStatus) -> Result<(), StateError> {
+        check_name("topology", name)?;
+        let container = u32::try_from(status.container).map_err(|_| StateError::InvalidContainer(status.container))?;
+        write_atomic(&paths::container(&self.root, name, container), &status.encode_to_vec())
+    }
+
+    // The status of every container of topology `name` that has reported one, sorted by container id.
+    fn container_statuses(&self, name: &str) -> Result<Vec<ContainerStatus>, StateError> {
+        check_name("topology", name)?;
+        let dir = paths::containers_dir(&self.root, name);
+        let mut out = Vec::new();
+        for file_name in list_dir(&dir)? {
+            let Some(id) = paths::parse_container_file_name(&file_name) else {
+                continue;
+            };
+            if let Some((status, _)) = read_message::<ContainerStatus>(&dir.join(&file_name))? {
+                out.push((id, status));
+            }
+        }
+        out.sort_by_key(|(id, _)| *id);
+        Ok(out.into_iter().map(|(_, status)| status).collect())
+    }
+
+    // Names of the topologies that have a definition (`topologies/<name>`), sorted.
+    fn list_topologies(&self) -> Result<Vec<String>, StateError> {
+        let mut names: Vec<String> = list_dir(&paths::node_dir(&self.root, Node::Topology))?
+            .into_iter()
+            .filter(|n| paths::valid_name(n))
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    // Whether topology `name` has a definition.
+    fn exists(&self, name: &str) -> Result<bool, StateError> {
+        check_name("topology", name)?;
+        let path = paths::node(&self.root, Node::Topology, name);
+        path.try_exists().map_err(|e| StateError::io(path, e))
+    }
+
+    // Removes every file and directory of topology `name`; missing ones are fine, so a delete that was interrupted
+    // can simply be repeated. The definition goes last: until everything else is gone the topology is still
+    // listed, and a repeated `kill` finds it. Stop the topology's processes first, or a daemon still running may
+    // write its location or status again.
+    fn delete_topology(&self, name: &str) -> Result<(), StateError> {
+        check_name("topology", name)?;
+        for dir in [
+            paths::locations_dir(&self.root, name),
+            paths::containers_dir(&self.root, name),
+        ] {
+            ignore_missing(fs::remove_dir_all(&dir)).map_err(|e| StateError::io(dir, e))?;
+        }
+        for node in [
+            Node::StatefulCheckpoints,
+            Node::PhysicalPlan,
+            Node::PackingPlan,
+            Node::ExecutionState,
+            Node::Topology,
+        ] {
+            let path = paths::node(&self.root, node, name);
+            ignore_missing(fs::remove_file(&path)).map_err(|e| StateError::io(path, e))?;
+        }
+        Ok(())
     }
 }
 

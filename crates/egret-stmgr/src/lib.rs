@@ -37,7 +37,7 @@ use egret_proto::egret::{
     InstanceInfo, InstanceJoined, InstanceLost, Location, PhysicalPlan, RegisterStmgr, StmgrHello, StmgrInfo, control,
 };
 use egret_runtime::batch::{BatchBuilder, BatchReader, Record};
-use egret_statemgr::LocalStateManager;
+use egret_statemgr::StateManager;
 use egret_transport::{FrameError, FrameRef, Next, control_frame, next_frame};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
@@ -87,7 +87,7 @@ pub const METRICS_COMPONENT: &str = "__stmgr__";
 
 /// Runs the stmgr until its process is killed: binds a port on `opts.host` and serves.
 pub fn run(opts: Opts) -> Result<(), StmgrError> {
-    let state = LocalStateManager::new(&opts.egret_home, &opts.cluster)?;
+    let state = egret_statemgr::open(&opts.egret_home, &opts.cluster)?;
     let listener = std::net::TcpListener::bind((opts.host.as_str(), 0))?;
     serve(listener, state, opts, std::future::pending())
 }
@@ -96,7 +96,7 @@ pub fn run(opts: Opts) -> Result<(), StmgrError> {
 /// and follows the tmanager. Runs its own single-threaded runtime on the calling thread.
 pub fn serve(
     listener: std::net::TcpListener,
-    state: LocalStateManager,
+    state: Arc<dyn StateManager>,
     opts: Opts,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StmgrError> {
@@ -191,7 +191,7 @@ struct Stmgr {
     opts: Opts,
     id: String,
     topology_id: String,
-    state: LocalStateManager,
+    state: Arc<dyn StateManager>,
     expected: BTreeSet<u32>,
     /// The largest task id of the topology: a destination above it (or 0) is refused.
     max_task: u32,
@@ -235,7 +235,7 @@ impl Stmgr {
 
 async fn serve_on_loop(
     listener: std::net::TcpListener,
-    state: LocalStateManager,
+    state: Arc<dyn StateManager>,
     opts: Opts,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StmgrError> {
@@ -319,7 +319,7 @@ async fn serve_on_loop(
         let (state, opts, stats) = (s.state.clone(), s.opts.clone(), Arc::clone(&stats));
         std::thread::Builder::new()
             .name("metrics".into())
-            .spawn(move || publish_metrics(&state, &opts, &stats))?;
+            .spawn(move || publish_metrics(state, &opts, &stats))?;
     }
     tokio::task::spawn_local(tmanager_client(Rc::clone(&s)));
     let accept = async {
@@ -898,11 +898,11 @@ fn fail_lost_roots(s: &Stmgr, frame: &[u8]) {
 }
 
 /// Publishes the stmgr's counters to the container's metricsmgr every second.
-fn publish_metrics(state: &LocalStateManager, opts: &Opts, s: &Stats) {
+fn publish_metrics(locator: Arc<dyn StateManager>, opts: &Opts, s: &Stats) {
     use egret_proto::egret::{MetricValue, PublishMetrics};
     let process = format!("metricsmgr-{}", opts.container);
     let id = format!("stmgr-{}", opts.container);
-    let (locator, topology) = (state.clone(), opts.topology.clone());
+    let topology = opts.topology.clone();
     let mut client = egret_metricsmgr::MetricsClient::new(move || {
         let l = locator.get_location(&topology, &process).ok()??;
         Some((l.host, l.port as u16))

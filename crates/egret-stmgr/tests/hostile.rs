@@ -71,7 +71,7 @@ fn topology() -> Topology {
 struct Metrics(InProcessMetricsmgr);
 
 impl Metrics {
-    fn start(state: &egret_statemgr::LocalStateManager) -> Metrics {
+    fn start(state: &dyn egret_statemgr::StateManager) -> Metrics {
         Metrics(InProcessMetricsmgr::start(state, NAME, 1))
     }
 
@@ -219,13 +219,13 @@ fn a_running_stmgr_survives_hostile_frames_and_keeps_routing() {
     let home = TempHome::new("egret-hostile-stmgr");
     let state = home.state();
     let t = topology();
-    let definition = store_topology(&state, NAME, &t, 1);
+    let definition = store_topology(&*state, NAME, &t, 1);
     let task = |name: &str, i: usize| t.tasks_of(t.component_index(name).unwrap()).nth(i).unwrap();
     let (echo, sink, absent, source) = (task("echo", 0), task("sink", 0), task("sink", 1), task("source", 0));
     let max_task = t.task_count();
     let input = t.stream_index("source", "default").unwrap();
     let output = t.stream_index("echo", "default").unwrap();
-    let metrics = Metrics::start(&state);
+    let metrics = Metrics::start(&*state);
 
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();

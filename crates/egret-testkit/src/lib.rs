@@ -15,7 +15,7 @@ use egret_proto::api::TopologyState;
 use egret_proto::defn;
 use egret_proto::egret::{ContainerPlan, InstancePlan, Location, PackingPlan};
 use egret_runtime::rng::FastRng;
-use egret_statemgr::LocalStateManager;
+use egret_statemgr::StateManager;
 
 /// The cluster name the tests use.
 pub const CLUSTER: &str = "local";
@@ -38,8 +38,8 @@ impl TempHome {
     }
 
     /// A state manager rooted here, for the [`CLUSTER`].
-    pub fn state(&self) -> LocalStateManager {
-        LocalStateManager::new(&self.0, CLUSTER).expect("a state manager in the temp dir")
+    pub fn state(&self) -> Arc<dyn StateManager> {
+        egret_statemgr::open(&self.0, CLUSTER).expect("a state manager in the temp dir")
     }
 }
 
@@ -77,7 +77,7 @@ pub fn wait_for<T>(what: &str, deadline: Duration, mut f: impl FnMut() -> Option
 /// Stores `topology` under `name` (definition id `<name>-1`, RUNNING) with a packing plan that deals its tasks round
 /// robin over containers `1..=containers`; returns the stored definition.
 pub fn store_topology(
-    state: &LocalStateManager,
+    state: &dyn StateManager,
     name: &str,
     topology: &Topology,
     containers: usize,
@@ -118,7 +118,7 @@ pub struct InProcessMetricsmgr {
 }
 
 impl InProcessMetricsmgr {
-    pub fn start(state: &LocalStateManager, topology: &str, container: i32) -> InProcessMetricsmgr {
+    pub fn start(state: &dyn StateManager, topology: &str, container: i32) -> InProcessMetricsmgr {
         let m = MetricsManager::bind(topology, "127.0.0.1").expect("bind the metricsmgr");
         state
             .put_location(

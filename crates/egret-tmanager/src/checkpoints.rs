@@ -24,7 +24,7 @@ use egret_proto::egret::{
     StatefulCheckpoints, control,
 };
 use egret_runtime::coordinator::{Coordinator, Rollback};
-use egret_statemgr::LocalStateManager;
+use egret_statemgr::StateManager;
 use egret_transport::control_frame;
 
 use crate::{Tmanager, TmanagerError, push_locked};
@@ -46,7 +46,7 @@ impl Checkpoints {
     /// complete checkpoint the state manager records (a restarted tmanager or `egret restart`), or a clean start (a
     /// new submit, or `topology.stateful.start.clean`).
     pub(crate) fn new(
-        state: &LocalStateManager,
+        state: &dyn StateManager,
         name: &str,
         config: &Config,
         packing: &PackingPlan,
@@ -110,7 +110,7 @@ impl Checkpoints {
         }
     }
 
-    fn record(&self, state: &LocalStateManager, name: &str) {
+    fn record(&self, state: &dyn StateManager, name: &str) {
         let record = StatefulCheckpoints {
             complete: self.coordinator.complete().iter().map(|c| c.0).collect(),
             epoch: self.coordinator.epoch(),
@@ -147,7 +147,7 @@ fn push_rollback(tm: &Tmanager, rollback: Rollback, why: &str) {
         let Ok(mut inner) = tm.inner.lock() else { return };
         let Some(c) = inner.ckpt.as_mut() else { return };
         c.current = rollback;
-        c.record(&tm.state, &tm.opts.topology);
+        c.record(&*tm.state, &tm.opts.topology);
         let msg = c.rollback_msg();
         if let Some(plan) = inner.plan.as_mut() {
             plan.rollback = Some(msg);
@@ -198,7 +198,7 @@ pub(crate) fn stored(tm: &Tmanager, m: InstanceStateStored) {
         let done = c
             .coordinator
             .saved(task, m.epoch, CheckpointId(m.checkpoint), m.bytes, Instant::now())?;
-        c.record(&tm.state, &tm.opts.topology);
+        c.record(&*tm.state, &tm.opts.topology);
         Some((done, c.store.clone()))
     });
     let Some((done, store)) = done else { return };

@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use egret_proto::api::TopologyState;
 use egret_proto::egret::{InstanceInfo, Location, PhysicalPlan, RegisterStmgr, Status, StmgrInfo, control};
-use egret_statemgr::LocalStateManager;
+use egret_statemgr::StateManager;
 use egret_transport::{Frame, FrameError, FrameWriter, ThreadPerConnection, Writer, control_frame, split};
 
 #[derive(Debug, thiserror::Error)]
@@ -72,7 +72,7 @@ struct Tm {
 
 struct Tmanager {
     opts: Opts,
-    state: LocalStateManager,
+    state: Arc<dyn StateManager>,
     /// How long a registered stmgr may stay silent before it is declared dead.
     heartbeat_timeout: Duration,
     /// Set once [`serve`] is stopping, so the connection errors its own socket shutdowns cause are not logged.
@@ -89,7 +89,7 @@ const MAX_CONNECTIONS: usize = 4096;
 
 /// Runs the tmanager until its process is killed: binds a port on `opts.host` and serves.
 pub fn run(opts: Opts) -> Result<(), TmanagerError> {
-    let state = LocalStateManager::new(&opts.egret_home, &opts.cluster)?;
+    let state = egret_statemgr::open(&opts.egret_home, &opts.cluster)?;
     let listener = TcpListener::bind((opts.host.as_str(), 0))?;
     serve(listener, state, opts, Arc::new(AtomicBool::new(false)))
 }
@@ -101,7 +101,7 @@ pub fn run(opts: Opts) -> Result<(), TmanagerError> {
 /// ends `serve`.
 pub fn serve(
     listener: TcpListener,
-    state: LocalStateManager,
+    state: Arc<dyn StateManager>,
     opts: Opts,
     shutdown: Arc<AtomicBool>,
 ) -> Result<(), TmanagerError> {
@@ -115,7 +115,7 @@ pub fn serve(
     let expected: Vec<String> = packing.containers.iter().map(|c| format!("stmgr-{}", c.id)).collect();
     let config = egret_proto::defn::from_definition(&topology)?.topology.config().clone();
     let heartbeat_timeout = config.stmgr_heartbeat_timeout()?;
-    let ckpt = checkpoints::Checkpoints::new(&state, &name, &config, &packing)?;
+    let ckpt = checkpoints::Checkpoints::new(&*state, &name, &config, &packing)?;
     // A restarted tmanager keeps the activation state it had published.
     let mut topology = topology;
     if let Some(old) = state.get_physical_plan(&name)?.and_then(|p| p.topology) {

@@ -17,7 +17,7 @@ use egret_proto::egret::{
     Heartbeat, InstanceInfo, MetricValue, MetricsQuery, MetricsReport, PhysicalPlan, PublishMetrics, RegisterStmgr,
     SetActive, Status, StmgrInfo, control,
 };
-use egret_statemgr::LocalStateManager;
+use egret_statemgr::StateManager;
 use egret_testkit::{CLUSTER, TempHome, store_topology};
 use egret_tmanager::{Opts, TmanagerError};
 use egret_transport::{Frame, control_frame, read_frame};
@@ -58,7 +58,7 @@ fn topology(config: &[(&str, &str)]) -> Topology {
 
 struct Tmanager {
     port: u16,
-    state: LocalStateManager,
+    state: Arc<dyn StateManager>,
     topology: Topology,
     topology_id: String,
     shutdown: Arc<AtomicBool>,
@@ -72,7 +72,7 @@ impl Tmanager {
         let state = home.state();
         let topology = topology(config);
         // Tasks dealt round robin over containers 1 and 2, as `instances_of` expects.
-        let definition = store_topology(&state, NAME, &topology, CONTAINERS.len());
+        let definition = store_topology(&*state, NAME, &topology, CONTAINERS.len());
 
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();

@@ -2,6 +2,7 @@
 //! calls, so each runs its work on tokio's blocking pool and the runtime threads stay free for other requests.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{Path, RawQuery, State};
@@ -9,7 +10,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use egret_proto::egret::MetricsQuery;
-use egret_statemgr::LocalStateManager;
+use egret_statemgr::StateManager;
 use serde_json::{Value, json};
 
 use crate::explain::{LOCAL, check_cluster, existing};
@@ -82,8 +83,8 @@ async fn clusters() -> Response {
 
 async fn topologies(State(opts): State<Opts>) -> Response {
     blocking(move || {
-        let state = LocalStateManager::new(&opts.egret_home, LOCAL)?;
-        let mut rows = crate::explain::list(&state)?;
+        let state = egret_statemgr::open(&opts.egret_home, LOCAL)?;
+        let mut rows = crate::explain::list(&*state)?;
         for r in &mut rows {
             r["cluster"] = json!(LOCAL);
         }
@@ -95,7 +96,7 @@ async fn topologies(State(opts): State<Opts>) -> Response {
 async fn topology(State(opts): State<Opts>, Path((cluster, name)): Path<(String, String)>) -> Response {
     blocking(move || {
         let state = existing(&opts.egret_home, &cluster, &name)?;
-        let mut out = crate::explain::explain_from(&state, &opts.egret_home, &cluster, &name)?;
+        let mut out = crate::explain::explain_from(&*state, &opts.egret_home, &cluster, &name)?;
         out["execution_state"] = match state.get_execution_state(&name)? {
             Some(e) => json!({
                 "topology_name": e.topology_name,
@@ -158,7 +159,11 @@ fn number_of(pairs: &[(String, String)], key: &str) -> Result<Option<u64>, Track
 
 /// Scrapes every metrics manager of a topology now. One that does not answer (restarting, say) is left out and
 /// logged; only when none answers is the request an error.
-fn scrape_topology(opts: &Opts, cluster: &str, name: &str) -> Result<(LocalStateManager, Vec<Sample>), TrackerError> {
+fn scrape_topology(
+    opts: &Opts,
+    cluster: &str,
+    name: &str,
+) -> Result<(Arc<dyn StateManager>, Vec<Sample>), TrackerError> {
     let state = existing(&opts.egret_home, cluster, name)?;
     let mut samples = Vec::new();
     let mut failures = Vec::new();
@@ -244,7 +249,7 @@ fn is_checkpoint_metric(name: &str) -> bool {
 async fn checkpoints(State(opts): State<Opts>, Path((cluster, name)): Path<(String, String)>) -> Response {
     blocking(move || {
         let state = crate::explain::existing(&opts.egret_home, &cluster, &name)?;
-        let mut out = crate::explain::checkpoints(&state, &name)?;
+        let mut out = crate::explain::checkpoints(&*state, &name)?;
         // Per instance, what it last published; a topology whose metrics managers do not answer still shows the
         // store and the record.
         let mut instances: BTreeMap<(String, i64), serde_json::Map<String, Value>> = BTreeMap::new();
@@ -341,7 +346,7 @@ async fn timeseries(
             ..Default::default()
         };
         let state = existing(&opts.egret_home, &cluster, &name)?;
-        let response = crate::tmanager::query(&state, &name, request)?;
+        let response = crate::tmanager::query(&*state, &name, request)?;
         let out: Vec<Value> = response
             .series
             .iter()
@@ -368,7 +373,7 @@ async fn exceptions(State(opts): State<Opts>, Path((cluster, name)): Path<(Strin
             names: vec![NO_SERIES.to_string()],
             ..Default::default()
         };
-        let response = crate::tmanager::query(&state, &name, request)?;
+        let response = crate::tmanager::query(&*state, &name, request)?;
         let out: Vec<Value> = response
             .exceptions
             .iter()

@@ -3,6 +3,7 @@
 //! cannot drift apart.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use egret_api::TaskId;
 use egret_checkpoint::{CheckpointStore, LocalStore};
@@ -10,7 +11,7 @@ use egret_proto::api::TopologyState;
 use egret_scheduler::local::alive;
 use egret_scheduler::log_dir;
 use egret_scheduler::supervisor::SUPERVISOR;
-use egret_statemgr::LocalStateManager;
+use egret_statemgr::StateManager;
 use serde_json::{Value, json};
 
 use crate::TrackerError;
@@ -26,9 +27,9 @@ pub fn check_cluster(cluster: &str) -> Result<(), TrackerError> {
 }
 
 /// The state manager of `cluster`, if it holds `topology`.
-pub fn existing(home: &Path, cluster: &str, topology: &str) -> Result<LocalStateManager, TrackerError> {
+pub fn existing(home: &Path, cluster: &str, topology: &str) -> Result<Arc<dyn StateManager>, TrackerError> {
     check_cluster(cluster)?;
-    let state = LocalStateManager::new(home, cluster)?;
+    let state = egret_statemgr::open(home, cluster)?;
     if !state.exists(topology)? {
         return Err(TrackerError::UnknownTopology {
             cluster: cluster.to_string(),
@@ -39,7 +40,7 @@ pub fn existing(home: &Path, cluster: &str, topology: &str) -> Result<LocalState
 }
 
 /// RUNNING or PAUSED from the published physical plan; STARTING until the tmanager publishes one.
-pub fn topology_state(state: &LocalStateManager, name: &str) -> String {
+pub fn topology_state(state: &dyn StateManager, name: &str) -> String {
     match state.get_physical_plan(name) {
         Ok(Some(p)) => match p.topology.map(|t| t.state) {
             Some(s) if s == TopologyState::Running as i32 => "RUNNING".into(),
@@ -52,7 +53,7 @@ pub fn topology_state(state: &LocalStateManager, name: &str) -> String {
 }
 
 /// One row per topology of the cluster, as `egret list --json` prints them.
-pub fn list(state: &LocalStateManager) -> Result<Vec<Value>, TrackerError> {
+pub fn list(state: &dyn StateManager) -> Result<Vec<Value>, TrackerError> {
     let mut rows = Vec::new();
     for name in state.list_topologies()? {
         let exec = state.get_execution_state(&name)?;
@@ -71,7 +72,7 @@ pub fn list(state: &LocalStateManager) -> Result<Vec<Value>, TrackerError> {
 /// store's directory, the rollback epoch and the complete checkpoints the tmanager recorded (none once the topology is
 /// killed), and every checkpoint the store keeps with its task count and size (kept after kill, for
 /// `egret submit --restore-checkpoint`).
-pub fn checkpoints(state: &LocalStateManager, name: &str) -> Result<Value, TrackerError> {
+pub fn checkpoints(state: &dyn StateManager, name: &str) -> Result<Value, TrackerError> {
     let store = LocalStore::new(state.checkpoints_dir(name)?);
     let record = state.get_stateful_checkpoints(name)?;
     let kept = store.checkpoints().map_err(|e| TrackerError::Checkpoints {
@@ -107,11 +108,11 @@ pub fn checkpoints(state: &LocalStateManager, name: &str) -> Result<Value, Track
 /// The explain data of one topology: what `egret explain --json` prints.
 pub fn explain(home: &Path, cluster: &str, name: &str) -> Result<Value, TrackerError> {
     let state = existing(home, cluster, name)?;
-    explain_from(&state, home, cluster, name)
+    explain_from(&*state, home, cluster, name)
 }
 
 /// [`explain`] with the state manager already open.
-pub fn explain_from(state: &LocalStateManager, home: &Path, cluster: &str, name: &str) -> Result<Value, TrackerError> {
+pub fn explain_from(state: &dyn StateManager, home: &Path, cluster: &str, name: &str) -> Result<Value, TrackerError> {
     let definition = state
         .get_topology(name)?
         .ok_or_else(|| TrackerError::MissingDefinition {

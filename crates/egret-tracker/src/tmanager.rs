@@ -5,7 +5,7 @@ use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 use egret_proto::egret::{MetricsQuery, MetricsQueryResponse, control};
-use egret_statemgr::LocalStateManager;
+use egret_statemgr::StateManager;
 use egret_transport::Frame;
 
 use crate::TrackerError;
@@ -18,7 +18,7 @@ const MAX_RESPONSE_FRAME: usize = 64 << 20;
 /// Sends `q` (with the topology's id, so a stale location pointing at another topology's tmanager is refused) to
 /// the tmanager the state manager locates for `topology`.
 pub fn query(
-    state: &LocalStateManager,
+    state: &dyn StateManager,
     topology: &str,
     mut q: MetricsQuery,
 ) -> Result<MetricsQueryResponse, TrackerError> {

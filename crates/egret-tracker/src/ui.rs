@@ -15,7 +15,6 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use egret_statemgr::LocalStateManager;
 use serde_json::Value;
 
 use crate::explain::{LOCAL, existing};
@@ -110,8 +109,8 @@ fn time_of(ms: i64) -> String {
 
 async fn index(State(opts): State<Opts>) -> Response {
     blocking_page(move || {
-        let state = LocalStateManager::new(&opts.egret_home, LOCAL)?;
-        let rows = crate::explain::list(&state)?;
+        let state = egret_statemgr::open(&opts.egret_home, LOCAL)?;
+        let rows = crate::explain::list(&*state)?;
         let mut body = String::from(
             "<body><header><a href=\"/\">Egret</a> <span class=\"crumb\">topologies</span></header><main>\
              <h1>Topologies</h1><table id=\"topologies\"><thead><tr><th>name</th><th>cluster</th><th>state</th>\
@@ -283,7 +282,7 @@ const RATE_CELLS: &str = "<td class=\"num emit\">-</td><td class=\"num execute\"
 
 fn topology_page(opts: &Opts, cluster: &str, name: &str) -> Result<String, TrackerError> {
     let state = existing(&opts.egret_home, cluster, name)?;
-    let data = crate::explain::explain_from(&state, &opts.egret_home, cluster, name)?;
+    let data = crate::explain::explain_from(&*state, &opts.egret_home, cluster, name)?;
     let plan = &data["logical_plan"];
     let api = format!("/api/v1/topologies/{}/{}", seg(cluster), seg(name));
     let page_base = format!("/topologies/{}/{}", seg(cluster), seg(name));
@@ -379,13 +378,13 @@ fn topology_page(opts: &Opts, cluster: &str, name: &str) -> Result<String, Track
         );
     }
     body.push_str("</tbody></table></section>");
-    checkpoints_section(&state, name, &api, &mut body);
+    checkpoints_section(&*state, name, &api, &mut body);
     body.push_str("</main></body>");
     Ok(page(name, &body, &format!("<script>{TOPOLOGY_JS}</script>")))
 }
 
 /// Effectively-once: the rollback epoch and the checkpoints the store keeps (nothing for other topologies).
-fn checkpoints_section(state: &egret_statemgr::LocalStateManager, name: &str, api: &str, body: &mut String) {
+fn checkpoints_section(state: &dyn egret_statemgr::StateManager, name: &str, api: &str, body: &mut String) {
     let Ok(c) = crate::explain::checkpoints(state, name) else {
         return;
     };

@@ -44,8 +44,8 @@ impl FakeStmgr {
     pub fn new(name: &'static str, topology: &Topology) -> FakeStmgr {
         let home = TempHome::new(&format!("egret-instance-{name}"));
         let state = home.state();
-        let definition = store_topology(&state, name, topology, 1);
-        let metrics = InProcessMetricsmgr::start(&state, name, 1);
+        let definition = store_topology(&*state, name, topology, 1);
+        let metrics = InProcessMetricsmgr::start(&*state, name, 1);
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let location = Location {
             process: "stmgr-1".into(),

@@ -1,0 +1,64 @@
+//! [`StateManager`]: what every process asks of a cluster's shared state, whatever keeps it (local files, ZooKeeper).
+//! The CLI, the tracker and every daemon hold an `Arc<dyn StateManager>` from [`crate::open`], so a new backend
+//! touches this crate only.
+
+use std::path::PathBuf;
+
+use egret_proto::api::Topology;
+use egret_proto::egret::{ContainerStatus, ExecutionState, Location, PackingPlan, PhysicalPlan, StatefulCheckpoints};
+
+use crate::error::StateError;
+
+/// A cluster's shared state: per topology, its definition, packing plan, physical plan, execution state, complete
+/// checkpoints, where its daemons listen and how its containers are. Every `put` replaces the whole message
+/// atomically (a reader sees the old one or the new one); every `get` of something never written is `Ok(None)`.
+/// Names are checked ([`crate::paths::valid_name`]) before anything is stored.
+pub trait StateManager: Send + Sync + std::fmt::Debug {
+    /// The cluster whose state this is.
+    fn cluster(&self) -> &str;
+
+    /// Where the state lives, for people (`local files under ...`, `zookeeper at ...`).
+    fn describe(&self) -> String;
+
+    /// Writes the definition of a new topology, or fails with [`StateError::TopologyExists`] if `name` already has
+    /// one; the check and the write are one step, so of two submits of one name at once exactly one succeeds.
+    fn create_topology(&self, name: &str, topology: &Topology) -> Result<(), StateError>;
+    fn put_topology(&self, name: &str, topology: &Topology) -> Result<(), StateError>;
+    fn get_topology(&self, name: &str) -> Result<Option<Topology>, StateError>;
+
+    fn put_packing_plan(&self, name: &str, plan: &PackingPlan) -> Result<(), StateError>;
+    fn get_packing_plan(&self, name: &str) -> Result<Option<PackingPlan>, StateError>;
+
+    fn put_physical_plan(&self, name: &str, plan: &PhysicalPlan) -> Result<(), StateError>;
+    fn get_physical_plan(&self, name: &str) -> Result<Option<PhysicalPlan>, StateError>;
+
+    fn put_execution_state(&self, name: &str, state: &ExecutionState) -> Result<(), StateError>;
+    fn get_execution_state(&self, name: &str) -> Result<Option<ExecutionState>, StateError>;
+
+    /// Effectively-once: the complete checkpoints and the last epoch, written by the tmanager. Removed with the
+    /// topology (a new submit starts clean), unlike the checkpoints themselves.
+    fn put_stateful_checkpoints(&self, name: &str, checkpoints: &StatefulCheckpoints) -> Result<(), StateError>;
+    fn get_stateful_checkpoints(&self, name: &str) -> Result<Option<StatefulCheckpoints>, StateError>;
+
+    /// Where topology `name`'s checkpoint store keeps its files.
+    fn checkpoints_dir(&self, name: &str) -> Result<PathBuf, StateError>;
+
+    /// Records where a daemon of topology `name` listens, under `location.process`.
+    fn put_location(&self, name: &str, location: &Location) -> Result<(), StateError>;
+    fn get_location(&self, name: &str, process: &str) -> Result<Option<Location>, StateError>;
+    /// Every daemon location of topology `name`, sorted by process name.
+    fn locations(&self, name: &str) -> Result<Vec<Location>, StateError>;
+
+    /// Records the status an executor reports for its container.
+    fn put_container_status(&self, name: &str, status: &ContainerStatus) -> Result<(), StateError>;
+    /// The status of every container of topology `name` that has reported one, sorted by container id.
+    fn container_statuses(&self, name: &str) -> Result<Vec<ContainerStatus>, StateError>;
+
+    /// Names of the topologies that have a definition, sorted.
+    fn list_topologies(&self) -> Result<Vec<String>, StateError>;
+    /// Whether topology `name` has a definition.
+    fn exists(&self, name: &str) -> Result<bool, StateError>;
+    /// Removes everything of topology `name` (missing parts are fine, so an interrupted delete can be repeated); the
+    /// definition goes last, so until everything else is gone the topology is still listed.
+    fn delete_topology(&self, name: &str) -> Result<(), StateError>;
+}
