@@ -15,8 +15,8 @@ use egret_scheduler::supervisor::SUPERVISOR;
 use egret_statemgr::StateManager;
 use egret_transport::{Frame, split};
 
-pub fn check_cluster(cluster: &str) -> anyhow::Result<()> {
-    Ok(egret_tracker::explain::check_cluster(cluster)?)
+pub fn check_cluster(home: &Path, cluster: &str) -> anyhow::Result<()> {
+    Ok(egret_tracker::explain::check_cluster(home, cluster)?)
 }
 
 #[derive(Args)]
@@ -232,7 +232,7 @@ pub fn restart(home: &Path, a: RestartArgs) -> anyhow::Result<()> {
 }
 
 pub fn list(home: &Path, a: ListArgs) -> anyhow::Result<()> {
-    check_cluster(&a.cluster)?;
+    check_cluster(home, &a.cluster)?;
     let state = egret_statemgr::open(home, &a.cluster)?;
     let rows = egret_tracker::explain::list(&*state)?;
     if a.json {
@@ -257,7 +257,7 @@ pub fn list(home: &Path, a: ListArgs) -> anyhow::Result<()> {
 /// for `egret submit --restore-checkpoint`), and which of them the running topology records as complete. The data
 /// is the tracker's (`egret_tracker::explain::checkpoints`).
 pub fn checkpoints(home: &Path, a: CheckpointsArgs) -> anyhow::Result<()> {
-    check_cluster(&a.cluster)?;
+    check_cluster(home, &a.cluster)?;
     let state = egret_statemgr::open(home, &a.cluster)?;
     let c = egret_tracker::explain::checkpoints(&*state, &a.topology)?;
     if a.json {

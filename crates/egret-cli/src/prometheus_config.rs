@@ -75,7 +75,7 @@ fn gather(home: &Path, cluster: &str, only: Option<&str>) -> anyhow::Result<Vec<
             vec![name.to_string()],
         ),
         None => {
-            check_cluster(cluster)?;
+            check_cluster(home, cluster)?;
             let state = egret_statemgr::open(home, cluster)?;
             let names = state.list_topologies()?;
             (state, names)

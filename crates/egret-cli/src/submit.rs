@@ -127,7 +127,7 @@ fn now_ms() -> i64 {
 }
 
 pub fn submit(home: &Path, a: SubmitArgs) -> anyhow::Result<()> {
-    check_cluster(&a.cluster)?;
+    check_cluster(home, &a.cluster)?;
     let binary =
         std::fs::canonicalize(&a.binary).with_context(|| format!("no topology binary at {}", a.binary.display()))?;
     eprintln!("[1/5] asking {} for its topology", binary.display());

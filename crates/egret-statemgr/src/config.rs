@@ -91,9 +91,40 @@ impl StateManagerConfig {
     }
 }
 
+/// The cluster every home has, with nothing to configure.
+pub const LOCAL_CLUSTER: &str = "local";
+
+/// The clusters of `egret_home`: `local`, and each directory under `conf/` with a valid name; sorted.
+pub fn clusters(egret_home: &Path) -> Vec<String> {
+    let mut out = vec![LOCAL_CLUSTER.to_string()];
+    if let Ok(entries) = std::fs::read_dir(egret_home.join(CONF_DIR)) {
+        for entry in entries.flatten() {
+            if entry.path().is_dir()
+                && let Ok(name) = entry.file_name().into_string()
+                && crate::paths::valid_name(&name)
+                && name != LOCAL_CLUSTER
+            {
+                out.push(name);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_clusters_are_local_and_each_configured_one() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(clusters(dir.path()), ["local"]);
+        std::fs::create_dir_all(dir.path().join("conf/zk")).unwrap();
+        std::fs::create_dir_all(dir.path().join("conf/local")).unwrap();
+        std::fs::create_dir_all(dir.path().join("conf/not a name")).unwrap();
+        assert_eq!(clusters(dir.path()), ["local", "zk"]);
+    }
 
     #[test]
     fn a_missing_or_empty_file_is_local() {

@@ -13,7 +13,7 @@ use egret_proto::egret::MetricsQuery;
 use egret_statemgr::StateManager;
 use serde_json::{Value, json};
 
-use crate::explain::{LOCAL, check_cluster, existing};
+use crate::explain::{check_cluster, existing};
 use crate::prometheus::{self, Sample};
 use crate::{Opts, TrackerError, logs};
 
@@ -77,20 +77,12 @@ async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI_DOC).into_response()
 }
 
-async fn clusters() -> Response {
-    axum::Json(json!([LOCAL])).into_response()
+async fn clusters(State(opts): State<Opts>) -> Response {
+    axum::Json(json!(egret_statemgr::config::clusters(&opts.egret_home))).into_response()
 }
 
 async fn topologies(State(opts): State<Opts>) -> Response {
-    blocking(move || {
-        let state = egret_statemgr::open(&opts.egret_home, LOCAL)?;
-        let mut rows = crate::explain::list(&*state)?;
-        for r in &mut rows {
-            r["cluster"] = json!(LOCAL);
-        }
-        Ok(Value::Array(rows))
-    })
-    .await
+    blocking(move || Ok(Value::Array(crate::explain::list_all(&opts.egret_home)?))).await
 }
 
 async fn topology(State(opts): State<Opts>, Path((cluster, name)): Path<(String, String)>) -> Response {
@@ -221,7 +213,7 @@ async fn metrics(
     RawQuery(raw): RawQuery,
 ) -> Response {
     blocking(move || {
-        check_cluster(&cluster)?;
+        check_cluster(&opts.egret_home, &cluster)?;
         let q = query(raw, &["component", "name"])?;
         let components = values_of(&q, "component");
         // Accept the Prometheus family name as well as the short one.
@@ -328,7 +320,7 @@ async fn timeseries(
     RawQuery(raw): RawQuery,
 ) -> Response {
     blocking(move || {
-        check_cluster(&cluster)?;
+        check_cluster(&opts.egret_home, &cluster)?;
         let q = query(raw, &["component", "name", "since_ms"])?;
         let mut components = values_of(&q, "component");
         // The tmanager filters on one component; several would need several queries, which no page needs.
@@ -399,7 +391,7 @@ async fn log_page(
     RawQuery(raw): RawQuery,
 ) -> Response {
     blocking(move || {
-        check_cluster(&cluster)?;
+        check_cluster(&opts.egret_home, &cluster)?;
         let q = query(raw, &["offset", "length"])?;
         let offset = number_of(&q, "offset")?;
         let length = number_of(&q, "length")?;

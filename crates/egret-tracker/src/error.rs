@@ -5,7 +5,7 @@ use egret_statemgr::StateError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrackerError {
-    #[error("unknown cluster {0:?}: this build runs topologies on the `local` cluster only")]
+    #[error("unknown cluster {0:?}: a cluster is `local` or a directory under $EGRET_HOME/conf/ (its statemgr.yaml)")]
     UnknownCluster(String),
     #[error("no topology {topology} on cluster {cluster} (egret list {cluster} shows what runs)")]
     UnknownTopology { cluster: String, topology: String },

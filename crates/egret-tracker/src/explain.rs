@@ -16,19 +16,30 @@ use serde_json::{Value, json};
 
 use crate::TrackerError;
 
-/// The only cluster this build can run on.
-pub const LOCAL: &str = "local";
-
-pub fn check_cluster(cluster: &str) -> Result<(), TrackerError> {
-    if cluster != LOCAL {
+/// `cluster` is `local` or one configured under `$EGRET_HOME/conf/`.
+pub fn check_cluster(home: &Path, cluster: &str) -> Result<(), TrackerError> {
+    if !egret_statemgr::config::clusters(home).iter().any(|c| c == cluster) {
         return Err(TrackerError::UnknownCluster(cluster.to_string()));
     }
     Ok(())
 }
 
+/// Every topology of every cluster, each row with its `cluster`.
+pub fn list_all(home: &Path) -> Result<Vec<Value>, TrackerError> {
+    let mut rows = Vec::new();
+    for cluster in egret_statemgr::config::clusters(home) {
+        let state = egret_statemgr::open(home, &cluster)?;
+        for mut r in list(&*state)? {
+            r["cluster"] = json!(cluster);
+            rows.push(r);
+        }
+    }
+    Ok(rows)
+}
+
 /// The state manager of `cluster`, if it holds `topology`.
 pub fn existing(home: &Path, cluster: &str, topology: &str) -> Result<Arc<dyn StateManager>, TrackerError> {
-    check_cluster(cluster)?;
+    check_cluster(home, cluster)?;
     let state = egret_statemgr::open(home, cluster)?;
     if !state.exists(topology)? {
         return Err(TrackerError::UnknownTopology {

@@ -17,7 +17,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use serde_json::Value;
 
-use crate::explain::{LOCAL, existing};
+use crate::explain::existing;
 use crate::{Opts, TrackerError, logs};
 
 const STYLE: &str = include_str!("ui/style.css");
@@ -109,8 +109,7 @@ fn time_of(ms: i64) -> String {
 
 async fn index(State(opts): State<Opts>) -> Response {
     blocking_page(move || {
-        let state = egret_statemgr::open(&opts.egret_home, LOCAL)?;
-        let rows = crate::explain::list(&*state)?;
+        let rows = crate::explain::list_all(&opts.egret_home)?;
         let mut body = String::from(
             "<body><header><a href=\"/\">Egret</a> <span class=\"crumb\">topologies</span></header><main>\
              <h1>Topologies</h1><table id=\"topologies\"><thead><tr><th>name</th><th>cluster</th><th>state</th>\
@@ -118,6 +117,7 @@ async fn index(State(opts): State<Opts>) -> Response {
         );
         for r in &rows {
             let name = r["name"].as_str().unwrap_or_default();
+            let cluster = r["cluster"].as_str().unwrap_or_default();
             let submitted = r["submitted_ms"]
                 .as_i64()
                 .filter(|&t| t > 0)
@@ -125,11 +125,13 @@ async fn index(State(opts): State<Opts>) -> Response {
                 .unwrap_or_default();
             let _ = write!(
                 body,
-                "<tr data-topology=\"{}\"><td><a href=\"/topologies/{LOCAL}/{}\">{}</a></td><td>{LOCAL}</td>\
+                "<tr data-topology=\"{}\"><td><a href=\"/topologies/{}/{}\">{}</a></td><td>{}</td>\
                  <td class=\"state\">{}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td></tr>",
                 esc(name),
+                seg(cluster),
                 seg(name),
                 esc(name),
+                esc(cluster),
                 esc(r["state"].as_str().unwrap_or_default()),
                 r["containers"].as_i64().unwrap_or(0),
                 esc(&submitted),
