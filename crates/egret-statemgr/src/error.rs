@@ -13,6 +13,13 @@ pub enum StateError {
     /// A topology of this name already exists (or is being submitted right now).
     #[error("topology {0} already exists")]
     TopologyExists(String),
+    /// Another tmanager of the topology is alive and holds its claim.
+    #[error("topology {topology} already has a live tmanager ({holder}); waited {waited_ms} ms for it to go")]
+    TmanagerExists {
+        topology: String,
+        holder: String,
+        waited_ms: u64,
+    },
     /// A file exists but does not hold the message it should.
     #[error("{}: does not decode: {reason}", path.display())]
     Corrupt { path: PathBuf, reason: String },

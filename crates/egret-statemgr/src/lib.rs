@@ -20,7 +20,7 @@ use std::sync::Arc;
 pub use config::{Kind, StateManagerConfig};
 pub use error::StateError;
 pub use local::LocalStateManager;
-pub use manager::StateManager;
+pub use manager::{StateManager, TmanagerLease};
 pub use paths::Node;
 
 /// The state manager of `cluster`, as `<egret_home>/conf/<cluster>/statemgr.yaml` configures it (local files when

@@ -12,7 +12,7 @@ use egret_proto::api::Topology;
 use egret_proto::egret::{ContainerStatus, ExecutionState, Location, PackingPlan, PhysicalPlan, StatefulCheckpoints};
 
 use crate::error::StateError;
-use crate::manager::StateManager;
+use crate::manager::{StateManager, TmanagerLease};
 use crate::paths::{self, Node};
 
 /// Numbers this process's temporary files, so two writes of one target at once (two threads, two managers) never
@@ -97,6 +97,16 @@ impl StateManager for LocalStateManager {
 
     fn describe(&self) -> String {
         format!("local files under {}", self.root.display())
+    }
+
+    fn claim_tmanager(
+        &self,
+        name: &str,
+        location: &Location,
+        _wait: std::time::Duration,
+    ) -> Result<TmanagerLease, StateError> {
+        self.put_location(name, location)?;
+        Ok(TmanagerLease::default())
     }
 
     fn put_topology(&self, name: &str, topology: &Topology) -> Result<(), StateError> {

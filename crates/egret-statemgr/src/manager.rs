@@ -3,6 +3,9 @@
 //! touches this crate only.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use egret_proto::api::Topology;
 use egret_proto::egret::{ContainerStatus, ExecutionState, Location, PackingPlan, PhysicalPlan, StatefulCheckpoints};
@@ -43,6 +46,14 @@ pub trait StateManager: Send + Sync + std::fmt::Debug {
     /// Where topology `name`'s checkpoint store keeps its files.
     fn checkpoints_dir(&self, name: &str) -> Result<PathBuf, StateError>;
 
+    /// Makes the calling process topology `name`'s tmanager, listening at `location` (process `tmanager`), and
+    /// returns the lease that says when that stops being true: at most one tmanager acts at a time. ZooKeeper keeps
+    /// the claim as an ephemeral node of this process's session, created only if there is none: while a previous
+    /// tmanager's session lives (a killed one's lasts until its session timeout) this waits, up to `wait`, then
+    /// fails with [`StateError::TmanagerExists`]; the lease is lost when the session expires. Local files serve one
+    /// machine, where the executor of container 0 runs the only tmanager: the claim is writing the location.
+    fn claim_tmanager(&self, name: &str, location: &Location, wait: Duration) -> Result<TmanagerLease, StateError>;
+
     /// Records where a daemon of topology `name` listens, under `location.process`.
     fn put_location(&self, name: &str, location: &Location) -> Result<(), StateError>;
     fn get_location(&self, name: &str, process: &str) -> Result<Option<Location>, StateError>;
@@ -61,4 +72,23 @@ pub trait StateManager: Send + Sync + std::fmt::Debug {
     /// Removes everything of topology `name` (missing parts are fine, so an interrupted delete can be repeated); the
     /// definition goes last, so until everything else is gone the topology is still listed.
     fn delete_topology(&self, name: &str) -> Result<(), StateError>;
+}
+
+/// A tmanager's claim on its topology ([`StateManager::claim_tmanager`]). Clones share one flag.
+#[derive(Debug, Clone, Default)]
+pub struct TmanagerLease {
+    lost: Arc<AtomicBool>,
+}
+
+impl TmanagerLease {
+    /// Whether the claim has ended: the tmanager must stop acting (its process exits and is started again, and the
+    /// new one claims anew).
+    pub fn is_lost(&self) -> bool {
+        self.lost.load(Ordering::Acquire)
+    }
+
+    /// Ends the claim (the backend saw the session that held it expire, or its node go).
+    pub fn mark_lost(&self) {
+        self.lost.store(true, Ordering::Release)
+    }
 }

@@ -45,6 +45,8 @@ pub enum TmanagerError {
     Config(#[from] egret_api::ConfigError),
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
+    #[error("lost the claim on topology {0} (its state manager session ended): another tmanager may act now")]
+    LostClaim(String),
 }
 
 #[derive(Debug, Clone)]
@@ -84,6 +86,9 @@ struct Tmanager {
 /// How long the accept loop sleeps when no connection is pending: bounds both the delay before a new connection is
 /// served and the delay before [`serve`] notices its shutdown flag.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
+/// How long a starting tmanager waits for a previous one's claim to end (a killed tmanager's ZooKeeper session
+/// lasts until its timeout) before it gives up and its executor starts it again.
+const CLAIM_WAIT: Duration = Duration::from_secs(60);
 /// Connections served at once at most (stmgrs, metrics managers, CLI and tracker requests).
 const MAX_CONNECTIONS: usize = 4096;
 
@@ -106,6 +111,21 @@ pub fn serve(
     shutdown: Arc<AtomicBool>,
 ) -> Result<(), TmanagerError> {
     let name = opts.topology.clone();
+    listener.set_nonblocking(true)?;
+    let port = listener.local_addr()?.port();
+    // First the claim: only the tmanager that holds it reads the state and acts on it.
+    let lease = state.claim_tmanager(
+        &name,
+        &Location {
+            process: "tmanager".into(),
+            container: 0,
+            host: opts.host.clone(),
+            port: port as i32,
+            pid: std::process::id() as i32,
+            http_port: 0,
+        },
+        CLAIM_WAIT,
+    )?;
     let topology = state
         .get_topology(&name)?
         .ok_or_else(|| TmanagerError::Missing(name.clone(), "definition"))?;
@@ -121,8 +141,6 @@ pub fn serve(
     if let Some(old) = state.get_physical_plan(&name)?.and_then(|p| p.topology) {
         topology.state = old.state;
     }
-    listener.set_nonblocking(true)?;
-    let port = listener.local_addr()?.port();
     tracing::info!(
         topology = %name,
         cluster = %opts.cluster,
@@ -133,17 +151,6 @@ pub fn serve(
         expected = ?expected,
         "tmanager started; waiting for every stmgr to register"
     );
-    state.put_location(
-        &name,
-        &Location {
-            process: "tmanager".into(),
-            container: 0,
-            host: opts.host.clone(),
-            port: port as i32,
-            pid: std::process::id() as i32,
-            http_port: 0,
-        },
-    )?;
     let tm = Arc::new(Tmanager {
         opts,
         state,
@@ -162,16 +169,16 @@ pub fn serve(
         role: "tmanager",
         max_connections: MAX_CONNECTIONS,
         poll: POLL_INTERVAL,
-        keep_serving: &|| !shutdown.load(Ordering::Acquire),
+        keep_serving: &|| !shutdown.load(Ordering::Acquire) && !lease.is_lost(),
     };
     // Effectively-once: the checkpoint timer.
     let timer = {
-        let (tm, shutdown) = (Arc::clone(&tm), Arc::clone(&shutdown));
+        let (tm, shutdown, lease) = (Arc::clone(&tm), Arc::clone(&shutdown), lease.clone());
         let has_checkpoints = tm.inner.lock().is_ok_and(|i| i.ckpt.is_some());
         has_checkpoints
             .then(|| {
                 std::thread::Builder::new().name("checkpoints".into()).spawn(move || {
-                    while !shutdown.load(Ordering::Acquire) {
+                    while !shutdown.load(Ordering::Acquire) && !lease.is_lost() {
                         checkpoints::tick(&tm);
                         let now = std::time::Instant::now();
                         let wait =
@@ -199,6 +206,9 @@ pub fn serve(
     )?;
     if let Some(t) = timer {
         let _ = t.join();
+    }
+    if lease.is_lost() {
+        return Err(TmanagerError::LostClaim(name));
     }
     Ok(())
 }
