@@ -64,11 +64,37 @@ pub struct DaemonArgs {
     cluster: String,
     #[arg(long)]
     topology: String,
-    #[arg(long)]
-    container: i32,
-    /// Address to listen on and advertise.
+    #[arg(long, required_unless_present = "container_from_pod_name")]
+    container: Option<i32>,
+    /// Take the container id from the ordinal at the end of the `POD_NAME` environment variable (`<topology>-<id>`,
+    /// a StatefulSet pod's name): how a Kubernetes pod starts its executor.
+    #[arg(long, conflicts_with = "container")]
+    container_from_pod_name: bool,
+    /// Address to listen on and advertise (an executor passes it to its daemons).
     #[arg(long, default_value = "127.0.0.1")]
     host: String,
+}
+
+impl DaemonArgs {
+    /// The container id: `--container`, or the ordinal of `POD_NAME`.
+    fn container(&self) -> anyhow::Result<i32> {
+        match self.container {
+            Some(c) => Ok(c),
+            None => {
+                let pod =
+                    std::env::var("POD_NAME").context("--container-from-pod-name needs POD_NAME in the environment")?;
+                container_of_pod(&pod)
+            }
+        }
+    }
+}
+
+/// The container id of a StatefulSet pod named `<anything>-<ordinal>`.
+fn container_of_pod(pod: &str) -> anyhow::Result<i32> {
+    pod.rsplit_once('-')
+        .and_then(|(_, ordinal)| ordinal.parse::<i32>().ok())
+        .filter(|c| *c >= 0)
+        .with_context(|| format!("pod name {pod:?} does not end in -<container id>"))
 }
 
 #[derive(Args)]
@@ -399,10 +425,10 @@ pub fn tracker(home: &Path, a: TrackerArgs) -> anyhow::Result<()> {
 }
 
 /// Every line a daemon logs names its topology, container and process (as its log file is named).
-fn init_logging(a: &DaemonArgs, process: &str) {
+fn init_logging(a: &DaemonArgs, container: i32, process: &str) {
     egret_scheduler::logging::init(&[
         ("topology", &a.topology),
-        ("container", &a.container),
+        ("container", &container),
         ("process", &process),
     ]);
 }
@@ -419,19 +445,21 @@ pub fn supervisor(home: &Path, a: SupervisorArgs) -> anyhow::Result<()> {
 }
 
 pub fn executor(home: &Path, a: DaemonArgs) -> anyhow::Result<()> {
-    init_logging(&a, &format!("executor-{}", a.container));
+    let container = a.container()?;
+    init_logging(&a, container, &format!("executor-{container}"));
     egret_scheduler::executor::run(egret_scheduler::executor::Opts {
         egret_home: home.to_path_buf(),
         cluster: a.cluster,
         topology: a.topology,
-        container: a.container,
+        container,
+        host: a.host,
         egret_bin: std::env::current_exe().context("cannot find the egret binary")?,
     })?;
     Ok(())
 }
 
 pub fn tmanager(home: &Path, a: DaemonArgs) -> anyhow::Result<()> {
-    init_logging(&a, "tmanager");
+    init_logging(&a, a.container()?, "tmanager");
     egret_tmanager::run(egret_tmanager::Opts {
         egret_home: home.to_path_buf(),
         cluster: a.cluster,
@@ -442,20 +470,22 @@ pub fn tmanager(home: &Path, a: DaemonArgs) -> anyhow::Result<()> {
 }
 
 pub fn stmgr(home: &Path, a: DaemonArgs) -> anyhow::Result<()> {
-    init_logging(&a, &format!("stmgr-{}", a.container));
+    let container = a.container()?;
+    init_logging(&a, container, &format!("stmgr-{container}"));
     egret_stmgr::run(egret_stmgr::Opts {
         egret_home: home.to_path_buf(),
         cluster: a.cluster,
         topology: a.topology,
-        container: a.container,
+        container,
         host: a.host,
     })?;
     Ok(())
 }
 
 pub fn metricsmgr(home: &Path, a: DaemonArgs) -> anyhow::Result<()> {
-    let process = format!("metricsmgr-{}", a.container);
-    init_logging(&a, &process);
+    let container = a.container()?;
+    let process = format!("metricsmgr-{container}");
+    init_logging(&a, container, &process);
     let state = egret_statemgr::open(home, &a.cluster)?;
     let m = egret_metricsmgr::MetricsManager::bind(&a.topology, &a.host)?;
     tracing::info!(
@@ -470,7 +500,7 @@ pub fn metricsmgr(home: &Path, a: DaemonArgs) -> anyhow::Result<()> {
         &a.topology,
         &Location {
             process,
-            container: a.container,
+            container,
             host: a.host.clone(),
             port: m.publisher_port() as i32,
             pid: std::process::id() as i32,
@@ -483,7 +513,7 @@ pub fn metricsmgr(home: &Path, a: DaemonArgs) -> anyhow::Result<()> {
         let (handle, topology, container, stop) = (
             m.snapshot_handle(),
             a.topology.clone(),
-            a.container,
+            container,
             Arc::clone(&shutdown),
         );
         std::thread::spawn(move || {
@@ -496,4 +526,19 @@ pub fn metricsmgr(home: &Path, a: DaemonArgs) -> anyhow::Result<()> {
     }
     m.serve(shutdown)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::container_of_pod;
+
+    #[test]
+    fn a_statefulset_pods_ordinal_is_its_container() {
+        assert_eq!(container_of_pod("word-count-0").unwrap(), 0);
+        assert_eq!(container_of_pod("word-count-12").unwrap(), 12);
+        for bad in ["word-count", "wordcount-x", "-", ""] {
+            let e = container_of_pod(bad).unwrap_err().to_string();
+            assert!(e.contains("does not end in -<container id>"), "{bad}: {e}");
+        }
+    }
 }

@@ -28,6 +28,8 @@ pub struct Opts {
     pub cluster: String,
     pub topology: String,
     pub container: i32,
+    /// The address this container's daemons listen on and advertise (its host's, or its pod's).
+    pub host: String,
     /// The `egret` binary, to start the daemons.
     pub egret_bin: PathBuf,
 }
@@ -152,6 +154,8 @@ pub fn run(opts: Opts) -> Result<(), SchedulerError> {
             name.clone(),
             "--container".into(),
             opts.container.to_string(),
+            "--host".into(),
+            opts.host.clone(),
         ];
         (process, opts.egret_bin.clone(), args, Vec::new())
     };
