@@ -213,7 +213,23 @@ pub fn run(opts: Opts) -> Result<(), SchedulerError> {
         p.start();
     }
     let mut dirty = true;
+    let mut checked = Instant::now();
     loop {
+        // `egret kill` removes the topology's state. An executor the local scheduler started is stopped before
+        // that; one that another host, a pod or a service manager runs learns it here, and stops its processes.
+        if checked.elapsed() >= Duration::from_secs(1) {
+            checked = Instant::now();
+            if let Ok(false) = state.exists(name) {
+                info!("the topology is gone; stopping its processes and exiting");
+                for p in &mut procs {
+                    if let Some(mut child) = p.child.take() {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                    }
+                }
+                return Ok(());
+            }
+        }
         for p in &mut procs {
             if let Some(child) = p.child.as_mut()
                 && let Ok(Some(exit)) = child.try_wait()
