@@ -1,7 +1,8 @@
 use std::io;
 use std::path::PathBuf;
+use std::time::Duration;
 
-/// Why a state manager call failed. Each variant names the file or the value at fault.
+/// Why a state manager call failed. Each variant names the file, the ZooKeeper node or the value at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     /// A topology, process or cluster name that would not make a safe single path component.
@@ -26,6 +27,30 @@ pub enum StateError {
     /// A cluster's state manager configuration (`conf/<cluster>/statemgr.yaml`) is wrong.
     #[error("{}: {reason}", path.display())]
     Config { path: PathBuf, reason: String },
+    /// A ZooKeeper root that is not an absolute path of valid names (`/egret`, `/heron/state`).
+    #[error("zookeeper root {0:?} is invalid: use \"/\" or an absolute path of valid names, like /egret")]
+    InvalidRoot(String),
+    /// No first ZooKeeper session could be opened (no server answered within the session timeout, or the connection
+    /// string is malformed).
+    #[error("zookeeper at {servers}: cannot open a session: {reason}")]
+    ZooKeeperConnect { servers: String, reason: String },
+    /// ZooKeeper answered a request on `path` with an error the state manager does not expect (no permission, a
+    /// missing chroot, a node too large, ...).
+    #[error("zookeeper node {path}: {reason}")]
+    ZooKeeper { path: String, reason: String },
+    /// No answer for `path` within the retry bound: the connection was lost and not restored, or the session expired
+    /// and no new one was opened in time. The request may still take effect if the connection comes back.
+    #[error("zookeeper node {path}: no answer from {servers} within {waited:?} (last: {reason})")]
+    ZooKeeperUnavailable {
+        servers: String,
+        path: String,
+        waited: Duration,
+        reason: String,
+    },
+    /// A state manager that was given no place for checkpoints (the ZooKeeper one keeps them in local files under an
+    /// egret home it must be told).
+    #[error("cluster {cluster}: no checkpoint directory configured (ZkStateManager::with_egret_home was not called)")]
+    NoCheckpointsDir { cluster: String },
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,

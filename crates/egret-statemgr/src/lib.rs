@@ -6,6 +6,9 @@
 //! `$EGRET_HOME/state/<cluster>/` (the layout is in [`paths`], and nowhere else); every write replaces its file
 //! atomically, so a reader sees the old message or the new one, never a mix.
 //!
+//! [`ZkStateManager`] keeps the same messages as ZooKeeper nodes under `<root>/<cluster>/` (Heron's layout), with the
+//! tmanager's location ephemeral and watches instead of polling.
+//!
 //! This crate stores and loads messages; it never interprets them (no plan is checked against a topology here).
 
 pub mod config;
@@ -13,6 +16,7 @@ mod error;
 mod local;
 mod manager;
 pub mod paths;
+mod zookeeper;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -22,6 +26,7 @@ pub use error::StateError;
 pub use local::LocalStateManager;
 pub use manager::{StateManager, TmanagerLease};
 pub use paths::Node;
+pub use zookeeper::{EPHEMERAL_PROCESS, MAX_NODE_BYTES, ZkStateManager};
 
 /// The state manager of `cluster`, as `<egret_home>/conf/<cluster>/statemgr.yaml` configures it (local files when
 /// there is no such file).
@@ -29,9 +34,15 @@ pub fn open(egret_home: &Path, cluster: &str) -> Result<Arc<dyn StateManager>, S
     let config = StateManagerConfig::load(egret_home, cluster)?;
     match config.kind {
         Kind::Local => Ok(Arc::new(LocalStateManager::new(egret_home, cluster)?)),
-        Kind::Zookeeper => Err(StateError::Config {
-            path: StateManagerConfig::path(egret_home, cluster),
-            reason: "the zookeeper state manager is not built yet".into(),
-        }),
+        Kind::Zookeeper => {
+            // `parse` refused a zookeeper config without a connection string.
+            let connection = config.connection.as_deref().unwrap_or_default();
+            let root = config.root.as_deref().unwrap_or(StateManagerConfig::DEFAULT_ROOT);
+            let timeout = config
+                .session_timeout_ms
+                .unwrap_or(StateManagerConfig::DEFAULT_SESSION_TIMEOUT_MS);
+            let zk = ZkStateManager::connect(connection, root, cluster, std::time::Duration::from_millis(timeout))?;
+            Ok(Arc::new(zk.with_egret_home(egret_home)))
+        }
     }
 }

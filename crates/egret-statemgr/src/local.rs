@@ -277,7 +277,7 @@ impl StateManager for LocalStateManager {
     }
 }
 
-fn check_name(what: &'static str, name: &str) -> Result<(), StateError> {
+pub(crate) fn check_name(what: &'static str, name: &str) -> Result<(), StateError> {
     if paths::valid_name(name) {
         Ok(())
     } else {

@@ -14,7 +14,8 @@
 //! ```
 //!
 //! Directory names follow Heron's state manager (`topologies`, `packingplans`, `pplans`, `executionstate`), so
-//! someone who knows Heron's tree finds their way in this one.
+//! someone who knows Heron's tree finds their way in this one. The ZooKeeper state manager uses the same names (these
+//! constants) for its nodes under `<root>/<cluster>/`; only its node paths are built in `zookeeper.rs`.
 //!
 //! Names become path components, so they are checked before any path is built: [`valid_name`] admits no
 //! separator and neither `.` nor `..`. Temporary files carry a `~`, which no valid name contains, so a listing
