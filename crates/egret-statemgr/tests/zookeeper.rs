@@ -4,9 +4,9 @@
 //!
 //! The same conformance checks run against the local-file state manager, so both backends are held to one behaviour.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::io::{BufRead, BufReader, Write};
+
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Barrier};
 use std::thread;
@@ -18,10 +18,8 @@ use egret_proto::egret::{
     Resource, StatefulCheckpoints, StmgrInfo,
 };
 use egret_statemgr::{LocalStateManager, Node, StateError, StateManager, ZkStateManager};
+use egret_testkit::zookeeper::{ZkServer, free_port};
 
-const ZOOKEEPER_JAR: &str = "/usr/share/java/zookeeper.jar";
-/// Optional: gives the server's log a binding (without it the server logs nothing, which is harmless).
-const SLF4J_SIMPLE_JAR: &str = "/usr/share/java/slf4j-simple.jar";
 const ROOT: &str = "/egret";
 const CLUSTER: &str = "test";
 /// For tests that do not exercise expiry: long enough that a busy 2-core machine never expires a session by
@@ -29,156 +27,12 @@ const CLUSTER: &str = "test";
 const LONG_SESSION: Duration = Duration::from_secs(10);
 
 // ---------------------------------------------------------------------------------------------------------------
-// A ZooKeeper server for one test.
+// A ZooKeeper server for one test (egret_testkit::zookeeper).
 
-/// A standalone ZooKeeper server on a free loopback port with its own config and data directory. Started with
-///
-/// ```text
-/// java -cp <dir>/conf:/usr/share/java/zookeeper.jar[:/usr/share/java/slf4j-simple.jar] \
-///      org.apache.zookeeper.server.ZooKeeperServerMain <dir>/conf/zoo.cfg
-/// ```
-///
-/// (the jar's manifest lists the jars it needs from /usr/share/java), under a `sh` that kills it (SIGKILL) when its
-/// stdin closes: on [`ZkServer::stop`], on drop, and also if the test process dies without unwinding.
-struct ZkServer {
-    dir: tempfile::TempDir,
-    port: u16,
-    process: Option<Child>,
-}
-
-impl ZkServer {
-    fn start() -> ZkServer {
-        assert!(
-            Path::new(ZOOKEEPER_JAR).exists(),
-            "ZooKeeper is not installed ({ZOOKEEPER_JAR} is missing): run `apt-get install -y zookeeper` \
-             (or scripts/install-test-deps)"
-        );
-        let java = Command::new("java").arg("-version").output();
-        assert!(
-            java.as_ref().is_ok_and(|out| out.status.success()),
-            "`java -version` failed ({java:?}): install a JRE (`apt-get install -y default-jre-headless`)"
-        );
-        let dir = tempfile::tempdir().expect("temp dir");
-        let port = free_port();
-        let conf = dir.path().join("conf");
-        std::fs::create_dir_all(&conf).expect("conf dir");
-        std::fs::create_dir_all(dir.path().join("data")).expect("data dir");
-        // A short tick so sessions expire close to their timeout; sessions from 0.4 s to 30 s allowed.
-        let cfg = format!(
-            "tickTime=200\ninitLimit=10\nsyncLimit=5\ndataDir={}\nclientPort={port}\nclientPortAddress=127.0.0.1\n\
-             minSessionTimeout=400\nmaxSessionTimeout=30000\nadmin.enableServer=false\n\
-             4lw.commands.whitelist=ruok,srvr\npreAllocSize=1024\n",
-            dir.path().join("data").display()
-        );
-        std::fs::write(conf.join("zoo.cfg"), cfg).expect("zoo.cfg");
-        let mut server = ZkServer {
-            dir,
-            port,
-            process: None,
-        };
-        server.resume();
-        server
-    }
-
-    fn connection(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    /// Starts the server (again: same port, same data directory) and waits until it answers `ruok`.
-    fn resume(&mut self) {
-        assert!(self.process.is_none(), "already running");
-        let conf = self.dir.path().join("conf");
-        let mut classpath = format!("{}:{ZOOKEEPER_JAR}", conf.display());
-        if Path::new(SLF4J_SIMPLE_JAR).exists() {
-            classpath.push(':');
-            classpath.push_str(SLF4J_SIMPLE_JAR);
-        }
-        let script = r#"java -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Dzookeeper.forceSync=no \
-            -cp "$1" org.apache.zookeeper.server.ZooKeeperServerMain "$2" >>"$3" 2>&1 &
-            pid=$!
-            read -r _ || true
-            kill -9 "$pid" 2>/dev/null
-            wait "$pid" 2>/dev/null
-            exit 0"#;
-        let log = self.log_path();
-        let child = Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .arg("zk-server")
-            .arg(&classpath)
-            .arg(conf.join("zoo.cfg"))
-            .arg(&log)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start sh for the zookeeper server");
-        self.process = Some(child);
-        let start = Instant::now();
-        while !ruok(self.port) {
-            if start.elapsed() > Duration::from_secs(30) {
-                let log = std::fs::read_to_string(&log).unwrap_or_default();
-                panic!(
-                    "zookeeper did not answer ruok on port {} within 30 s; its log:\n{log}",
-                    self.port
-                );
-            }
-            thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// Kills the server (SIGKILL, as a crash) and waits until it is gone.
-    fn stop(&mut self) {
-        let Some(mut child) = self.process.take() else {
-            return;
-        };
-        drop(child.stdin.take()); // the wrapper's `read` ends: it kills java and waits for it
-        let start = Instant::now();
-        loop {
-            match child.try_wait() {
-                Ok(Some(_)) | Err(_) => break,
-                Ok(None) if start.elapsed() > Duration::from_secs(10) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    break;
-                }
-                Ok(None) => thread::sleep(Duration::from_millis(20)),
-            }
-        }
-        assert!(!ruok(self.port), "zookeeper still answers after being killed");
-    }
-
-    fn log_path(&self) -> PathBuf {
-        self.dir.path().join("server.log")
-    }
-
-    fn manager(&self, session_timeout: Duration) -> ZkStateManager {
-        ZkStateManager::connect(&self.connection(), ROOT, CLUSTER, session_timeout)
-            .expect("connect to the test zookeeper")
-            .with_egret_home(self.dir.path().join("home"))
-    }
-}
-
-impl Drop for ZkServer {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("local addr").port()
-}
-
-/// Whether a server on `port` answers the four-letter word `ruok` with `imok`.
-fn ruok(port: u16) -> bool {
-    let addr = ([127, 0, 0, 1], port).into();
-    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(500)) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    let mut answer = String::new();
-    stream.write_all(b"ruok").is_ok() && stream.read_to_string(&mut answer).is_ok() && answer == "imok"
+fn manager(server: &ZkServer, session_timeout: Duration) -> ZkStateManager {
+    ZkStateManager::connect(&server.connection(), ROOT, CLUSTER, session_timeout)
+        .expect("connect to the test zookeeper")
+        .with_egret_home(server.dir().join("home"))
 }
 
 /// Polls `done` every 50 ms until it holds, or panics after `limit` naming `what`.
@@ -499,7 +353,7 @@ fn zookeeper_conformance_reference_on_local_files() {
 #[test]
 fn zookeeper_conformance() {
     let server = ZkServer::start();
-    let sm = server.manager(LONG_SESSION);
+    let sm = manager(&server, LONG_SESSION);
     conformance(&sm);
     assert!(sm.describe().contains("zookeeper"), "{}", sm.describe());
     assert_eq!(sm.cluster(), CLUSTER);
@@ -561,7 +415,7 @@ fn zookeeper_rejects_bad_roots_and_reports_an_unreachable_server() {
 #[test]
 fn zookeeper_concurrent_create_from_two_managers_exactly_one_wins() {
     let server = ZkServer::start();
-    let managers = [server.manager(LONG_SESSION), server.manager(LONG_SESSION)];
+    let managers = [manager(&server, LONG_SESSION), manager(&server, LONG_SESSION)];
     for round in 0..5 {
         let name = format!("race-{round}");
         let barrier = Barrier::new(8);
@@ -597,8 +451,8 @@ fn zookeeper_concurrent_create_from_two_managers_exactly_one_wins() {
 #[test]
 fn zookeeper_ephemeral_tmanager_location_vanishes_when_its_manager_is_dropped() {
     let server = ZkServer::start();
-    let reader = server.manager(LONG_SESSION);
-    let writer = server.manager(LONG_SESSION);
+    let reader = manager(&server, LONG_SESSION);
+    let writer = manager(&server, LONG_SESSION);
     fill(&writer, "wc");
     check_filled(&reader, "wc");
     let rt = runtime();
@@ -616,7 +470,7 @@ fn zookeeper_ephemeral_tmanager_location_vanishes_when_its_manager_is_dropped() 
     assert_eq!(reader.container_statuses("wc").unwrap().len(), 3);
 
     // A new tmanager registers again.
-    let writer = server.manager(LONG_SESSION);
+    let writer = manager(&server, LONG_SESSION);
     writer.put_location("wc", &location("tmanager", 0, 4101)).unwrap();
     next_change(&rt, &mut tmanager, "tmanager location created");
     assert_eq!(
@@ -686,7 +540,7 @@ fn spawn_tmanager_process(server: &ZkServer, port: i32) -> Child {
 #[test]
 fn zookeeper_ephemeral_tmanager_location_vanishes_when_its_process_is_killed() {
     let server = ZkServer::start();
-    let sm = server.manager(LONG_SESSION);
+    let sm = manager(&server, LONG_SESSION);
     sm.put_topology("wc", &topology("wc")).unwrap();
     sm.put_location("wc", &location("stmgr-1", 1, 4200)).unwrap();
 
@@ -717,7 +571,7 @@ fn zookeeper_ephemeral_tmanager_location_vanishes_when_its_process_is_killed() {
     let mut tmanager = spawn_tmanager_process(&server, 4101);
     tmanager.kill().expect("kill the helper");
     let _ = tmanager.wait();
-    let successor = server.manager(LONG_SESSION);
+    let successor = manager(&server, LONG_SESSION);
     successor.put_location("wc", &location("tmanager", 0, 4102)).unwrap();
     thread::sleep(Duration::from_secs(4)); // past the dead session's expiry
     assert_eq!(
@@ -735,8 +589,8 @@ fn zookeeper_ephemeral_tmanager_location_vanishes_when_its_process_is_killed() {
 #[test]
 fn zookeeper_watch_fires_on_create_change_and_delete() {
     let server = ZkServer::start();
-    let watcher = server.manager(LONG_SESSION);
-    let writer = server.manager(LONG_SESSION);
+    let watcher = manager(&server, LONG_SESSION);
+    let writer = manager(&server, LONG_SESSION);
     let rt = runtime();
     let mut plan = watcher.watch("wc", Node::PhysicalPlan).unwrap();
     let mut other = watcher.watch("other", Node::PhysicalPlan).unwrap();
@@ -774,7 +628,7 @@ fn zookeeper_watch_fires_on_create_change_and_delete() {
 #[test]
 fn zookeeper_restarted_under_a_client_keeps_session_and_data() {
     let mut server = ZkServer::start();
-    let sm = Arc::new(server.manager(LONG_SESSION));
+    let sm = Arc::new(manager(&server, LONG_SESSION));
     fill(&*sm, "wc");
     let session = sm.session_id().expect("a session");
     let rt = runtime();
@@ -806,7 +660,7 @@ fn zookeeper_restarted_under_a_client_keeps_session_and_data() {
     check_filled(&*sm, "wc");
     assert_eq!(sm.session_expired_count(), 0);
     assert_eq!(sm.session_id(), Some(session));
-    let fresh = server.manager(LONG_SESSION);
+    let fresh = manager(&server, LONG_SESSION);
     check_filled(&fresh, "wc");
 
     // The watch followed the reconnection: it reports a change made by another session.
@@ -824,7 +678,7 @@ fn zookeeper_restarted_under_a_client_keeps_session_and_data() {
 fn zookeeper_session_expiry_opens_a_new_session_and_reports_it() {
     let timeout = Duration::from_secs(2);
     let mut server = ZkServer::start();
-    let sm = server.manager(timeout);
+    let sm = manager(&server, timeout);
     fill(&sm, "wc");
     let old = sm.session_id().expect("a session");
     let lease = sm
@@ -875,7 +729,7 @@ fn zookeeper_session_expiry_opens_a_new_session_and_reports_it() {
     assert_eq!(sm.session_expired_count(), 1);
 
     // The watch was registered again on the new session: it reports a change made by another session.
-    let other = server.manager(LONG_SESSION);
+    let other = manager(&server, LONG_SESSION);
     let _ = plan.borrow_and_update();
     let mut changed = physical_plan("wc");
     changed.stmgrs[0].data_port = 4001;
@@ -891,7 +745,7 @@ fn zookeeper_usable_from_inside_a_tokio_runtime() {
     let server = ZkServer::start();
     let rt = runtime();
     rt.block_on(async {
-        let sm = server.manager(LONG_SESSION);
+        let sm = manager(&server, LONG_SESSION);
         sm.create_topology("wc", &topology("wc")).unwrap();
         assert_eq!(sm.get_topology("wc").unwrap(), Some(topology("wc")));
         let mut plan = sm.watch("wc", Node::PhysicalPlan).unwrap();
@@ -900,7 +754,7 @@ fn zookeeper_usable_from_inside_a_tokio_runtime() {
             .await
             .expect("a change within 10 s")
             .expect("watch open");
-        let writer = server.manager(LONG_SESSION);
+        let writer = manager(&server, LONG_SESSION);
         writer.put_location("wc", &location("tmanager", 0, 1)).unwrap();
         drop(writer);
         assert_eq!(sm.get_location("wc", "tmanager").unwrap(), None);
@@ -912,7 +766,7 @@ fn zookeeper_usable_from_inside_a_tokio_runtime() {
 #[test]
 fn zookeeper_garbage_is_corrupt() {
     let server = ZkServer::start();
-    let sm = server.manager(LONG_SESSION);
+    let sm = manager(&server, LONG_SESSION);
     fill(&sm, "wc");
     let rt = runtime();
     rt.block_on(async {
@@ -954,8 +808,8 @@ fn zookeeper_garbage_is_corrupt() {
 #[test]
 fn zookeeper_one_tmanager_claim_at_a_time() {
     let server = ZkServer::start();
-    let first = server.manager(LONG_SESSION);
-    let second = server.manager(LONG_SESSION);
+    let first = manager(&server, LONG_SESSION);
+    let second = manager(&server, LONG_SESSION);
     let lease = first
         .claim_tmanager("wc", &location("tmanager", 0, 4100), Duration::ZERO)
         .unwrap();

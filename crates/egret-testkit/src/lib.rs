@@ -2,6 +2,8 @@
 //! state-manager home, a topology stored with its packing plan, a metrics manager serving on port 0, a printed seed
 //! and a deadline on every wait. Test-only: nothing here is meant for a running topology.
 
+pub mod zookeeper;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
