@@ -5,31 +5,10 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::Path;
 
 use common::*;
 
 const N: u64 = 20_000;
-
-/// Ids in `<out>/<prefix>*.log`, one per line.
-fn ids(out: &Path, prefix: &str) -> (BTreeSet<u64>, u64) {
-    let mut set = BTreeSet::new();
-    let mut lines = 0;
-    for p in walk(out) {
-        if p.file_name()
-            .and_then(|f| f.to_str())
-            .is_some_and(|f| f.starts_with(prefix))
-        {
-            for l in std::fs::read_to_string(&p).unwrap_or_default().lines() {
-                if let Ok(id) = l.trim().parse() {
-                    set.insert(id);
-                    lines += 1;
-                }
-            }
-        }
-    }
-    (set, lines)
-}
 
 /// The pid, restart count and name of the first running process whose name contains `pattern`.
 fn process(c: &Cluster, topology: &str, pattern: &str) -> (i32, i64, String) {

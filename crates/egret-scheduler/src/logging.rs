@@ -28,9 +28,16 @@ use tracing_subscriber::registry::LookupSpan;
 /// line naming the process by `identity` (`key=value` pairs, in order). Does nothing if a subscriber is already
 /// installed (a test that starts two daemons in one process).
 pub fn init(identity: &[(&str, &dyn Display)]) {
-    let filter = EnvFilter::builder()
+    let mut filter = EnvFilter::builder()
         .with_default_directive(LevelFilter::INFO.into())
         .from_env_lossy();
+    // The ZooKeeper client says at INFO what the state manager already logs once (sessions opened and ended), on
+    // every connection: its warnings are enough unless RUST_LOG asks for more.
+    if std::env::var_os("RUST_LOG").is_none()
+        && let Ok(quiet) = "zookeeper_client=warn".parse()
+    {
+        filter = filter.add_directive(quiet);
+    }
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -1,7 +1,7 @@
 //! Helpers shared by the end-to-end test binaries: a private cluster home, the egret binary, bounded waits.
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -35,6 +35,8 @@ pub fn egret_bin() -> PathBuf {
 /// A private EGRET_HOME; kills every topology in it and removes it on drop.
 pub struct Cluster {
     pub home: PathBuf,
+    /// The cluster its commands name: `local` unless made with [`Cluster::on`].
+    pub cluster: String,
     pub egret: PathBuf,
     /// Held for the cluster's life: the tests of a binary run one at a time, since each runs a dozen processes on
     /// a 2-core machine and several at once would starve each other past their deadlines.
@@ -45,6 +47,11 @@ static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl Cluster {
     pub fn new() -> Cluster {
+        Cluster::on("local")
+    }
+
+    /// A private home whose topologies run on `cluster` (configure it under `home/conf/<cluster>/`).
+    pub fn on(cluster: &str) -> Cluster {
         let serial = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         static N: AtomicU32 = AtomicU32::new(0);
         let home = std::env::temp_dir().join(format!(
@@ -56,6 +63,7 @@ impl Cluster {
         std::fs::create_dir_all(&home).unwrap();
         Cluster {
             home,
+            cluster: cluster.to_string(),
             egret: egret_bin(),
             _serial: serial,
         }
@@ -84,7 +92,7 @@ impl Cluster {
     }
 
     pub fn explain(&self, topology: &str) -> Value {
-        serde_json::from_str(&self.ok(&["explain", "local", topology, "--json"])).expect("explain --json is JSON")
+        serde_json::from_str(&self.ok(&["explain", &self.cluster, topology, "--json"])).expect("explain --json is JSON")
     }
 
     pub fn pids(&self, topology: &str) -> Vec<i32> {
@@ -155,11 +163,11 @@ impl Drop for Cluster {
         if std::thread::panicking() {
             self.print_logs();
         }
-        let list = self.run(&["list", "local", "--json"]);
+        let list = self.run(&["list", &self.cluster, "--json"]);
         if let Ok(Value::Array(ts)) = serde_json::from_slice::<Value>(&list.stdout) {
             for t in ts {
                 if let Some(name) = t["name"].as_str() {
-                    let _ = self.run(&["kill", "local", name]);
+                    let _ = self.run(&["kill", &self.cluster, name]);
                 }
             }
         }
@@ -425,4 +433,24 @@ pub fn kill_randomly(
         killed.push(name);
     }
     killed
+}
+
+/// Ids in `<out>/<prefix>*.log`, one per line.
+pub fn ids(out: &Path, prefix: &str) -> (BTreeSet<u64>, u64) {
+    let mut set = BTreeSet::new();
+    let mut lines = 0;
+    for p in walk(out) {
+        if p.file_name()
+            .and_then(|f| f.to_str())
+            .is_some_and(|f| f.starts_with(prefix))
+        {
+            for l in std::fs::read_to_string(&p).unwrap_or_default().lines() {
+                if let Ok(id) = l.trim().parse() {
+                    set.insert(id);
+                    lines += 1;
+                }
+            }
+        }
+    }
+    (set, lines)
 }
