@@ -4,12 +4,14 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
 use egret_proto::egret::{Location, SetActive, control};
-use egret_scheduler::local::{LocalScheduler, alive};
+use egret_scheduler::Scheduler;
+use egret_scheduler::config::{Kind as SchedulerKind, SchedulerConfig};
+use egret_scheduler::local::LocalScheduler;
 use egret_scheduler::package_dir;
 use egret_scheduler::supervisor::SUPERVISOR;
 use egret_statemgr::StateManager;
@@ -118,12 +120,17 @@ pub struct TrackerArgs {
     port_file: Option<PathBuf>,
 }
 
-fn scheduler(home: &Path, cluster: &str) -> anyhow::Result<LocalScheduler> {
-    Ok(LocalScheduler::new(
-        home,
-        cluster,
-        std::env::current_exe().context("cannot find the egret binary")?,
-    ))
+/// The scheduler of `cluster`, as its `conf/<cluster>/scheduler.yaml` says (local processes when there is none).
+pub fn scheduler(home: &Path, cluster: &str) -> anyhow::Result<Box<dyn Scheduler>> {
+    let config = SchedulerConfig::load(home, cluster)?;
+    Ok(match config.kind {
+        SchedulerKind::Local => Box::new(LocalScheduler::new(
+            home,
+            cluster,
+            std::env::current_exe().context("cannot find the egret binary")?,
+        )),
+        SchedulerKind::Kubernetes => Box::new(egret_kubernetes::KubernetesBackend::new(home, cluster, &config)?),
+    })
 }
 
 fn existing(home: &Path, cluster: &str, topology: &str) -> anyhow::Result<Arc<dyn StateManager>> {
@@ -132,38 +139,20 @@ fn existing(home: &Path, cluster: &str, topology: &str) -> anyhow::Result<Arc<dy
 
 /// Stops every process of a topology (its supervisor first) and removes its state, package and nothing else (logs
 /// stay). Also what a failed submit does, so it must cope with a topology that is only partly written.
-pub fn cleanup(home: &Path, cluster: &str, topology: &str) -> anyhow::Result<Vec<i32>> {
-    let groups = scheduler(home, cluster)?.stop(topology, None, Duration::from_secs(5))?;
+pub fn cleanup(home: &Path, cluster: &str, topology: &str) -> anyhow::Result<String> {
+    let stopped = scheduler(home, cluster)?.kill(topology)?;
     egret_statemgr::open(home, cluster)?.delete_topology(topology)?;
     let pkg = package_dir(home, cluster, topology);
     if pkg.exists() {
         std::fs::remove_dir_all(&pkg).with_context(|| format!("cannot remove {}", pkg.display()))?;
     }
-    Ok(groups)
+    Ok(stopped)
 }
 
 pub fn kill(home: &Path, a: TopologyArgs) -> anyhow::Result<()> {
-    let state = existing(home, &a.cluster, &a.topology)?;
-    let supervisor = state.get_location(&a.topology, SUPERVISOR)?.map(|l| l.pid);
-    let pids: Vec<i32> = state
-        .container_statuses(&a.topology)?
-        .iter()
-        .flat_map(|c| c.processes.iter().map(|p| p.pid).chain([c.executor_pid]))
-        .chain(supervisor)
-        .collect();
-    let groups = cleanup(home, &a.cluster, &a.topology)?;
-    let survivors: Vec<i32> = pids.into_iter().filter(|&p| alive(p)).collect();
-    if !survivors.is_empty() {
-        bail!(
-            "killed topology {}, but processes {survivors:?} are still alive",
-            a.topology
-        );
-    }
-    println!(
-        "killed topology {} ({} containers stopped, state removed)",
-        a.topology,
-        groups.len()
-    );
+    existing(home, &a.cluster, &a.topology)?;
+    let stopped = cleanup(home, &a.cluster, &a.topology)?;
+    println!("killed topology {} ({stopped}; state removed)", a.topology);
     Ok(())
 }
 
@@ -216,44 +205,11 @@ pub fn restart(home: &Path, a: RestartArgs) -> anyhow::Result<()> {
             .map(|s| s.container)
             .collect(),
     };
-    let sched = scheduler(home, &a.cluster)?;
-    let old_executors: Vec<i32> = state
-        .container_statuses(&a.topology)?
-        .iter()
-        .map(|s| s.executor_pid)
-        .collect();
-    sched.stop(&a.topology, Some(&containers), Duration::from_secs(5))?;
-    if sched.supervisor_pid(&a.topology)?.is_some() {
-        // The supervisor starts the stopped executors again; wait until each has a new one, so that the command
-        // returns when the restart has happened. It cannot tell a restart from a crash, so a container restarted
-        // often may wait out the longest back-off first.
-        let patience = egret_scheduler::backoff::MAX_BACKOFF + Duration::from_secs(15);
-        let deadline = Instant::now() + patience;
-        loop {
-            let statuses = state.container_statuses(&a.topology)?;
-            let restarted = containers.iter().all(|&c| {
-                statuses
-                    .iter()
-                    .any(|s| s.container == c && !old_executors.contains(&s.executor_pid) && alive(s.executor_pid))
-            });
-            if restarted {
-                break;
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "stopped container(s) {containers:?} of topology {}, but the supervisor did not start them again within {patience:?} (see its log)",
-                    a.topology
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    } else {
-        // Nobody supervises this topology (its supervisor died): start the executors here, unsupervised.
-        for &c in &containers {
-            sched.launch(&a.topology, c)?;
-        }
-    }
-    println!("restarted container(s) {containers:?} of topology {}", a.topology);
+    let what = scheduler(home, &a.cluster)?.restart(&a.topology, &containers)?;
+    println!(
+        "restarted container(s) {containers:?} of topology {} ({what})",
+        a.topology
+    );
     Ok(())
 }
 

@@ -2,7 +2,7 @@
 //! start one executor per container, and wait until the physical plan is published.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
@@ -14,11 +14,12 @@ use egret_proto::api::TopologyState;
 use egret_proto::defn;
 use egret_proto::egret::{ExecutionState, StatefulCheckpoints};
 use egret_proto::{Message, api};
-use egret_scheduler::local::LocalScheduler;
+use egret_scheduler::Scheduler;
+use egret_scheduler::local::log_tail;
 use egret_scheduler::package_dir;
 use egret_statemgr::{StateError, StateManager};
 
-use crate::commands::{check_cluster, cleanup};
+use crate::commands::{check_cluster, cleanup, scheduler};
 
 #[derive(Args)]
 pub struct SubmitArgs {
@@ -200,6 +201,8 @@ pub fn submit(home: &Path, a: SubmitArgs) -> anyhow::Result<()> {
         eprintln!("      container {}: {}", c.id, list.join(", "));
     }
     if a.dry_run {
+        let file = binary.file_name().and_then(|f| f.to_str()).unwrap_or("topology");
+        print!("{}", scheduler(home, &a.cluster)?.dry_run(&name, &plan, file)?);
         println!("dry run: topology {name} is valid; nothing was started");
         return Ok(());
     }
@@ -275,23 +278,11 @@ fn start(
         },
     )?;
 
-    let egret_bin = std::env::current_exe().context("cannot find the egret binary")?;
-    let scheduler = LocalScheduler::new(home, &a.cluster, egret_bin);
-    let mut supervisor = scheduler.launch_supervisor(name).context("starting the supervisor")?;
-    eprintln!(
-        "[5/5] started the supervisor of {} executors; waiting for the physical plan",
-        plan.containers.len() + 1
-    );
+    let scheduler = scheduler(home, &a.cluster)?;
+    let launched = scheduler.launch(name).context("starting the containers")?;
+    eprintln!("[5/5] {launched}; waiting for the physical plan");
     let tasks: usize = plan.containers.iter().map(|c| c.instances.len()).sum();
-    let supervisor_log = egret_scheduler::log_dir(home, &a.cluster, name).join("supervisor.log");
-    wait_running(
-        state,
-        name,
-        tasks,
-        &mut supervisor,
-        &supervisor_log,
-        Duration::from_secs(a.timeout),
-    )?;
+    wait_running(state, name, tasks, &*scheduler, Duration::from_secs(a.timeout))?;
     let how = if a.deploy_deactivated {
         "deployed deactivated"
     } else {
@@ -312,18 +303,14 @@ fn wait_running(
     state: &dyn StateManager,
     name: &str,
     tasks: usize,
-    supervisor: &mut Child,
-    supervisor_log: &Path,
+    scheduler: &dyn Scheduler,
     timeout: Duration,
 ) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
     let mut last = String::new();
     loop {
-        if let Some(exit) = supervisor.try_wait().context("waiting for the supervisor")? {
-            bail!(
-                "the supervisor exited ({exit}); its log ends with:\n{}",
-                log_tail(supervisor_log, 10)
-            );
+        if let Some(failure) = scheduler.failure(name) {
+            bail!("{failure}");
         }
         if let Some(p) = state.get_physical_plan(name)?
             && p.instances.len() >= tasks
@@ -360,11 +347,4 @@ fn wait_running(
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-/// The last `lines` lines of a log file (empty if it cannot be read).
-fn log_tail(path: &Path, lines: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
 }

@@ -16,10 +16,12 @@
 //! This crate never talks to the state manager and never packs: the CLI writes the topology's state (with
 //! [`TopologySpec::package_path`] as the execution state's package) and calls this crate to start the pods.
 
+pub mod backend;
 pub mod manifests;
 pub mod scheduler;
 pub mod spec;
 
+pub use backend::KubernetesBackend;
 pub use manifests::{Manifests, manifests};
 pub use scheduler::KubernetesScheduler;
 pub use spec::{DEFAULT_EGRET_HOME, TopologySpec, Uploader};

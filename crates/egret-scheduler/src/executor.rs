@@ -159,6 +159,13 @@ pub fn run(opts: Opts) -> Result<(), SchedulerError> {
         ];
         (process, opts.egret_bin.clone(), args, Vec::new())
     };
+    // The binary is in this executor's own package directory (another host or a pod has another egret home than
+    // the submitter's): the execution state names its file.
+    let package = crate::package_dir(&opts.egret_home, &opts.cluster, name).join(
+        std::path::Path::new(&exec.package)
+            .file_name()
+            .ok_or_else(|| SchedulerError::Missing(name.clone(), "package file name"))?,
+    );
     let mut specs = Vec::new();
     if opts.container == 0 {
         specs.push(daemon("tmanager", "tmanager".into()));
@@ -181,7 +188,7 @@ pub fn run(opts: Opts) -> Result<(), SchedulerError> {
                 ("EGRET_CONTAINER".into(), opts.container.to_string()),
             ];
             let process = format!("instance-{}-{}", i.task_id, i.component);
-            specs.push((process, PathBuf::from(&exec.package), exec.topology_args.clone(), env));
+            specs.push((process, package.clone(), exec.topology_args.clone(), env));
         }
     }
     let mut procs: Vec<Supervised> = specs

@@ -1,4 +1,5 @@
-//! Scheduling on this machine.
+//! Scheduling: the [`Scheduler`] trait (Heron's `IScheduler`), which the CLI gets for a cluster from its
+//! `scheduler.yaml` ([`config`]); the local scheduler here, the Kubernetes one in `egret-kubernetes`.
 //!
 //! - [`local::LocalScheduler`] starts a topology's **supervisor** and its **executors** (one per container), each
 //!   as its own process group, and stops containers by signalling those groups.
@@ -12,6 +13,7 @@
 //! `$EGRET_HOME/packages/<cluster>/<topology>/`.
 
 pub mod backoff;
+pub mod config;
 pub mod executor;
 pub mod local;
 pub mod logging;
@@ -29,8 +31,38 @@ pub fn package_dir(egret_home: &Path, cluster: &str, topology: &str) -> PathBuf 
     egret_home.join("packages").join(cluster).join(topology)
 }
 
+/// How a cluster runs a topology's containers. The topology's state (definition, packing plan, execution state)
+/// is written before [`Scheduler::launch`] and removed after [`Scheduler::kill`].
+pub trait Scheduler {
+    /// Starts every container of `topology`; says what it started.
+    fn launch(&self, topology: &str) -> Result<String, SchedulerError>;
+    /// Stops every container of `topology`; says what it stopped. Stopping what is already gone is not an error.
+    fn kill(&self, topology: &str) -> Result<String, SchedulerError>;
+    /// Restarts the containers `containers` of `topology`; says what it did.
+    fn restart(&self, topology: &str, containers: &[i32]) -> Result<String, SchedulerError>;
+    /// What [`Scheduler::launch`] would start for `topology` packed as `plan`, with the binary named `binary_file`,
+    /// without starting anything (`egret submit --dry-run`).
+    fn dry_run(
+        &self,
+        topology: &str,
+        plan: &egret_proto::egret::PackingPlan,
+        binary_file: &str,
+    ) -> Result<String, SchedulerError>;
+    /// Why the topology cannot come up, if this scheduler can tell (a supervisor that exited): polled while
+    /// `egret submit` waits for the topology to run.
+    fn failure(&self, _topology: &str) -> Option<String> {
+        None
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SchedulerError {
+    /// A cluster's `scheduler.yaml` is wrong.
+    #[error("{}: {reason}", path.display())]
+    Config { path: PathBuf, reason: String },
+    /// What a scheduler backend (the Kubernetes API server, ...) answered.
+    #[error("{0}")]
+    Backend(String),
     #[error("state manager: {0}")]
     State(#[from] egret_statemgr::StateError),
     #[error("topology {0} has no {1}")]
@@ -42,7 +74,7 @@ pub enum SchedulerError {
 }
 
 impl SchedulerError {
-    fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> SchedulerError {
+    pub fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> SchedulerError {
         let what = what.into();
         move |source| SchedulerError::Io { what, source }
     }

@@ -5,15 +5,21 @@ use std::fs::{self, File};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::supervisor::SUPERVISOR;
-use crate::{SchedulerError, log_dir};
+use crate::{Scheduler, SchedulerError, log_dir};
+
+/// How long `kill` lets a container's processes stop after SIGTERM before SIGKILL.
+const KILL_GRACE: Duration = Duration::from_secs(5);
 
 pub struct LocalScheduler {
     egret_home: PathBuf,
     cluster: String,
     egret_bin: PathBuf,
+    /// The supervisors this value launched, by topology: `failure` watches them.
+    launched: Mutex<Vec<(String, Child)>>,
 }
 
 /// Whether a process exists (signal 0).
@@ -43,6 +49,7 @@ impl LocalScheduler {
             egret_home: egret_home.to_path_buf(),
             cluster: cluster.to_string(),
             egret_bin,
+            launched: Mutex::new(Vec::new()),
         }
     }
 
@@ -129,6 +136,118 @@ impl LocalScheduler {
         stopped.extend(groups);
         Ok(stopped)
     }
+}
+
+impl Scheduler for LocalScheduler {
+    fn launch(&self, topology: &str) -> Result<String, SchedulerError> {
+        let child = self.launch_supervisor(topology)?;
+        let pid = child.id();
+        self.launched
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((topology.to_string(), child));
+        Ok(format!(
+            "started the supervisor (pid {pid}), which starts every executor"
+        ))
+    }
+
+    fn kill(&self, topology: &str) -> Result<String, SchedulerError> {
+        let state = egret_statemgr::open(&self.egret_home, &self.cluster)?;
+        let supervisor = state.get_location(topology, SUPERVISOR)?.map(|l| l.pid);
+        let pids: Vec<i32> = state
+            .container_statuses(topology)?
+            .iter()
+            .flat_map(|c| c.processes.iter().map(|p| p.pid).chain([c.executor_pid]))
+            .chain(supervisor)
+            .collect();
+        let groups = self.stop(topology, None, KILL_GRACE)?;
+        let survivors: Vec<i32> = pids.into_iter().filter(|&p| alive(p)).collect();
+        if !survivors.is_empty() {
+            return Err(SchedulerError::Backend(format!(
+                "stopped topology {topology}, but processes {survivors:?} are still alive"
+            )));
+        }
+        Ok(format!("{} containers stopped", groups.len()))
+    }
+
+    fn dry_run(
+        &self,
+        topology: &str,
+        plan: &egret_proto::egret::PackingPlan,
+        _binary_file: &str,
+    ) -> Result<String, SchedulerError> {
+        let home = self.egret_home.display();
+        let mut out = format!(
+            "would start a supervisor, which starts and restarts {} executors:\n",
+            plan.containers.len() + 1
+        );
+        for c in std::iter::once(0).chain(plan.containers.iter().map(|c| c.id)) {
+            out.push_str(&format!(
+                "  {} executor --home {home} --cluster {} --topology {topology} --container {c}\n",
+                self.egret_bin.display(),
+                self.cluster
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Stops the containers' executors; the supervisor starts them again (waited for here, so that the command
+    /// returns when the restart has happened). Without a supervisor (it died), starts them here, unsupervised.
+    fn restart(&self, topology: &str, containers: &[i32]) -> Result<String, SchedulerError> {
+        let state = egret_statemgr::open(&self.egret_home, &self.cluster)?;
+        let old_executors: Vec<i32> = state
+            .container_statuses(topology)?
+            .iter()
+            .map(|s| s.executor_pid)
+            .collect();
+        self.stop(topology, Some(containers), KILL_GRACE)?;
+        if self.supervisor_pid(topology)?.is_none() {
+            for &c in containers {
+                self.launch(topology, c)?;
+            }
+            return Ok("no supervisor was running: started the executors unsupervised".into());
+        }
+        // The supervisor cannot tell a restart from a crash, so a container restarted often may wait out the
+        // longest back-off first.
+        let patience = crate::backoff::MAX_BACKOFF + Duration::from_secs(15);
+        let deadline = Instant::now() + patience;
+        loop {
+            let statuses = state.container_statuses(topology)?;
+            let restarted = containers.iter().all(|&c| {
+                statuses
+                    .iter()
+                    .any(|s| s.container == c && !old_executors.contains(&s.executor_pid) && alive(s.executor_pid))
+            });
+            if restarted {
+                return Ok("the supervisor started them again".into());
+            }
+            if Instant::now() > deadline {
+                return Err(SchedulerError::Backend(format!(
+                    "stopped container(s) {containers:?} of topology {topology}, but the supervisor did not start \
+                     them again within {patience:?} (see its log)"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn failure(&self, topology: &str) -> Option<String> {
+        let mut launched = self.launched.lock().unwrap_or_else(|p| p.into_inner());
+        let (_, child) = launched.iter_mut().find(|(t, _)| t == topology)?;
+        let exit = child.try_wait().ok()??;
+        let log = log_dir(&self.egret_home, &self.cluster, topology).join(format!("{SUPERVISOR}.log"));
+        Some(format!(
+            "the supervisor exited ({exit}); its log ends with:\n{}",
+            log_tail(&log, 10)
+        ))
+    }
+}
+
+/// The last `lines` lines of a log file (empty if it cannot be read).
+pub fn log_tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 /// SIGTERM to each process group, SIGKILL to those still there after `grace`, then waits (up to 5 s more) until
