@@ -1,0 +1,435 @@
+//! `egret submit`, `restart` and `kill` on a Kubernetes-configured cluster, end to end, against a fake API server
+//! that also plays the kubelet: no Kubernetes can run here, so the test serves the few API calls Egret makes
+//! (server-side apply of the ConfigMap, Service and StatefulSet; pod and object deletes), and when the StatefulSet
+//! is applied it runs each pod as Kubernetes would: the ConfigMap's `statemgr.yaml` put where the pod mounts it,
+//! the init container's command run, then the pod's own command (`egret executor --container-from-pod-name
+//! --host $(POD_IP)`) with the pod's environment (`POD_NAME`, `POD_IP`, `EGRET_HOME`). Each pod has a file system of
+//! its own for its egret home (the manifest's `/var/lib/egret` becomes a directory per pod), so nothing is shared
+//! with the submitter or between pods but ZooKeeper and the topology's output directory. The topology's state is in a real ZooKeeper, through which the pods find each other. What is not exercised:
+//! a real API server, scheduling onto nodes, images, volumes and networking between pods (see docs/kubernetes.md).
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+use common::*;
+use egret_testkit::zookeeper::ZkServer;
+use serde_json::{Value, json};
+
+const N: u64 = 20_000;
+
+/// One request the fake API server answered.
+#[derive(Debug, Clone)]
+struct Request {
+    method: String,
+    path: String,
+}
+
+/// The fake API server and kubelet.
+struct FakeKubernetes {
+    port: u16,
+    requests: Arc<Mutex<Vec<Request>>>,
+    pods: Arc<Mutex<BTreeMap<String, Child>>>,
+}
+
+/// What a pod needs to be run again (after a delete of the pod).
+#[derive(Clone)]
+struct PodTemplate {
+    command: Vec<String>,
+    env: Vec<(String, String)>,
+    init: Vec<Vec<String>>,
+    cluster: String,
+}
+
+/// The egret home the manifests give the pods (the default).
+const POD_EGRET_HOME: &str = "/var/lib/egret";
+
+struct Kubelet {
+    egret: PathBuf,
+    logs: PathBuf,
+    /// Where each pod's own egret home is made (`<pods_root>/<pod>`, for the manifest's egret home).
+    pods_root: PathBuf,
+    config_maps: Mutex<BTreeMap<String, Value>>,
+    templates: Mutex<BTreeMap<String, (u32, PodTemplate, Vec<(String, String)>)>>,
+    pods: Arc<Mutex<BTreeMap<String, Child>>>,
+}
+
+impl Kubelet {
+    /// `$(VAR)` in a command expands from the container's environment, as Kubernetes does.
+    fn expand(arg: &str, env: &[(String, String)]) -> String {
+        env.iter()
+            .fold(arg.to_string(), |a, (k, v)| a.replace(&format!("$({k})"), v))
+    }
+
+    fn run_pod(&self, pod: &str, t: &PodTemplate) {
+        // The pod's own file system: its egret home is a directory of its own, with the ConfigMap mounted in it.
+        let root = self.pods_root.join(pod);
+        let local = |s: &str| s.replace(POD_EGRET_HOME, &root.display().to_string());
+        let conf = root.join("conf").join(&t.cluster);
+        std::fs::create_dir_all(&conf).unwrap();
+        for cm in self.config_maps.lock().unwrap().values() {
+            for (file, text) in cm["data"].as_object().into_iter().flatten() {
+                std::fs::write(conf.join(file), text.as_str().unwrap()).unwrap();
+            }
+        }
+        let t = &PodTemplate {
+            command: t.command.iter().map(|a| local(a)).collect(),
+            env: t.env.iter().map(|(k, v)| (k.clone(), local(v))).collect(),
+            init: t.init.iter().map(|c| c.iter().map(|a| local(a)).collect()).collect(),
+            cluster: t.cluster.clone(),
+        };
+        let mut env = t.env.clone();
+        env.push(("POD_NAME".into(), pod.to_string()));
+        env.push(("POD_IP".into(), "127.0.0.1".into()));
+        for init in &t.init {
+            let args: Vec<String> = init.iter().map(|a| Self::expand(a, &env)).collect();
+            if let Some(parent) = Path::new(args.last().unwrap()).parent() {
+                std::fs::create_dir_all(parent).unwrap(); // the emptyDir the init container writes into
+            }
+            let status = Command::new(&args[0])
+                .args(&args[1..])
+                .status()
+                .expect("init container");
+            assert!(status.success(), "init container {args:?} failed");
+        }
+        let mut args: Vec<String> = t.command.iter().map(|a| Self::expand(a, &env)).collect();
+        assert_eq!(args[0], "egret", "the pod runs the image's egret");
+        args[0] = self.egret.display().to_string();
+        let log = std::fs::File::create(self.logs.join(format!("{pod}.log"))).unwrap();
+        let child = Command::new(&args[0])
+            .args(&args[1..])
+            .env_clear()
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start a pod");
+        self.pods.lock().unwrap().insert(pod.to_string(), child);
+    }
+
+    fn kill_pod(&self, pod: &str) -> bool {
+        let Some(mut child) = self.pods.lock().unwrap().remove(pod) else {
+            return false;
+        };
+        let _ = child.kill();
+        let _ = child.wait();
+        true
+    }
+
+    /// The StatefulSet controller: `replicas` pods named `<name>-<ordinal>`, started at once (Parallel).
+    fn apply_stateful_set(&self, sts: &Value) {
+        let name = sts["metadata"]["name"].as_str().unwrap().to_string();
+        let pod = &sts["spec"]["template"]["spec"];
+        let container = &pod["containers"][0];
+        let strings = |v: &Value| -> Vec<String> {
+            v.as_array()
+                .map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect())
+                .unwrap_or_default()
+        };
+        let env: Vec<(String, String)> = container["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| Some((e["name"].as_str()?.to_string(), e["value"].as_str()?.to_string())))
+            .collect();
+        let init = pod["initContainers"]
+            .as_array()
+            .map(|a| a.iter().map(|c| strings(&c["command"])).collect())
+            .unwrap_or_default();
+        let t = PodTemplate {
+            command: [strings(&container["command"]), strings(&container["args"])].concat(),
+            env,
+            init,
+            cluster: sts["metadata"]["labels"]["egret.cluster"].as_str().unwrap().to_string(),
+        };
+        let replicas = sts["spec"]["replicas"].as_u64().unwrap() as u32;
+        for i in 0..replicas {
+            self.run_pod(&format!("{name}-{i}"), &t);
+        }
+        self.templates.lock().unwrap().insert(name, (replicas, t, Vec::new()));
+    }
+
+    /// Answers one API request; the body it returns.
+    fn answer(&self, method: &str, path: &str, body: &[u8]) -> (u16, Value) {
+        let path_only = path.split('?').next().unwrap();
+        let parts: Vec<&str> = path_only.trim_matches('/').split('/').collect();
+        let (kind, name) = (parts[parts.len() - 2], parts[parts.len() - 1]);
+        let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"});
+        match (method, kind) {
+            ("PATCH", _) => {
+                let object: Value = serde_json::from_slice(body).expect("an applied object is JSON");
+                match kind {
+                    "configmaps" => {
+                        self.config_maps
+                            .lock()
+                            .unwrap()
+                            .insert(name.to_string(), object.clone());
+                    }
+                    "statefulsets" => self.apply_stateful_set(&object),
+                    _ => {}
+                }
+                (200, object)
+            }
+            ("DELETE", "pods") => {
+                if !self.kill_pod(name) {
+                    return (
+                        404,
+                        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": format!("pods \"{name}\" not found")}),
+                    );
+                }
+                // The StatefulSet controller starts the pod again.
+                let sts = name.rsplit_once('-').unwrap().0;
+                let template = self.templates.lock().unwrap().get(sts).map(|(_, t, _)| t.clone());
+                if let Some(t) = template {
+                    self.run_pod(name, &t);
+                }
+                (
+                    200,
+                    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}}),
+                )
+            }
+            ("DELETE", "statefulsets") => {
+                if let Some((replicas, _, _)) = self.templates.lock().unwrap().remove(name) {
+                    for i in 0..replicas {
+                        self.kill_pod(&format!("{name}-{i}"));
+                    }
+                }
+                (200, status)
+            }
+            ("DELETE", _) => (200, status),
+            _ => (
+                404,
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 404, "message": "not served by the fake"}),
+            ),
+        }
+    }
+}
+
+impl FakeKubernetes {
+    fn start(egret: PathBuf, logs: PathBuf, pods_root: PathBuf) -> FakeKubernetes {
+        std::fs::create_dir_all(&logs).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let requests: Arc<Mutex<Vec<Request>>> = Arc::default();
+        let pods: Arc<Mutex<BTreeMap<String, Child>>> = Arc::default();
+        let kubelet = Arc::new(Kubelet {
+            egret,
+            logs,
+            pods_root,
+            config_maps: Mutex::default(),
+            templates: Mutex::default(),
+            pods: Arc::clone(&pods),
+        });
+        let seen = Arc::clone(&requests);
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let (kubelet, seen) = (Arc::clone(&kubelet), Arc::clone(&seen));
+                std::thread::spawn(move || serve(stream, &kubelet, &seen));
+            }
+        });
+        FakeKubernetes { port, requests, pods }
+    }
+
+    fn requests(&self) -> Vec<Request> {
+        self.requests.lock().unwrap().clone()
+    }
+
+    fn running_pods(&self) -> Vec<String> {
+        let mut pods = self.pods.lock().unwrap();
+        pods.iter_mut()
+            .filter_map(|(n, c)| c.try_wait().ok().flatten().is_none().then(|| n.clone()))
+            .collect()
+    }
+
+    /// A kubeconfig that points at this server.
+    fn kubeconfig(&self, path: &Path) {
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: http://127.0.0.1:{}\n\
+             users:\n- name: fake\n  user: {{}}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n\
+             current-context: fake\n",
+            self.port
+        );
+        std::fs::write(path, text).unwrap();
+    }
+}
+
+impl Drop for FakeKubernetes {
+    fn drop(&mut self) {
+        for (_, mut child) in std::mem::take(&mut *self.pods.lock().unwrap()) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Serves the requests of one connection (HTTP/1.1, bodies with a Content-Length), answering each with JSON.
+fn serve(stream: TcpStream, kubelet: &Kubelet, seen: &Mutex<Vec<Request>>) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut it = line.split_whitespace();
+        let (method, path) = (it.next().unwrap_or("").to_string(), it.next().unwrap_or("").to_string());
+        let mut length = 0usize;
+        loop {
+            let mut header = String::new();
+            reader.read_line(&mut header).unwrap();
+            let header = header.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            let (k, v) = header.split_once(':').unwrap();
+            if k.eq_ignore_ascii_case("content-length") {
+                length = v.trim().parse().unwrap();
+            }
+            assert!(
+                !k.eq_ignore_ascii_case("transfer-encoding"),
+                "the fake API server reads Content-Length bodies only"
+            );
+        }
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).unwrap();
+        seen.lock().unwrap().push(Request {
+            method: method.clone(),
+            path: path.clone(),
+        });
+        let (code, answer) = kubelet.answer(&method, &path, &body);
+        let answer = answer.to_string();
+        let reason = if code == 200 { "OK" } else { "Not Found" };
+        let _ = write!(
+            writer,
+            "HTTP/1.1 {code} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{answer}",
+            answer.len()
+        );
+    }
+}
+
+#[test]
+fn kubernetes_submit_restart_and_kill_through_the_api_with_pods_that_find_each_other_in_zookeeper() {
+    let zk = ZkServer::start();
+    let c = Cluster::on("k8s");
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_reliable-check"));
+    let pods_root = c.home.join("pods");
+    let conf = c.home.join("conf/k8s");
+    std::fs::create_dir_all(&conf).unwrap();
+    std::fs::write(
+        conf.join("statemgr.yaml"),
+        format!(
+            "egret.statemgr.kind: zookeeper\negret.statemgr.connection.string: {}\n\
+             egret.statemgr.zookeeper.session.timeout.ms: 4000\n",
+            zk.connection()
+        ),
+    )
+    .unwrap();
+    // The "image" holds the topology binary where the cargo build put it (a baked image).
+    std::fs::write(
+        conf.join("scheduler.yaml"),
+        format!(
+            "egret.scheduler.kind: kubernetes\negret.kubernetes.namespace: default\n\
+             egret.kubernetes.image: egret:test\n\
+             egret.kubernetes.uploader: baked\negret.kubernetes.uploader.dir: {}\n",
+            bin.parent().unwrap().display()
+        ),
+    )
+    .unwrap();
+    let k8s = FakeKubernetes::start(c.egret.clone(), c.home.join("pod-logs"), pods_root.clone());
+    let kubeconfig = c.home.join("kubeconfig");
+    k8s.kubeconfig(&kubeconfig);
+    // SAFETY: set before any thread of this test binary reads the environment (one test in this binary).
+    unsafe { std::env::set_var("KUBECONFIG", &kubeconfig) };
+
+    // --dry-run prints the manifests and applies nothing.
+    let out = c.home.join("out");
+    let (out_s, n, bin_s) = (out.display().to_string(), N.to_string(), bin.display().to_string());
+    let dry = c.ok(&["submit", "k8s", &bin_s, "--dry-run", "--", "--out", &out_s]);
+    assert!(
+        dry.contains("kind: StatefulSet") && dry.contains("podManagementPolicy: Parallel"),
+        "{dry}"
+    );
+    assert!(k8s.requests().is_empty(), "a dry run sends nothing");
+
+    let t = "reliable-check";
+    c.ok(&[
+        "submit",
+        "k8s",
+        &bin_s,
+        "--out",
+        &out_s,
+        "--n",
+        &n,
+        "--pause-micros",
+        "300",
+    ]);
+    let applied: Vec<String> = k8s
+        .requests()
+        .iter()
+        .filter(|r| r.method == "PATCH")
+        .map(|r| r.path.split('?').next().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        applied,
+        [
+            format!("/api/v1/namespaces/default/configmaps/{t}-statemgr"),
+            format!("/api/v1/namespaces/default/services/{t}"),
+            format!("/apis/apps/v1/namespaces/default/statefulsets/{t}"),
+        ]
+    );
+    assert!(
+        k8s.requests()
+            .iter()
+            .all(|r| r.method != "PATCH" || r.path.contains("fieldManager=egret")),
+        "server-side apply as egret"
+    );
+    assert_eq!(
+        k8s.running_pods().len(),
+        3,
+        "container 0 and the 2 containers of the packing plan"
+    );
+    // Each pod's executor runs the binary from its own egret home, where the init container put it.
+    assert!(
+        pods_root
+            .join(format!("{t}-1/packages/k8s/{t}/reliable-check"))
+            .exists()
+    );
+
+    wait_for("some progress", || (ids(&out, "acked-").0.len() > 2_000).then_some(()));
+    let restarted = c.ok(&["restart", "k8s", t, "--container", "1"]);
+    assert!(restarted.contains(&format!("{t}-1")), "{restarted}");
+    assert!(
+        k8s.requests()
+            .iter()
+            .any(|r| r.method == "DELETE" && r.path.starts_with(&format!("/api/v1/namespaces/default/pods/{t}-1"))),
+        "restart deletes the pod"
+    );
+    let all: BTreeSet<u64> = (0..N).collect();
+    wait_for("every input acked", || (ids(&out, "acked-").0 == all).then_some(()));
+    let (received, _) = ids(&out, "sink-");
+    assert!(all.is_subset(&received), "every input received");
+
+    c.ok(&["kill", "k8s", t]);
+    let deleted: BTreeSet<String> = k8s
+        .requests()
+        .iter()
+        .filter(|r| r.method == "DELETE" && !r.path.contains("/pods/"))
+        .map(|r| r.path.split('?').next().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        deleted,
+        BTreeSet::from([
+            format!("/api/v1/namespaces/default/configmaps/{t}-statemgr"),
+            format!("/api/v1/namespaces/default/services/{t}"),
+            format!("/apis/apps/v1/namespaces/default/statefulsets/{t}"),
+        ])
+    );
+    assert!(k8s.running_pods().is_empty(), "no pod left");
+    assert!(!c.ok(&["list", "k8s"]).contains(t));
+}
