@@ -55,7 +55,8 @@ struct Kubelet {
     /// Where each pod's own egret home is made (`<pods_root>/<pod>`, for the manifest's egret home).
     pods_root: PathBuf,
     config_maps: Mutex<BTreeMap<String, Value>>,
-    templates: Mutex<BTreeMap<String, (u32, PodTemplate, Vec<(String, String)>)>>,
+    /// Each StatefulSet's replicas and pod template.
+    templates: Mutex<BTreeMap<String, (u32, PodTemplate)>>,
     pods: Arc<Mutex<BTreeMap<String, Child>>>,
 }
 
@@ -152,7 +153,7 @@ impl Kubelet {
         for i in 0..replicas {
             self.run_pod(&format!("{name}-{i}"), &t);
         }
-        self.templates.lock().unwrap().insert(name, (replicas, t, Vec::new()));
+        self.templates.lock().unwrap().insert(name, (replicas, t));
     }
 
     /// Answers one API request; the body it returns.
@@ -185,7 +186,7 @@ impl Kubelet {
                 }
                 // The StatefulSet controller starts the pod again.
                 let sts = name.rsplit_once('-').unwrap().0;
-                let template = self.templates.lock().unwrap().get(sts).map(|(_, t, _)| t.clone());
+                let template = self.templates.lock().unwrap().get(sts).map(|(_, t)| t.clone());
                 if let Some(t) = template {
                     self.run_pod(name, &t);
                 }
@@ -195,7 +196,7 @@ impl Kubelet {
                 )
             }
             ("DELETE", "statefulsets") => {
-                if let Some((replicas, _, _)) = self.templates.lock().unwrap().remove(name) {
+                if let Some((replicas, _)) = self.templates.lock().unwrap().remove(name) {
                     for i in 0..replicas {
                         self.kill_pod(&format!("{name}-{i}"));
                     }
