@@ -24,12 +24,21 @@ const SLF4J_SIMPLE_JAR: &str = "/usr/share/java/slf4j-simple.jar";
 /// stdin closes: on [`ZkServer::stop`], on drop, and also if the test process dies without unwinding.
 pub struct ZkServer {
     dir: tempfile::TempDir,
+    /// The address it listens on (127.0.0.1, or a test host's).
+    host: String,
+    /// The network namespace it runs in (a test host), if not this process's.
+    netns: Option<String>,
     port: u16,
     process: Option<Child>,
 }
 
 impl ZkServer {
     pub fn start() -> ZkServer {
+        ZkServer::start_on(None, "127.0.0.1")
+    }
+
+    /// A server in network namespace `netns` (a test host; `None`: this process's), listening on `host`.
+    pub fn start_on(netns: Option<&str>, host: &str) -> ZkServer {
         assert!(
             Path::new(ZOOKEEPER_JAR).exists(),
             "ZooKeeper is not installed ({ZOOKEEPER_JAR} is missing): run `apt-get install -y zookeeper` \
@@ -47,7 +56,7 @@ impl ZkServer {
         std::fs::create_dir_all(dir.path().join("data")).expect("data dir");
         // A short tick so sessions expire close to their timeout; sessions from 0.4 s to 30 s allowed.
         let cfg = format!(
-            "tickTime=200\ninitLimit=10\nsyncLimit=5\ndataDir={}\nclientPort={port}\nclientPortAddress=127.0.0.1\n\
+            "tickTime=200\ninitLimit=10\nsyncLimit=5\ndataDir={}\nclientPort={port}\nclientPortAddress={host}\n\
              minSessionTimeout=400\nmaxSessionTimeout=30000\nadmin.enableServer=false\n\
              4lw.commands.whitelist=ruok,srvr\npreAllocSize=1024\n",
             dir.path().join("data").display()
@@ -55,6 +64,8 @@ impl ZkServer {
         std::fs::write(conf.join("zoo.cfg"), cfg).expect("zoo.cfg");
         let mut server = ZkServer {
             dir,
+            host: host.to_string(),
+            netns: netns.map(String::from),
             port,
             process: None,
         };
@@ -63,7 +74,7 @@ impl ZkServer {
     }
 
     pub fn connection(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.host, self.port)
     }
 
     /// Starts the server (again: same port, same data directory) and waits until it answers `ruok`.
@@ -83,7 +94,15 @@ impl ZkServer {
             wait "$pid" 2>/dev/null
             exit 0"#;
         let log = self.log_path();
-        let child = Command::new("sh")
+        let mut command = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "sh"]);
+                c
+            }
+            None => Command::new("sh"),
+        };
+        let child = command
             .arg("-c")
             .arg(script)
             .arg("zk-server")
@@ -97,7 +116,7 @@ impl ZkServer {
             .expect("start sh for the zookeeper server");
         self.process = Some(child);
         let start = Instant::now();
-        while !ruok(self.port) {
+        while !ruok_at(&self.host, self.port) {
             if start.elapsed() > Duration::from_secs(30) {
                 let log = std::fs::read_to_string(&log).unwrap_or_default();
                 panic!(
@@ -127,7 +146,10 @@ impl ZkServer {
                 Ok(None) => thread::sleep(Duration::from_millis(20)),
             }
         }
-        assert!(!ruok(self.port), "zookeeper still answers after being killed");
+        assert!(
+            !ruok_at(&self.host, self.port),
+            "zookeeper still answers after being killed"
+        );
     }
 
     pub fn log_path(&self) -> PathBuf {
@@ -153,7 +175,15 @@ pub fn free_port() -> u16 {
 
 /// Whether a server on `port` answers the four-letter word `ruok` with `imok`.
 pub fn ruok(port: u16) -> bool {
-    let addr = ([127, 0, 0, 1], port).into();
+    ruok_at("127.0.0.1", port)
+}
+
+/// Whether a server at `host:port` answers `ruok` with `imok`.
+pub fn ruok_at(host: &str, port: u16) -> bool {
+    let Ok(ip) = host.parse::<std::net::IpAddr>() else {
+        return false;
+    };
+    let addr = (ip, port).into();
     let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(500)) else {
         return false;
     };

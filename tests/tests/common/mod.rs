@@ -1,6 +1,9 @@
 //! Helpers shared by the end-to-end test binaries: a private cluster home, the egret binary, bounded waits.
 #![allow(dead_code)]
 
+pub mod kube;
+pub mod netns;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};

@@ -1,0 +1,134 @@
+//! Egret across several hosts on this machine: network namespaces with their own addresses on a bridge
+//! (`common::netns`), ZooKeeper on one of them, and each container's executor started on a host of its own exactly
+//! as a Kubernetes pod starts it (`common::kube`: `egret executor --container-from-pod-name --host $(POD_IP)`,
+//! `POD_IP` being the host's address). The topology runs across the hosts and loses nothing (at-least-once, exact
+//! input and acked sets) while a host's processes are killed, a host is cut off for 10 s, ZooKeeper restarts and
+//! the tmanager's host is killed.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::kube::FakeKubernetes;
+use common::netns::Hosts;
+use common::*;
+use egret_testkit::zookeeper::ZkServer;
+
+const N: u64 = 30_000;
+const T: &str = "reliable-check";
+
+/// Waits until `more` further inputs are acked (the topology makes progress), or panics naming `after`.
+fn progress(out: &std::path::Path, more: usize, after: &str) {
+    let from = ids(out, "acked-").0.len();
+    let started = Instant::now();
+    wait_for(&format!("{more} more inputs acked after {after}"), || {
+        (ids(out, "acked-").0.len() >= (from + more).min(N as usize)).then_some(())
+    });
+    eprintln!(
+        "{after}: {} acked, {more} more within {:.1} s",
+        ids(out, "acked-").0.len(),
+        started.elapsed().as_secs_f64()
+    );
+}
+
+#[test]
+fn multi_host_word_count_across_namespace_hosts_survives_host_kills_a_cut_link_and_a_zookeeper_restart() {
+    // Host 0 runs ZooKeeper; pod k (container k) runs on host k + 1.
+    let hosts = std::sync::Arc::new(Hosts::new(4));
+    let mut zk = ZkServer::start_on(Some(&hosts.netns(0)), &hosts.addr(0));
+    let c = Cluster::on("hosts");
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_reliable-check"));
+    let conf = c.home.join("conf/hosts");
+    std::fs::create_dir_all(&conf).unwrap();
+    std::fs::write(
+        conf.join("statemgr.yaml"),
+        format!(
+            "egret.statemgr.kind: zookeeper\negret.statemgr.connection.string: {}\n\
+             egret.statemgr.zookeeper.session.timeout.ms: 4000\n",
+            zk.connection()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        conf.join("scheduler.yaml"),
+        format!(
+            "egret.scheduler.kind: kubernetes\negret.kubernetes.image: egret:test\n\
+             egret.kubernetes.uploader.dir: {}\n",
+            bin.parent().unwrap().display()
+        ),
+    )
+    .unwrap();
+    let placement = {
+        let hosts = std::sync::Arc::clone(&hosts);
+        Box::new(move |pod: &str| {
+            let k: usize = pod.rsplit_once('-')?.1.parse().ok()?;
+            Some((Some(hosts.netns(k + 1)), hosts.addr(k + 1)))
+        })
+    };
+    let k8s = FakeKubernetes::start(c.egret.clone(), c.home.join("pod-logs"), c.home.join("pods"), placement);
+    let kubeconfig = c.home.join("kubeconfig");
+    k8s.kubeconfig(&kubeconfig);
+    // SAFETY: set before any thread of this test binary reads the environment (one test in this binary).
+    unsafe { std::env::set_var("KUBECONFIG", &kubeconfig) };
+
+    let out = c.home.join("out");
+    let (out_s, n, bin_s) = (out.display().to_string(), N.to_string(), bin.display().to_string());
+    c.ok(&[
+        "submit",
+        "hosts",
+        &bin_s,
+        "--out",
+        &out_s,
+        "--n",
+        &n,
+        "--pause-micros",
+        "500",
+    ]);
+
+    // Every daemon listens on its own host's address: stmgr k on host k + 1, the tmanager on host 1.
+    let e = c.explain(T);
+    let stmgr_hosts: BTreeSet<String> = e["physical_plan"]["stmgrs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["host"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(stmgr_hosts, BTreeSet::from([hosts.addr(2), hosts.addr(3)]), "{e}");
+    assert!(c.ok(&["list", "hosts"]).contains(T));
+    let tracker = Tracker::start(&c);
+    let v = tracker.ok(&format!("/api/v1/topologies/hosts/{T}"));
+    assert_eq!(v["topology"], T);
+    drop(tracker);
+
+    progress(&out, 3_000, "the start");
+    // A whole host's processes killed (its pod's executor, and with it everything it started), then started again.
+    k8s.kill_and_restart_pod(&format!("{T}-1"));
+    progress(&out, 2_000, "host 2's processes were killed and started again");
+    // A host cut off from the others for 10 s.
+    hosts.set_link(3, false);
+    std::thread::sleep(Duration::from_secs(10));
+    hosts.set_link(3, true);
+    progress(&out, 2_000, "host 3 was cut off for 10 s");
+    // ZooKeeper restarted.
+    zk.stop();
+    std::thread::sleep(Duration::from_millis(1_500));
+    zk.resume();
+    progress(&out, 2_000, "zookeeper restarted");
+    // The tmanager's host killed: a new tmanager there takes the claim once the old session ends.
+    k8s.kill_and_restart_pod(&format!("{T}-0"));
+
+    let all: BTreeSet<u64> = (0..N).collect();
+    let acked = wait_for("every input acked", || {
+        let (acked, _) = ids(&out, "acked-");
+        (acked == all).then_some(acked)
+    });
+    let (received, lines) = ids(&out, "sink-");
+    assert_eq!(acked, all);
+    let missing: Vec<u64> = all.difference(&received).take(10).cloned().collect();
+    assert!(missing.is_empty(), "acked but never received: {missing:?}");
+    eprintln!("{lines} sink receipts for {N} inputs");
+    c.ok(&["kill", "hosts", T]);
+    assert!(k8s.running_pods().is_empty());
+}
