@@ -89,6 +89,7 @@ fn kubernetes_submit_restart_and_kill_through_the_api_with_pods_that_find_each_o
     assert_eq!(
         applied,
         [
+            format!("/api/v1/namespaces/default/secrets/{t}-secret"),
             format!("/api/v1/namespaces/default/configmaps/{t}-statemgr"),
             format!("/api/v1/namespaces/default/services/{t}"),
             format!("/apis/apps/v1/namespaces/default/statefulsets/{t}"),
@@ -136,6 +137,7 @@ fn kubernetes_submit_restart_and_kill_through_the_api_with_pods_that_find_each_o
     assert_eq!(
         deleted,
         BTreeSet::from([
+            format!("/api/v1/namespaces/default/secrets/{t}-secret"),
             format!("/api/v1/namespaces/default/configmaps/{t}-statemgr"),
             format!("/api/v1/namespaces/default/services/{t}"),
             format!("/apis/apps/v1/namespaces/default/statefulsets/{t}"),

@@ -3,7 +3,8 @@
 //! as a Kubernetes pod starts it (`common::kube`: `egret executor --container-from-pod-name --host $(POD_IP)`,
 //! `POD_IP` being the host's address). The topology runs across the hosts and loses nothing (at-least-once, exact
 //! input and acked sets) while a host's processes are killed, a host is cut off for 10 s, ZooKeeper restarts and
-//! the tmanager's host is killed.
+//! the tmanager's host is killed. A stranger on another host, without the topology's secret, cannot get in: its
+//! connections to the tmanager and a stmgr are closed after the challenge, and what it sends has no effect.
 
 mod common;
 
@@ -103,6 +104,7 @@ fn multi_host_word_count_across_namespace_hosts_survives_host_kills_a_cut_link_a
     drop(tracker);
 
     progress(&out, 3_000, "the start");
+    strangers_are_refused(&c, &hosts, &out);
     // A whole host's processes killed (its pod's executor, and with it everything it started), then started again.
     k8s.kill_and_restart_pod(&format!("{T}-1"));
     progress(&out, 2_000, "host 2's processes were killed and started again");
@@ -131,4 +133,89 @@ fn multi_host_word_count_across_namespace_hosts_survives_host_kills_a_cut_link_a
     eprintln!("{lines} sink receipts for {N} inputs");
     c.ok(&["kill", "hosts", T]);
     assert!(k8s.running_pods().is_empty());
+}
+
+/// The environment variable that turns [`multi_host_stranger_helper`] into a stranger: `host:port`.
+const STRANGER_TARGET: &str = "EGRET_STRANGER_TARGET";
+/// The topology id the stranger puts in its frames (it may know it: ids are not secrets).
+const STRANGER_TOPOLOGY_ID: &str = "EGRET_STRANGER_TOPOLOGY_ID";
+
+/// Not a test of its own: run (by [`strangers_are_refused`]) on another host, it connects to `EGRET_STRANGER_TARGET`
+/// without the topology's secret, sends what a stranger would (a deactivation for a tmanager, an instance's
+/// registration and a data frame for a stmgr) and prints how many bytes it got back before the connection ended.
+#[test]
+fn multi_host_stranger_helper() {
+    use egret_proto::egret::{InstanceInfo, RegisterInstance, SetActive, control};
+    use std::io::{Read, Write};
+    let Ok(target) = std::env::var(STRANGER_TARGET) else {
+        return;
+    };
+    let topology_id = std::env::var(STRANGER_TOPOLOGY_ID).unwrap_or_default();
+    let mut s = std::net::TcpStream::connect(&target).expect("the stranger connects");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let frames = [
+        egret_transport::control_frame(control::Msg::SetActive(SetActive {
+            topology_id: topology_id.clone(),
+            active: false,
+        })),
+        egret_transport::control_frame(control::Msg::RegisterInstance(RegisterInstance {
+            topology_id,
+            instance: Some(InstanceInfo {
+                task_id: 3,
+                component: "sink".into(),
+                component_index: 0,
+                stmgr_id: "stmgr-1".into(),
+            }),
+        })),
+        egret_transport::data_frame(3, &[0u8; 64]),
+    ];
+    for f in &frames {
+        let _ = s.write_all(f);
+    }
+    let mut got = Vec::new();
+    // Closed by the server: a clean end, or a reset (it closes with the stranger's bytes unread), not a timeout.
+    let ended = match s.read_to_end(&mut got) {
+        Ok(_) => true,
+        Err(e) => !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
+    };
+    println!("STRANGER got={} ended={ended}", got.len());
+}
+
+/// Runs the stranger on host 0 (ZooKeeper's, which runs no daemon of the topology) against the tmanager and a
+/// stmgr: each closes the connection having sent nothing but its challenge (37 bytes), and the topology keeps
+/// running (the stranger's deactivation was not obeyed).
+fn strangers_are_refused(c: &Cluster, hosts: &Hosts, out: &std::path::Path) {
+    let e = c.explain(T);
+    let topology_id = e["id"].as_str().unwrap().to_string();
+    let stmgr = &e["physical_plan"]["stmgrs"][0];
+    let stmgr = format!("{}:{}", stmgr["host"].as_str().unwrap(), stmgr["data_port"]);
+    let tmanager = e["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "tmanager")
+        .map(|p| format!("{}:{}", hosts.addr(1), p["port"]))
+        .unwrap();
+    for target in [tmanager, stmgr] {
+        let run = std::process::Command::new("ip")
+            .args(["netns", "exec", &hosts.netns(0)])
+            .arg(std::env::current_exe().unwrap())
+            .args(["--exact", "multi_host_stranger_helper", "--nocapture"])
+            .env(STRANGER_TARGET, &target)
+            .env(STRANGER_TOPOLOGY_ID, &topology_id)
+            .output()
+            .expect("run the stranger");
+        let said = String::from_utf8_lossy(&run.stdout);
+        let line = said.lines().find(|l| l.starts_with("STRANGER")).unwrap_or_else(|| {
+            panic!(
+                "the stranger said nothing: {said}{}",
+                String::from_utf8_lossy(&run.stderr)
+            )
+        });
+        assert_eq!(line, "STRANGER got=37 ended=true", "{target}: {said}");
+        eprintln!("a stranger on host 0 was refused by {target}");
+    }
+    // The deactivation it sent was not obeyed: the topology runs on.
+    progress(out, 1_000, "the strangers were refused");
+    assert_eq!(c.explain(T)["state"], "RUNNING");
 }

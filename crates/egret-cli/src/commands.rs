@@ -1,6 +1,5 @@
 //! The commands that act on a running topology, and the daemon roles executors start.
 
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -15,6 +14,7 @@ use egret_scheduler::local::LocalScheduler;
 use egret_scheduler::package_dir;
 use egret_scheduler::supervisor::SUPERVISOR;
 use egret_statemgr::StateManager;
+use egret_transport::auth::TopologySecret;
 use egret_transport::{Frame, split};
 
 pub fn check_cluster(home: &Path, cluster: &str) -> anyhow::Result<()> {
@@ -142,6 +142,7 @@ fn existing(home: &Path, cluster: &str, topology: &str) -> anyhow::Result<Arc<dy
 pub fn cleanup(home: &Path, cluster: &str, topology: &str) -> anyhow::Result<String> {
     let stopped = scheduler(home, cluster)?.kill(topology)?;
     egret_statemgr::open(home, cluster)?.delete_topology(topology)?;
+    TopologySecret::remove(home, cluster, topology).context("cannot remove the topology's secret")?;
     let pkg = package_dir(home, cluster, topology);
     if pkg.exists() {
         std::fs::remove_dir_all(&pkg).with_context(|| format!("cannot remove {}", pkg.display()))?;
@@ -157,11 +158,17 @@ pub fn kill(home: &Path, a: TopologyArgs) -> anyhow::Result<()> {
 }
 
 /// Sends one control message to the tmanager and returns its answer.
-fn ask_tmanager(state: &dyn StateManager, topology: &str, msg: control::Msg) -> anyhow::Result<(bool, String)> {
+fn ask_tmanager(
+    state: &dyn StateManager,
+    secret: &TopologySecret,
+    topology: &str,
+    msg: control::Msg,
+) -> anyhow::Result<(bool, String)> {
     let l: Location = state
         .get_location(topology, "tmanager")?
         .with_context(|| format!("topology {topology} has no tmanager yet"))?;
-    let stream = TcpStream::connect((l.host.as_str(), l.port as u16))
+    let stream = secret
+        .connect_to(&l.host, l.port as u16)
         .with_context(|| format!("cannot reach the tmanager at {}:{}", l.host, l.port))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let (mut reader, mut writer) = split(stream, 1 << 20)?;
@@ -175,8 +182,10 @@ fn ask_tmanager(state: &dyn StateManager, topology: &str, msg: control::Msg) -> 
 pub fn set_active(home: &Path, a: TopologyArgs, active: bool) -> anyhow::Result<()> {
     let state = existing(home, &a.cluster, &a.topology)?;
     let id = state.get_topology(&a.topology)?.map(|t| t.id).unwrap_or_default();
+    let secret = TopologySecret::load(home, &a.cluster, &a.topology)?;
     let (ok, message) = ask_tmanager(
         &*state,
+        &secret,
         &a.topology,
         control::Msg::SetActive(SetActive {
             topology_id: id,
@@ -416,11 +425,13 @@ pub fn executor(home: &Path, a: DaemonArgs) -> anyhow::Result<()> {
 
 pub fn tmanager(home: &Path, a: DaemonArgs) -> anyhow::Result<()> {
     init_logging(&a, a.container()?, "tmanager");
+    let secret = TopologySecret::load(home, &a.cluster, &a.topology)?;
     egret_tmanager::run(egret_tmanager::Opts {
         egret_home: home.to_path_buf(),
         cluster: a.cluster,
         topology: a.topology,
         host: a.host,
+        secret,
     })?;
     Ok(())
 }
@@ -428,12 +439,14 @@ pub fn tmanager(home: &Path, a: DaemonArgs) -> anyhow::Result<()> {
 pub fn stmgr(home: &Path, a: DaemonArgs) -> anyhow::Result<()> {
     let container = a.container()?;
     init_logging(&a, container, &format!("stmgr-{container}"));
+    let secret = TopologySecret::load(home, &a.cluster, &a.topology)?;
     egret_stmgr::run(egret_stmgr::Opts {
         egret_home: home.to_path_buf(),
         cluster: a.cluster,
         topology: a.topology,
         container,
         host: a.host,
+        secret,
     })?;
     Ok(())
 }
@@ -442,6 +455,7 @@ pub fn metricsmgr(home: &Path, a: DaemonArgs) -> anyhow::Result<()> {
     let container = a.container()?;
     let process = format!("metricsmgr-{container}");
     init_logging(&a, container, &process);
+    let secret = TopologySecret::load(home, &a.cluster, &a.topology)?;
     let state = egret_statemgr::open(home, &a.cluster)?;
     let m = egret_metricsmgr::MetricsManager::bind(&a.topology, &a.host)?;
     tracing::info!(
@@ -466,7 +480,8 @@ pub fn metricsmgr(home: &Path, a: DaemonArgs) -> anyhow::Result<()> {
     // Every export interval, the latest values go to the tmanager, which keeps their time series for the tracker.
     let shutdown = Arc::new(AtomicBool::new(false));
     {
-        let (handle, topology, container, stop) = (
+        let (secret, handle, topology, container, stop) = (
+            secret.clone(),
             m.snapshot_handle(),
             a.topology.clone(),
             container,
@@ -477,10 +492,17 @@ pub fn metricsmgr(home: &Path, a: DaemonArgs) -> anyhow::Result<()> {
                 let l = state.get_location(&topology, "tmanager").ok()??;
                 Some((l.host, l.port as u16))
             };
-            egret_metricsmgr::forward_reports(handle, container, locate, egret_metricsmgr::EXPORT_INTERVAL, stop)
+            egret_metricsmgr::forward_reports(
+                &secret,
+                handle,
+                container,
+                locate,
+                egret_metricsmgr::EXPORT_INTERVAL,
+                stop,
+            )
         });
     }
-    m.serve(shutdown)?;
+    m.serve(&secret, shutdown)?;
     Ok(())
 }
 

@@ -261,6 +261,10 @@ fn start(
     let package = pkg_dir.join(file_name);
     std::fs::copy(binary, &package).with_context(|| format!("cannot upload the binary to {}", package.display()))?;
     eprintln!("[4/5] uploaded the binary to {}", package.display());
+    // The topology's secret: every connection between its processes proves it (egret_transport::auth).
+    egret_transport::auth::TopologySecret::generate()
+        .and_then(|secret| secret.store(home, &a.cluster, name))
+        .context("cannot make the topology's secret")?;
     let user = std::env::var("USER").unwrap_or_default();
     state.put_packing_plan(name, plan)?;
     state.put_execution_state(

@@ -21,7 +21,6 @@ mod checkpointing;
 mod link;
 
 use std::io::Write;
-use std::net::TcpStream;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
@@ -93,6 +92,8 @@ pub enum InstanceError {
     CheckpointWriter(std::io::Error),
     #[error("lost the connection to the stmgr")]
     LostStmgr,
+    #[error("{0}")]
+    Auth(#[from] egret_transport::auth::AuthError),
 }
 
 /// Who this instance is, from the executor's environment.
@@ -190,13 +191,14 @@ pub fn run(topology: Topology, env: InstanceEnv) -> Result<(), InstanceError> {
         None
     };
 
+    let secret = egret_transport::auth::TopologySecret::load(&env.egret_home, &env.cluster, &env.topology)?;
     let stmgr_process = format!("stmgr-{}", env.container);
     let deadline = Instant::now() + STMGR_WAIT;
     // Re-read the location on every attempt: a restarted stmgr listens on a new port, and until it writes its
     // location the old (dead) one is still on file.
     let stream = loop {
         if let Some(l) = state.get_location(&env.topology, &stmgr_process)?
-            && let Ok(stream) = TcpStream::connect((l.host.as_str(), l.port as u16))
+            && let Ok(stream) = secret.connect_to(&l.host, l.port as u16)
         {
             break stream;
         }
@@ -243,7 +245,7 @@ pub fn run(topology: Topology, env: InstanceEnv) -> Result<(), InstanceError> {
         );
         std::thread::Builder::new()
             .name("metrics".into())
-            .spawn(move || publish_metrics(state, &env, &topology, &component, &metrics, &ctl))?;
+            .spawn(move || publish_metrics(state, secret, &env, &topology, &component, &metrics, &ctl))?;
     }
 
     let now = Instant::now();
@@ -264,6 +266,7 @@ pub fn run(topology: Topology, env: InstanceEnv) -> Result<(), InstanceError> {
 /// Publishes the task's totals to the container's metricsmgr every second; reconnects as needed.
 fn publish_metrics(
     state: Arc<dyn StateManager>,
+    secret: egret_transport::auth::TopologySecret,
     env: &InstanceEnv,
     topology: &Topology,
     component: &str,
@@ -272,7 +275,7 @@ fn publish_metrics(
 ) {
     let process = format!("metricsmgr-{}", env.container);
     let name = env.topology.clone();
-    let mut client = egret_metricsmgr::MetricsClient::new(move || {
+    let mut client = egret_metricsmgr::MetricsClient::new(secret, move || {
         let l = state.get_location(&name, &process).ok()??;
         Some((l.host, l.port as u16))
     });

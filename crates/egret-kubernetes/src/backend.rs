@@ -193,11 +193,14 @@ impl Scheduler for KubernetesBackend {
             .file_name()
             .and_then(|f| f.to_str())
             .ok_or_else(|| SchedulerError::Missing(topology.to_string(), "package file name"))?;
-        let spec = self.spec(topology, &plan, file)?;
+        let mut spec = self.spec(topology, &plan, file)?;
+        spec.secret = egret_transport::auth::TopologySecret::load(&self.egret_home, &self.cluster, topology)
+            .map_err(backend_error)?
+            .to_hex();
         let scheduler = self.scheduler()?;
         self.block_on(scheduler.submit(&spec))?;
         Ok(format!(
-            "applied StatefulSet {topology} ({} pods), its headless Service and ConfigMap in namespace {}",
+            "applied StatefulSet {topology} ({} pods), its headless Service, ConfigMap and Secret in namespace {}",
             plan.containers.len() + 1,
             self.settings.namespace
         ))
@@ -207,7 +210,7 @@ impl Scheduler for KubernetesBackend {
         let scheduler = self.scheduler()?;
         self.block_on(scheduler.kill(topology))?;
         Ok(format!(
-            "deleted StatefulSet {topology}, its Service and ConfigMap in namespace {}",
+            "deleted StatefulSet {topology}, its Service, ConfigMap and Secret in namespace {}",
             self.settings.namespace
         ))
     }
@@ -226,7 +229,8 @@ impl Scheduler for KubernetesBackend {
     }
 
     fn dry_run(&self, topology: &str, plan: &PackingPlan, binary_file: &str) -> Result<String, SchedulerError> {
-        let spec = self.spec(topology, plan, binary_file)?;
+        let mut spec = self.spec(topology, plan, binary_file)?;
+        spec.secret = "(made by egret submit)".into();
         manifests(&spec).and_then(|m| m.to_yaml()).map_err(backend_error)
     }
 }

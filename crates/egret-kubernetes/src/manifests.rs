@@ -24,8 +24,8 @@ use egret_proto::egret::PackingPlan;
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, KeyToPath,
-    ObjectFieldSelector, PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, ResourceRequirements, Service,
-    ServiceSpec, Toleration, Volume, VolumeMount,
+    ObjectFieldSelector, PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, ResourceRequirements, Secret,
+    SecretKeySelector, Service, ServiceSpec, Toleration, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -60,6 +60,8 @@ const PACKAGE_VOLUME: &str = "package";
 /// applied: the ConfigMap first, since the pods cannot start without it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Manifests {
+    /// The topology's secret (`egret_transport::auth`), given to the executors as `EGRET_TOPOLOGY_SECRET`.
+    pub secret: Secret,
     pub config_map: ConfigMap,
     pub service: Service,
     pub stateful_set: StatefulSet,
@@ -69,6 +71,7 @@ impl Manifests {
     /// One YAML document per object, separated by `---` lines.
     pub fn to_yaml(&self) -> Result<String, K8sError> {
         let docs = [
+            to_yaml("Secret", &self.secret)?,
             to_yaml("ConfigMap", &self.config_map)?,
             to_yaml("Service", &self.service)?,
             to_yaml("StatefulSet", &self.stateful_set)?,
@@ -83,6 +86,14 @@ fn to_yaml<T: serde::Serialize>(kind: &'static str, object: &T) -> Result<String
         reason: e.to_string(),
     })
 }
+
+/// The name of the Secret with the topology's secret.
+pub fn secret_name(topology: &str) -> String {
+    format!("{topology}-secret")
+}
+
+/// The key of the topology's secret in its Secret.
+pub const SECRET_KEY: &str = "topology-secret";
 
 /// The name of the ConfigMap with the topology's `statemgr.yaml`.
 pub fn config_map_name(topology: &str) -> String {
@@ -117,6 +128,13 @@ pub fn manifests(spec: &TopologySpec) -> Result<Manifests, K8sError> {
         namespace: Some(spec.namespace.clone()),
         labels: Some(labels.clone()),
         ..ObjectMeta::default()
+    };
+
+    let secret = Secret {
+        metadata: metadata(secret_name(&spec.topology)),
+        string_data: Some(BTreeMap::from([(SECRET_KEY.to_string(), spec.secret.clone())])),
+        type_: Some("Opaque".into()),
+        ..Secret::default()
     };
 
     let config_map = ConfigMap {
@@ -165,6 +183,7 @@ pub fn manifests(spec: &TopologySpec) -> Result<Manifests, K8sError> {
     };
 
     Ok(Manifests {
+        secret,
         config_map,
         service,
         stateful_set,
@@ -269,6 +288,18 @@ fn pod_spec(spec: &TopologySpec) -> Result<PodSpec, K8sError> {
             },
             field_env("POD_NAME", "metadata.name"),
             field_env("POD_IP", "status.podIP"),
+            EnvVar {
+                name: egret_transport::auth::SECRET_ENV.into(),
+                value_from: Some(EnvVarSource {
+                    secret_key_ref: Some(SecretKeySelector {
+                        name: secret_name(&spec.topology),
+                        key: SECRET_KEY.into(),
+                        ..SecretKeySelector::default()
+                    }),
+                    ..EnvVarSource::default()
+                }),
+                ..EnvVar::default()
+            },
         ]),
         resources: resources(&spec.packing_plan),
         volume_mounts: Some(vec![statemgr_mount, package_mount]),

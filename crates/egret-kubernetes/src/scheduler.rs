@@ -18,7 +18,7 @@
 
 use either::Either;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::core::ResourceExt;
 use kube::{Client, Resource};
@@ -26,7 +26,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::K8sError;
-use crate::manifests::{config_map_name, manifests, pod_name, pod_selector};
+use crate::manifests::{config_map_name, manifests, pod_name, pod_selector, secret_name};
 use crate::spec::{TopologySpec, check_namespace, check_topology_name};
 
 /// The field manager of every change Egret makes, as the API server records it in `managedFields`.
@@ -75,6 +75,7 @@ impl KubernetesScheduler {
             });
         }
         let m = manifests(spec)?;
+        self.apply(&m.secret).await?;
         self.apply(&m.config_map).await?;
         self.apply(&m.service).await?;
         self.apply(&m.stateful_set).await?;
@@ -104,6 +105,7 @@ impl KubernetesScheduler {
         self.delete_if_present::<StatefulSet>(topology).await?;
         self.delete_if_present::<Service>(topology).await?;
         self.delete_if_present::<ConfigMap>(&config_map_name(topology)).await?;
+        self.delete_if_present::<Secret>(&secret_name(topology)).await?;
         Ok(())
     }
 

@@ -60,6 +60,8 @@ pub struct TopologySpec {
     pub statemgr_yaml: String,
     /// How the topology binary reaches the pods.
     pub uploader: Uploader,
+    /// The topology's secret (hex; `egret_transport::auth`), shipped in a Secret. Empty until set.
+    pub secret: String,
 }
 
 impl TopologySpec {
@@ -81,6 +83,7 @@ impl TopologySpec {
             egret_home: DEFAULT_EGRET_HOME.to_string(),
             statemgr_yaml: statemgr_yaml.into(),
             uploader,
+            secret: String::new(),
         }
     }
 

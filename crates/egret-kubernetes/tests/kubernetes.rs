@@ -13,7 +13,7 @@ use egret_kubernetes::{K8sError, KubernetesScheduler, TopologySpec, Uploader, ma
 use egret_proto::egret::{ContainerPlan, InstancePlan, PackingPlan, Resource};
 use http::{Request, Response};
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Container, PodSpec, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, PodSpec, Secret, Service};
 use kube::client::Body;
 use serde_json::{Value, json};
 
@@ -61,6 +61,18 @@ fn spec(uploader: Uploader) -> TopologySpec {
         ZOOKEEPER,
         uploader,
     )
+    .with_secret("5ec7e7")
+}
+
+trait WithSecret {
+    fn with_secret(self, secret: &str) -> Self;
+}
+
+impl WithSecret for TopologySpec {
+    fn with_secret(mut self, secret: &str) -> Self {
+        self.secret = secret.into();
+        self
+    }
 }
 
 fn baked() -> Uploader {
@@ -162,8 +174,13 @@ fn kubernetes_manifests_for_a_three_container_topology() {
             {"name": "EGRET_HOME", "value": "/var/lib/egret"},
             {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
             {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+            {"name": "EGRET_TOPOLOGY_SECRET",
+             "valueFrom": {"secretKeyRef": {"name": "word-count-secret", "key": "topology-secret"}}},
         ])
     );
+    // The topology's secret travels in a Secret, never in the pod spec.
+    assert_eq!(to_json(&m.secret.string_data), json!({"topology-secret": "5ec7e7"}));
+    assert_eq!(m.secret.metadata.name.as_deref(), Some("word-count-secret"));
     // The largest required of each resource (cpu of container 2, memory of 3, disk of 2), requests = limits.
     let quantities = json!({"cpu": "2250m", "memory": "1024Mi", "ephemeral-storage": "2048Mi"});
     assert_eq!(
@@ -431,12 +448,14 @@ fn kubernetes_yaml_is_one_document_per_object_and_reads_back() {
     let yaml = m.to_yaml().expect("serializes");
     assert!(yaml.starts_with("---\n"), "{yaml}");
     let docs: Vec<&str> = yaml.split("---\n").filter(|d| !d.trim().is_empty()).collect();
-    assert_eq!(docs.len(), 3, "{yaml}");
-    let config_map: ConfigMap = yaml_serde::from_str(docs[0]).expect("a ConfigMap");
-    let service: Service = yaml_serde::from_str(docs[1]).expect("a Service");
-    let stateful_set: StatefulSet = yaml_serde::from_str(docs[2]).expect("a StatefulSet");
+    assert_eq!(docs.len(), 4, "{yaml}");
+    let secret: Secret = yaml_serde::from_str(docs[0]).expect("a Secret");
+    let config_map: ConfigMap = yaml_serde::from_str(docs[1]).expect("a ConfigMap");
+    let service: Service = yaml_serde::from_str(docs[2]).expect("a Service");
+    let stateful_set: StatefulSet = yaml_serde::from_str(docs[3]).expect("a StatefulSet");
     assert_eq!(
         Manifests {
+            secret,
             config_map,
             service,
             stateful_set
@@ -505,18 +524,18 @@ fn kubernetes_manifests_pass_kubernetes_validate() {
             "kubernetes-validate -k {version} refused the manifests ({}):\n{stdout}\n{stderr}",
             out.status
         );
-        // Nine objects (three files of three), each reported valid against that version (the tool logs to
+        // Twelve objects (three files of four), each reported valid against that version (the tool logs to
         // stderr).
         let minor = version.trim_end_matches(".0");
         let said = format!("{stdout}{stderr}");
-        assert_eq!(said.matches("passed for resource").count(), 9, "-k {version}:\n{said}");
+        assert_eq!(said.matches("passed for resource").count(), 12, "-k {version}:\n{said}");
         assert_eq!(
             said.matches(&format!("against version {minor}\n")).count(),
-            9,
+            12,
             "-k {version}:\n{said}"
         );
         eprintln!(
-            "kubernetes-validate -k {version}: 9 objects valid in {:?}",
+            "kubernetes-validate -k {version}: 12 objects valid in {:?}",
             started.elapsed()
         );
     }
@@ -654,7 +673,7 @@ fn plausible(seen: &Seen) -> (u16, Value) {
 }
 
 #[tokio::test]
-async fn kubernetes_submit_applies_the_configmap_service_and_statefulset() {
+async fn kubernetes_submit_applies_the_secret_configmap_service_and_statefulset() {
     let (client, log) = mock_client(plausible);
     let scheduler = KubernetesScheduler::new(client, "egret");
     let s = spec(baked());
@@ -664,6 +683,8 @@ async fn kubernetes_submit_applies_the_configmap_service_and_statefulset() {
     assert_eq!(
         lines(&seen),
         [
+            "PATCH /api/v1/namespaces/egret/secrets/word-count-secret?&force=true&fieldManager=egret \
+             [application/apply-patch+yaml]",
             "PATCH /api/v1/namespaces/egret/configmaps/word-count-statemgr?&force=true&fieldManager=egret \
              [application/apply-patch+yaml]",
             "PATCH /api/v1/namespaces/egret/services/word-count?&force=true&fieldManager=egret \
@@ -674,10 +695,11 @@ async fn kubernetes_submit_applies_the_configmap_service_and_statefulset() {
     );
     // Each body is the whole object, exactly as `manifests` builds it.
     let m = manifests(&s).expect("valid spec");
-    assert_eq!(seen[0].body, to_json(&m.config_map));
-    assert_eq!(seen[1].body, to_json(&m.service));
-    assert_eq!(seen[2].body, to_json(&m.stateful_set));
-    assert_eq!(seen[2].body["spec"]["replicas"], 4);
+    assert_eq!(seen[0].body, to_json(&m.secret));
+    assert_eq!(seen[1].body, to_json(&m.config_map));
+    assert_eq!(seen[2].body, to_json(&m.service));
+    assert_eq!(seen[3].body, to_json(&m.stateful_set));
+    assert_eq!(seen[3].body["spec"]["replicas"], 4);
 }
 
 #[tokio::test]
@@ -704,7 +726,7 @@ async fn kubernetes_submit_reports_the_api_servers_message_and_stops() {
          forbidden: User \"ci\" cannot patch resource \"services\" in the namespace \"egret\""
     );
     // The StatefulSet, which would start pods, was not applied.
-    assert_eq!(requests(&log).len(), 2);
+    assert_eq!(requests(&log).len(), 3);
 }
 
 #[tokio::test]
@@ -737,6 +759,7 @@ async fn kubernetes_kill_deletes_with_background_propagation() {
             "DELETE /apis/apps/v1/namespaces/egret/statefulsets/word-count? [application/json]",
             "DELETE /api/v1/namespaces/egret/services/word-count? [application/json]",
             "DELETE /api/v1/namespaces/egret/configmaps/word-count-statemgr? [application/json]",
+            "DELETE /api/v1/namespaces/egret/secrets/word-count-secret? [application/json]",
         ]
     );
     for s in &seen {
@@ -751,7 +774,7 @@ async fn kubernetes_kill_of_what_is_already_gone_succeeds() {
     scheduler.kill("word-count").await.expect("nothing to kill is fine");
     scheduler.kill("word-count").await.expect("and again");
     // Every object was still asked for: a missing StatefulSet does not mean a missing ConfigMap.
-    assert_eq!(requests(&log).len(), 6);
+    assert_eq!(requests(&log).len(), 8);
 }
 
 #[tokio::test]

@@ -4,16 +4,20 @@ use std::io::Write;
 use std::net::TcpStream;
 
 use egret_proto::egret::{PublishMetrics, control};
+use egret_transport::auth::TopologySecret;
 
-/// Sends `PublishMetrics` frames, (re)connecting to wherever `locate` says the manager is.
+/// Sends `PublishMetrics` frames, (re)connecting to wherever `locate` says the manager is (proving the topology's
+/// secret on each connection).
 pub struct MetricsClient {
+    secret: TopologySecret,
     locate: Box<dyn Fn() -> Option<(String, u16)> + Send>,
     conn: Option<TcpStream>,
 }
 
 impl MetricsClient {
-    pub fn new(locate: impl Fn() -> Option<(String, u16)> + Send + 'static) -> Self {
+    pub fn new(secret: TopologySecret, locate: impl Fn() -> Option<(String, u16)> + Send + 'static) -> Self {
         MetricsClient {
+            secret,
             locate: Box::new(locate),
             conn: None,
         }
@@ -24,7 +28,7 @@ impl MetricsClient {
     /// lost message loses nothing.
     pub fn publish(&mut self, message: PublishMetrics) -> bool {
         if self.conn.is_none() {
-            self.conn = (self.locate)().and_then(|(host, port)| TcpStream::connect((host.as_str(), port)).ok());
+            self.conn = (self.locate)().and_then(|(host, port)| self.secret.connect_to(&host, port).ok());
         }
         let Some(stream) = self.conn.as_mut() else { return false };
         let frame = egret_transport::control_frame(control::Msg::PublishMetrics(message));

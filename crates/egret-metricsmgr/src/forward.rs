@@ -72,6 +72,7 @@ pub fn report(container: i32, snapshot: &Snapshot, time_ms: i64) -> MetricsRepor
 /// Sends a report every `interval` to wherever `locate` says the tmanager is, reconnecting as needed, until
 /// `shutdown` is set. A tmanager that is down misses reports; the next one carries the totals again.
 pub fn forward_reports(
+    secret: &egret_transport::auth::TopologySecret,
     handle: SnapshotHandle,
     container: i32,
     locate: impl Fn() -> Option<(String, u16)>,
@@ -82,7 +83,7 @@ pub fn forward_reports(
     while !shutdown.load(Relaxed) {
         std::thread::sleep(interval);
         if conn.is_none() {
-            conn = locate().and_then(|(host, port)| TcpStream::connect((host.as_str(), port)).ok());
+            conn = locate().and_then(|(host, port)| secret.connect_to(&host, port).ok());
         }
         let Some(stream) = conn.as_mut() else { continue };
         let now = SystemTime::now()

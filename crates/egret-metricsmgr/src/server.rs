@@ -124,7 +124,7 @@ impl MetricsManager {
     /// Serves publishers and scrapes until `shutdown` is set, then closes every connection, joins every thread and
     /// returns. Errors if the listeners cannot be set up or the HTTP server stops by itself (then the manager stops
     /// too, for its executor to restart it); a failing connection never ends `serve`.
-    pub fn serve(self, shutdown: Arc<AtomicBool>) -> io::Result<()> {
+    pub fn serve(self, secret: &egret_transport::auth::TopologySecret, shutdown: Arc<AtomicBool>) -> io::Result<()> {
         let MetricsManager {
             shared,
             publisher,
@@ -142,6 +142,7 @@ impl MetricsManager {
             max_connections: MAX_PUBLISHERS,
             poll: POLL_INTERVAL,
             keep_serving: &|| !shutdown.load(Acquire) && !http_thread.is_finished(),
+            secret,
         };
         let serving = Arc::clone(&shared);
         server.run(

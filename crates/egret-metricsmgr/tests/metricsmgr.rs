@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use egret_metricsmgr::{MetricsManager, exposition};
 use egret_proto::egret::{MetricValue, PublishMetrics, control};
+use egret_transport::auth::TopologySecret;
 use egret_transport::control_frame;
 
 const DEADLINE: Duration = Duration::from_secs(5);
@@ -116,13 +117,15 @@ fn publishers_are_scraped_garbage_is_rejected_and_shutdown_joins() {
     assert_ne!(http_port, 0);
     assert_ne!(pub_port, http_port);
     let shutdown = Arc::new(AtomicBool::new(false));
+    let secret = TopologySecret::generate().unwrap();
     let server = {
         let shutdown = Arc::clone(&shutdown);
-        thread::spawn(move || manager.serve(shutdown))
+        let secret = secret.clone();
+        thread::spawn(move || manager.serve(&secret, shutdown))
     };
 
-    let mut word = TcpStream::connect(("127.0.0.1", pub_port)).unwrap();
-    let mut count = TcpStream::connect(("127.0.0.1", pub_port)).unwrap();
+    let mut word = secret.connect_to("127.0.0.1", pub_port).unwrap();
+    let mut count = secret.connect_to("127.0.0.1", pub_port).unwrap();
     publish(&mut word, "word", 3, &[("__emit-count", "default", 10.0)]);
     publish(
         &mut word,
@@ -167,8 +170,21 @@ fn publishers_are_scraped_garbage_is_rejected_and_shutdown_joins() {
         (Some("3"), Some("default"), 42.0)
     );
 
+    // A stranger without the topology's secret: its well-formed frame is refused at the handshake, nothing applied.
+    let mut stranger = TcpStream::connect(("127.0.0.1", pub_port)).unwrap();
+    publish(&mut stranger, "intruder", 9, &[("__emit-count", "default", 7.0)]);
+    let mut rest = Vec::new();
+    stranger.set_read_timeout(Some(DEADLINE)).unwrap();
+    let _ = stranger.read_to_end(&mut rest);
+    assert!(
+        rest.len() <= 37,
+        "a stranger gets the challenge and nothing more: {rest:?}"
+    );
+    let body = egret_metricsmgr::scrape("127.0.0.1", http_port).expect("scrape");
+    assert!(!body.contains("intruder"), "{body}");
+
     // Garbage: its first four bytes read as a length far beyond 1 MiB.
-    let mut garbage = TcpStream::connect(("127.0.0.1", pub_port)).unwrap();
+    let mut garbage = secret.connect_to("127.0.0.1", pub_port).unwrap();
     garbage.set_read_timeout(Some(DEADLINE)).unwrap();
     garbage.write_all(b"this is not an egret frame at all").unwrap();
     let mut rest = Vec::new();
@@ -257,9 +273,11 @@ fn serves_on_listeners_it_is_given_and_stops_on_the_signal() {
     let manager = MetricsManager::new("given", publisher, http);
     assert_eq!(manager.http_port(), http_port);
     let shutdown = Arc::new(AtomicBool::new(false));
+    let secret = TopologySecret::generate().unwrap();
     let server = {
         let shutdown = Arc::clone(&shutdown);
-        thread::spawn(move || manager.serve(shutdown))
+        let secret = secret.clone();
+        thread::spawn(move || manager.serve(&secret, shutdown))
     };
     scrape_until(http_port, &[r#"egret_metricsmgr_publishers{topology="given"} 0"#]);
     shutdown.store(true, Ordering::Release);

@@ -80,6 +80,8 @@ pub struct Opts {
     pub container: i32,
     /// Host to listen on and advertise.
     pub host: String,
+    /// What every connection to and from this stmgr proves (`egret_transport::auth`).
+    pub secret: egret_transport::auth::TopologySecret,
 }
 
 /// The component name Heron gives stmgr metrics.
@@ -325,9 +327,14 @@ async fn serve_on_loop(
     let accept = async {
         loop {
             match listener.accept().await {
-                Ok((stream, peer)) => {
+                Ok((mut stream, peer)) => {
                     let s = Rc::clone(&s);
                     tokio::task::spawn_local(async move {
+                        // Only the topology's own processes get in; a stranger learns nothing, not even its id.
+                        if let Err(e) = s.opts.secret.accept_async(&mut stream).await {
+                            warn!(%peer, error = %e, "connection refused");
+                            return;
+                        }
                         if let Err(e) = serve_connection(&s, stream).await {
                             warn!(error = %e, "connection from {peer} closed");
                         }
@@ -903,7 +910,7 @@ fn publish_metrics(locator: Arc<dyn StateManager>, opts: &Opts, s: &Stats) {
     let process = format!("metricsmgr-{}", opts.container);
     let id = format!("stmgr-{}", opts.container);
     let topology = opts.topology.clone();
-    let mut client = egret_metricsmgr::MetricsClient::new(move || {
+    let mut client = egret_metricsmgr::MetricsClient::new(opts.secret.clone(), move || {
         let l = locator.get_location(&topology, &process).ok()??;
         Some((l.host, l.port as u16))
     });
@@ -1005,9 +1012,14 @@ async fn tmanager_session(s: &Rc<Stmgr>) -> Result<(), String> {
             Err(e) => return Err(e.to_string()),
         }
     };
-    let stream = TcpStream::connect((location.host.as_str(), location.port as u16))
+    let mut stream = TcpStream::connect((location.host.as_str(), location.port as u16))
         .await
         .map_err(|e| e.to_string())?;
+    s.opts
+        .secret
+        .connect_async(&mut stream)
+        .await
+        .map_err(|e| format!("the tmanager at {}:{}: {e}", location.host, location.port))?;
     stream.set_nodelay(true).map_err(|e| e.to_string())?;
     let stream = Rc::new(stream);
     let instances = s.stats.registered.lock().map(|r| r.clone()).unwrap_or_default();
@@ -1141,13 +1153,18 @@ async fn apply_plan(s: &Rc<Stmgr>, p: PhysicalPlan) {
 
 async fn connect_peer(s: &Rc<Stmgr>, peer: &StmgrInfo) -> Result<Rc<Outgoing>, String> {
     let deadline = Instant::now() + Duration::from_secs(10);
-    let stream = loop {
+    let mut stream = loop {
         match TcpStream::connect((peer.host.as_str(), peer.data_port as u16)).await {
             Ok(st) => break st,
             Err(e) if Instant::now() > deadline => return Err(e.to_string()),
             Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
         }
     };
+    s.opts
+        .secret
+        .connect_async(&mut stream)
+        .await
+        .map_err(|e| format!("peer {}: {e}", peer.id))?;
     stream.set_nodelay(true).map_err(|e| e.to_string())?;
     // Peers never write back on this connection: it is only written.
     let stream = Rc::new(stream);

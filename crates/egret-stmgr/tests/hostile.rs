@@ -125,7 +125,9 @@ struct Instance {
 
 impl Instance {
     fn connect(port: u16, topology_id: &str, t: &Topology, task: TaskId) -> Instance {
-        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to the stmgr");
+        let stream = egret_testkit::test_secret()
+            .connect_to("127.0.0.1", port)
+            .expect("connect to the stmgr");
         stream.set_read_timeout(Some(DEADLINE)).unwrap();
         stream.set_write_timeout(Some(DEADLINE)).unwrap();
         let (component, index) = t.task_component(task).unwrap();
@@ -235,6 +237,7 @@ fn a_running_stmgr_survives_hostile_frames_and_keeps_routing() {
         topology: NAME.into(),
         container: 1,
         host: "127.0.0.1".into(),
+        secret: egret_testkit::test_secret(),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let stmgr_state = state.clone();

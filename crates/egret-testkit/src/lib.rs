@@ -138,7 +138,7 @@ impl InProcessMetricsmgr {
         let http_port = m.http_port();
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
-        let thread = thread::spawn(move || m.serve(flag).expect("the metricsmgr serves"));
+        let thread = thread::spawn(move || m.serve(&test_secret(), flag).expect("the metricsmgr serves"));
         InProcessMetricsmgr {
             http_port,
             stop,
@@ -167,4 +167,12 @@ impl Drop for InProcessMetricsmgr {
             let _ = t.join();
         }
     }
+}
+
+/// The topology secret of this test process's in-process daemons and their clients (random, one per process).
+pub fn test_secret() -> egret_transport::auth::TopologySecret {
+    static SECRET: std::sync::OnceLock<egret_transport::auth::TopologySecret> = std::sync::OnceLock::new();
+    SECRET
+        .get_or_init(|| egret_transport::auth::TopologySecret::generate().expect("random bytes for a secret"))
+        .clone()
 }

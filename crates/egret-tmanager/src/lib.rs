@@ -31,6 +31,7 @@ use std::time::Duration;
 use egret_proto::api::TopologyState;
 use egret_proto::egret::{InstanceInfo, Location, PhysicalPlan, RegisterStmgr, Status, StmgrInfo, control};
 use egret_statemgr::StateManager;
+use egret_transport::auth::TopologySecret;
 use egret_transport::{Frame, FrameError, FrameWriter, ThreadPerConnection, Writer, control_frame, split};
 
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +56,8 @@ pub struct Opts {
     pub cluster: String,
     pub topology: String,
     pub host: String,
+    /// What every connection must prove (`egret_transport::auth`).
+    pub secret: TopologySecret,
 }
 
 struct Registered {
@@ -165,11 +168,13 @@ pub fn serve(
         }),
         metrics: Mutex::new(MetricsStore::default()),
     });
+    let secret = tm.opts.secret.clone();
     let server = ThreadPerConnection {
         role: "tmanager",
         max_connections: MAX_CONNECTIONS,
         poll: POLL_INTERVAL,
         keep_serving: &|| !shutdown.load(Ordering::Acquire) && !lease.is_lost(),
+        secret: &secret,
     };
     // Effectively-once: the checkpoint timer.
     let timer = {

@@ -81,6 +81,7 @@ impl Tmanager {
             cluster: CLUSTER.into(),
             topology: NAME.into(),
             host: "127.0.0.1".into(),
+            secret: egret_testkit::test_secret(),
         };
         let shutdown = Arc::new(AtomicBool::new(false));
         let (tm_state, flag) = (state.clone(), Arc::clone(&shutdown));
@@ -222,7 +223,9 @@ impl Drop for Tmanager {
 }
 
 fn connect(port: u16) -> TcpStream {
-    let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to the tmanager");
+    let stream = egret_testkit::test_secret()
+        .connect_to("127.0.0.1", port)
+        .expect("connect to the tmanager");
     stream.set_read_timeout(Some(DEADLINE)).unwrap();
     stream.set_write_timeout(Some(DEADLINE)).unwrap();
     stream

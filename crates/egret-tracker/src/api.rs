@@ -77,6 +77,14 @@ async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI_DOC).into_response()
 }
 
+/// A topology's secret, to talk to its tmanager.
+fn secret_of(opts: &Opts, cluster: &str, name: &str) -> Result<egret_transport::auth::TopologySecret, TrackerError> {
+    egret_transport::auth::TopologySecret::load(&opts.egret_home, cluster, name).map_err(|e| TrackerError::Tmanager {
+        topology: name.to_string(),
+        reason: e.to_string(),
+    })
+}
+
 async fn clusters(State(opts): State<Opts>) -> Response {
     axum::Json(json!(egret_statemgr::config::clusters(&opts.egret_home))).into_response()
 }
@@ -338,7 +346,7 @@ async fn timeseries(
             ..Default::default()
         };
         let state = existing(&opts.egret_home, &cluster, &name)?;
-        let response = crate::tmanager::query(&*state, &name, request)?;
+        let response = crate::tmanager::query(&*state, &secret_of(&opts, &cluster, &name)?, &name, request)?;
         let out: Vec<Value> = response
             .series
             .iter()
@@ -365,7 +373,7 @@ async fn exceptions(State(opts): State<Opts>, Path((cluster, name)): Path<(Strin
             names: vec![NO_SERIES.to_string()],
             ..Default::default()
         };
-        let response = crate::tmanager::query(&*state, &name, request)?;
+        let response = crate::tmanager::query(&*state, &secret_of(&opts, &cluster, &name)?, &name, request)?;
         let out: Vec<Value> = response
             .exceptions
             .iter()

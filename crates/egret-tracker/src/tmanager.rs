@@ -19,6 +19,7 @@ const MAX_RESPONSE_FRAME: usize = 64 << 20;
 /// the tmanager the state manager locates for `topology`.
 pub fn query(
     state: &dyn StateManager,
+    secret: &egret_transport::auth::TopologySecret,
     topology: &str,
     mut q: MetricsQuery,
 ) -> Result<MetricsQueryResponse, TrackerError> {
@@ -43,7 +44,10 @@ pub fn query(
         .next()
         .ok_or_else(|| unreachable(format!("cannot resolve {addr}")))?;
     let io = |e: std::io::Error| unreachable(format!("{addr}: {e}"));
-    let stream = TcpStream::connect_timeout(&sock, QUERY_TIMEOUT).map_err(io)?;
+    let mut stream = TcpStream::connect_timeout(&sock, QUERY_TIMEOUT).map_err(io)?;
+    secret
+        .connect(&mut stream)
+        .map_err(|e| unreachable(format!("{addr}: {e}")))?;
     stream.set_read_timeout(Some(QUERY_TIMEOUT)).map_err(io)?;
     stream.set_write_timeout(Some(QUERY_TIMEOUT)).map_err(io)?;
     let (mut reader, mut writer) = egret_transport::split(stream, MAX_RESPONSE_FRAME).map_err(io)?;

@@ -10,6 +10,8 @@
 //! checks the length against a maximum before allocating and rejects unknown kinds; an error names the peer's
 //! offence, and the caller drops the connection.
 
+pub mod auth;
+
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
@@ -325,6 +327,8 @@ pub struct ThreadPerConnection<'a> {
     pub poll: std::time::Duration,
     /// Asked between accepts; serving ends when it says false.
     pub keep_serving: &'a dyn Fn() -> bool,
+    /// Every connection must answer this secret's challenge ([`auth`]) before it is served.
+    pub secret: &'a auth::TopologySecret,
 }
 
 impl ThreadPerConnection<'_> {
@@ -401,9 +405,16 @@ impl ThreadPerConnection<'_> {
         stream.set_nonblocking(false)?;
         let socket = stream.try_clone()?;
         let serve = Arc::clone(serve);
+        let (secret, role) = (self.secret.clone(), self.role);
         let thread = std::thread::Builder::new()
             .name(format!("{}-{peer}", self.role))
-            .spawn(move || serve(stream, peer))?;
+            .spawn(move || {
+                let mut stream = stream;
+                match secret.accept(&mut stream) {
+                    Ok(()) => serve(stream, peer),
+                    Err(e) => tracing::warn!(role, %peer, error = %e, "connection refused"),
+                }
+            })?;
         conns.push((socket, thread));
         Ok(())
     }

@@ -51,6 +51,7 @@ struct Kubelet {
     /// Where each pod's own egret home is made (`<pods_root>/<pod>`, for the manifest's egret home).
     pods_root: PathBuf,
     config_maps: Mutex<BTreeMap<String, Value>>,
+    secrets: Mutex<BTreeMap<String, Value>>,
     /// Each StatefulSet's replicas and pod template.
     templates: Mutex<BTreeMap<String, (u32, PodTemplate)>>,
     pods: Arc<Mutex<BTreeMap<String, Child>>>,
@@ -68,6 +69,8 @@ impl Kubelet {
         // The pod's own file system: its egret home is a directory of its own, with the ConfigMap mounted in it.
         let root = self.pods_root.join(pod);
         let local = |s: &str| s.replace(POD_EGRET_HOME, &root.display().to_string());
+        // A pod started again gets a fresh emptyDir for its package (the old pod's processes may still be exiting).
+        let _ = std::fs::remove_dir_all(root.join("packages"));
         let conf = root.join("conf").join(&t.cluster);
         std::fs::create_dir_all(&conf).unwrap();
         for cm in self.config_maps.lock().unwrap().values() {
@@ -141,12 +144,29 @@ impl Kubelet {
                 .map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect())
                 .unwrap_or_default()
         };
+        // Plain values, and values from a Secret (`valueFrom.secretKeyRef`); the downward API's come per pod.
+        let secrets = self.secrets.lock().unwrap();
         let env: Vec<(String, String)> = container["env"]
             .as_array()
             .unwrap()
             .iter()
-            .filter_map(|e| Some((e["name"].as_str()?.to_string(), e["value"].as_str()?.to_string())))
+            .filter_map(|e| {
+                let name = e["name"].as_str()?.to_string();
+                if let Some(v) = e["value"].as_str() {
+                    return Some((name, v.to_string()));
+                }
+                let r = &e["valueFrom"]["secretKeyRef"];
+                let secret = secrets.get(r["name"].as_str()?).unwrap_or_else(|| {
+                    panic!(
+                        "the pod refers to Secret {} but only {:?} are applied",
+                        r["name"],
+                        secrets.keys()
+                    )
+                });
+                Some((name, secret["stringData"][r["key"].as_str()?].as_str()?.to_string()))
+            })
             .collect();
+        drop(secrets);
         let init = pod["initContainers"]
             .as_array()
             .map(|a| a.iter().map(|c| strings(&c["command"])).collect())
@@ -179,6 +199,9 @@ impl Kubelet {
                             .lock()
                             .unwrap()
                             .insert(name.to_string(), object.clone());
+                    }
+                    "secrets" => {
+                        self.secrets.lock().unwrap().insert(name.to_string(), object.clone());
                     }
                     "statefulsets" => self.apply_stateful_set(&object),
                     _ => {}
@@ -235,6 +258,7 @@ impl FakeKubernetes {
             logs,
             pods_root,
             config_maps: Mutex::default(),
+            secrets: Mutex::default(),
             templates: Mutex::default(),
             pods: Arc::clone(&pods),
             placement,
