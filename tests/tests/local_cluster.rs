@@ -357,8 +357,13 @@ fn bad_bytes_on_the_wire_are_logged_and_dropped_while_the_stmgr_keeps_serving() 
     wait_for("tuples to flow", || (executed() > 0.0).then_some(()));
     let plan = c.explain(t);
     let port = plan["physical_plan"]["stmgrs"][0]["data_port"].as_i64().unwrap() as u16;
+    // A stranger without the topology's secret is refused before it says anything.
+    let mut stranger = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let _ = stranger.write_all(b"GET / HTTP/1.1\r\n\r\n");
+    // Processes of the topology (they hold its secret) that send bad bytes.
+    let secret = c.secret(t);
     let send = |bytes: &[u8]| {
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let mut s = secret.connect_to("127.0.0.1", port).unwrap();
         let _ = s.write_all(bytes);
     };
     // Garbage, an oversized frame, an unknown kind, and a peer from another topology.
@@ -374,6 +379,8 @@ fn bad_bytes_on_the_wire_are_logged_and_dropped_while_the_stmgr_keeps_serving() 
     ));
     // The stmgr names each offence with the peer, and still routes tuples.
     let needles = [
+        "connection refused",
+        "did not prove it belongs to the topology",
         "exceeds the maximum",
         "unknown frame kind 42",
         "from another topology (another-topology-1)",

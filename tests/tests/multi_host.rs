@@ -219,3 +219,114 @@ fn strangers_are_refused(c: &Cluster, hosts: &Hosts, out: &std::path::Path) {
     progress(out, 1_000, "the strangers were refused");
     assert_eq!(c.explain(T)["state"], "RUNNING");
 }
+
+/// The throughput of `count` (its tuples executed per second, summed over its tasks) of a running word count, from
+/// its metrics managers' `/metrics`, over `seconds`.
+fn count_rate(c: &Cluster, zk: &ZkServer, topology: &str, seconds: u64) -> f64 {
+    use egret_statemgr::StateManager;
+    let state =
+        egret_statemgr::ZkStateManager::connect(&zk.connection(), "/egret", &c.cluster, Duration::from_secs(10))
+            .expect("zookeeper");
+    let endpoints: Vec<(String, u16)> = state
+        .locations(topology)
+        .unwrap()
+        .into_iter()
+        .filter(|l| l.process.starts_with("metricsmgr-") && l.http_port > 0)
+        .map(|l| (l.host, l.http_port as u16))
+        .collect();
+    let executed = || -> f64 {
+        endpoints
+            .iter()
+            .flat_map(|(h, p)| egret_metricsmgr::scrape_samples(h, *p).unwrap_or_default())
+            .filter(|s| s.name == "egret_execute_count" && s.label("component") == Some("count"))
+            .map(|s| s.value)
+            .sum()
+    };
+    let (t0, n0) = (Instant::now(), executed());
+    std::thread::sleep(Duration::from_secs(seconds));
+    (executed() - n0) / t0.elapsed().as_secs_f64()
+}
+
+/// A benchmark, not a test (ignored by default): the word count (2 spouts, 2 counters, 2 containers, at-most-once,
+/// full rate) with its containers as pods on this machine's loopback, and as pods on separate namespace hosts whose
+/// traffic crosses veth pairs and a bridge, alternately, `EGRET_BENCH_ROUNDS` times (default 2). Prints one line
+/// per run. Run it on release binaries:
+/// `cargo build --release --workspace --bins && cargo test --release -p egret-e2e --test multi_host -- --ignored --nocapture multi_host_bench`.
+#[test]
+#[ignore]
+fn multi_host_bench_word_count_over_veth_and_loopback() {
+    let hosts = std::sync::Arc::new(Hosts::new(4));
+    let zk = ZkServer::start_on(Some(&hosts.netns(0)), &hosts.addr(0));
+    let bin_dir = PathBuf::from(env!("CARGO_BIN_EXE_reliable-check"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let topology_bin = bin_dir.join("word-count-topology");
+    assert!(
+        topology_bin.exists(),
+        "build it first: cargo build -p egret-examples (--release for figures)"
+    );
+    let rounds: usize = std::env::var("EGRET_BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(2);
+    for round in 0..rounds {
+        for over_veth in [false, true] {
+            let c = Cluster::on(if over_veth { "veth" } else { "loopback" });
+            let conf = c.home.join("conf").join(&c.cluster);
+            std::fs::create_dir_all(&conf).unwrap();
+            std::fs::write(
+                conf.join("statemgr.yaml"),
+                format!(
+                    "egret.statemgr.kind: zookeeper\negret.statemgr.connection.string: {}\n",
+                    zk.connection()
+                ),
+            )
+            .unwrap();
+            std::fs::write(
+                conf.join("scheduler.yaml"),
+                format!(
+                    "egret.scheduler.kind: kubernetes\negret.kubernetes.image: egret:bench\n\
+                     egret.kubernetes.uploader.dir: {}\n",
+                    bin_dir.display()
+                ),
+            )
+            .unwrap();
+            let placement: common::kube::Placement = if over_veth {
+                let hosts = std::sync::Arc::clone(&hosts);
+                Box::new(move |pod: &str| {
+                    let k: usize = pod.rsplit_once('-')?.1.parse().ok()?;
+                    Some((Some(hosts.netns(k + 1)), hosts.addr(k + 1)))
+                })
+            } else {
+                Box::new(|_| None)
+            };
+            let k8s = FakeKubernetes::start(c.egret.clone(), c.home.join("pod-logs"), c.home.join("pods"), placement);
+            let kubeconfig = c.home.join("kubeconfig");
+            k8s.kubeconfig(&kubeconfig);
+            // SAFETY: no other thread of this test binary reads the environment while this test runs.
+            unsafe { std::env::set_var("KUBECONFIG", &kubeconfig) };
+            let bin = topology_bin.display().to_string();
+            c.ok(&[
+                "submit",
+                &c.cluster,
+                &bin,
+                "--containers",
+                "2",
+                "--spouts",
+                "2",
+                "--bolts",
+                "2",
+                "--random-words",
+                "10000",
+            ]);
+            std::thread::sleep(Duration::from_secs(3));
+            let rate = count_rate(&c, &zk, "word-count", 10);
+            println!(
+                "BENCH multi_host round={round} network={} tuples_per_s={rate:.0}",
+                if over_veth { "veth" } else { "loopback" }
+            );
+            c.ok(&["kill", &c.cluster, "word-count"]);
+        }
+    }
+}

@@ -94,6 +94,11 @@ impl Cluster {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// The topology's secret, as `egret submit` stored it in this home.
+    pub fn secret(&self, topology: &str) -> egret_transport::auth::TopologySecret {
+        egret_transport::auth::TopologySecret::load(&self.home, &self.cluster, topology).expect("the topology's secret")
+    }
+
     pub fn explain(&self, topology: &str) -> Value {
         serde_json::from_str(&self.ok(&["explain", &self.cluster, topology, "--json"])).expect("explain --json is JSON")
     }
@@ -374,7 +379,7 @@ pub fn query_tmanager(
         .find(|p| p["name"] == "tmanager")
         .expect("a tmanager");
     let port = tm["port"].as_i64().expect("the tmanager's port") as u16;
-    let stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let stream = c.secret(topology).connect_to("127.0.0.1", port).unwrap();
     let (mut reader, mut writer) = egret_transport::split(stream, 16 << 20).unwrap();
     writer.send_control(control::Msg::MetricsQuery(q)).unwrap();
     match reader.read().unwrap() {
