@@ -45,6 +45,10 @@ impl FakeStmgr {
         let home = TempHome::new(&format!("egret-instance-{name}"));
         let state = home.state();
         let definition = store_topology(&*state, name, topology, 1);
+        // The instance proves the topology's secret to this fake stmgr, as to a real one.
+        egret_testkit::test_secret()
+            .store(&home.0, CLUSTER, name)
+            .expect("store the secret");
         let metrics = InProcessMetricsmgr::start(&*state, name, 1);
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let location = Location {
@@ -87,8 +91,11 @@ impl FakeStmgr {
     fn accept(&self, task: TaskId) -> TcpStream {
         let listener = &self.listener;
         listener.set_nonblocking(true).unwrap();
-        let stream = wait_for("the instance to connect", || listener.accept().ok().map(|(s, _)| s));
+        let mut stream = wait_for("the instance to connect", || listener.accept().ok().map(|(s, _)| s));
         stream.set_nonblocking(false).unwrap();
+        egret_testkit::test_secret()
+            .accept(&mut stream)
+            .expect("the instance proves the secret");
         stream.set_read_timeout(Some(DEADLINE)).unwrap();
         stream.set_write_timeout(Some(DEADLINE)).unwrap();
         match read_frame(&mut &stream, egret_transport::DEFAULT_MAX_FRAME).expect("a registration") {
