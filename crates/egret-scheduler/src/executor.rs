@@ -220,11 +220,20 @@ pub fn run(opts: Opts) -> Result<(), SchedulerError> {
         p.start();
     }
     let mut dirty = true;
+    // `egret kill` removes the topology's state. An executor the local scheduler started is stopped before that;
+    // one that another host, a pod or a service manager runs learns it here (on a watch of the definition, and
+    // every 10 s all the same), and stops its processes.
+    let mut definition = state.watch(name, egret_statemgr::Node::Topology).ok();
     let mut checked = Instant::now();
     loop {
-        // `egret kill` removes the topology's state. An executor the local scheduler started is stopped before
-        // that; one that another host, a pod or a service manager runs learns it here, and stops its processes.
-        if checked.elapsed() >= Duration::from_secs(1) {
+        let changed = match definition.as_mut() {
+            Some(w) if w.has_changed().unwrap_or(false) => {
+                w.mark_unchanged();
+                true
+            }
+            _ => false,
+        };
+        if changed || checked.elapsed() >= Duration::from_secs(10) {
             checked = Instant::now();
             if let Ok(false) = state.exists(name) {
                 info!("the topology is gone; stopping its processes and exiting");

@@ -99,6 +99,17 @@ impl StateManager for LocalStateManager {
         format!("local files under {}", self.root.display())
     }
 
+    fn watch(&self, name: &str, node: Node) -> Result<tokio::sync::watch::Receiver<u64>, StateError> {
+        check_name("topology", name)?;
+        Ok(watch_file(paths::node(&self.root, node, name)))
+    }
+
+    fn watch_location(&self, name: &str, process: &str) -> Result<tokio::sync::watch::Receiver<u64>, StateError> {
+        check_name("topology", name)?;
+        check_name("process", process)?;
+        Ok(watch_file(paths::location(&self.root, name, process)))
+    }
+
     fn claim_tmanager(
         &self,
         name: &str,
@@ -275,6 +286,31 @@ impl StateManager for LocalStateManager {
         }
         Ok(())
     }
+}
+
+/// How often a local watch looks at its file.
+pub const LOCAL_WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// A counter that grows when `path`'s modification time (or existence) changes, kept by a thread that looks every
+/// [`LOCAL_WATCH_INTERVAL`] and ends when the receiver is dropped.
+fn watch_file(path: PathBuf) -> tokio::sync::watch::Receiver<u64> {
+    let (changes, receiver) = tokio::sync::watch::channel(0);
+    let seen = |path: &Path| fs::metadata(path).and_then(|m| m.modified()).ok();
+    let mut last = seen(&path);
+    // Without a thread the sender is dropped: the reader's `changed()` fails at once and it reads on its own.
+    let _ = std::thread::Builder::new()
+        .name("statemgr-watch".into())
+        .spawn(move || {
+            while !changes.is_closed() {
+                std::thread::sleep(LOCAL_WATCH_INTERVAL);
+                let now = seen(&path);
+                if now != last {
+                    last = now;
+                    changes.send_modify(|n| *n += 1);
+                }
+            }
+        });
+    receiver
 }
 
 pub(crate) fn check_name(what: &'static str, name: &str) -> Result<(), StateError> {
@@ -837,5 +873,26 @@ mod tests {
             Err(StateError::InvalidContainer(-1))
         ));
         assert!(!home.path().join("state").exists(), "nothing was written");
+    }
+
+    #[test]
+    fn a_local_watch_sees_a_write_and_a_delete() {
+        let home = tempfile::tempdir().expect("temp dir");
+        let sm = LocalStateManager::new(home.path(), "local").expect("valid cluster");
+        let mut w = sm.watch("wc", Node::PhysicalPlan).expect("a watch");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let next = |w: &mut tokio::sync::watch::Receiver<u64>| {
+            runtime
+                .block_on(async { tokio::time::timeout(std::time::Duration::from_secs(5), w.changed()).await })
+                .expect("a change within 5 s")
+                .expect("the watch lives")
+        };
+        sm.put_physical_plan("wc", &PhysicalPlan::default()).unwrap();
+        next(&mut w);
+        sm.delete_topology("wc").unwrap();
+        next(&mut w);
     }
 }

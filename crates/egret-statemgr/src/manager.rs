@@ -54,6 +54,16 @@ pub trait StateManager: Send + Sync + std::fmt::Debug {
     /// machine, where the executor of container 0 runs the only tmanager: the claim is writing the location.
     fn claim_tmanager(&self, name: &str, location: &Location, wait: Duration) -> Result<TmanagerLease, StateError>;
 
+    /// A counter that grows whenever `node` of topology `name` is created, changed or deleted, so that a reader waits
+    /// (`changed().await`, or `has_changed()` from a plain thread) and then reads again instead of polling. It may
+    /// also grow without a change (after a reconnection, when one could have been missed): read again and compare.
+    /// ZooKeeper: a persistent watch. Local files have no watches: a thread looks at the file every
+    /// [`LOCAL_WATCH_INTERVAL`](crate::local::LOCAL_WATCH_INTERVAL) until the receiver is dropped.
+    fn watch(&self, name: &str, node: crate::Node) -> Result<tokio::sync::watch::Receiver<u64>, StateError>;
+    /// Like [`StateManager::watch`], for the location of daemon `process` of topology `name` (a stmgr follows the
+    /// tmanager's this way).
+    fn watch_location(&self, name: &str, process: &str) -> Result<tokio::sync::watch::Receiver<u64>, StateError>;
+
     /// Records where a daemon of topology `name` listens, under `location.process`.
     fn put_location(&self, name: &str, location: &Location) -> Result<(), StateError>;
     fn get_location(&self, name: &str, process: &str) -> Result<Option<Location>, StateError>;

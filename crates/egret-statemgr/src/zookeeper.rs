@@ -179,24 +179,6 @@ impl ZkStateManager {
         self.status.expirations.subscribe()
     }
 
-    /// A counter that grows whenever `node` of topology `name` is created, changed or deleted, so a reader waits
-    /// (`changed().await`) and then reads again instead of polling. It may also grow without a change (after a
-    /// reconnection, when a change could have been missed); read again and compare. Implemented with a persistent
-    /// ZooKeeper watch, registered again on a new session. Fails if the watch cannot be registered within the retry
-    /// bound; the receiver's `changed()` fails once the manager is dropped.
-    pub fn watch(&self, name: &str, node: Node) -> Result<watch::Receiver<u64>, StateError> {
-        check_name("topology", name)?;
-        self.watch_path(self.node_path(node, name))
-    }
-
-    /// Like [`Self::watch`], for the location of daemon `process` of topology `name` (an stmgr follows the
-    /// tmanager's this way).
-    pub fn watch_location(&self, name: &str, process: &str) -> Result<watch::Receiver<u64>, StateError> {
-        check_name("topology", name)?;
-        check_name("process", process)?;
-        self.watch_path(self.location_path(name, process))
-    }
-
     fn watch_path(&self, path: String) -> Result<watch::Receiver<u64>, StateError> {
         self.call(move |session| async move {
             let watcher = session
@@ -453,6 +435,18 @@ impl StateManager for ZkStateManager {
             }
             thread::sleep(CLAIM_POLL);
         }
+    }
+
+    // A persistent ZooKeeper watch, registered again on a new session.
+    fn watch(&self, name: &str, node: Node) -> Result<watch::Receiver<u64>, StateError> {
+        check_name("topology", name)?;
+        self.watch_path(self.node_path(node, name))
+    }
+
+    fn watch_location(&self, name: &str, process: &str) -> Result<watch::Receiver<u64>, StateError> {
+        check_name("topology", name)?;
+        check_name("process", process)?;
+        self.watch_path(self.location_path(name, process))
     }
 
     // The tmanager's location is ephemeral (see the module doc), every other one persistent.

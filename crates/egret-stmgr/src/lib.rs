@@ -1004,14 +1004,40 @@ async fn tmanager_client(s: Rc<Stmgr>) {
     }
 }
 
-async fn tmanager_session(s: &Rc<Stmgr>) -> Result<(), String> {
-    let location = loop {
-        match s.state.get_location(&s.opts.topology, "tmanager") {
-            Ok(Some(l)) => break l,
-            Ok(None) => tokio::time::sleep(Duration::from_millis(50)).await,
-            Err(e) => return Err(e.to_string()),
+/// The tmanager's location, waiting until there is one on a watch of it (not by polling). State manager calls run
+/// on the blocking pool: a slow or unreachable state manager (ZooKeeper during an outage) must not stall this
+/// thread, which routes the tuples.
+async fn tmanager_location(s: &Rc<Stmgr>) -> Result<Location, String> {
+    let (state, topology) = (s.state.clone(), s.opts.topology.clone());
+    let mut changes = None;
+    loop {
+        let (st, t) = (state.clone(), topology.clone());
+        let found = tokio::task::spawn_blocking(move || st.get_location(&t, "tmanager"))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        if let Some(l) = found {
+            return Ok(l);
         }
-    };
+        if changes.is_none() {
+            let (st, t) = (state.clone(), topology.clone());
+            changes = tokio::task::spawn_blocking(move || st.watch_location(&t, "tmanager"))
+                .await
+                .ok()
+                .and_then(Result::ok);
+        }
+        match changes.as_mut() {
+            // A bound on the wait all the same: a missed change costs at most this.
+            Some(c) => {
+                let _ = tokio::time::timeout(Duration::from_secs(1), c.changed()).await;
+            }
+            None => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+async fn tmanager_session(s: &Rc<Stmgr>) -> Result<(), String> {
+    let location = tmanager_location(s).await?;
     let mut stream = TcpStream::connect((location.host.as_str(), location.port as u16))
         .await
         .map_err(|e| e.to_string())?;
