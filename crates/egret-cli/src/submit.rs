@@ -161,6 +161,23 @@ pub fn submit(home: &Path, a: SubmitArgs) -> anyhow::Result<()> {
             r#type: Some(api::ConfigValueType::StringValue as i32),
         });
     }
+    // The cluster's defaults, for what neither the topology nor --config-property sets.
+    let defaults = egret_scheduler::config::cluster_defaults(home, &a.cluster)?;
+    let mut defaulted = 0;
+    for (k, v) in &defaults {
+        if !cfg.kvs.iter().any(|kv| &kv.key == k) {
+            cfg.kvs.push(api::config::KeyValue {
+                key: k.clone(),
+                value: Some(v.clone()),
+                serialized_value: None,
+                r#type: Some(api::ConfigValueType::StringValue as i32),
+            });
+            defaulted += 1;
+        }
+    }
+    if defaulted > 0 {
+        eprintln!("      {defaulted} value(s) from conf/{}/defaults.yaml", a.cluster);
+    }
     eprintln!("[2/5] validating topology {name}");
     let parsed = defn::from_definition(&definition)?;
     for key in &parsed.skipped_config {
@@ -168,10 +185,12 @@ pub fn submit(home: &Path, a: SubmitArgs) -> anyhow::Result<()> {
     }
     let unknown: Vec<String> = overrides
         .iter()
-        .filter(|(k, _)| {
+        .map(|(k, _)| k)
+        .chain(defaults.keys())
+        .filter(|k| {
             k.starts_with("topology.") && !keys::KNOWN.contains(&k.as_str()) && !k.starts_with("topology.egret.")
         })
-        .map(|(k, _)| k.clone())
+        .cloned()
         .collect();
     if !unknown.is_empty() {
         bail!(

@@ -13,6 +13,8 @@ use crate::SchedulerError;
 
 /// The scheduler's file in a cluster's configuration directory (beside `statemgr.yaml`).
 pub const SCHEDULER_FILE: &str = "scheduler.yaml";
+/// The cluster's topology config defaults, beside them.
+pub const DEFAULTS_FILE: &str = "defaults.yaml";
 const KIND_KEY: &str = "egret.scheduler.kind";
 
 /// The schedulers.
@@ -92,6 +94,33 @@ impl SchedulerConfig {
     }
 }
 
+/// A cluster's `defaults.yaml`: topology config values (`topology.stmgrs: 4`, `topology.message.timeout.secs: 60`)
+/// that `egret submit` gives every topology of the cluster that does not set them itself (a topology's own values
+/// and `--config-property` win). Empty when there is no file.
+pub fn cluster_defaults(egret_home: &Path, cluster: &str) -> Result<BTreeMap<String, String>, SchedulerError> {
+    let path = egret_home
+        .join(egret_statemgr::config::CONF_DIR)
+        .join(cluster)
+        .join(DEFAULTS_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+        Err(e) => return Err(SchedulerError::io(format!("reading {}", path.display()))(e)),
+    };
+    parse_defaults(&text).map_err(|reason| SchedulerError::Config { path, reason })
+}
+
+fn parse_defaults(text: &str) -> Result<BTreeMap<String, String>, String> {
+    if text.lines().all(|l| l.trim().is_empty() || l.trim_start().starts_with('#')) {
+        return Ok(BTreeMap::new());
+    }
+    let keys: BTreeMap<String, yaml_serde::Value> =
+        yaml_serde::from_str(text).map_err(|e| format!("not a map of keys to values: {e}"))?;
+    keys.into_iter()
+        .map(|(k, v)| scalar(&v).map(|v| (k.clone(), v)).ok_or(format!("{k} is not a single value")))
+        .collect()
+}
+
 fn scalar(v: &yaml_serde::Value) -> Option<String> {
     match v {
         yaml_serde::Value::String(s) => Some(s.clone()),
@@ -116,6 +145,15 @@ mod tests {
         assert_eq!(c.kind, Kind::Kubernetes);
         assert_eq!(c.keys["egret.kubernetes.namespace"], "streaming");
         assert_eq!(c.keys["egret.kubernetes.replicas"], "3");
+    }
+
+    #[test]
+    fn cluster_defaults_are_a_map_of_values() {
+        let d = parse_defaults("topology.stmgrs: 4\ntopology.message.timeout.secs: 60\n").unwrap();
+        assert_eq!(d["topology.stmgrs"], "4");
+        assert_eq!(d["topology.message.timeout.secs"], "60");
+        assert!(parse_defaults("# none\n").unwrap().is_empty());
+        assert!(parse_defaults("topology.stmgrs: [1]\n").unwrap_err().contains("not a single value"));
     }
 
     #[test]
