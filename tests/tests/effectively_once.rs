@@ -5,58 +5,14 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use egret_examples::reliable_word_count::{expected_counts, sentences};
 
 const SENTENCES: usize = 200_000;
 const SEED: u64 = 7;
-
-/// The counts the counter tasks last wrote (`count-<task>.txt`), summed.
-fn counts(out: &Path) -> BTreeMap<String, u64> {
-    let mut all = BTreeMap::new();
-    for p in walk(out) {
-        let name = p.file_name().and_then(|f| f.to_str()).unwrap_or_default();
-        if !(name.starts_with("count-") && name.ends_with(".txt")) {
-            continue;
-        }
-        for line in std::fs::read_to_string(&p).unwrap_or_default().lines() {
-            if let Some((w, n)) = line.split_once(' ')
-                && let Ok(n) = n.parse::<u64>()
-            {
-                *all.entry(w.to_string()).or_default() += n;
-            }
-        }
-    }
-    all
-}
-
-fn total(c: &BTreeMap<String, u64>) -> u64 {
-    c.values().sum()
-}
-
-/// Waits until the counters' total reaches `want` and stays unchanged for two seconds; returns the counts.
-fn settled(out: &Path, want: u64, limit: Duration) -> BTreeMap<String, u64> {
-    let deadline = Instant::now() + limit;
-    let mut last = (BTreeMap::new(), Instant::now());
-    loop {
-        let now = counts(out);
-        if now != last.0 {
-            last = (now, Instant::now());
-        } else if total(&last.0) >= want && last.1.elapsed() > Duration::from_secs(2) {
-            return last.0;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the counts did not settle at {want} words within {limit:?}: {} counted",
-            total(&last.0)
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
 
 fn submit(c: &Cluster, out: &Path, sentences: usize, extra: &[&str]) {
     let bin = env!("CARGO_BIN_EXE_stateful-check");

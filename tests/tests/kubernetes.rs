@@ -55,8 +55,9 @@ fn kubernetes_submit_restart_and_kill_through_the_api_with_pods_that_find_each_o
     );
     let kubeconfig = c.home.join("kubeconfig");
     k8s.kubeconfig(&kubeconfig);
-    // SAFETY: set before any thread of this test binary reads the environment (one test in this binary).
-    unsafe { std::env::set_var("KUBECONFIG", &kubeconfig) };
+    c.env
+        .borrow_mut()
+        .push(("KUBECONFIG".into(), kubeconfig.display().to_string()));
 
     // --dry-run prints the manifests and applies nothing.
     let out = c.home.join("out");
@@ -145,4 +146,14 @@ fn kubernetes_submit_restart_and_kill_through_the_api_with_pods_that_find_each_o
     );
     assert!(k8s.running_pods().is_empty(), "no pod left");
     assert!(!c.ok(&["list", "k8s"]).contains(t));
+
+    // An effectively-once topology needs its checkpoints on a volume every pod shares: refused without one.
+    let refused = c.run(&["submit", "k8s", env!("CARGO_BIN_EXE_stateful-check"), "--out", &out_s]);
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("egret.kubernetes.checkpoints.claim"), "{said}");
+    assert!(
+        !c.ok(&["list", "k8s"]).contains("stateful-word-count"),
+        "nothing left of it"
+    );
 }

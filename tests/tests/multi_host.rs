@@ -20,6 +20,60 @@ use egret_testkit::zookeeper::ZkServer;
 const N: u64 = 30_000;
 const T: &str = "reliable-check";
 
+/// A cluster `name` whose state is in `zk` and whose containers are pods of a fake Kubernetes, each on host
+/// `k + 1` for container `k` (`on_hosts`), or all on this machine's loopback. `statemgr` and `scheduler` are extra
+/// lines for the cluster's files. The `egret` commands of the returned cluster reach the fake API server.
+fn hosts_cluster(
+    hosts: &std::sync::Arc<Hosts>,
+    zk: &ZkServer,
+    name: &str,
+    statemgr: &str,
+    scheduler: &str,
+    on_hosts: bool,
+) -> (Cluster, FakeKubernetes) {
+    let c = Cluster::on(name);
+    let bin_dir = PathBuf::from(env!("CARGO_BIN_EXE_reliable-check"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let conf = c.home.join("conf").join(name);
+    std::fs::create_dir_all(&conf).unwrap();
+    std::fs::write(
+        conf.join("statemgr.yaml"),
+        format!(
+            "egret.statemgr.kind: zookeeper\negret.statemgr.connection.string: {}\n\
+             egret.statemgr.zookeeper.session.timeout.ms: 4000\n{statemgr}",
+            zk.connection()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        conf.join("scheduler.yaml"),
+        format!(
+            "egret.scheduler.kind: kubernetes\negret.kubernetes.image: egret:test\n\
+             egret.kubernetes.uploader.dir: {}\n{scheduler}",
+            bin_dir.display()
+        ),
+    )
+    .unwrap();
+    let placement: common::kube::Placement = if on_hosts {
+        let hosts = std::sync::Arc::clone(hosts);
+        Box::new(move |pod: &str| {
+            let k: usize = pod.rsplit_once('-')?.1.parse().ok()?;
+            Some((Some(hosts.netns(k + 1)), hosts.addr(k + 1)))
+        })
+    } else {
+        Box::new(|_| None)
+    };
+    let k8s = FakeKubernetes::start(c.egret.clone(), c.home.join("pod-logs"), c.home.join("pods"), placement);
+    let kubeconfig = c.home.join("kubeconfig");
+    k8s.kubeconfig(&kubeconfig);
+    c.env
+        .borrow_mut()
+        .push(("KUBECONFIG".into(), kubeconfig.display().to_string()));
+    (c, k8s)
+}
+
 /// Waits until `more` further inputs are acked (the topology makes progress), or panics naming `after`.
 fn progress(out: &std::path::Path, more: usize, after: &str) {
     let from = ids(out, "acked-").0.len();
@@ -39,40 +93,8 @@ fn multi_host_word_count_across_namespace_hosts_survives_host_kills_a_cut_link_a
     // Host 0 runs ZooKeeper; pod k (container k) runs on host k + 1.
     let hosts = std::sync::Arc::new(Hosts::new(4));
     let mut zk = ZkServer::start_on(Some(&hosts.netns(0)), &hosts.addr(0));
-    let c = Cluster::on("hosts");
+    let (c, k8s) = hosts_cluster(&hosts, &zk, "hosts", "", "", true);
     let bin = PathBuf::from(env!("CARGO_BIN_EXE_reliable-check"));
-    let conf = c.home.join("conf/hosts");
-    std::fs::create_dir_all(&conf).unwrap();
-    std::fs::write(
-        conf.join("statemgr.yaml"),
-        format!(
-            "egret.statemgr.kind: zookeeper\negret.statemgr.connection.string: {}\n\
-             egret.statemgr.zookeeper.session.timeout.ms: 4000\n",
-            zk.connection()
-        ),
-    )
-    .unwrap();
-    std::fs::write(
-        conf.join("scheduler.yaml"),
-        format!(
-            "egret.scheduler.kind: kubernetes\negret.kubernetes.image: egret:test\n\
-             egret.kubernetes.uploader.dir: {}\n",
-            bin.parent().unwrap().display()
-        ),
-    )
-    .unwrap();
-    let placement = {
-        let hosts = std::sync::Arc::clone(&hosts);
-        Box::new(move |pod: &str| {
-            let k: usize = pod.rsplit_once('-')?.1.parse().ok()?;
-            Some((Some(hosts.netns(k + 1)), hosts.addr(k + 1)))
-        })
-    };
-    let k8s = FakeKubernetes::start(c.egret.clone(), c.home.join("pod-logs"), c.home.join("pods"), placement);
-    let kubeconfig = c.home.join("kubeconfig");
-    k8s.kubeconfig(&kubeconfig);
-    // SAFETY: set before any thread of this test binary reads the environment (one test in this binary).
-    unsafe { std::env::set_var("KUBECONFIG", &kubeconfig) };
 
     let out = c.home.join("out");
     let (out_s, n, bin_s) = (out.display().to_string(), N.to_string(), bin.display().to_string());
@@ -272,40 +294,8 @@ fn multi_host_bench_word_count_over_veth_and_loopback() {
         .unwrap_or(2);
     for round in 0..rounds {
         for over_veth in [false, true] {
-            let c = Cluster::on(if over_veth { "veth" } else { "loopback" });
-            let conf = c.home.join("conf").join(&c.cluster);
-            std::fs::create_dir_all(&conf).unwrap();
-            std::fs::write(
-                conf.join("statemgr.yaml"),
-                format!(
-                    "egret.statemgr.kind: zookeeper\negret.statemgr.connection.string: {}\n",
-                    zk.connection()
-                ),
-            )
-            .unwrap();
-            std::fs::write(
-                conf.join("scheduler.yaml"),
-                format!(
-                    "egret.scheduler.kind: kubernetes\negret.kubernetes.image: egret:bench\n\
-                     egret.kubernetes.uploader.dir: {}\n",
-                    bin_dir.display()
-                ),
-            )
-            .unwrap();
-            let placement: common::kube::Placement = if over_veth {
-                let hosts = std::sync::Arc::clone(&hosts);
-                Box::new(move |pod: &str| {
-                    let k: usize = pod.rsplit_once('-')?.1.parse().ok()?;
-                    Some((Some(hosts.netns(k + 1)), hosts.addr(k + 1)))
-                })
-            } else {
-                Box::new(|_| None)
-            };
-            let k8s = FakeKubernetes::start(c.egret.clone(), c.home.join("pod-logs"), c.home.join("pods"), placement);
-            let kubeconfig = c.home.join("kubeconfig");
-            k8s.kubeconfig(&kubeconfig);
-            // SAFETY: no other thread of this test binary reads the environment while this test runs.
-            unsafe { std::env::set_var("KUBECONFIG", &kubeconfig) };
+            let name = if over_veth { "veth" } else { "loopback" };
+            let (c, _k8s) = hosts_cluster(&hosts, &zk, name, "", "", over_veth);
             let bin = topology_bin.display().to_string();
             c.ok(&[
                 "submit",
@@ -329,4 +319,53 @@ fn multi_host_bench_word_count_over_veth_and_loopback() {
             c.ok(&["kill", &c.cluster, "word-count"]);
         }
     }
+}
+
+/// Effectively-once across hosts: the stateful word count (`stateful-check`) with its checkpoints on a directory
+/// every host shares (the cluster's `egret.statefulstorage.localfs.root.path`, mounted in every pod from a
+/// ReadWriteMany claim), while the processes of one host after another are killed: the counts end exact, each
+/// task restored from a checkpoint written on whatever host it ran before.
+#[test]
+fn multi_host_effectively_once_counts_exactly_when_hosts_are_killed() {
+    use egret_examples::reliable_word_count::{expected_counts, sentences};
+    const SENTENCES: usize = 60_000;
+    let hosts = std::sync::Arc::new(Hosts::new(4));
+    let zk = ZkServer::start_on(Some(&hosts.netns(0)), &hosts.addr(0));
+    let shared = std::env::temp_dir().join(format!("egret-e2e-checkpoints-{}", std::process::id()));
+    let (c, k8s) = hosts_cluster(
+        &hosts,
+        &zk,
+        "hosts",
+        &format!("egret.statefulstorage.localfs.root.path: {}\n", shared.display()),
+        "egret.kubernetes.checkpoints.claim: egret-checkpoints\n",
+        true,
+    );
+    let expected = expected_counts(&sentences(SENTENCES, 7));
+    let words = total(&expected);
+    let out = c.home.join("out");
+    let bin = env!("CARGO_BIN_EXE_stateful-check");
+    let (out_s, n) = (out.display().to_string(), SENTENCES.to_string());
+    c.ok(&[
+        "submit",
+        "hosts",
+        bin,
+        "--out",
+        &out_s,
+        "--sentences",
+        &n,
+        "--rate",
+        "2000",
+    ]);
+    let t = "stateful-word-count";
+    for pod in [1, 2, 0] {
+        std::thread::sleep(Duration::from_secs(3));
+        eprintln!("killing host {} ({} words counted)", pod + 1, total(&counts(&out)));
+        k8s.kill_and_restart_pod(&format!("{t}-{pod}"));
+    }
+    let got = settled(&out, words, Duration::from_secs(120));
+    assert_eq!(got, expected, "exact counts after every host was killed once");
+    let checkpoints: Vec<_> = walk(&shared.join("hosts").join(t));
+    assert!(!checkpoints.is_empty(), "the checkpoints are on the shared directory");
+    c.ok(&["kill", "hosts", t]);
+    let _ = std::fs::remove_dir_all(&shared);
 }

@@ -65,8 +65,14 @@ fn zookeeper_state_manager_keeps_a_topology_through_a_zookeeper_restart_and_a_tm
     let list = c.ok(&["list", "zk"]);
     assert!(list.contains(t), "{list}");
     let config = &c.explain(t)["config"];
-    assert_eq!(config["topology.stateful.checkpoint.interval.seconds"], "7", "a cluster default: {config}");
-    assert_eq!(config["topology.message.timeout.secs"], "3", "the topology's own value wins: {config}");
+    assert_eq!(
+        config["topology.stateful.checkpoint.interval.seconds"], "7",
+        "a cluster default: {config}"
+    );
+    assert_eq!(
+        config["topology.message.timeout.secs"], "3",
+        "the topology's own value wins: {config}"
+    );
     let tracker = Tracker::start(&c);
     let clusters = tracker.ok("/api/v1/clusters");
     assert_eq!(clusters, serde_json::json!(["local", "zk"]));

@@ -12,6 +12,8 @@
 //!                                                     # shared-volume: where they are on the volume
 //! egret.kubernetes.uploader.claim: topologies         # shared-volume: the PersistentVolumeClaim
 //! egret.kubernetes.uploader.url: http://files.internal/egret/   # url: fetched from <url><binary file name>
+//! egret.kubernetes.checkpoints.claim: egret-checkpoints  # effectively-once: a ReadWriteMany claim, mounted at
+//!                                                     # statemgr.yaml's egret.statefulstorage.localfs.root.path
 //! ```
 //!
 //! The client comes from the usual places (`KUBECONFIG`, `~/.kube/config`, or the pod's service account), made on
@@ -26,7 +28,7 @@ use egret_scheduler::config::SchedulerConfig;
 use egret_scheduler::{Scheduler, SchedulerError};
 use egret_statemgr::StateManagerConfig;
 
-use crate::spec::{DEFAULT_EGRET_HOME, TopologySpec, Uploader};
+use crate::spec::{CheckpointVolume, DEFAULT_EGRET_HOME, TopologySpec, Uploader};
 use crate::{K8sError, KubernetesScheduler, manifests};
 
 /// How the cluster gets topology binaries into its pods; the binary's own file name completes the path or URL.
@@ -44,12 +46,14 @@ pub struct Settings {
     pub image: String,
     pub egret_home: String,
     uploader: UploaderSetting,
+    /// The ReadWriteMany claim for checkpoints, if the cluster runs effectively-once topologies.
+    pub checkpoints_claim: Option<String>,
 }
 
 impl Settings {
     /// Reads and checks the keys (every `egret.kubernetes.*` key; an unknown one is refused, so a typo is seen).
     pub fn from_keys(keys: &BTreeMap<String, String>) -> Result<Settings, String> {
-        const KNOWN: [&str; 7] = [
+        const KNOWN: [&str; 8] = [
             "egret.kubernetes.namespace",
             "egret.kubernetes.image",
             "egret.kubernetes.egret.home",
@@ -57,6 +61,7 @@ impl Settings {
             "egret.kubernetes.uploader.dir",
             "egret.kubernetes.uploader.claim",
             "egret.kubernetes.uploader.url",
+            "egret.kubernetes.checkpoints.claim",
         ];
         if let Some(unknown) = keys.keys().find(|k| !KNOWN.contains(&k.as_str())) {
             return Err(format!("unknown key {unknown} (known: {})", KNOWN.join(", ")));
@@ -85,6 +90,7 @@ impl Settings {
             image: need("egret.kubernetes.image")?,
             egret_home: get("egret.kubernetes.egret.home").unwrap_or_else(|| DEFAULT_EGRET_HOME.into()),
             uploader,
+            checkpoints_claim: get("egret.kubernetes.checkpoints.claim"),
         })
     }
 
@@ -158,6 +164,21 @@ impl KubernetesBackend {
             self.settings.uploader(binary_file),
         );
         spec.egret_home = self.settings.egret_home.clone();
+        let root = StateManagerConfig::load(&self.egret_home, &self.cluster)?.checkpoints_root;
+        spec.checkpoints = match (&self.settings.checkpoints_claim, root) {
+            (Some(claim), Some(path)) => Some(CheckpointVolume {
+                claim: claim.clone(),
+                path,
+            }),
+            (Some(_), None) => {
+                return Err(SchedulerError::Backend(
+                    "egret.kubernetes.checkpoints.claim needs egret.statefulstorage.localfs.root.path in \
+                     statemgr.yaml: where the pods mount it"
+                        .into(),
+                ));
+            }
+            (None, _) => None,
+        };
         spec.validate().map_err(backend_error)?;
         Ok(spec)
     }
@@ -194,6 +215,20 @@ impl Scheduler for KubernetesBackend {
             .and_then(|f| f.to_str())
             .ok_or_else(|| SchedulerError::Missing(topology.to_string(), "package file name"))?;
         let mut spec = self.spec(topology, &plan, file)?;
+        // Effectively-once restores a task's state wherever its pod runs next: the checkpoints must be shared.
+        let effectively_once = state.get_topology(topology)?.is_some_and(|t| {
+            t.topology_config.iter().flat_map(|c| &c.kvs).any(|kv| {
+                kv.key == egret_api::keys::RELIABILITY_MODE
+                    && kv.value.as_deref() == Some(egret_api::ReliabilityMode::EffectivelyOnce.as_str())
+            })
+        });
+        if effectively_once && spec.checkpoints.is_none() {
+            return Err(SchedulerError::Backend(format!(
+                "{topology} is effectively-once: its checkpoints must be on a volume every pod shares; set \
+                 egret.kubernetes.checkpoints.claim (a ReadWriteMany claim) in scheduler.yaml and \
+                 egret.statefulstorage.localfs.root.path in statemgr.yaml"
+            )));
+        }
         spec.secret = egret_transport::auth::TopologySecret::load(&self.egret_home, &self.cluster, topology)
             .map_err(backend_error)?
             .to_hex();

@@ -24,7 +24,7 @@ pub mod spec;
 pub use backend::KubernetesBackend;
 pub use manifests::{Manifests, manifests};
 pub use scheduler::KubernetesScheduler;
-pub use spec::{DEFAULT_EGRET_HOME, TopologySpec, Uploader};
+pub use spec::{CheckpointVolume, DEFAULT_EGRET_HOME, TopologySpec, Uploader};
 
 /// Everything that can go wrong here. Invalid input is refused before anything is sent to the API server; an API
 /// error carries the server's own message.

@@ -55,6 +55,7 @@ pub const TERMINATION_GRACE_SECONDS: i64 = 5;
 
 const STATEMGR_VOLUME: &str = "statemgr";
 const PACKAGE_VOLUME: &str = "package";
+const CHECKPOINTS_VOLUME: &str = "checkpoints";
 
 /// The objects of one topology. [`Manifests::to_yaml`] writes them for `kubectl apply -f`, in the order they are
 /// applied: the ConfigMap first, since the pods cannot start without it.
@@ -302,14 +303,35 @@ fn pod_spec(spec: &TopologySpec) -> Result<PodSpec, K8sError> {
             },
         ]),
         resources: resources(&spec.packing_plan),
-        volume_mounts: Some(vec![statemgr_mount, package_mount]),
+        volume_mounts: Some(
+            [statemgr_mount, package_mount]
+                .into_iter()
+                .chain(spec.checkpoints.as_ref().map(|c| VolumeMount {
+                    name: CHECKPOINTS_VOLUME.into(),
+                    mount_path: c.path.clone(),
+                    ..VolumeMount::default()
+                }))
+                .collect(),
+        ),
         ..Container::default()
     };
 
     Ok(PodSpec {
         init_containers: init_container.map(|c| vec![c]),
         containers: vec![executor],
-        volumes: Some(vec![statemgr_volume, package_volume]),
+        volumes: Some(
+            [statemgr_volume, package_volume]
+                .into_iter()
+                .chain(spec.checkpoints.as_ref().map(|c| Volume {
+                    name: CHECKPOINTS_VOLUME.into(),
+                    persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                        claim_name: c.claim.clone(),
+                        read_only: Some(false),
+                    }),
+                    ..Volume::default()
+                }))
+                .collect(),
+        ),
         tolerations: Some(node_failure_tolerations()),
         // The executor must not be PID 1: PID 1 ignores SIGTERM unless it handles it (the executor does not), and
         // must reap orphaned processes. With a shared process namespace the pod's pause process is PID 1.

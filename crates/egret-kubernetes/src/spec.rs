@@ -62,6 +62,18 @@ pub struct TopologySpec {
     pub uploader: Uploader,
     /// The topology's secret (hex; `egret_transport::auth`), shipped in a Secret. Empty until set.
     pub secret: String,
+    /// Where effectively-once checkpoints go: a volume every pod mounts at the same path (it must be
+    /// ReadWriteMany), so that a task restored on another node finds its state.
+    pub checkpoints: Option<CheckpointVolume>,
+}
+
+/// The shared volume of a cluster's checkpoints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointVolume {
+    /// The PersistentVolumeClaim.
+    pub claim: String,
+    /// Where the pods mount it: the cluster's `egret.statefulstorage.localfs.root.path`.
+    pub path: String,
 }
 
 impl TopologySpec {
@@ -84,6 +96,7 @@ impl TopologySpec {
             statemgr_yaml: statemgr_yaml.into(),
             uploader,
             secret: String::new(),
+            checkpoints: None,
         }
     }
 

@@ -872,3 +872,25 @@ async fn kubernetes_update_patches_the_statefulsets_replicas() {
     assert!(error.to_string().contains("a topology needs at least 2"), "{error}");
     assert_eq!(requests(&log).len(), 1);
 }
+
+#[test]
+fn kubernetes_checkpoints_are_mounted_from_a_shared_claim() {
+    let mut s = spec(baked());
+    s.checkpoints = Some(egret_kubernetes::CheckpointVolume {
+        claim: "egret-checkpoints".into(),
+        path: "/mnt/checkpoints".into(),
+    });
+    let m = manifests(&s).expect("valid spec");
+    let pod = to_json(&pod_spec(&m));
+    let volumes = pod["volumes"].as_array().unwrap();
+    assert!(
+        volumes.contains(&json!({"name": "checkpoints",
+            "persistentVolumeClaim": {"claimName": "egret-checkpoints", "readOnly": false}})),
+        "{pod}"
+    );
+    let mounts = pod["containers"][0]["volumeMounts"].as_array().unwrap();
+    assert!(mounts.contains(&json!({"name": "checkpoints", "mountPath": "/mnt/checkpoints"})), "{pod}");
+    // Without a checkpoint volume, there is none.
+    let plain = to_json(&pod_spec(&manifests(&spec(baked())).unwrap()));
+    assert!(!plain.to_string().contains("checkpoints"), "{plain}");
+}

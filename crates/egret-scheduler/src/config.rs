@@ -111,13 +111,20 @@ pub fn cluster_defaults(egret_home: &Path, cluster: &str) -> Result<BTreeMap<Str
 }
 
 fn parse_defaults(text: &str) -> Result<BTreeMap<String, String>, String> {
-    if text.lines().all(|l| l.trim().is_empty() || l.trim_start().starts_with('#')) {
+    if text
+        .lines()
+        .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
+    {
         return Ok(BTreeMap::new());
     }
     let keys: BTreeMap<String, yaml_serde::Value> =
         yaml_serde::from_str(text).map_err(|e| format!("not a map of keys to values: {e}"))?;
     keys.into_iter()
-        .map(|(k, v)| scalar(&v).map(|v| (k.clone(), v)).ok_or(format!("{k} is not a single value")))
+        .map(|(k, v)| {
+            scalar(&v)
+                .map(|v| (k.clone(), v))
+                .ok_or(format!("{k} is not a single value"))
+        })
         .collect()
 }
 
@@ -153,7 +160,11 @@ mod tests {
         assert_eq!(d["topology.stmgrs"], "4");
         assert_eq!(d["topology.message.timeout.secs"], "60");
         assert!(parse_defaults("# none\n").unwrap().is_empty());
-        assert!(parse_defaults("topology.stmgrs: [1]\n").unwrap_err().contains("not a single value"));
+        assert!(
+            parse_defaults("topology.stmgrs: [1]\n")
+                .unwrap_err()
+                .contains("not a single value")
+        );
     }
 
     #[test]

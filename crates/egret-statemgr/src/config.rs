@@ -7,6 +7,7 @@
 //! egret.statemgr.connection.string: 10.0.0.5:2181,10.0.0.6:2181
 //! egret.statemgr.root.path: /egret                    # nodes under <root>/<cluster>/ (default /egret)
 //! egret.statemgr.zookeeper.session.timeout.ms: 10000  # default 10000
+//! egret.statefulstorage.localfs.root.path: /mnt/shared/egret-checkpoints   # default $EGRET_HOME/checkpoints
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -41,6 +42,11 @@ pub struct StateManagerConfig {
     pub root: Option<String>,
     #[serde(rename = "egret.statemgr.zookeeper.session.timeout.ms", default)]
     pub session_timeout_ms: Option<u64>,
+    /// Where effectively-once checkpoints go (Heron's `heron.statefulstorage.localfs.root.path`): a directory
+    /// every host of the cluster reaches at this path (NFS, a ReadWriteMany volume), as `<root>/<cluster>/<topology>`.
+    /// Default: `$EGRET_HOME/checkpoints`, which only the hosts sharing that home see.
+    #[serde(rename = "egret.statefulstorage.localfs.root.path", default)]
+    pub checkpoints_root: Option<String>,
 }
 
 impl StateManagerConfig {
@@ -82,6 +88,13 @@ impl StateManagerConfig {
         {
             return Err(format!(
                 "egret.statemgr.root.path {root:?} must be an absolute ZooKeeper path like /egret"
+            ));
+        }
+        if let Some(root) = &config.checkpoints_root
+            && !root.starts_with('/')
+        {
+            return Err(format!(
+                "egret.statefulstorage.localfs.root.path {root:?} must be an absolute path"
             ));
         }
         if config.session_timeout_ms == Some(0) {

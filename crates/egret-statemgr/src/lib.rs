@@ -32,8 +32,15 @@ pub use zookeeper::{EPHEMERAL_PROCESS, MAX_NODE_BYTES, ZkStateManager};
 /// there is no such file).
 pub fn open(egret_home: &Path, cluster: &str) -> Result<Arc<dyn StateManager>, StateError> {
     let config = StateManagerConfig::load(egret_home, cluster)?;
+    let checkpoints_root = config.checkpoints_root.clone();
     match config.kind {
-        Kind::Local => Ok(Arc::new(LocalStateManager::new(egret_home, cluster)?)),
+        Kind::Local => {
+            let local = LocalStateManager::new(egret_home, cluster)?;
+            Ok(Arc::new(match checkpoints_root {
+                Some(root) => local.with_checkpoints_root(root),
+                None => local,
+            }))
+        }
         Kind::Zookeeper => {
             // `parse` refused a zookeeper config without a connection string.
             let connection = config.connection.as_deref().unwrap_or_default();
@@ -42,7 +49,11 @@ pub fn open(egret_home: &Path, cluster: &str) -> Result<Arc<dyn StateManager>, S
                 .session_timeout_ms
                 .unwrap_or(StateManagerConfig::DEFAULT_SESSION_TIMEOUT_MS);
             let zk = ZkStateManager::connect(connection, root, cluster, std::time::Duration::from_millis(timeout))?;
-            Ok(Arc::new(zk.with_egret_home(egret_home)))
+            let zk = zk.with_egret_home(egret_home);
+            Ok(Arc::new(match checkpoints_root {
+                Some(root) => zk.with_checkpoints_root(root),
+                None => zk,
+            }))
         }
     }
 }

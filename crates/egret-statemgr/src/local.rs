@@ -24,6 +24,8 @@ static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
 #[derive(Debug, Clone)]
 pub struct LocalStateManager {
     root: PathBuf,
+    /// Overrides `<egret_home>/checkpoints` as the root of the checkpoint stores.
+    checkpoints_root: Option<PathBuf>,
     egret_home: PathBuf,
     cluster: String,
 }
@@ -35,9 +37,16 @@ impl LocalStateManager {
         check_name("cluster", cluster)?;
         Ok(LocalStateManager {
             root: paths::root(egret_home, cluster),
+            checkpoints_root: None,
             egret_home: egret_home.to_path_buf(),
             cluster: cluster.to_string(),
         })
+    }
+
+    /// Keeps checkpoints under `root` (`<root>/<cluster>/<topology>`) instead of the egret home.
+    pub fn with_checkpoints_root(mut self, root: impl Into<PathBuf>) -> Self {
+        self.checkpoints_root = Some(root.into());
+        self
     }
 
     /// `<egret_home>/state/<cluster>`.
@@ -175,7 +184,10 @@ impl StateManager for LocalStateManager {
     // Where topology `name`'s checkpoints are stored: `<egret_home>/checkpoints/<cluster>/<name>`.
     fn checkpoints_dir(&self, name: &str) -> Result<PathBuf, StateError> {
         check_name("topology", name)?;
-        Ok(paths::checkpoints_dir(&self.egret_home, &self.cluster, name))
+        Ok(match &self.checkpoints_root {
+            Some(root) => root.join(&self.cluster).join(name),
+            None => paths::checkpoints_dir(&self.egret_home, &self.cluster, name),
+        })
     }
 
     fn put_execution_state(&self, name: &str, state: &ExecutionState) -> Result<(), StateError> {

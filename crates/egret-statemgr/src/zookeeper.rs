@@ -83,6 +83,8 @@ pub struct ZkStateManager {
     base: String,
     /// Where checkpoints are kept: local files like the local state manager's, under this egret home.
     egret_home: Option<PathBuf>,
+    /// Overrides `<egret_home>/checkpoints` as the root of the checkpoint stores.
+    checkpoints_root: Option<PathBuf>,
     commands: mpsc::UnboundedSender<Command>,
     status: Arc<SessionStatus>,
     worker: Option<thread::JoinHandle<()>>,
@@ -142,6 +144,7 @@ impl ZkStateManager {
             servers: connection.to_string(),
             base,
             egret_home: None,
+            checkpoints_root: None,
             commands,
             status,
             worker: Some(worker),
@@ -152,6 +155,13 @@ impl ZkStateManager {
     /// ZooKeeper holds only the list of complete checkpoints, the checkpoint store is local files.
     pub fn with_egret_home(mut self, egret_home: impl Into<PathBuf>) -> Self {
         self.egret_home = Some(egret_home.into());
+        self
+    }
+
+    /// Keeps checkpoints under `root` (`<root>/<cluster>/<topology>`, a directory every host shares) instead of
+    /// the egret home.
+    pub fn with_checkpoints_root(mut self, root: impl Into<PathBuf>) -> Self {
+        self.checkpoints_root = Some(root.into());
         self
     }
 
@@ -374,6 +384,9 @@ impl StateManager for ZkStateManager {
     // (see [`ZkStateManager::with_egret_home`]).
     fn checkpoints_dir(&self, name: &str) -> Result<PathBuf, StateError> {
         check_name("topology", name)?;
+        if let Some(root) = &self.checkpoints_root {
+            return Ok(root.join(&self.cluster).join(name));
+        }
         match &self.egret_home {
             Some(home) => Ok(paths::checkpoints_dir(home, &self.cluster, name)),
             None => Err(StateError::NoCheckpointsDir {

@@ -40,6 +40,8 @@ pub struct Cluster {
     pub home: PathBuf,
     /// The cluster its commands name: `local` unless made with [`Cluster::on`].
     pub cluster: String,
+    /// Environment variables of its `egret` commands (e.g. `KUBECONFIG`).
+    pub env: std::cell::RefCell<Vec<(String, String)>>,
     pub egret: PathBuf,
     /// Held for the cluster's life: the tests of a binary run one at a time, since each runs a dozen processes on
     /// a 2-core machine and several at once would starve each other past their deadlines.
@@ -67,6 +69,7 @@ impl Cluster {
         Cluster {
             home,
             cluster: cluster.to_string(),
+            env: Default::default(),
             egret: egret_bin(),
             _serial: serial,
         }
@@ -77,6 +80,7 @@ impl Cluster {
             .arg("--home")
             .arg(&self.home)
             .args(args)
+            .envs(self.env.borrow().iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .output()
             .expect("running egret")
     }
@@ -461,4 +465,47 @@ pub fn ids(out: &Path, prefix: &str) -> (BTreeSet<u64>, u64) {
         }
     }
     (set, lines)
+}
+
+/// The counts the counter tasks last wrote (`count-<task>.txt`), summed.
+pub fn counts(out: &Path) -> BTreeMap<String, u64> {
+    let mut all = BTreeMap::new();
+    for p in walk(out) {
+        let name = p.file_name().and_then(|f| f.to_str()).unwrap_or_default();
+        if !(name.starts_with("count-") && name.ends_with(".txt")) {
+            continue;
+        }
+        for line in std::fs::read_to_string(&p).unwrap_or_default().lines() {
+            if let Some((w, n)) = line.split_once(' ')
+                && let Ok(n) = n.parse::<u64>()
+            {
+                *all.entry(w.to_string()).or_default() += n;
+            }
+        }
+    }
+    all
+}
+
+pub fn total(c: &BTreeMap<String, u64>) -> u64 {
+    c.values().sum()
+}
+
+/// Waits until the counters' total reaches `want` and stays unchanged for two seconds; returns the counts.
+pub fn settled(out: &Path, want: u64, limit: Duration) -> BTreeMap<String, u64> {
+    let deadline = Instant::now() + limit;
+    let mut last = (BTreeMap::new(), Instant::now());
+    loop {
+        let now = counts(out);
+        if now != last.0 {
+            last = (now, Instant::now());
+        } else if total(&last.0) >= want && last.1.elapsed() > Duration::from_secs(2) {
+            return last.0;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the counts did not settle at {want} words within {limit:?}: {} counted",
+            total(&last.0)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
