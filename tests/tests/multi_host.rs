@@ -24,7 +24,7 @@ const T: &str = "reliable-check";
 /// `k + 1` for container `k` (`on_hosts`), or all on this machine's loopback. `statemgr` and `scheduler` are extra
 /// lines for the cluster's files. The `egret` commands of the returned cluster reach the fake API server.
 fn hosts_cluster(
-    hosts: &std::sync::Arc<Hosts>,
+    hosts: &Hosts,
     zk: &ZkServer,
     name: &str,
     statemgr: &str,
@@ -57,10 +57,13 @@ fn hosts_cluster(
     )
     .unwrap();
     let placement: common::kube::Placement = if on_hosts {
-        let hosts = std::sync::Arc::clone(hosts);
+        // Names and addresses only: the fake API server lives until the test binary ends, and must not keep the
+        // hosts (whose drop removes them) alive.
+        let hosts: Vec<(String, String)> = (1..4).map(|i| (hosts.netns(i), hosts.addr(i))).collect();
         Box::new(move |pod: &str| {
             let k: usize = pod.rsplit_once('-')?.1.parse().ok()?;
-            Some((Some(hosts.netns(k + 1)), hosts.addr(k + 1)))
+            let (ns, addr) = hosts.get(k)?.clone();
+            Some((Some(ns), addr))
         })
     } else {
         Box::new(|_| None)
@@ -91,7 +94,7 @@ fn progress(out: &std::path::Path, more: usize, after: &str) {
 #[test]
 fn multi_host_word_count_across_namespace_hosts_survives_host_kills_a_cut_link_and_a_zookeeper_restart() {
     // Host 0 runs ZooKeeper; pod k (container k) runs on host k + 1.
-    let hosts = std::sync::Arc::new(Hosts::new(4));
+    let hosts = Hosts::new(4);
     let mut zk = ZkServer::start_on(Some(&hosts.netns(0)), &hosts.addr(0));
     let (c, k8s) = hosts_cluster(&hosts, &zk, "hosts", "", "", true);
     let bin = PathBuf::from(env!("CARGO_BIN_EXE_reliable-check"));
@@ -277,7 +280,7 @@ fn count_rate(c: &Cluster, zk: &ZkServer, topology: &str, seconds: u64) -> f64 {
 #[test]
 #[ignore]
 fn multi_host_bench_word_count_over_veth_and_loopback() {
-    let hosts = std::sync::Arc::new(Hosts::new(4));
+    let hosts = Hosts::new(4);
     let zk = ZkServer::start_on(Some(&hosts.netns(0)), &hosts.addr(0));
     let bin_dir = PathBuf::from(env!("CARGO_BIN_EXE_reliable-check"))
         .parent()
@@ -329,7 +332,7 @@ fn multi_host_bench_word_count_over_veth_and_loopback() {
 fn multi_host_effectively_once_counts_exactly_when_hosts_are_killed() {
     use egret_examples::reliable_word_count::{expected_counts, sentences};
     const SENTENCES: usize = 60_000;
-    let hosts = std::sync::Arc::new(Hosts::new(4));
+    let hosts = Hosts::new(4);
     let zk = ZkServer::start_on(Some(&hosts.netns(0)), &hosts.addr(0));
     let shared = std::env::temp_dir().join(format!("egret-e2e-checkpoints-{}", std::process::id()));
     let (c, k8s) = hosts_cluster(

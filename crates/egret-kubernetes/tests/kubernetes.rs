@@ -889,7 +889,10 @@ fn kubernetes_checkpoints_are_mounted_from_a_shared_claim() {
         "{pod}"
     );
     let mounts = pod["containers"][0]["volumeMounts"].as_array().unwrap();
-    assert!(mounts.contains(&json!({"name": "checkpoints", "mountPath": "/mnt/checkpoints"})), "{pod}");
+    assert!(
+        mounts.contains(&json!({"name": "checkpoints", "mountPath": "/mnt/checkpoints"})),
+        "{pod}"
+    );
     // Without a checkpoint volume, there is none.
     let plain = to_json(&pod_spec(&manifests(&spec(baked())).unwrap()));
     assert!(!plain.to_string().contains("checkpoints"), "{plain}");
