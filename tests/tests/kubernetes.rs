@@ -13,7 +13,6 @@ mod common;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use common::kube::FakeKubernetes;
 use common::*;
 use egret_testkit::zookeeper::ZkServer;
 
@@ -22,42 +21,9 @@ const N: u64 = 20_000;
 #[test]
 fn kubernetes_submit_restart_and_kill_through_the_api_with_pods_that_find_each_other_in_zookeeper() {
     let zk = ZkServer::start();
-    let c = Cluster::on("k8s");
+    let (c, k8s) = common::kube::kube_cluster(&zk, "k8s", "", "", Box::new(|_| None));
     let bin = PathBuf::from(env!("CARGO_BIN_EXE_reliable-check"));
     let pods_root = c.home.join("pods");
-    let conf = c.home.join("conf/k8s");
-    std::fs::create_dir_all(&conf).unwrap();
-    std::fs::write(
-        conf.join("statemgr.yaml"),
-        format!(
-            "egret.statemgr.kind: zookeeper\negret.statemgr.connection.string: {}\n\
-             egret.statemgr.zookeeper.session.timeout.ms: 4000\n",
-            zk.connection()
-        ),
-    )
-    .unwrap();
-    // The "image" holds the topology binary where the cargo build put it (a baked image).
-    std::fs::write(
-        conf.join("scheduler.yaml"),
-        format!(
-            "egret.scheduler.kind: kubernetes\negret.kubernetes.namespace: default\n\
-             egret.kubernetes.image: egret:test\n\
-             egret.kubernetes.uploader: baked\negret.kubernetes.uploader.dir: {}\n",
-            bin.parent().unwrap().display()
-        ),
-    )
-    .unwrap();
-    let k8s = FakeKubernetes::start(
-        c.egret.clone(),
-        c.home.join("pod-logs"),
-        pods_root.clone(),
-        Box::new(|_| None),
-    );
-    let kubeconfig = c.home.join("kubeconfig");
-    k8s.kubeconfig(&kubeconfig);
-    c.env
-        .borrow_mut()
-        .push(("KUBECONFIG".into(), kubeconfig.display().to_string()));
 
     // --dry-run prints the manifests and applies nothing.
     let out = c.home.join("out");

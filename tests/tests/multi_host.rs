@@ -20,9 +20,8 @@ use egret_testkit::zookeeper::ZkServer;
 const N: u64 = 30_000;
 const T: &str = "reliable-check";
 
-/// A cluster `name` whose state is in `zk` and whose containers are pods of a fake Kubernetes, each on host
-/// `k + 1` for container `k` (`on_hosts`), or all on this machine's loopback. `statemgr` and `scheduler` are extra
-/// lines for the cluster's files. The `egret` commands of the returned cluster reach the fake API server.
+/// A cluster `name` (state in `zk`, containers as pods of a fake Kubernetes) whose container `k` runs on host
+/// `k + 1` (`on_hosts`), or on this machine's loopback.
 fn hosts_cluster(
     hosts: &Hosts,
     zk: &ZkServer,
@@ -31,31 +30,6 @@ fn hosts_cluster(
     scheduler: &str,
     on_hosts: bool,
 ) -> (Cluster, FakeKubernetes) {
-    let c = Cluster::on(name);
-    let bin_dir = PathBuf::from(env!("CARGO_BIN_EXE_reliable-check"))
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    let conf = c.home.join("conf").join(name);
-    std::fs::create_dir_all(&conf).unwrap();
-    std::fs::write(
-        conf.join("statemgr.yaml"),
-        format!(
-            "egret.statemgr.kind: zookeeper\negret.statemgr.connection.string: {}\n\
-             egret.statemgr.zookeeper.session.timeout.ms: 4000\n{statemgr}",
-            zk.connection()
-        ),
-    )
-    .unwrap();
-    std::fs::write(
-        conf.join("scheduler.yaml"),
-        format!(
-            "egret.scheduler.kind: kubernetes\negret.kubernetes.image: egret:test\n\
-             egret.kubernetes.uploader.dir: {}\n{scheduler}",
-            bin_dir.display()
-        ),
-    )
-    .unwrap();
     let placement: common::kube::Placement = if on_hosts {
         // Names and addresses only: the fake API server lives until the test binary ends, and must not keep the
         // hosts (whose drop removes them) alive.
@@ -68,13 +42,7 @@ fn hosts_cluster(
     } else {
         Box::new(|_| None)
     };
-    let k8s = FakeKubernetes::start(c.egret.clone(), c.home.join("pod-logs"), c.home.join("pods"), placement);
-    let kubeconfig = c.home.join("kubeconfig");
-    k8s.kubeconfig(&kubeconfig);
-    c.env
-        .borrow_mut()
-        .push(("KUBECONFIG".into(), kubeconfig.display().to_string()));
-    (c, k8s)
+    common::kube::kube_cluster(zk, name, statemgr, scheduler, placement)
 }
 
 /// Waits until `more` further inputs are acked (the topology makes progress), or panics naming `after`.

@@ -365,3 +365,49 @@ fn serve(stream: TcpStream, kubelet: &Kubelet, seen: &Mutex<Vec<Request>>) {
         );
     }
 }
+
+/// A cluster `name` whose state is in ZooKeeper `zk` and whose scheduler is Kubernetes, served by a new fake API
+/// server (returned) whose pods run where `placement` says; `statemgr` and `scheduler` are extra lines for the
+/// cluster's files. The "image" holds the test's topology binaries where cargo built them (the baked uploader).
+/// The `egret` commands of the returned cluster reach the fake API server (`KUBECONFIG`).
+pub fn kube_cluster(
+    zk: &egret_testkit::zookeeper::ZkServer,
+    name: &str,
+    statemgr: &str,
+    scheduler: &str,
+    placement: Placement,
+) -> (super::Cluster, FakeKubernetes) {
+    let c = super::Cluster::on(name);
+    let bin_dir = PathBuf::from(env!("CARGO_BIN_EXE_reliable-check"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let conf = c.home.join("conf").join(name);
+    std::fs::create_dir_all(&conf).unwrap();
+    std::fs::write(
+        conf.join("statemgr.yaml"),
+        format!(
+            "egret.statemgr.kind: zookeeper\negret.statemgr.connection.string: {}\n\
+             egret.statemgr.zookeeper.session.timeout.ms: 4000\n{statemgr}",
+            zk.connection()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        conf.join("scheduler.yaml"),
+        format!(
+            "egret.scheduler.kind: kubernetes\negret.kubernetes.namespace: default\n\
+             egret.kubernetes.image: egret:test\negret.kubernetes.uploader: baked\n\
+             egret.kubernetes.uploader.dir: {}\n{scheduler}",
+            bin_dir.display()
+        ),
+    )
+    .unwrap();
+    let k8s = FakeKubernetes::start(c.egret.clone(), c.home.join("pod-logs"), c.home.join("pods"), placement);
+    let kubeconfig = c.home.join("kubeconfig");
+    k8s.kubeconfig(&kubeconfig);
+    c.env
+        .borrow_mut()
+        .push(("KUBECONFIG".into(), kubeconfig.display().to_string()));
+    (c, k8s)
+}
