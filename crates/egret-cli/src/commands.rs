@@ -23,12 +23,14 @@ pub fn check_cluster(home: &Path, cluster: &str) -> anyhow::Result<()> {
 
 #[derive(Args)]
 pub struct TopologyArgs {
+    /// The cluster: `local`, or one configured under $EGRET_HOME/conf/<cluster>/.
     cluster: String,
     topology: String,
 }
 
 #[derive(Args)]
 pub struct CheckpointsArgs {
+    /// The cluster: `local`, or one configured under $EGRET_HOME/conf/<cluster>/.
     cluster: String,
     topology: String,
     /// Print JSON (what the tracker's /checkpoints serves).
@@ -38,6 +40,7 @@ pub struct CheckpointsArgs {
 
 #[derive(Args)]
 pub struct RestartArgs {
+    /// The cluster: `local`, or one configured under $EGRET_HOME/conf/<cluster>/.
     cluster: String,
     topology: String,
     /// Restart only this container (0 is the tmanager's); all containers if absent.
@@ -47,6 +50,7 @@ pub struct RestartArgs {
 
 #[derive(Args)]
 pub struct ListArgs {
+    /// The cluster: `local`, or one configured under $EGRET_HOME/conf/<cluster>/.
     cluster: String,
     #[arg(long)]
     json: bool,
@@ -54,6 +58,7 @@ pub struct ListArgs {
 
 #[derive(Args)]
 pub struct ExplainArgs {
+    /// The cluster: `local`, or one configured under $EGRET_HOME/conf/<cluster>/.
     cluster: String,
     topology: String,
     #[arg(long)]

@@ -23,7 +23,8 @@ use crate::commands::{check_cluster, cleanup, scheduler};
 
 #[derive(Args)]
 pub struct SubmitArgs {
-    /// The cluster to run on (`local`).
+    /// The cluster to run on: `local`, or one configured under $EGRET_HOME/conf/<cluster>/ (statemgr.yaml,
+    /// scheduler.yaml, defaults.yaml).
     cluster: String,
     /// The topology binary (built with `egret::run`).
     binary: PathBuf,
@@ -39,7 +40,8 @@ pub struct SubmitArgs {
     /// Start with the spouts deactivated.
     #[arg(long)]
     deploy_deactivated: bool,
-    /// Validate and pack, print the plan, start nothing.
+    /// Validate and pack, print the plan and what the cluster's scheduler would start (on Kubernetes, the
+    /// manifests); write and start nothing.
     #[arg(long)]
     dry_run: bool,
     /// Packing algorithm: round-robin (over `topology.stmgrs` containers) or first-fit-decreasing.
