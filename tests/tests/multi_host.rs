@@ -137,6 +137,7 @@ const STRANGER_TOPOLOGY_ID: &str = "EGRET_STRANGER_TOPOLOGY_ID";
 /// without the topology's secret, sends what a stranger would (a deactivation for a tmanager, an instance's
 /// registration and a data frame for a stmgr) and prints how many bytes it got back before the connection ended.
 #[test]
+#[ignore = "a helper process that strangers_are_refused runs on another host"]
 fn multi_host_stranger_helper() {
     use egret_proto::egret::{InstanceInfo, RegisterInstance, SetActive, control};
     use std::io::{Read, Write};
@@ -193,7 +194,12 @@ fn strangers_are_refused(c: &Cluster, hosts: &Hosts, out: &std::path::Path) {
         let run = std::process::Command::new("ip")
             .args(["netns", "exec", &hosts.netns(0)])
             .arg(std::env::current_exe().unwrap())
-            .args(["--exact", "multi_host_stranger_helper", "--nocapture"])
+            .args([
+                "--exact",
+                "multi_host_stranger_helper",
+                "--include-ignored",
+                "--nocapture",
+            ])
             .env(STRANGER_TARGET, &target)
             .env(STRANGER_TOPOLOGY_ID, &topology_id)
             .output()
