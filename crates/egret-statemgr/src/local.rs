@@ -449,99 +449,12 @@ fn sync_dir(_dir: &Path) -> Result<(), StateError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use egret_proto::api;
-    use egret_proto::egret::{ContainerPlan, InstancePlan, ProcessStatus, Resource, StmgrInfo};
+    use egret_testkit::fixtures::{container_status, execution_state, location, packing_plan, physical_plan, topology};
 
     fn manager() -> (tempfile::TempDir, LocalStateManager) {
         let home = tempfile::tempdir().expect("temp dir");
         let sm = LocalStateManager::new(home.path(), "local").expect("valid cluster");
         (home, sm)
-    }
-
-    fn topology(name: &str) -> api::Topology {
-        api::Topology {
-            id: format!("{name}-id"),
-            name: name.to_string(),
-            ..Default::default()
-        }
-    }
-
-    fn packing_plan(name: &str, containers: i32) -> PackingPlan {
-        PackingPlan {
-            id: name.to_string(),
-            algorithm: "round-robin".into(),
-            containers: (1..=containers)
-                .map(|id| ContainerPlan {
-                    id,
-                    instances: vec![InstancePlan {
-                        component: "word".into(),
-                        task_id: id,
-                        component_index: id - 1,
-                        resource: Some(Resource {
-                            cpu: 1.0,
-                            ram_bytes: 1 << 28,
-                            disk_bytes: 1 << 30,
-                        }),
-                    }],
-                    required: None,
-                })
-                .collect(),
-        }
-    }
-
-    fn physical_plan(name: &str) -> PhysicalPlan {
-        PhysicalPlan {
-            topology: Some(topology(name)),
-            stmgrs: vec![StmgrInfo {
-                id: "stmgr-1".into(),
-                container: 1,
-                host: "127.0.0.1".into(),
-                data_port: 4000,
-                pid: 77,
-            }],
-            instances: vec![],
-            rollback: None,
-        }
-    }
-
-    fn execution_state(name: &str) -> ExecutionState {
-        ExecutionState {
-            topology_name: name.into(),
-            topology_id: format!("{name}-id"),
-            cluster: "local".into(),
-            submission_time_ms: 1_700_000_000_000,
-            submission_user: "egret".into(),
-            egret_version: "0.1.0".into(),
-            containers: 2,
-            ..Default::default()
-        }
-    }
-
-    fn location(process: &str, container: i32, port: i32) -> Location {
-        Location {
-            process: process.into(),
-            container,
-            host: "127.0.0.1".into(),
-            port,
-            pid: 100 + port,
-            http_port: 0,
-        }
-    }
-
-    fn container_status(container: i32) -> ContainerStatus {
-        ContainerStatus {
-            container,
-            executor_pid: 500 + container,
-            processes: vec![ProcessStatus {
-                name: format!("stmgr-{container}"),
-                container,
-                pid: 600 + container,
-                state: "running".into(),
-                log_file: format!("stmgr-{container}.log"),
-                restarts: 0,
-                started_ms: 1,
-            }],
-        }
     }
 
     /// Every file under `dir`, relative to it.
@@ -586,7 +499,7 @@ mod tests {
         sm.put_topology(name, &topology(name)).unwrap();
         sm.put_packing_plan(name, &packing_plan(name, 2)).unwrap();
         sm.put_physical_plan(name, &physical_plan(name)).unwrap();
-        sm.put_execution_state(name, &execution_state(name)).unwrap();
+        sm.put_execution_state(name, &execution_state(name, "local")).unwrap();
         sm.put_stateful_checkpoints(
             name,
             &StatefulCheckpoints {
@@ -609,7 +522,10 @@ mod tests {
         assert_eq!(sm.get_topology("wc").unwrap(), Some(topology("wc")));
         assert_eq!(sm.get_packing_plan("wc").unwrap(), Some(packing_plan("wc", 2)));
         assert_eq!(sm.get_physical_plan("wc").unwrap(), Some(physical_plan("wc")));
-        assert_eq!(sm.get_execution_state("wc").unwrap(), Some(execution_state("wc")));
+        assert_eq!(
+            sm.get_execution_state("wc").unwrap(),
+            Some(execution_state("wc", "local"))
+        );
         assert_eq!(
             sm.get_location("wc", "stmgr-1").unwrap(),
             Some(location("stmgr-1", 1, 4200))
@@ -868,7 +784,7 @@ mod tests {
             is_invalid(sm.create_topology(bad, &topology("x")), "topology");
             is_invalid(sm.put_packing_plan(bad, &packing_plan("x", 1)), "topology");
             is_invalid(sm.get_physical_plan(bad).map(drop), "topology");
-            is_invalid(sm.put_execution_state(bad, &execution_state("x")), "topology");
+            is_invalid(sm.put_execution_state(bad, &execution_state("x", "local")), "topology");
             is_invalid(sm.physical_plan_mtime(bad).map(drop), "topology");
             is_invalid(sm.exists(bad).map(drop), "topology");
             is_invalid(sm.delete_topology(bad), "topology");

@@ -13,11 +13,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use egret_proto::api;
-use egret_proto::egret::{
-    ContainerPlan, ContainerStatus, ExecutionState, InstancePlan, Location, PackingPlan, PhysicalPlan, ProcessStatus,
-    Resource, StatefulCheckpoints, StmgrInfo,
-};
+use egret_proto::egret::{ExecutionState, StatefulCheckpoints};
 use egret_statemgr::{LocalStateManager, Node, StateError, StateManager, ZkStateManager};
+use egret_testkit::fixtures::{container_status, execution_state, location, packing_plan, physical_plan, topology};
 use egret_testkit::zookeeper::{ZkServer, free_port};
 
 const ROOT: &str = "/egret";
@@ -67,96 +65,10 @@ fn next_change(rt: &tokio::runtime::Runtime, rx: &mut tokio::sync::watch::Receiv
 // ---------------------------------------------------------------------------------------------------------------
 // Messages.
 
-fn topology(name: &str) -> api::Topology {
-    api::Topology {
-        id: format!("{name}-id"),
-        name: name.to_string(),
-        ..Default::default()
-    }
-}
-
-fn packing_plan(name: &str, containers: i32) -> PackingPlan {
-    PackingPlan {
-        id: name.to_string(),
-        algorithm: "round-robin".into(),
-        containers: (1..=containers)
-            .map(|id| ContainerPlan {
-                id,
-                instances: vec![InstancePlan {
-                    component: "word".into(),
-                    task_id: id,
-                    component_index: id - 1,
-                    resource: Some(Resource {
-                        cpu: 1.0,
-                        ram_bytes: 1 << 28,
-                        disk_bytes: 1 << 30,
-                    }),
-                }],
-                required: None,
-            })
-            .collect(),
-    }
-}
-
-fn physical_plan(name: &str) -> PhysicalPlan {
-    PhysicalPlan {
-        topology: Some(topology(name)),
-        stmgrs: vec![StmgrInfo {
-            id: "stmgr-1".into(),
-            container: 1,
-            host: "127.0.0.1".into(),
-            data_port: 4000,
-            pid: 77,
-        }],
-        instances: vec![],
-        rollback: None,
-    }
-}
-
-fn execution_state(name: &str) -> ExecutionState {
-    ExecutionState {
-        topology_name: name.into(),
-        topology_id: format!("{name}-id"),
-        cluster: CLUSTER.into(),
-        submission_time_ms: 1_700_000_000_000,
-        submission_user: "egret".into(),
-        egret_version: "0.1.0".into(),
-        containers: 2,
-        ..Default::default()
-    }
-}
-
 fn checkpoints(epoch: u32) -> StatefulCheckpoints {
     StatefulCheckpoints {
         complete: vec![3, 2, 1],
         epoch,
-    }
-}
-
-fn location(process: &str, container: i32, port: i32) -> Location {
-    Location {
-        process: process.into(),
-        container,
-        host: "127.0.0.1".into(),
-        port,
-        pid: 100 + port,
-        http_port: 0,
-    }
-}
-
-fn container_status(container: i32) -> ContainerStatus {
-    ContainerStatus {
-        container,
-        executor_pid: 500 + container,
-        processes: vec![ProcessStatus {
-            name: format!("stmgr-{container}"),
-            container,
-            pid: 600 + container,
-            state: "running".into(),
-            log_file: format!("stmgr-{container}.log"),
-            restarts: 0,
-            started_ms: 1,
-        }],
     }
 }
 
@@ -165,7 +77,7 @@ fn fill(sm: &dyn StateManager, name: &str) {
     sm.create_topology(name, &topology(name)).unwrap();
     sm.put_packing_plan(name, &packing_plan(name, 2)).unwrap();
     sm.put_physical_plan(name, &physical_plan(name)).unwrap();
-    sm.put_execution_state(name, &execution_state(name)).unwrap();
+    sm.put_execution_state(name, &execution_state(name, CLUSTER)).unwrap();
     sm.put_stateful_checkpoints(name, &checkpoints(7)).unwrap();
     sm.put_location(name, &location("tmanager", 0, 4100)).unwrap();
     sm.put_location(name, &location("stmgr-1", 1, 4200)).unwrap();
@@ -180,7 +92,10 @@ fn check_filled(sm: &dyn StateManager, name: &str) {
     assert_eq!(sm.get_topology(name).unwrap(), Some(topology(name)));
     assert_eq!(sm.get_packing_plan(name).unwrap(), Some(packing_plan(name, 2)));
     assert_eq!(sm.get_physical_plan(name).unwrap(), Some(physical_plan(name)));
-    assert_eq!(sm.get_execution_state(name).unwrap(), Some(execution_state(name)));
+    assert_eq!(
+        sm.get_execution_state(name).unwrap(),
+        Some(execution_state(name, CLUSTER))
+    );
     assert_eq!(sm.get_stateful_checkpoints(name).unwrap(), Some(checkpoints(7)));
     assert_eq!(
         sm.get_location(name, "stmgr-1").unwrap(),
@@ -317,7 +232,7 @@ fn conformance(sm: &dyn StateManager) {
         is_invalid(sm.get_packing_plan(bad).map(drop), "topology");
         is_invalid(sm.put_physical_plan(bad, &physical_plan("x")), "topology");
         is_invalid(sm.get_physical_plan(bad).map(drop), "topology");
-        is_invalid(sm.put_execution_state(bad, &execution_state("x")), "topology");
+        is_invalid(sm.put_execution_state(bad, &execution_state("x", CLUSTER)), "topology");
         is_invalid(sm.get_execution_state(bad).map(drop), "topology");
         is_invalid(sm.put_stateful_checkpoints(bad, &checkpoints(1)), "topology");
         is_invalid(sm.get_stateful_checkpoints(bad).map(drop), "topology");
