@@ -400,6 +400,7 @@ const HELPER_ENV: &str = "EGRET_ZK_TEST_HELPER";
 /// Not a test on its own: when run as a child process with [`HELPER_ENV`] set (`<connection> <port>`), it writes a
 /// tmanager location with a 2 s session, says `HELPER-READY`, and waits to be killed.
 #[test]
+#[ignore = "a helper process that the SIGKILL test starts"]
 fn zookeeper_helper_process_holding_a_tmanager_location() {
     let Ok(args) = std::env::var(HELPER_ENV) else {
         return;
@@ -423,6 +424,7 @@ fn spawn_tmanager_process(server: &ZkServer, port: i32) -> Child {
         .args([
             "zookeeper_helper_process_holding_a_tmanager_location",
             "--exact",
+            "--include-ignored",
             "--nocapture",
             "--test-threads=1",
         ])
