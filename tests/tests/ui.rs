@@ -4,81 +4,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::path::Path;
 
+use common::chromium::{chromium, run_chromium, text_of};
 use common::*;
 
 const TOPOLOGY: &str = "grouping-check";
-/// One Chromium run: load, 15 s of virtual time for the page's refreshes, dump. More is a hung browser.
-const CHROMIUM_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Debian's `chromium`, or `$EGRET_CHROMIUM`; a missing browser fails the test, since a skipped UI test would
-/// pass while checking nothing.
-fn chromium() -> PathBuf {
-    let bin = std::env::var_os("EGRET_CHROMIUM").map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from);
-    assert!(
-        bin.exists(),
-        "{} not found: the UI test drives a headless Chromium; install it with scripts/install-test-deps \
-         (or point EGRET_CHROMIUM at one)",
-        bin.display()
-    );
-    bin
-}
-
-/// Runs one headless Chromium on `url` with `args` and a fresh profile; its stdout. Killed at the timeout.
-fn run_chromium(scratch: &Path, run: u32, args: &[&str], url: &str) -> String {
-    let profile = scratch.join(format!("chromium-profile-{run}"));
-    let out_path = scratch.join(format!("chromium-{run}.out"));
-    let err_path = scratch.join(format!("chromium-{run}.err"));
-    let mut child = Command::new(chromium())
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .args(args)
-        .arg(url)
-        .stdout(std::fs::File::create(&out_path).expect("creating chromium's stdout file"))
-        .stderr(std::fs::File::create(&err_path).expect("creating chromium's stderr file"))
-        .spawn()
-        .expect("starting chromium");
-    let deadline = Instant::now() + CHROMIUM_TIMEOUT;
-    loop {
-        match child.try_wait().expect("waiting for chromium") {
-            Some(status) => {
-                let err = std::fs::read_to_string(&err_path).unwrap_or_default();
-                assert!(status.success(), "chromium {args:?} failed ({status}):\n{err}");
-                break;
-            }
-            None if Instant::now() > deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("chromium {args:?} did not finish within {CHROMIUM_TIMEOUT:?}");
-            }
-            None => std::thread::sleep(Duration::from_millis(200)),
-        }
-    }
-    let _ = std::fs::remove_dir_all(&profile);
-    std::fs::read_to_string(&out_path).expect("reading chromium's output")
-}
-
-/// The text of the element with `id` in a dumped DOM (no nested elements expected).
-fn text_of<'a>(dom: &'a str, id: &str) -> Option<&'a str> {
-    let start = dom.find(&format!("id=\"{id}\""))?;
-    let rest = &dom[start..];
-    let open = rest.find('>')? + 1;
-    let close = rest[open..].find('<')?;
-    Some(rest[open..open + close].trim())
-}
-
 #[test]
 fn the_topology_page_shows_the_plan_rates_and_a_screenshot() {
     let browser = chromium();

@@ -33,6 +33,9 @@ pub mod keys {
     /// Effectively-once: `true` starts a topology from empty state even when checkpoints of an earlier run are kept.
     pub const STATEFUL_START_CLEAN: &str = "topology.stateful.start.clean";
     pub const INITIAL_STATE: &str = "topology.initial.state";
+    /// Task hooks every task of the topology (or of a component) runs: comma-separated names declared with
+    /// `TopologyBuilder::task_hook` (Heron's list of `ITaskHook` classes).
+    pub const AUTO_TASK_HOOKS: &str = "topology.auto.task.hooks";
     /// Egret: bytes a task may hold while it aligns a checkpoint's markers (input from upstream tasks whose marker
     /// came); past it the checkpoint is abandoned (Heron's `heron.streammgr.stateful.buffer.size.mb`).
     pub const CHECKPOINT_BUFFER_BYTES: &str = "topology.egret.checkpoint.buffer.bytes";
@@ -88,6 +91,7 @@ pub mod keys {
         STATEFUL_CHECKPOINT_INTERVAL_SECONDS,
         STATEFUL_START_CLEAN,
         INITIAL_STATE,
+        AUTO_TASK_HOOKS,
         CHECKPOINT_BUFFER_BYTES,
         CHECKPOINTS_KEPT,
         BATCH_TUPLES,

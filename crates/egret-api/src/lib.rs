@@ -11,7 +11,9 @@ pub mod config;
 pub mod context;
 pub mod fields;
 pub mod grouping;
+pub mod hooks;
 pub mod ids;
+pub mod metrics;
 pub mod state;
 pub mod topology;
 pub mod tuple;
@@ -23,7 +25,9 @@ pub use config::{Config, ConfigError, ReliabilityMode, defaults, keys};
 pub use context::TopologyContext;
 pub use fields::Fields;
 pub use grouping::{CustomGrouping, Grouping};
+pub use hooks::{TaskHook, TaskHookFactory};
 pub use ids::{CheckpointId, MessageId, Root, RootId, Roots, StreamIndex, TaskId};
+pub use metrics::{MetricError, MetricRegistry, Reducer};
 pub use state::{KeyedState, StateError, Stateful};
 pub use topology::{
     ComponentDeclarer, ComponentDef, ComponentKind, Input, KeyCheck, Resources, StreamInfo, Topology, TopologyBuilder,

@@ -10,6 +10,7 @@ use crate::component::{BasicBolt, BasicBoltAdapter, Bolt, DEFAULT_STREAM, Output
 use crate::config::{Config, ConfigError};
 use crate::fields::Fields;
 use crate::grouping::{CustomGrouping, Grouping};
+use crate::hooks::{TaskHook, TaskHookFactory};
 use crate::ids::{StreamIndex, TaskId};
 use crate::tuple::{SYSTEM_COMPONENT, StreamSource};
 
@@ -87,6 +88,10 @@ pub enum TopologyError {
     DuplicateComponent(String),
     #[error("component {component:?} has parallelism 0; it needs at least 1 task")]
     ZeroParallelism { component: String },
+    #[error(
+        "{scope}: topology.auto.task.hooks names {hook:?}, but no task hook of that name is declared (TopologyBuilder::task_hook)"
+    )]
+    UnknownTaskHook { scope: String, hook: String },
     #[error("the topology has no spout")]
     NoSpout,
     #[error("bolt {component:?} has no input: subscribe it to a stream with a grouping")]
@@ -190,6 +195,17 @@ pub struct TopologyBuilder {
     name: String,
     config: Config,
     components: Vec<ComponentDef>,
+    task_hooks: TaskHooks,
+}
+
+/// Task hooks declared by name, for `topology.auto.task.hooks` to pick.
+#[derive(Clone, Default)]
+pub struct TaskHooks(BTreeMap<String, TaskHookFactory>);
+
+impl fmt::Debug for TaskHooks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.0.keys()).finish()
+    }
 }
 
 impl TopologyBuilder {
@@ -198,7 +214,20 @@ impl TopologyBuilder {
             name: name.into(),
             config: Config::new(),
             components: Vec::new(),
+            task_hooks: TaskHooks::default(),
         }
+    }
+
+    /// Declares a task hook by name: tasks whose config lists `name` in `topology.auto.task.hooks` (set on the
+    /// topology for every task, or on a component) run one made by `factory`.
+    pub fn task_hook<H, F>(&mut self, name: impl Into<String>, factory: F) -> &mut Self
+    where
+        H: TaskHook + 'static,
+        F: Fn() -> H + Send + Sync + 'static,
+    {
+        let factory: TaskHookFactory = Arc::new(move || Box::new(factory()) as Box<dyn TaskHook>);
+        self.task_hooks.0.insert(name.into(), factory);
+        self
     }
 
     /// Topology-wide config (Heron's `topology_config`).
@@ -272,7 +301,27 @@ impl TopologyBuilder {
 
     /// Validates everything and reports every problem found, not only the first.
     pub fn build(self) -> Result<Topology, TopologyErrors> {
-        Topology::from_parts(self.name, self.config, self.components, KeyCheck::Strict)
+        let mut errors = validate(&self.name, &self.config, &self.components, KeyCheck::Strict);
+        let mut check_hooks = |scope: String, config: &Config| {
+            for hook in auto_task_hooks(config) {
+                if !self.task_hooks.0.contains_key(&hook) {
+                    errors.push(TopologyError::UnknownTaskHook {
+                        scope: scope.clone(),
+                        hook,
+                    });
+                }
+            }
+        };
+        check_hooks("topology config".into(), &self.config);
+        for c in &self.components {
+            check_hooks(format!("component {:?} config", c.name), &c.config);
+        }
+        if !errors.is_empty() {
+            return Err(TopologyErrors(errors));
+        }
+        let mut t = Topology::from_parts(self.name, self.config, self.components, KeyCheck::Strict)?;
+        t.task_hooks = self.task_hooks;
+        Ok(t)
     }
 }
 
@@ -362,6 +411,20 @@ fn check_config(scope: String, config: &Config, keys: KeyCheck, errors: &mut Vec
             });
         }
     }
+}
+
+/// The hook names listed in `topology.auto.task.hooks` (comma-separated).
+fn auto_task_hooks(config: &Config) -> Vec<String> {
+    config
+        .get(crate::config::keys::AUTO_TASK_HOOKS)
+        .map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Whether unknown `topology.*` config keys are errors.
@@ -587,6 +650,8 @@ pub struct Topology {
     components: Vec<ComponentDef>,
     task_ranges: Vec<Range<u32>>,
     streams: Vec<StreamInfo>,
+    /// Empty for a topology read from a stored definition (no code).
+    task_hooks: TaskHooks,
 }
 
 impl Topology {
@@ -641,7 +706,17 @@ impl Topology {
             components,
             task_ranges,
             streams,
+            task_hooks: TaskHooks::default(),
         }
+    }
+
+    /// New hooks for a task of `component`: those its config names in `topology.auto.task.hooks` (names without a
+    /// declared hook were refused at build; a topology read from storage has none).
+    pub fn auto_task_hooks(&self, component: usize) -> Vec<Box<dyn TaskHook>> {
+        auto_task_hooks(&self.component_config(component))
+            .iter()
+            .filter_map(|name| self.task_hooks.0.get(name).map(|make| make()))
+            .collect()
     }
 
     pub fn name(&self) -> &str {

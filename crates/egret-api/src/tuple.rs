@@ -96,6 +96,17 @@ pub struct AckState<'a> {
     pub key: u64,
     pub roots: Roots<'a>,
     pub children_xor: &'a Cell<u64>,
+    /// Where the tuple came from and its values, for task hooks ([`AckState::tuple`]).
+    pub source: &'a Arc<StreamSource>,
+    pub src_task: TaskId,
+    pub values: &'a [u8],
+}
+
+impl<'a> AckState<'a> {
+    /// A view of the tuple being acked or failed.
+    pub fn tuple(&self) -> Tuple<'a> {
+        Tuple::new(self.source, self.src_task, self.values, self.key, self.roots)
+    }
 }
 
 /// A tuple as delivered to `Bolt::execute`: borrowed from the batch, valid for the call. Keep one beyond the call
@@ -251,6 +262,9 @@ impl Anchor for Tuple<'_> {
             key: self.key,
             roots: self.roots,
             children_xor: &self.children_xor,
+            source: self.source,
+            src_task: self.src_task,
+            values: self.values,
         }
     }
 }
@@ -298,6 +312,9 @@ impl Anchor for OwnedTuple {
             key: self.key,
             roots: Roots::new(&self.roots),
             children_xor: &self.children_xor,
+            source: &self.source,
+            src_task: self.src_task,
+            values: &self.values,
         }
     }
 }

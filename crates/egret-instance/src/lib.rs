@@ -321,8 +321,9 @@ fn publish_metrics(
                 value(names::DROPPED_STALE, "", load(&m.dropped_stale)),
             ]);
         }
-        let latency = m.complete_latency();
         let mut histograms = Vec::new();
+        add_user_metrics(&m.user, &mut metrics, &mut histograms);
+        let latency = m.complete_latency();
         if !latency.is_empty() {
             metrics.push(value(names::COMPLETE_LATENCY, "", latency.mean() / 1000.0));
             // The whole distribution since start, cumulative: a reader takes the difference of two scrapes for the
@@ -363,10 +364,51 @@ fn publish_metrics(
     }
 }
 
+/// The component's user metrics (sampled at their own intervals) as published values and histograms.
+fn add_user_metrics(
+    registry: &egret_api::MetricRegistry,
+    metrics: &mut Vec<MetricValue>,
+    histograms: &mut Vec<HistogramValue>,
+) {
+    use egret_api::metrics::{MetricSample, SampleKind};
+    use egret_proto::egret::MetricKind;
+    let mut samples = Vec::new();
+    registry.collect(std::time::Instant::now(), &mut samples);
+    for s in samples {
+        match s {
+            MetricSample::Value { name, key, kind, value } => metrics.push(MetricValue {
+                name,
+                stream: String::new(),
+                value,
+                kind: match kind {
+                    SampleKind::Counter => MetricKind::Counter,
+                    SampleKind::Gauge => MetricKind::Gauge,
+                } as i32,
+                key: key.unwrap_or_default(),
+            }),
+            MetricSample::Histogram {
+                name,
+                upper_bounds,
+                cumulative_counts,
+                sum,
+                count,
+            } => histograms.push(HistogramValue {
+                name,
+                stream: String::new(),
+                upper_bounds,
+                cumulative_counts,
+                sum,
+                count,
+            }),
+        }
+    }
+}
+
 fn value(name: &str, stream: &str, v: f64) -> MetricValue {
     MetricValue {
         name: name.to_string(),
         stream: stream.to_string(),
         value: v,
+        ..Default::default()
     }
 }

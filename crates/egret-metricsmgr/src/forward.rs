@@ -40,6 +40,8 @@ pub fn report(container: i32, snapshot: &Snapshot, time_ms: i64) -> MetricsRepor
                     name: s.name.clone(),
                     stream: s.stream.clone(),
                     value: *v,
+                    kind: s.kind,
+                    key: s.key.clone(),
                 })
                 .collect(),
             exceptions: snapshot.exceptions.get(key).cloned().unwrap_or_default(),

@@ -51,7 +51,7 @@ pub use forward::{EXPORT_INTERVAL, SnapshotHandle, forward_reports, report};
 pub use http::CONTENT_TYPE;
 #[cfg(feature = "server")]
 pub use publisher::MAX_FRAME;
-pub use render::{escape_label_value, metric_name, render};
+pub use render::{escape_label_value, is_user_metric, metric_name, render};
 pub use scrape::{SCRAPE_TIMEOUT, ScrapeError, scrape, scrape_samples};
 #[cfg(feature = "server")]
 pub use server::{MAX_PUBLISHERS, MetricsManager, POLL_INTERVAL};

@@ -10,6 +10,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
+use egret_proto::egret::MetricKind;
+
 use crate::state::{Histogram, Snapshot};
 
 /// Families whose name starts with this are the manager's own; published names that map onto them are dropped
@@ -46,6 +48,8 @@ struct Labels {
     component: Option<String>,
     task: Option<i32>,
     stream: Option<String>,
+    /// A user multi-counter's key.
+    key: Option<String>,
     /// Only when two processes publish for the same (component, task): without it their series would carry the
     /// same labels, and Prometheus rejects a scrape with duplicate series.
     process: Option<String>,
@@ -58,16 +62,22 @@ struct Family<'a> {
 }
 
 /// The Prometheus name of a metric published under Heron's `name`: `__emit-count` -> `egret_emit_count`,
-/// `__time_spent_back_pressure_by_compid/word` -> `egret_time_spent_back_pressure_by_compid_word`.
+/// `__time_spent_back_pressure_by_compid/word` -> `egret_time_spent_back_pressure_by_compid_word`. A name without
+/// the system prefix `__` is a user metric's: `words-seen` -> `egret_user_words_seen`.
 pub fn metric_name(name: &str) -> String {
-    let mut out = String::with_capacity(6 + name.len());
-    out.push_str("egret_");
+    let mut out = String::with_capacity(11 + name.len());
+    out.push_str(if is_user_metric(name) { "egret_user_" } else { "egret_" });
     out.extend(
         name.trim_start_matches('_')
             .chars()
             .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }),
     );
     out
+}
+
+/// Whether a published name is a user metric's (system metrics are Heron's `__` names).
+pub fn is_user_metric(name: &str) -> bool {
+    !name.starts_with("__")
 }
 
 /// Escapes a label value as the exposition format requires: backslash, double quote and newline.
@@ -108,6 +118,9 @@ fn help_for(family: &str, published: &str, kind: Kind) -> String {
         let known = match family {
             "egret_execute_latency" => "Time a bolt task spends in execute, in milliseconds.",
             "egret_complete_latency" => "Emit-to-complete latency of a spout task's tuple trees, in milliseconds.",
+            _ if is_user_metric(published) => {
+                return format!("User histogram {published}, registered by the topology.");
+            }
             _ => return format!("Egret histogram {published}, as published."),
         };
         return known.to_string();
@@ -120,6 +133,7 @@ fn help_for(family: &str, published: &str, kind: Kind) -> String {
         "egret_exception_count" => "Errors reported by a task (user errors, bad emits, corrupt records).",
         "egret_execute_latency" => "Mean time a bolt task spends in execute, in milliseconds.",
         "egret_complete_latency" => "Mean emit-to-complete latency of a spout task's tuple trees, in milliseconds.",
+        _ if is_user_metric(published) => return format!("User metric {published}, registered by the topology."),
         _ => return format!("Egret metric {published}, as published."),
     };
     known.to_string()
@@ -136,6 +150,9 @@ fn write_labels(out: &mut String, topology: &str, labels: &Labels, le: Option<f6
     }
     if let Some(s) = &labels.stream {
         let _ = write!(out, ",stream=\"{}\"", escape_label_value(s));
+    }
+    if let Some(k) = &labels.key {
+        let _ = write!(out, ",key=\"{}\"", escape_label_value(k));
     }
     if let Some(p) = &labels.process {
         let _ = write!(out, ",process=\"{}\"", escape_label_value(p));
@@ -185,7 +202,7 @@ pub fn render(topology: &str, snapshot: &Snapshot) -> String {
             .or_default()
             .insert(key.process.as_str());
     }
-    let labels_of = |publisher: &crate::PublisherKey, stream: &str| {
+    let labels_of = |publisher: &crate::PublisherKey, stream: &str, key: &str| {
         let shared = processes
             .get(&(publisher.component.as_str(), publisher.task_id))
             .is_some_and(|p| p.len() > 1);
@@ -193,6 +210,7 @@ pub fn render(topology: &str, snapshot: &Snapshot) -> String {
             component: Some(publisher.component.clone()),
             task: Some(publisher.task_id),
             stream: (!stream.is_empty()).then(|| stream.to_string()),
+            key: (!key.is_empty()).then(|| key.to_string()),
             process: shared.then(|| publisher.process.clone()),
         }
     };
@@ -211,7 +229,7 @@ pub fn render(topology: &str, snapshot: &Snapshot) -> String {
             });
             family
                 .series
-                .insert(labels_of(publisher, &key.stream), SeriesValue::Histogram(histogram));
+                .insert(labels_of(publisher, &key.stream, ""), SeriesValue::Histogram(histogram));
         }
     }
     for (publisher, series) in &snapshot.series {
@@ -221,10 +239,11 @@ pub fn render(topology: &str, snapshot: &Snapshot) -> String {
                 continue;
             }
             let family = families.entry(name).or_insert_with_key(|name| {
-                let kind = if key.name.ends_with("-count") {
-                    Kind::Counter
-                } else {
-                    Kind::Gauge
+                let kind = match MetricKind::try_from(key.kind) {
+                    Ok(MetricKind::Counter) => Kind::Counter,
+                    Ok(MetricKind::Gauge) => Kind::Gauge,
+                    _ if key.name.ends_with("-count") => Kind::Counter,
+                    _ => Kind::Gauge,
                 };
                 Family {
                     help: help_for(name, &key.name, kind),
@@ -234,7 +253,7 @@ pub fn render(topology: &str, snapshot: &Snapshot) -> String {
             });
             family
                 .series
-                .insert(labels_of(publisher, &key.stream), SeriesValue::Number(value));
+                .insert(labels_of(publisher, &key.stream, &key.key), SeriesValue::Number(value));
         }
     }
 
@@ -306,6 +325,7 @@ mod tests {
                     name: name.into(),
                     stream: stream.into(),
                     value,
+                    ..Default::default()
                 })
                 .collect(),
             ..Default::default()
@@ -324,8 +344,9 @@ mod tests {
             metric_name("__time_spent_back_pressure_by_compid/word"),
             "egret_time_spent_back_pressure_by_compid_word"
         );
-        assert_eq!(metric_name("plain"), "egret_plain");
         assert_eq!(metric_name("__a.b c\"é"), "egret_a_b_c__");
+        assert_eq!(metric_name("plain"), "egret_user_plain");
+        assert_eq!(metric_name("words-seen.total"), "egret_user_words_seen_total");
     }
 
     #[test]
@@ -439,7 +460,8 @@ egret_metricsmgr_series_dropped{topology=\"t\"} 0
                 process: "i3".into()
             }][&SeriesKey {
                 name: "__metricsmgr_publishers".into(),
-                stream: String::new()
+                stream: String::new(),
+                ..Default::default()
             }],
             99.0
         );
@@ -569,6 +591,7 @@ egret_complete_latency_count{topology=\"t\",component=\"word\",task=\"3\"} 10
         let kept = &s.histograms[&key][&SeriesKey {
             name: "h".into(),
             stream: String::new(),
+            ..Default::default()
         }];
         assert_eq!(kept.count(), 2);
         assert_eq!(kept.buckets().collect::<Vec<_>>(), [(1.0, 1)]);

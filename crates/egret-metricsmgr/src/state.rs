@@ -20,10 +20,14 @@ pub struct PublisherKey {
 
 /// One series of a publisher: a metric name as published (Heron's, e.g. `__emit-count`) and a stream (empty when
 /// the metric is not per stream).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SeriesKey {
     pub name: String,
     pub stream: String,
+    /// A multi-counter's key (user metrics), empty otherwise.
+    pub key: String,
+    /// `egret_proto::egret::MetricKind` as published (0: inferred from the name).
+    pub kind: i32,
 }
 
 /// Most buckets a histogram may have. Latency histograms have a few dozen; the bound keeps a faulty publisher from
@@ -161,6 +165,7 @@ impl Snapshot {
             let series = SeriesKey {
                 name: h.name.clone(),
                 stream: h.stream.clone(),
+                ..SeriesKey::default()
             };
             let histogram = match Histogram::try_from(h) {
                 Ok(histogram) => histogram,
@@ -235,6 +240,8 @@ impl Snapshot {
             let series = SeriesKey {
                 name: m.name,
                 stream: m.stream,
+                key: m.key,
+                kind: m.kind,
             };
             if let Some(v) = entry.get_mut(&series) {
                 *v = m.value;
@@ -260,6 +267,7 @@ mod tests {
             name: name.into(),
             stream: stream.into(),
             value,
+            ..Default::default()
         }
     }
 
@@ -295,14 +303,16 @@ mod tests {
         assert_eq!(
             series[&SeriesKey {
                 name: "__emit-count".into(),
-                stream: "default".into()
+                stream: "default".into(),
+                ..Default::default()
             }],
             5.0
         );
         assert_eq!(
             series[&SeriesKey {
                 name: "__ack-count".into(),
-                stream: String::new()
+                stream: String::new(),
+                ..Default::default()
             }],
             1.0
         );

@@ -25,6 +25,7 @@ fn publish(stream: &mut TcpStream, component: &str, task_id: i32, metrics: &[(&s
                 name: name.into(),
                 stream: stream.into(),
                 value,
+                ..Default::default()
             })
             .collect(),
         ..Default::default()

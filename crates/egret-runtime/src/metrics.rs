@@ -2,8 +2,8 @@
 //! cycle, never per tuple.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use hdrhistogram::Histogram;
@@ -60,6 +60,8 @@ pub struct TaskMetrics {
     pub checkpoints_abandoned: AtomicU64,
     /// Batches of an older rollback epoch, dropped.
     pub dropped_stale: AtomicU64,
+    /// The metrics the task's component registered (`TopologyContext::register_*`).
+    pub user: Arc<egret_api::MetricRegistry>,
     /// Per stream, indexed by `StreamIndex`: tuples emitted on it (by this task) and executed from it.
     streams: Mutex<Vec<StreamCount>>,
     /// Spouts: emit-to-complete latency, microseconds.
@@ -98,6 +100,7 @@ impl Default for TaskMetrics {
             checkpoint_buffered_bytes: AtomicU64::new(0),
             checkpoints_abandoned: AtomicU64::new(0),
             dropped_stale: AtomicU64::new(0),
+            user: Arc::default(),
             streams: Mutex::new(Vec::new()),
             complete_latency: Mutex::new(new_latency_histogram()),
             last_error: Mutex::new(None),

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
+use egret_api::hooks::{BoltAckInfo, BoltExecuteInfo, BoltFailInfo, EmitInfo, SpoutAckInfo, SpoutFailInfo, TaskHook};
 use egret_api::value::Encoder;
 use egret_api::{
     AckState, Bolt, BoltCollector, CheckpointId, ComponentKind, ConfigError, EmitError, EmitRequest, EmitSink,
@@ -134,6 +135,10 @@ pub struct Emitter {
     metrics: Arc<TaskMetrics>,
     /// Effectively-once only.
     ckpt: Option<Checkpointing>,
+    /// Task hooks: first those named by `topology.auto.task.hooks` (`auto_hooks` of them), then the component's.
+    hooks: Vec<Box<dyn TaskHook>>,
+    auto_hooks: usize,
+    auto_hooks_prepared: bool,
 }
 
 impl Emitter {
@@ -201,7 +206,62 @@ impl Emitter {
             stream_counts_dirty: false,
             metrics,
             ckpt,
+            hooks: topology.auto_task_hooks(ci),
+            auto_hooks: 0,
+            auto_hooks_prepared: false,
         })
+        .map(|mut em| {
+            em.auto_hooks = em.hooks.len();
+            em
+        })
+    }
+
+    /// After the component's `open`/`prepare`: prepares the configured hooks (once) and takes the hooks the
+    /// component added, replacing those an earlier component of this task added (a rollback makes a new one).
+    fn install_hooks(&mut self, ctx: &TopologyContext) {
+        if !self.auto_hooks_prepared {
+            self.auto_hooks_prepared = true;
+            for h in &mut self.hooks {
+                h.prepare(ctx);
+            }
+        }
+        for mut old in self.hooks.drain(self.auto_hooks..) {
+            old.cleanup();
+        }
+        let first = self.hooks.len();
+        self.hooks.extend(ctx.take_task_hooks());
+        for h in &mut self.hooks[first..] {
+            h.prepare(ctx);
+        }
+    }
+
+    fn cleanup_hooks(&mut self) {
+        for h in &mut self.hooks {
+            h.cleanup();
+        }
+    }
+
+    /// Tells the hooks a spout's tree completed (`latency` when it was tracked).
+    fn hook_spout_ack(&mut self, message_id: MessageId, complete_latency: Option<Duration>) {
+        let info = SpoutAckInfo {
+            message_id,
+            task: self.task,
+            complete_latency,
+        };
+        for h in &mut self.hooks {
+            h.spout_ack(&info);
+        }
+    }
+
+    fn hook_spout_fail(&mut self, message_id: MessageId) {
+        let info = SpoutFailInfo {
+            message_id,
+            task: self.task,
+            fail_latency: None,
+        };
+        for h in &mut self.hooks {
+            h.spout_fail(&info);
+        }
     }
 
     /// Takes `checkpoint`: the component's state (if it has any) becomes a [`Snapshot`], and a marker goes to every
@@ -305,6 +365,22 @@ impl Emitter {
     }
 }
 
+impl Emitter {
+    /// Tells the hooks of the tuple just emitted on output stream `si` (its values still in the encoder, its
+    /// destinations in `dests`).
+    fn hook_emit(&mut self, si: usize) {
+        let info = EmitInfo {
+            stream: &self.streams[si].name,
+            task: self.task,
+            out_tasks: &self.dests,
+            encoded_values: self.enc.bytes(),
+        };
+        for h in &mut self.hooks {
+            h.emit(&info);
+        }
+    }
+}
+
 impl EmitSink for Emitter {
     fn encoder(&mut self) -> &mut Encoder {
         &mut self.enc
@@ -375,6 +451,9 @@ impl EmitSink for Emitter {
             if let Some(id) = req.message_id {
                 self.immediate_acks.push(id);
             }
+            if !self.hooks.is_empty() {
+                self.hook_emit(si);
+            }
             return;
         }
 
@@ -426,10 +505,22 @@ impl EmitSink for Emitter {
         {
             self.immediate_acks.push(id);
         }
+        if !self.hooks.is_empty() {
+            self.hook_emit(si);
+        }
     }
 
     fn ack(&mut self, t: AckState<'_>) {
         self.counts.acked += 1;
+        if !self.hooks.is_empty() {
+            let info = BoltAckInfo {
+                tuple: t.tuple(),
+                task: self.task,
+            };
+            for h in &mut self.hooks {
+                h.bolt_ack(&info);
+            }
+        }
         if !self.acking {
             return;
         }
@@ -442,6 +533,15 @@ impl EmitSink for Emitter {
 
     fn fail(&mut self, t: AckState<'_>) {
         self.counts.failed += 1;
+        if !self.hooks.is_empty() {
+            let info = BoltFailInfo {
+                tuple: t.tuple(),
+                task: self.task,
+            };
+            for h in &mut self.hooks {
+                h.bolt_fail(&info);
+            }
+        }
         if !self.acking {
             return;
         }
@@ -505,8 +605,11 @@ impl SpoutTask {
             task,
             component: def.name.clone(),
         })?;
+        let user_metrics = Arc::clone(&metrics.user);
         let em = Emitter::new(topology, task, metrics, now)?;
-        let ctx = TopologyContext::new(Arc::clone(topology), task).ok_or(TaskError::UnknownTask(task))?;
+        let ctx = TopologyContext::new(Arc::clone(topology), task)
+            .ok_or(TaskError::UnknownTask(task))?
+            .with_metrics(user_metrics);
         let max_pending = ctx
             .config()
             .max_spout_pending()
@@ -546,11 +649,15 @@ impl SpoutTask {
 
     fn open_component(&mut self) -> Result<(), TaskError> {
         self.opened = true;
+        // A component made anew (a rollback) registers its metrics again and keeps their values.
+        self.ctx.metrics().reopen();
         self.spout.open(&self.ctx).map_err(|error| TaskError::Start {
             task: self.em.task,
             component: self.em.component.clone(),
             error,
-        })
+        })?;
+        self.em.install_hooks(&self.ctx);
+        Ok(())
     }
 
     /// Carries out a checkpoint coordinator's command (effectively-once; ignored otherwise).
@@ -659,6 +766,9 @@ impl SpoutTask {
         for id in std::mem::take(&mut self.em.immediate_acks) {
             self.em.counts.acked += 1;
             self.spout.ack(id);
+            if !self.em.hooks.is_empty() {
+                self.em.hook_spout_ack(id, None);
+            }
         }
         let emitted = self.em.counts.emitted - before;
         self.em.publish();
@@ -683,12 +793,18 @@ impl SpoutTask {
                         self.em.latencies.push(done.latency.as_micros() as u64);
                         self.em.counts.acked += 1;
                         self.spout.ack(done.message_id);
+                        if !self.em.hooks.is_empty() {
+                            self.em.hook_spout_ack(done.message_id, Some(done.latency));
+                        }
                     }
                 }
                 Ok(Record::Fail { root, .. }) => {
                     if let Some(id) = self.em.ledger.as_mut().and_then(|l| l.fail(root)) {
                         self.em.counts.failed += 1;
                         self.spout.fail(id);
+                        if !self.em.hooks.is_empty() {
+                            self.em.hook_spout_fail(id);
+                        }
                     }
                 }
                 Ok(Record::Data(d)) => {
@@ -723,6 +839,9 @@ impl SpoutTask {
         for id in std::mem::take(&mut self.expired) {
             self.em.counts.failed += 1;
             self.spout.fail(id);
+            if !self.em.hooks.is_empty() {
+                self.em.hook_spout_fail(id);
+            }
         }
         self.em.outbox.flush_due(now);
         self.em.publish();
@@ -746,6 +865,7 @@ impl SpoutTask {
         if self.opened {
             self.spout.close();
         }
+        self.em.cleanup_hooks();
         self.spout
     }
 }
@@ -787,8 +907,11 @@ impl BoltTask {
             task,
             component: def.name.clone(),
         })?;
+        let user_metrics = Arc::clone(&metrics.user);
         let em = Emitter::new(topology, task, metrics, now)?;
-        let ctx = TopologyContext::new(Arc::clone(topology), task).ok_or(TaskError::UnknownTask(task))?;
+        let ctx = TopologyContext::new(Arc::clone(topology), task)
+            .ok_or(TaskError::UnknownTask(task))?
+            .with_metrics(user_metrics);
         let tick = ctx
             .config()
             .tick_period()
@@ -821,11 +944,15 @@ impl BoltTask {
 
     fn prepare_component(&mut self) -> Result<(), TaskError> {
         self.prepared = true;
+        // A component made anew (a rollback) registers its metrics again and keeps their values.
+        self.ctx.metrics().reopen();
         self.bolt.prepare(&self.ctx).map_err(|error| TaskError::Start {
             task: self.em.task,
             component: self.em.component.clone(),
             error,
-        })
+        })?;
+        self.em.install_hooks(&self.ctx);
+        Ok(())
     }
 
     /// Carries out a checkpoint coordinator's command (effectively-once; ignored otherwise). Batches of the new epoch
@@ -1006,7 +1133,20 @@ impl BoltTask {
                         continue;
                     }
                     let tuple = Tuple::new(source, d.src, d.values, d.key, d.roots);
-                    self.bolt.execute(&tuple, &mut BoltCollector::new(&mut self.em));
+                    if self.em.hooks.is_empty() {
+                        self.bolt.execute(&tuple, &mut BoltCollector::new(&mut self.em));
+                    } else {
+                        let started = Instant::now();
+                        self.bolt.execute(&tuple, &mut BoltCollector::new(&mut self.em));
+                        let info = BoltExecuteInfo {
+                            tuple: &tuple,
+                            task: self.em.task,
+                            execute_latency: started.elapsed(),
+                        };
+                        for h in &mut self.em.hooks {
+                            h.bolt_execute(&info);
+                        }
+                    }
                     executed += 1;
                     self.em.stream_counts[d.stream.0 as usize].executed += 1;
                 }
@@ -1072,6 +1212,7 @@ impl BoltTask {
         if self.prepared {
             self.bolt.cleanup();
         }
+        self.em.cleanup_hooks();
         self.bolt
     }
 }

@@ -547,6 +547,21 @@ impl Running {
         }
     }
 
+    /// The user metrics of every task that registered any: their latest samples, each taken at its own interval
+    /// (`TopologyContext::register_*`).
+    pub fn user_metrics(&self) -> BTreeMap<TaskId, Vec<egret_api::metrics::MetricSample>> {
+        let now = Instant::now();
+        self.tasks
+            .iter()
+            .filter(|t| !t.metrics.user.is_empty())
+            .map(|t| {
+                let mut samples = Vec::new();
+                t.metrics.user.collect(now, &mut samples);
+                (t.task, samples)
+            })
+            .collect()
+    }
+
     /// Complete latency (µs) over all spout tasks since start or the last reset.
     pub fn complete_latency(&self) -> Histogram<u64> {
         let mut all = new_latency_histogram();

@@ -920,6 +920,7 @@ fn publish_metrics(locator: Arc<dyn StateManager>, opts: &Opts, s: &Stats) {
             name: name.to_string(),
             stream: String::new(),
             value: v.load(Relaxed) as f64,
+            ..Default::default()
         };
         client.publish(PublishMetrics {
             component: METRICS_COMPONENT.into(),
@@ -943,6 +944,7 @@ fn publish_metrics(locator: Arc<dyn StateManager>, opts: &Opts, s: &Stats) {
             name: name.into(),
             stream: String::new(),
             value: d.as_secs_f64() * 1000.0,
+            ..Default::default()
         };
         client.publish(PublishMetrics {
             component: METRICS_COMPONENT.into(),
@@ -955,6 +957,7 @@ fn publish_metrics(locator: Arc<dyn StateManager>, opts: &Opts, s: &Stats) {
                     name: "__back_pressure_active".into(),
                     stream: String::new(),
                     value: active as u8 as f64,
+                    ..Default::default()
                 },
             ],
             ..Default::default()

@@ -19,6 +19,10 @@ struct SeriesId {
     task_id: i32,
     name: String,
     stream: String,
+    /// A user multi-counter's key.
+    key: String,
+    /// `MetricKind` as published.
+    kind: i32,
 }
 
 #[derive(Debug, Default)]
@@ -43,6 +47,8 @@ impl MetricsStore {
                     task_id: p.task_id,
                     name: m.name.clone(),
                     stream: m.stream.clone(),
+                    key: m.key.clone(),
+                    kind: m.kind,
                 };
                 self.push(id, report.time_ms, m.value);
             }
@@ -52,6 +58,8 @@ impl MetricsStore {
                     task_id: p.task_id,
                     name: h.name.clone(),
                     stream: h.stream.clone(),
+                    key: String::new(),
+                    kind: 0,
                 };
                 let previous = self
                     .histograms
@@ -121,12 +129,19 @@ impl MetricsStore {
         let series = self
             .series
             .iter()
-            .filter(|(id, _)| matches(&id.component, id.task_id) && (q.names.is_empty() || q.names.contains(&id.name)))
+            .filter(|(id, _)| {
+                let wanted = q.names.is_empty()
+                    || q.names.contains(&id.name)
+                    || (q.user_metrics && egret_metricsmgr::is_user_metric(&id.name));
+                matches(&id.component, id.task_id) && wanted
+            })
             .map(|(id, points)| MetricSeries {
                 component: id.component.clone(),
                 task_id: id.task_id,
                 name: id.name.clone(),
                 stream: id.stream.clone(),
+                key: id.key.clone(),
+                kind: id.kind,
                 points: points
                     .iter()
                     .filter(|(t, _)| *t >= q.since_ms)
@@ -209,6 +224,7 @@ mod tests {
                     name: "__emit-count".into(),
                     stream: "default".into(),
                     value: emitted,
+                    ..Default::default()
                 }],
                 exceptions,
                 histograms: Vec::new(),

@@ -434,6 +434,7 @@ fn metrics_reports_are_kept_and_answered_to_queries() {
                     name: "__execute-count".into(),
                     stream: "default".into(),
                     value,
+                    ..Default::default()
                 }],
                 exceptions: Vec::new(),
                 histograms: Vec::new(),

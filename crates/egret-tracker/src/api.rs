@@ -9,7 +9,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use egret_proto::egret::MetricsQuery;
+use egret_proto::egret::{MetricKind, MetricsQuery};
 use egret_statemgr::StateManager;
 use serde_json::{Value, json};
 
@@ -212,6 +212,9 @@ fn sample_json(s: &Sample) -> Value {
     if let Some(le) = &s.le {
         v["le"] = json!(le);
     }
+    if let Some(key) = &s.key {
+        v["key"] = json!(key);
+    }
     v
 }
 
@@ -329,7 +332,7 @@ async fn timeseries(
 ) -> Response {
     blocking(move || {
         check_cluster(&opts.egret_home, &cluster)?;
-        let q = query(raw, &["component", "name", "since_ms"])?;
+        let q = query(raw, &["component", "name", "since_ms", "user"])?;
         let mut components = values_of(&q, "component");
         // The tmanager filters on one component; several would need several queries, which no page needs.
         if components.len() > 1 {
@@ -339,10 +342,21 @@ async fn timeseries(
             )));
         }
         let since_ms = number_of(&q, "since_ms")?.unwrap_or(0);
+        let user_metrics = match values_of(&q, "user").as_slice() {
+            [] => false,
+            [v] if v == "true" => true,
+            [v] if v == "false" => false,
+            other => {
+                return Err(TrackerError::BadQuery(format!(
+                    "user={other:?}: give user=true (every user metric too) or user=false, once"
+                )));
+            }
+        };
         let request = MetricsQuery {
             component: components.pop().unwrap_or_default(),
             names: values_of(&q, "name"),
             since_ms: i64::try_from(since_ms).unwrap_or(i64::MAX),
+            user_metrics,
             ..Default::default()
         };
         let state = existing(&opts.egret_home, &cluster, &name)?;
@@ -356,6 +370,13 @@ async fn timeseries(
                     "task": s.task_id,
                     "name": s.name,
                     "stream": s.stream,
+                    "key": s.key,
+                    "kind": match MetricKind::try_from(s.kind) {
+                        Ok(MetricKind::Counter) => "counter",
+                        Ok(MetricKind::Gauge) => "gauge",
+                        _ if s.name.ends_with("-count") => "counter",
+                        _ => "gauge",
+                    },
                     "points": s.points.iter().map(|p| json!([p.time_ms, p.value])).collect::<Vec<_>>(),
                 })
             })

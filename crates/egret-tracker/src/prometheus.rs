@@ -18,6 +18,8 @@ pub struct Sample {
     pub process: Option<String>,
     /// A histogram bucket's upper bound, as written (`0.5`, `+Inf`).
     pub le: Option<String>,
+    /// A user multi-counter's key.
+    pub key: Option<String>,
     pub value: f64,
 }
 
@@ -38,6 +40,7 @@ fn task_sample(s: exposition::Sample) -> Option<Sample> {
         stream: owned("stream"),
         process: owned("process"),
         le: owned("le"),
+        key: owned("key"),
         value: s.value,
     })
 }
@@ -72,6 +75,7 @@ other_x{topology=\"t\",component=\"a\",task=\"3\"} 1
                 stream: Some("default".into()),
                 process: None,
                 le: None,
+                key: None,
                 value: 1500.0
             }
         );

@@ -277,10 +277,11 @@ fn plan_svg(logical_plan: &Value) -> String {
 }
 
 const RATE_COLUMNS: &str = "<th>emit/s</th><th>execute/s</th><th>ack/s</th><th>fail/s</th>\
-    <th>execute latency (ms)</th><th>complete latency (ms)</th><th>complete p99 (ms)</th><th>back pressure (ms)</th>";
+    <th>execute latency (ms)</th><th>complete latency (ms)</th><th>complete p99 (ms)</th><th>back pressure (ms)</th>\
+    <th>user metrics</th>";
 const RATE_CELLS: &str = "<td class=\"num emit\">-</td><td class=\"num execute\">-</td><td class=\"num ack\">-</td>\
     <td class=\"num fail\">-</td><td class=\"num execute-latency\">-</td><td class=\"num complete-latency\">-</td>\
-    <td class=\"num complete-p99\">-</td><td class=\"num back-pressure\">-</td>";
+    <td class=\"num complete-p99\">-</td><td class=\"num back-pressure\">-</td><td class=\"user\"></td>";
 
 fn topology_page(opts: &Opts, cluster: &str, name: &str) -> Result<String, TrackerError> {
     let state = existing(&opts.egret_home, cluster, name)?;

@@ -1,6 +1,7 @@
 //! Helpers shared by the end-to-end test binaries: a private cluster home, the egret binary, bounded waits.
 #![allow(dead_code)]
 
+pub mod chromium;
 pub mod kube;
 pub mod netns;
 

@@ -38,6 +38,10 @@
     }
     row.querySelector(".complete-p99").textContent = fmt(m.p99, 3);
     row.querySelector(".back-pressure").textContent = fmt(m.bp, 0);
+    // User metrics: "name=value" (a multi-counter's keys as "name[key]"), sorted by name.
+    const user = m.user || {};
+    row.querySelector(".user").textContent = Object.keys(user).sort()
+      .map((k) => `${k}=${Number.isInteger(user[k].value) ? user[k].value : user[k].value.toFixed(3)}`).join(", ");
   }
 
   function chart(title, lines) {
@@ -98,7 +102,7 @@
   }
 
   async function refreshMetrics() {
-    const r = await fetch(`${api}/timeseries?name=${encodeURIComponent(NAMES)}&since_ms=${Date.now() - WINDOW_MS}`);
+    const r = await fetch(`${api}/timeseries?name=${encodeURIComponent(NAMES)}&user=true&since_ms=${Date.now() - WINDOW_MS}`);
     const series = await r.json();
     if (!r.ok) throw new Error(series.error || r.statusText);
     const tasks = new Map(), history = new Map();
@@ -107,7 +111,12 @@
       const key = s.component + "\u0000" + s.task;
       if (!tasks.has(key)) tasks.set(key, { component: s.component, task: s.task });
       const m = tasks.get(key), last = s.points[s.points.length - 1];
-      if (COUNTERS[s.name]) {
+      if (!s.name.startsWith("__")) {
+        // A user metric: its latest value (counters are totals since the task started).
+        if (!last) continue;
+        m.user = m.user || {};
+        m.user[s.key ? `${s.name}[${s.key}]` : s.name] = { kind: s.kind, value: last[1] };
+      } else if (COUNTERS[s.name]) {
         const rs = rates(s.points);
         if (rs.length === 0) continue;
         const kind = COUNTERS[s.name];
@@ -136,6 +145,13 @@
       const c = components.get(m.component);
       for (const k of ["emit", "execute", "ack", "fail", "bp"]) if (m[k] !== undefined) c[k] = (c[k] || 0) + m[k];
       if (m.p99 !== undefined) c.p99 = Math.max(c.p99 || 0, m.p99);
+      // A component's counter is the sum of its tasks'; its gauge, the mean of its tasks'.
+      for (const [k, u] of Object.entries(m.user || {})) {
+        c.user = c.user || {};
+        const agg = c.user[k] || (c.user[k] = { kind: u.kind, sum: 0, n: 0 });
+        agg.sum += u.value; agg.n += 1;
+        agg.value = u.kind === "counter" ? agg.sum : agg.sum / agg.n;
+      }
       for (const k of ["execute-latency", "complete-latency"]) {
         if (m[k]) { c[k] = c[k] || { sum: 0, n: 0 }; c[k].sum += m[k].sum; c[k].n += m[k].n; }
       }
