@@ -40,6 +40,9 @@ struct Args {
     /// Cap on the spouts' total emit rate (tuples per second).
     #[arg(long)]
     rate: Option<f64>,
+    /// The counting bolt also increments the user counter `words-counted` per word.
+    #[arg(long, conflicts_with = "streamlet")]
+    user_counter: bool,
 }
 
 fn main() {
@@ -62,6 +65,7 @@ fn main() {
         config: Config::new()
             .with(keys::STMGRS, a.containers)
             .with(keys::STATEFUL_CHECKPOINT_INTERVAL_SECONDS, 1),
+        user_counter: a.user_counter,
     };
     egret::run(if let Some(ms) = a.window_ms {
         word_count::streamlet_window_topology(&options, ms, |_, _, _| {})

@@ -231,13 +231,37 @@ impl WordCounts {
 #[derive(Default)]
 pub struct CountBolt {
     pub counts: WordCounts,
+    /// Registers the user counter `words-counted` in `prepare` and increments it per word (what a production
+    /// topology does; the benchmark's `--user-counter` measures its cost).
+    pub user_counter: bool,
+    counted: Option<egret::metrics::Counter>,
+}
+
+impl CountBolt {
+    /// A bolt that also counts its words in the user counter `words-counted`.
+    pub fn with_user_counter() -> Self {
+        CountBolt {
+            user_counter: true,
+            ..Self::default()
+        }
+    }
 }
 
 impl Bolt for CountBolt {
+    fn prepare(&mut self, ctx: &TopologyContext) -> Result<(), UserError> {
+        if self.user_counter {
+            self.counted = Some(ctx.register_counter("words-counted", std::time::Duration::from_secs(1))?);
+        }
+        Ok(())
+    }
+
     fn execute(&mut self, tuple: &Tuple<'_>, out: &mut BoltCollector<'_>) {
         match tuple.get_str(0) {
             Ok(word) => {
                 self.counts.add(word);
+                if let Some(c) = &self.counted {
+                    c.incr();
+                }
                 out.ack(tuple);
             }
             Err(e) => {
@@ -292,6 +316,8 @@ pub struct WordCountOptions {
     /// Total emit rate over all spout tasks; `None` = unlimited.
     pub rate: Option<f64>,
     pub config: Config,
+    /// The counting bolt increments a user counter per word ([`CountBolt::with_user_counter`]).
+    pub user_counter: bool,
 }
 
 impl Default for WordCountOptions {
@@ -303,6 +329,7 @@ impl Default for WordCountOptions {
             reliability: ReliabilityMode::AtMostOnce,
             rate: None,
             config: Config::new(),
+            user_counter: false,
         }
     }
 }
@@ -388,7 +415,11 @@ pub fn topology(o: &WordCountOptions) -> Result<Topology, TopologyErrors> {
         let s = seed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         WordSpout::new(Arc::clone(&words), s).with_rate(rate).tracked(tracked)
     });
-    b.set_bolt("count", o.bolts, CountBolt::default)
-        .fields_grouping("word", ["word"]);
+    let user_counter = o.user_counter;
+    b.set_bolt("count", o.bolts, move || CountBolt {
+        user_counter,
+        ..CountBolt::default()
+    })
+    .fields_grouping("word", ["word"]);
     b.build()
 }

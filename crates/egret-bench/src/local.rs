@@ -97,6 +97,9 @@ fn measure(cluster: &mut LocalCluster, topology_bin: &Path, a: &WordcountArgs) -
     if a.api == Api::Streamlet {
         args.push("--streamlet".into());
     }
+    if a.user_counter {
+        args.push("--user-counter".into());
+    }
     if let Some(ms) = a.window_ms {
         args.push("--window-ms".into());
         args.push(ms.to_string());

@@ -120,6 +120,10 @@ struct WordcountArgs {
     /// end to its result (`window_p50_ms`, `window_p99_ms`).
     #[arg(long)]
     window_ms: Option<i64>,
+    /// The counting bolt increments a user counter (`words-counted`) per word, as production topologies do;
+    /// `--api topology` only.
+    #[arg(long)]
+    user_counter: bool,
     /// Extra topology config, key=value (repeatable).
     #[arg(long = "config-property", value_parser = parse_kv)]
     config: Vec<(String, String)>,
@@ -255,6 +259,7 @@ fn simulator(a: &WordcountArgs) -> anyhow::Result<Outcome> {
         reliability,
         rate: a.rate,
         config,
+        user_counter: a.user_counter,
     };
     // Window results: microseconds from each window's end to its result reaching the sink, and how many.
     let window_latency = Arc::new(std::sync::Mutex::new(Vec::<i64>::new()));
