@@ -4,6 +4,7 @@ pub mod exclamation;
 pub mod reliable_word_count;
 pub mod stateful_word_count;
 pub mod streamlets;
+pub mod windowed_sums;
 pub mod word_count;
 
 /// A tiny deterministic generator for the examples (a real topology would use the `rand` crate).

@@ -166,3 +166,29 @@ fn streamlet_examples_count_join_and_sessionize() {
         "an action behind its closed session is late"
     );
 }
+
+#[test]
+fn windowed_sums_sum_every_sliding_event_time_window_and_ack_its_tuples() {
+    use egret::windowed::WindowedBoltAdapter;
+    use egret_examples::windowed_sums::{self, Numbers, Sums};
+
+    let running = Simulator::start(windowed_sums::topology(1000).unwrap()).unwrap();
+    // Event times reach 9990 ms, so the watermark stops at 9940: the windows ending by 9500 fire, and the numbers
+    // below 900 (whose last window ends by 9500) are acked.
+    running
+        .wait_until(Duration::from_secs(60), |m| m.component("numbers").acked >= 900)
+        .unwrap();
+    running.wait_quiet(Duration::from_secs(10)).unwrap();
+    let finished = running.stop();
+    assert!(finished.errors.is_empty(), "{:?}", finished.errors);
+    let windows = &finished.bolts::<WindowedBoltAdapter<Sums>>("sums")[0].bolt().windows;
+    let expect: Vec<(i64, i64, i64, usize)> = (-1..18)
+        .map(|k| {
+            let (start, end) = (k * 500, k * 500 + 1000);
+            let count = (0..1000).filter(|n| (start..end).contains(&(n * 10))).count();
+            (start, end, windowed_sums::expected_sum(start, end, 1000), count)
+        })
+        .collect();
+    assert_eq!(windows, &expect);
+    assert_eq!(finished.spouts::<Numbers>("numbers")[0].acked, 900);
+}

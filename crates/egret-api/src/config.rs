@@ -102,6 +102,14 @@ pub mod keys {
         BACKPRESSURE_HIGH_BYTES,
         BACKPRESSURE_LOW_BYTES,
         STMGR_HEARTBEAT_TIMEOUT_SECS,
+        // Heron's windowed bolt keys (their constants: egret_streamlet::windowed_bolt::keys).
+        "topology.bolts.window.length.count",
+        "topology.bolts.window.length.duration.ms",
+        "topology.bolts.window.sliding.interval.count",
+        "topology.bolts.window.sliding.interval.duration.ms",
+        "topology.bolts.late.tuple.stream",
+        "topology.bolts.tuple.timestamp.max.lag.ms",
+        "topology.bolts.watermark.event.interval.ms",
     ];
 }
 

@@ -21,6 +21,7 @@ mod ops;
 mod spout_source;
 pub mod window;
 mod windowed;
+pub mod windowed_bolt;
 
 pub use builder::{Builder, Element, Streamlet};
 pub use component::{SourceContext, StreamletBolt, StreamletSpout};

@@ -43,6 +43,13 @@ pub mod streamlet {
     pub use egret_streamlet::*;
 }
 
+/// Heron's windowed bolts: a [`windowed::WindowedBolt`] over count or duration windows, in processing or event
+/// time, run as a bolt by [`windowed::WindowedBoltAdapter`] (`docs/windowed-bolts.md`).
+pub mod windowed {
+    pub use egret_streamlet::window::Window;
+    pub use egret_streamlet::windowed_bolt::*;
+}
+
 use std::time::Duration;
 
 use egret_instance::{InstanceEnv, env};
