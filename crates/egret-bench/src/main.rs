@@ -42,6 +42,84 @@ struct Cli {
 enum Bench {
     /// Heron's word count: random words, fields grouping on the word, a counting bolt.
     Wordcount(WordcountArgs),
+    /// The cost of one update of each kind of user metric on the task thread (ns per update), beside a locked
+    /// atomic add.
+    UserMetrics(UserMetricsArgs),
+}
+
+#[derive(Parser)]
+struct UserMetricsArgs {
+    /// Updates per kind and round.
+    #[arg(long, default_value_t = 100_000_000)]
+    updates: u64,
+    /// Rounds; the median is reported.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+}
+
+/// Nanoseconds per call of `update` over `n` calls: the median of `rounds` runs.
+fn ns_per_update(n: u64, rounds: usize, mut update: impl FnMut(u64)) -> f64 {
+    let mut runs: Vec<f64> = (0..rounds.max(1))
+        .map(|_| {
+            let started = Instant::now();
+            for i in 0..n {
+                update(std::hint::black_box(i));
+            }
+            started.elapsed().as_nanos() as f64 / n as f64
+        })
+        .collect();
+    runs.sort_by(f64::total_cmp);
+    runs[runs.len() / 2]
+}
+
+fn user_metrics(a: UserMetricsArgs) -> anyhow::Result<()> {
+    use egret::metrics::{MetricRegistry, Reducer, latency_buckets_seconds};
+    use std::hint::black_box;
+    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+    let r = MetricRegistry::new();
+    let second = Duration::from_secs(1);
+    let counter = r.counter("counter", second)?;
+    let mut multi = r.multi_counter("multi", second)?;
+    let mean = r.reduced("mean", Reducer::Mean, second)?;
+    let max = r.reduced("max", Reducer::Max, second)?;
+    let histogram = r.histogram("histogram", latency_buckets_seconds(), second)?;
+    let atomic = AtomicU64::new(0);
+    let keys = ["alpha", "beta", "gamma", "delta"];
+    let (n, rounds) = (a.updates, a.rounds);
+    let figures = [
+        ("counter_ns", ns_per_update(n, rounds, |_| black_box(&counter).incr())),
+        (
+            "fetch_add_ns",
+            ns_per_update(n, rounds, |_| {
+                black_box(&atomic).fetch_add(1, Relaxed);
+            }),
+        ),
+        (
+            "multi_counter_ns",
+            ns_per_update(n, rounds, |i| black_box(&mut multi).incr(keys[(i & 3) as usize])),
+        ),
+        (
+            "reduced_mean_ns",
+            ns_per_update(n, rounds, |i| black_box(&mean).update(i as f64)),
+        ),
+        (
+            "reduced_max_ns",
+            ns_per_update(n, rounds, |i| black_box(&max).update(i as f64)),
+        ),
+        (
+            "histogram_ns",
+            ns_per_update(n, rounds, |i| black_box(&histogram).observe((i & 1023) as f64 * 1e-3)),
+        ),
+    ];
+    // Keep the cells observable, so the loops cannot be dropped; each update goes through a `black_box`ed reference,
+    // so none is merged with the next or hoisted out of its loop.
+    black_box((counter.get(), atomic.load(Relaxed), multi.get("alpha")));
+    let mut line = format!("RESULT bench=user-metrics updates={n} rounds={rounds}");
+    for (name, ns) in figures {
+        line.push_str(&format!(" {name}={ns:.2}"));
+    }
+    println!("{line}");
+    Ok(())
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -357,6 +435,7 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.bench {
         Bench::Wordcount(a) => wordcount(a),
+        Bench::UserMetrics(a) => user_metrics(a),
     };
     if let Err(e) = result {
         eprintln!("egret-bench: {e:#}");
