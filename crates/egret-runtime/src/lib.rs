@@ -5,6 +5,7 @@
 //! - [`router`] and [`fields_hash`]: groupings turned into destination tasks;
 //! - [`ledger`]: the at-least-once XOR ledger with timeouts;
 //! - [`outbox`] and [`queue`]: batching and bounded queues that push back;
+//! - [`drop_gate`]: `topology.droptuples.upon.backpressure`, dropping for a congested destination instead;
 //! - [`task`]: the spout and bolt drivers that call user code;
 //! - [`metrics`]: per-task counters with Heron's names.
 //!
@@ -14,6 +15,7 @@ pub mod batch;
 pub mod checkpoint;
 pub mod coordinator;
 pub mod driver;
+pub mod drop_gate;
 pub mod fields_hash;
 pub mod ledger;
 pub mod metrics;
