@@ -134,6 +134,8 @@ pub struct Emitter {
     metrics: Arc<TaskMetrics>,
     /// Effectively-once only.
     ckpt: Option<Checkpointing>,
+    /// `topology.debug`: a line per tuple emitted or executed. Boxed: off, it costs one pointer and one branch.
+    debug: Option<Box<crate::debug_log::DebugLog>>,
 }
 
 impl Emitter {
@@ -167,6 +169,14 @@ impl Emitter {
             })
             .collect();
         let is_spout = topology.components()[ci].kind.is_spout();
+        let debug = match config.debug().map_err(err)? {
+            true => Some(Box::new(crate::debug_log::DebugLog::new(
+                &topology.components()[ci].name,
+                task,
+                config.debug_lines_per_sec().map_err(err)?,
+            ))),
+            false => None,
+        };
         let ledger = if acking && is_spout {
             let timeout = if config.message_timeouts_enabled().map_err(err)? {
                 Some(config.message_timeout().map_err(err)?)
@@ -201,6 +211,7 @@ impl Emitter {
             stream_counts_dirty: false,
             metrics,
             ckpt,
+            debug,
         })
     }
 
@@ -365,6 +376,9 @@ impl EmitSink for Emitter {
         self.counts.emitted += 1;
         self.stream_counts[stream.0 as usize].emitted += 1;
         self.stream_counts_dirty = true;
+        if let Some(log) = &mut self.debug {
+            log.emitted(self.now, &self.streams[si].name, &self.dests, self.enc.bytes());
+        }
 
         if !self.acking {
             for &dest in &self.dests {
@@ -1004,6 +1018,9 @@ impl BoltTask {
                             self.em.task
                         ));
                         continue;
+                    }
+                    if let Some(log) = &mut self.em.debug {
+                        log.executed(now, source, d.src, d.values);
                     }
                     let tuple = Tuple::new(source, d.src, d.values, d.key, d.roots);
                     self.bolt.execute(&tuple, &mut BoltCollector::new(&mut self.em));
