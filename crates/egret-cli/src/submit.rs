@@ -37,7 +37,7 @@ pub struct SubmitArgs {
     /// Override a topology config value, e.g. `topology.stmgrs=2` (repeatable).
     #[arg(long = "config-property", value_name = "KEY=VALUE")]
     config_property: Vec<String>,
-    /// Start with the spouts deactivated.
+    /// Start with the spouts deactivated (as a topology whose config sets topology.initial.state=PAUSED).
     #[arg(long)]
     deploy_deactivated: bool,
     /// Validate and pack, print the plan and what the cluster's scheduler would start (on Kubernetes, the
