@@ -19,6 +19,8 @@ pub mod keys {
     pub const TICK_TUPLE_FREQ_MS: &str = "topology.tick.tuple.freq.ms";
     pub const COMPONENT_PARALLELISM: &str = "topology.component.parallelism";
     pub const STMGRS: &str = "topology.stmgrs";
+    /// `true`: every tuple a component emits or executes is logged (rate-limited by
+    /// `topology.egret.debug.lines.per.sec`).
     pub const DEBUG: &str = "topology.debug";
     pub const NAME: &str = "topology.name";
     pub const COMPONENT_CPUMAP: &str = "topology.component.cpumap";
@@ -26,12 +28,15 @@ pub mod keys {
     pub const CONTAINER_CPU: &str = "topology.container.cpu";
     pub const CONTAINER_RAM: &str = "topology.container.ram";
     pub const CONTAINER_DISK: &str = "topology.container.disk";
-    pub const CONTAINER_PADDING_PERCENTAGE: &str = "topology.container.padding.percentage";
     pub const CONTAINER_MAX_INSTANCES: &str = "topology.container.max.instances";
+    /// `true`: a stmgr drops tuples for a congested instance or peer instead of stopping the spouts (Heron's
+    /// meaning; `docs/back-pressure.md`).
     pub const DROPTUPLES_UPON_BACKPRESSURE: &str = "topology.droptuples.upon.backpressure";
     pub const STATEFUL_CHECKPOINT_INTERVAL_SECONDS: &str = "topology.stateful.checkpoint.interval.seconds";
     /// Effectively-once: `true` starts a topology from empty state even when checkpoints of an earlier run are kept.
     pub const STATEFUL_START_CLEAN: &str = "topology.stateful.start.clean";
+    /// Egret: `RUNNING` (default) or `PAUSED`, the state a topology starts in (what Heron's `submit
+    /// --deploy-deactivated` sets).
     pub const INITIAL_STATE: &str = "topology.initial.state";
     /// Task hooks every task of the topology (or of a component) runs: comma-separated names declared with
     /// `TopologyBuilder::task_hook` (Heron's list of `ITaskHook` classes).
@@ -66,8 +71,29 @@ pub mod keys {
     /// interval, [`super::defaults::STMGR_HEARTBEAT_INTERVAL_SECS`].
     pub const STMGR_HEARTBEAT_TIMEOUT_SECS: &str = "topology.egret.stmgr.heartbeat.timeout.secs";
 
-    /// Every `topology.*` key Egret knows. A `topology.*` key outside this list is reported at validation, because
-    /// it is almost always a typo of one of these.
+    pub const COMPONENT_DISKMAP: &str = "topology.component.diskmap";
+    /// First-fit-decreasing packing: `RAM_FIRST` (default) or `CPU_FIRST`, the resource instances are sorted by.
+    pub const PACKING_FFD_SORTING_STRATEGY: &str = "topology.packing.ffd.sorting.strategy";
+    /// Descriptive metadata (Heron passes them to schedulers); kept in the definition, nothing else reads them.
+    pub const TEAM_NAME: &str = "topology.team.name";
+    pub const TEAM_EMAIL: &str = "topology.team.email";
+    pub const TEAM_ENVIRONMENT: &str = "topology.team.environment";
+    pub const CAP_TICKET: &str = "topology.cap.ticket";
+    pub const PROJECT_NAME: &str = "topology.project.name";
+    /// Windowed bolts (`egret_streamlet::windowed_bolt`), component config, Heron's names.
+    pub const WINDOW_LENGTH_COUNT: &str = "topology.bolts.window.length.count";
+    pub const WINDOW_LENGTH_DURATION_MS: &str = "topology.bolts.window.length.duration.ms";
+    pub const WINDOW_SLIDING_INTERVAL_COUNT: &str = "topology.bolts.window.sliding.interval.count";
+    pub const WINDOW_SLIDING_INTERVAL_DURATION_MS: &str = "topology.bolts.window.sliding.interval.duration.ms";
+    pub const LATE_TUPLE_STREAM: &str = "topology.bolts.late.tuple.stream";
+    pub const TUPLE_TIMESTAMP_MAX_LAG_MS: &str = "topology.bolts.tuple.timestamp.max.lag.ms";
+    pub const WATERMARK_EVENT_INTERVAL_MS: &str = "topology.bolts.watermark.event.interval.ms";
+    /// Egret: with `topology.debug=true`, the most lines a task logs per second; the rest are counted and the count
+    /// is logged once the second is over.
+    pub const DEBUG_LINES_PER_SEC: &str = "topology.egret.debug.lines.per.sec";
+
+    /// Every `topology.*` key Egret knows. A `topology.*` key outside this list and [`UNSUPPORTED`] is reported at
+    /// validation, because it is almost always a typo of one of these. `docs/config.md` lists them all.
     pub const KNOWN: &[&str] = &[
         RELIABILITY_MODE,
         ACKING,
@@ -85,7 +111,6 @@ pub mod keys {
         CONTAINER_CPU,
         CONTAINER_RAM,
         CONTAINER_DISK,
-        CONTAINER_PADDING_PERCENTAGE,
         CONTAINER_MAX_INSTANCES,
         DROPTUPLES_UPON_BACKPRESSURE,
         STATEFUL_CHECKPOINT_INTERVAL_SECONDS,
@@ -102,15 +127,136 @@ pub mod keys {
         BACKPRESSURE_HIGH_BYTES,
         BACKPRESSURE_LOW_BYTES,
         STMGR_HEARTBEAT_TIMEOUT_SECS,
-        // Heron's windowed bolt keys (their constants: egret_streamlet::windowed_bolt::keys).
-        "topology.bolts.window.length.count",
-        "topology.bolts.window.length.duration.ms",
-        "topology.bolts.window.sliding.interval.count",
-        "topology.bolts.window.sliding.interval.duration.ms",
-        "topology.bolts.late.tuple.stream",
-        "topology.bolts.tuple.timestamp.max.lag.ms",
-        "topology.bolts.watermark.event.interval.ms",
+        COMPONENT_DISKMAP,
+        PACKING_FFD_SORTING_STRATEGY,
+        TEAM_NAME,
+        TEAM_EMAIL,
+        TEAM_ENVIRONMENT,
+        CAP_TICKET,
+        PROJECT_NAME,
+        WINDOW_LENGTH_COUNT,
+        WINDOW_LENGTH_DURATION_MS,
+        WINDOW_SLIDING_INTERVAL_COUNT,
+        WINDOW_SLIDING_INTERVAL_DURATION_MS,
+        LATE_TUPLE_STREAM,
+        TUPLE_TIMESTAMP_MAX_LAG_MS,
+        WATERMARK_EVENT_INTERVAL_MS,
+        DEBUG_LINES_PER_SEC,
     ];
+
+    const JVM: &str = "it configures a JVM, and Egret instances are native processes: there is nothing to set";
+    const SERIALIZER: &str = "Egret encodes values in one format of its own (docs/wire-format.md); carry user types \
+                              with egret_api::Serde";
+    const PADDING: &str = "Egret's packing adds no padding and reserves nothing for the stmgr, metricsmgr or \
+                           checkpoint writer; size containers with topology.container.cpu/ram/disk";
+    const MAX_HINT: &str = "Heron's packing does not read it either; set the maximum container size with \
+                            topology.container.cpu/ram/disk";
+    const UPDATE: &str = "Egret has no `update` command: kill and submit again with the new parallelism";
+    const CLASSES: &str = "it names Java classes to load; in Egret, write the window in code (egret_streamlet \
+                           windows, or the windowed bolt's count/duration keys)";
+
+    /// Heron's keys that Egret refuses, each with why and what to use instead. Validation reports them by name
+    /// instead of letting them be silently ignored.
+    pub const UNSUPPORTED: &[(&str, &str)] = &[
+        ("topology.worker.childopts", JVM),
+        ("topology.component.jvmopts", JVM),
+        ("topology.additional.classpath", JVM),
+        (
+            "topology.remote.debugging.enable",
+            "it opens a JVM debug port; attach a native debugger (gdb, lldb) to the instance process instead",
+        ),
+        ("topology.serializer.classname", SERIALIZER),
+        ("topology.kryo.factory", SERIALIZER),
+        ("topology.kryo.register", SERIALIZER),
+        ("topology.kryo.decorators", SERIALIZER),
+        ("topology.skip.missing.kryo.registrations", SERIALIZER),
+        ("topology.fall.back.on.java.serialization", SERIALIZER),
+        ("topology.container.max.cpu.hint", MAX_HINT),
+        ("topology.container.max.ram.hint", MAX_HINT),
+        ("topology.container.max.disk.hint", MAX_HINT),
+        ("topology.container.padding.percentage", PADDING),
+        ("topology.container.ram.padding", PADDING),
+        ("topology.container.cpu.padding", PADDING),
+        ("topology.stmgr.ram", PADDING),
+        ("topology.metricsmgr.ram", PADDING),
+        (
+            "topology.stateful.checkpointmanager.ram",
+            "Egret has no checkpoint manager process: a writer thread in each instance writes its snapshots \
+             (docs/checkpoints.md)",
+        ),
+        (
+            "topology.stateful.spill.state",
+            "snapshots are written straight to the checkpoint store by each instance; there is no transfer to spill",
+        ),
+        (
+            "topology.stateful.spill.state.location",
+            "snapshots are written straight to the checkpoint store by each instance; there is no transfer to spill",
+        ),
+        ("topology.update.deactivate.wait.secs", UPDATE),
+        ("topology.update.reactivate.wait.secs", UPDATE),
+        (
+            "topology.environment",
+            "instances inherit their executor's environment; pass settings in the topology config and read them \
+             in open/prepare",
+        ),
+        (
+            "topology.timer.events",
+            "it holds Java Runnables; use tick tuples (topology.tick.tuple.freq.ms) on a bolt",
+        ),
+        (
+            "topology.component.output.bps",
+            "Egret has no per-component rate limit; pace the spout itself (emit less per next_tuple)",
+        ),
+        ("topology.bolts.window.custom.evictor", CLASSES),
+        ("topology.bolts.window.custom.trigger", CLASSES),
+    ];
+
+    /// Why Egret refuses `key`, if it is one of [`UNSUPPORTED`].
+    pub fn unsupported(key: &str) -> Option<&'static str> {
+        UNSUPPORTED.iter().find(|(k, _)| *k == key).map(|(_, why)| *why)
+    }
+
+    /// Where a config is set: the topology's own config or a component's.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Scope {
+        Topology,
+        Component,
+    }
+
+    /// What Egret does with a key set in a config of `scope`.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum KeyStatus {
+        /// Honoured (or not a `topology.*` key: user keys are the user's).
+        Known,
+        /// A `topology.*` key nobody knows: a typo.
+        Unknown,
+        /// Refused, with why and what to use instead.
+        Refused(&'static str),
+    }
+
+    /// The one place that decides whether a key may be set where it is set.
+    pub fn status(key: &str, scope: Scope) -> KeyStatus {
+        if !key.starts_with("topology.") {
+            return KeyStatus::Known;
+        }
+        if let Some(why) = unsupported(key) {
+            return KeyStatus::Refused(why);
+        }
+        if !KNOWN.contains(&key) {
+            return KeyStatus::Unknown;
+        }
+        match (key, scope) {
+            (COMPONENT_PARALLELISM, Scope::Topology) => KeyStatus::Refused(
+                "it is a component's parallelism, and Heron ignores it in the topology config too; give each \
+                 component its parallelism (set_spout/set_bolt, .parallelism(n), or this key in the component's \
+                 config)",
+            ),
+            (DROPTUPLES_UPON_BACKPRESSURE | INITIAL_STATE | STMGRS, Scope::Component) => {
+                KeyStatus::Refused("it is topology-wide: set it in the topology config")
+            }
+            _ => KeyStatus::Known,
+        }
+    }
 }
 
 /// Built-in defaults. Heron's where Heron has one.
@@ -145,6 +291,8 @@ pub mod defaults {
     pub const STMGR_HEARTBEAT_INTERVAL_SECS: u64 = 5;
     /// Six missed heartbeats, as Heron's 60 s timeout is for its 10 s heartbeats.
     pub const STMGR_HEARTBEAT_TIMEOUT_SECS: u64 = 30;
+    /// `topology.debug` logs a line per tuple; 100 a second per task shows what flows without filling the disk.
+    pub const DEBUG_LINES_PER_SEC: u64 = 100;
 }
 
 /// Heron's three delivery modes.
@@ -412,6 +560,51 @@ impl Config {
             .clamp(1, 1000) as usize)
     }
 
+    /// `topology.initial.state`: whether the topology starts deactivated (`PAUSED`).
+    pub fn starts_paused(&self) -> Result<bool, ConfigError> {
+        match self.get(keys::INITIAL_STATE).map(str::trim) {
+            None | Some("RUNNING") => Ok(false),
+            Some("PAUSED") => Ok(true),
+            Some(v) => Err(ConfigError {
+                key: keys::INITIAL_STATE.into(),
+                value: v.into(),
+                expected: "RUNNING or PAUSED",
+            }),
+        }
+    }
+
+    /// `topology.droptuples.upon.backpressure`.
+    pub fn drop_tuples_upon_backpressure(&self) -> Result<bool, ConfigError> {
+        Ok(self.get_bool(keys::DROPTUPLES_UPON_BACKPRESSURE)?.unwrap_or(false))
+    }
+
+    /// `topology.debug`.
+    pub fn debug(&self) -> Result<bool, ConfigError> {
+        Ok(self.get_bool(keys::DEBUG)?.unwrap_or(false))
+    }
+
+    /// The most debug lines a task logs per second (at least 1).
+    pub fn debug_lines_per_sec(&self) -> Result<u64, ConfigError> {
+        Ok(self
+            .get_u64(keys::DEBUG_LINES_PER_SEC)?
+            .unwrap_or(defaults::DEBUG_LINES_PER_SEC)
+            .max(1))
+    }
+
+    /// `topology.packing.ffd.sorting.strategy`: whether first-fit decreasing sorts by CPU first (else RAM first).
+    pub fn ffd_sorts_cpu_first(&self) -> Result<bool, ConfigError> {
+        match self.get(keys::PACKING_FFD_SORTING_STRATEGY).map(str::trim) {
+            None => Ok(false),
+            Some(v) if v.eq_ignore_ascii_case("RAM_FIRST") => Ok(false),
+            Some(v) if v.eq_ignore_ascii_case("CPU_FIRST") => Ok(true),
+            Some(v) => Err(ConfigError {
+                key: keys::PACKING_FFD_SORTING_STRATEGY.into(),
+                value: v.into(),
+                expected: "RAM_FIRST or CPU_FIRST",
+            }),
+        }
+    }
+
     /// Every typed key, parsed once, so a bad value is reported when the topology is built rather than at run time.
     pub fn check(&self) -> Vec<ConfigError> {
         let mut errors = Vec::new();
@@ -438,7 +631,11 @@ impl Config {
         note(self.checkpoints_kept().map(drop));
         note(self.get_u64(keys::STMGRS).map(drop));
         note(self.get_u64(keys::COMPONENT_PARALLELISM).map(drop));
-        note(self.get_bool(keys::DEBUG).map(drop));
+        note(self.debug().map(drop));
+        note(self.debug_lines_per_sec().map(drop));
+        note(self.starts_paused().map(drop));
+        note(self.drop_tuples_upon_backpressure().map(drop));
+        note(self.ffd_sorts_cpu_first().map(drop));
         errors
     }
 
@@ -446,8 +643,19 @@ impl Config {
     pub fn unknown_topology_keys(&self) -> Vec<String> {
         self.entries
             .keys()
-            .filter(|k| k.starts_with("topology.") && !keys::KNOWN.contains(&k.as_str()))
+            .filter(|k| keys::status(k, keys::Scope::Topology) == keys::KeyStatus::Unknown)
             .cloned()
+            .collect()
+    }
+
+    /// Keys Egret refuses in a config of `scope`, each with why and what to use instead.
+    pub fn refused_keys(&self, scope: keys::Scope) -> Vec<(String, &'static str)> {
+        self.entries
+            .keys()
+            .filter_map(|k| match keys::status(k, scope) {
+                keys::KeyStatus::Refused(why) => Some((k.clone(), why)),
+                _ => None,
+            })
             .collect()
     }
 }

@@ -7,6 +7,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use crate::component::{BasicBolt, BasicBoltAdapter, Bolt, DEFAULT_STREAM, OutputDeclarer, Spout, StreamDecl};
+use crate::config::keys::Scope;
 use crate::config::{Config, ConfigError};
 use crate::fields::Fields;
 use crate::grouping::{CustomGrouping, Grouping};
@@ -153,6 +154,25 @@ pub enum TopologyError {
     BadConfig { scope: String, error: ConfigError },
     #[error("{scope}: unknown config key {key:?} (a typo of a topology.* key?)")]
     UnknownConfigKey { scope: String, key: String },
+    /// A key Egret knows and refuses (`docs/config.md`): named, with why and what to use instead.
+    #[error("{scope}: Egret does not support {key} here: {why}")]
+    UnsupportedConfigKey {
+        scope: String,
+        key: String,
+        why: &'static str,
+    },
+    #[error(
+        "topology config sets topology.name to {config_name:?}, but the topology is named {name:?}: remove the key"
+    )]
+    ConfigNameMismatch { config_name: String, name: String },
+    #[error(
+        "topology.droptuples.upon.backpressure=true cannot be combined with EFFECTIVELY_ONCE: a dropped tuple never \
+         reaches the state a checkpoint saves, so the state would not be exact; use ATLEAST_ONCE (drops are replayed \
+         after the message timeout) or leave back pressure on"
+    )]
+    DropTuplesUnderEffectivelyOnce,
+    #[error("topology config {key} names component {component:?}, which the topology does not declare")]
+    ResourceMapUnknownComponent { key: &'static str, component: String },
     #[error(
         "component {component:?} sets topology.reliability.mode to {mode}, but delivery semantics are topology-wide \
          ({topology_mode}): set it on the topology"
@@ -300,8 +320,9 @@ impl TopologyBuilder {
     }
 
     /// Validates everything and reports every problem found, not only the first.
-    pub fn build(self) -> Result<Topology, TopologyErrors> {
-        let mut errors = validate(&self.name, &self.config, &self.components, KeyCheck::Strict);
+    pub fn build(mut self) -> Result<Topology, TopologyErrors> {
+        let mut errors = apply_resource_maps(&self.config, &mut self.components);
+        errors.extend(validate(&self.name, &self.config, &self.components, KeyCheck::Strict));
         let mut check_hooks = |scope: String, config: &Config| {
             for hook in auto_task_hooks(config) {
                 if !self.task_hooks.0.contains_key(&hook) {
@@ -325,6 +346,82 @@ impl TopologyBuilder {
     }
 }
 
+/// Heron's per-component resource maps in the topology config (`topology.component.cpumap` = `spout:0.5,bolt:2`;
+/// ram and disk in bytes) become the components' requests, where `cpu`/`ram_mb`/`disk_mb` did not set one.
+fn apply_resource_maps(config: &Config, components: &mut [ComponentDef]) -> Vec<TopologyError> {
+    use crate::keys;
+    type Set = fn(&mut Resources, &str) -> bool;
+    let maps: [(&'static str, &'static str, Set); 3] = [
+        (
+            keys::COMPONENT_CPUMAP,
+            "component:cores pairs, comma separated",
+            |r, v| {
+                match v.parse::<f64>() {
+                    Ok(cpu) if r.cpu.is_none() => r.cpu = Some(cpu),
+                    Ok(_) => {}
+                    Err(_) => return false,
+                }
+                true
+            },
+        ),
+        (
+            keys::COMPONENT_RAMMAP,
+            "component:bytes pairs, comma separated",
+            |r, v| {
+                match v.parse::<u64>() {
+                    Ok(ram) if r.ram_bytes.is_none() => r.ram_bytes = Some(ram),
+                    Ok(_) => {}
+                    Err(_) => return false,
+                }
+                true
+            },
+        ),
+        (
+            keys::COMPONENT_DISKMAP,
+            "component:bytes pairs, comma separated",
+            |r, v| {
+                match v.parse::<u64>() {
+                    Ok(disk) if r.disk_bytes.is_none() => r.disk_bytes = Some(disk),
+                    Ok(_) => {}
+                    Err(_) => return false,
+                }
+                true
+            },
+        ),
+    ];
+    let mut errors = Vec::new();
+    for (key, expected, set) in maps {
+        let Some(map) = config.get(key) else { continue };
+        let bad = || TopologyError::BadConfig {
+            scope: "topology config".into(),
+            error: ConfigError {
+                key: key.into(),
+                value: map.into(),
+                expected,
+            },
+        };
+        for entry in map.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let Some((name, value)) = entry.rsplit_once(':') else {
+                errors.push(bad());
+                break;
+            };
+            match components.iter_mut().find(|c| c.name == name) {
+                Some(c) => {
+                    if !set(&mut c.resources, value.trim()) {
+                        errors.push(bad());
+                        break;
+                    }
+                }
+                None => errors.push(TopologyError::ResourceMapUnknownComponent {
+                    key,
+                    component: name.to_string(),
+                }),
+            }
+        }
+    }
+    errors
+}
+
 /// Sets a component's parallelism, inputs, config and resources.
 pub struct ComponentDeclarer<'a> {
     def: &'a mut ComponentDef,
@@ -335,7 +432,16 @@ impl ComponentDeclarer<'_> {
         self.def.parallelism = n;
         self
     }
+    /// Sets a component config key. `topology.component.parallelism` is the component's parallelism, as in Heron
+    /// (a value that is not a number is kept, for validation to report).
     pub fn config(self, key: impl Into<String>, value: impl ToString) -> Self {
+        let (key, value) = (key.into(), value.to_string());
+        if key == crate::keys::COMPONENT_PARALLELISM
+            && let Ok(n) = value.trim().parse::<u32>()
+        {
+            self.def.parallelism = n;
+            return self;
+        }
         self.def.config.set(key, value);
         self
     }
@@ -396,7 +502,7 @@ fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
-fn check_config(scope: String, config: &Config, keys: KeyCheck, errors: &mut Vec<TopologyError>) {
+fn check_config(scope: String, config: &Config, level: Scope, keys: KeyCheck, errors: &mut Vec<TopologyError>) {
     for error in config.check() {
         errors.push(TopologyError::BadConfig {
             scope: scope.clone(),
@@ -408,6 +514,13 @@ fn check_config(scope: String, config: &Config, keys: KeyCheck, errors: &mut Vec
             errors.push(TopologyError::UnknownConfigKey {
                 scope: scope.clone(),
                 key,
+            });
+        }
+        for (key, why) in config.refused_keys(level) {
+            errors.push(TopologyError::UnsupportedConfigKey {
+                scope: scope.clone(),
+                key,
+                why,
             });
         }
     }
@@ -442,7 +555,16 @@ fn validate(name: &str, config: &Config, components: &[ComponentDef], keys: KeyC
     if !valid_name(name) {
         errors.push(InvalidTopologyName(name.to_string()));
     }
-    check_config("topology config".into(), config, keys, &mut errors);
+    check_config("topology config".into(), config, Scope::Topology, keys, &mut errors);
+    if keys == KeyCheck::Strict
+        && let Some(config_name) = config.get(crate::keys::NAME)
+        && config_name != name
+    {
+        errors.push(ConfigNameMismatch {
+            config_name: config_name.to_string(),
+            name: name.to_string(),
+        });
+    }
 
     let mut seen = BTreeSet::new();
     for c in components {
@@ -457,7 +579,13 @@ fn validate(name: &str, config: &Config, components: &[ComponentDef], keys: KeyC
                 component: c.name.clone(),
             });
         }
-        check_config(format!("component {:?} config", c.name), &c.config, keys, &mut errors);
+        check_config(
+            format!("component {:?} config", c.name),
+            &c.config,
+            Scope::Component,
+            keys,
+            &mut errors,
+        );
         let mut streams = BTreeSet::new();
         for s in &c.outputs {
             if s.name.is_empty() || s.name.starts_with("__") {
@@ -580,6 +708,10 @@ fn check_semantics(config: &Config, components: &[ComponentDef], errors: &mut Ve
     }
     if mode != crate::ReliabilityMode::EffectivelyOnce {
         return;
+    }
+    // Drops would leave holes in the state a checkpoint saves, and no replay fills them.
+    if config.drop_tuples_upon_backpressure() == Ok(true) {
+        errors.push(TopologyError::DropTuplesUnderEffectivelyOnce);
     }
     // A depth-first walk from every component along its consumers; meeting a component still on the path closes a
     // cycle.

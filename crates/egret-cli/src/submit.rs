@@ -37,7 +37,7 @@ pub struct SubmitArgs {
     /// Override a topology config value, e.g. `topology.stmgrs=2` (repeatable).
     #[arg(long = "config-property", value_name = "KEY=VALUE")]
     config_property: Vec<String>,
-    /// Start with the spouts deactivated.
+    /// Start with the spouts deactivated (as a topology whose config sets topology.initial.state=PAUSED).
     #[arg(long)]
     deploy_deactivated: bool,
     /// Validate and pack, print the plan and what the cluster's scheduler would start (on Kubernetes, the
@@ -140,11 +140,6 @@ pub fn submit(home: &Path, a: SubmitArgs) -> anyhow::Result<()> {
     }
     let name = definition.name.clone();
     definition.id = format!("{name}-{:x}", now_ms());
-    definition.state = if a.deploy_deactivated {
-        TopologyState::Paused
-    } else {
-        TopologyState::Running
-    } as i32;
     // Config overrides go into the stored definition, which every process reads.
     let mut overrides = Vec::new();
     for kv in &a.config_property {
@@ -185,15 +180,15 @@ pub fn submit(home: &Path, a: SubmitArgs) -> anyhow::Result<()> {
     for key in &parsed.skipped_config {
         eprintln!("      note: config {key} is serialized by another language and ignored");
     }
-    let unknown: Vec<String> = overrides
-        .iter()
-        .map(|(k, _)| k)
-        .chain(defaults.keys())
-        .filter(|k| {
-            k.starts_with("topology.") && !keys::KNOWN.contains(&k.as_str()) && !k.starts_with("topology.egret.")
-        })
-        .cloned()
-        .collect();
+    let mut unknown = Vec::new();
+    for key in overrides.iter().map(|(k, _)| k).chain(defaults.keys()) {
+        match keys::status(key, keys::Scope::Topology) {
+            keys::KeyStatus::Known => {}
+            keys::KeyStatus::Refused(why) => bail!("Egret does not support {key} here: {why} (docs/config.md)"),
+            keys::KeyStatus::Unknown if key.starts_with("topology.egret.") => {}
+            keys::KeyStatus::Unknown => unknown.push(key.clone()),
+        }
+    }
     if !unknown.is_empty() {
         bail!(
             "unknown config key(s) {}: check the spelling of the topology.* key",
@@ -205,6 +200,13 @@ pub fn submit(home: &Path, a: SubmitArgs) -> anyhow::Result<()> {
         bail!("{p}");
     }
     let topology = parsed.topology;
+    // Deployed deactivated by the flag, or by the topology's own topology.initial.state=PAUSED.
+    let paused = a.deploy_deactivated || topology.config().starts_paused()?;
+    definition.state = if paused {
+        TopologyState::Paused
+    } else {
+        TopologyState::Running
+    } as i32;
     let restore = restore_checkpoint(home, &a, &name, topology.config())?;
     let plan = egret_packing::pack(&topology, a.packing)?;
     let tasks: usize = plan.containers.iter().map(|c| c.instances.len()).sum();
@@ -273,6 +275,7 @@ fn start(
     definition: &api::Topology,
     plan: &egret_proto::egret::PackingPlan,
 ) -> anyhow::Result<()> {
+    let paused = definition.state == TopologyState::Paused as i32;
     let pkg_dir = package_dir(home, &a.cluster, name);
     std::fs::create_dir_all(&pkg_dir).with_context(|| format!("cannot create {}", pkg_dir.display()))?;
     let file_name = binary
@@ -308,11 +311,7 @@ fn start(
     eprintln!("[5/5] {launched}; waiting for the physical plan");
     let tasks: usize = plan.containers.iter().map(|c| c.instances.len()).sum();
     wait_running(state, name, tasks, &*scheduler, Duration::from_secs(a.timeout))?;
-    let how = if a.deploy_deactivated {
-        "deployed deactivated"
-    } else {
-        "running"
-    };
+    let how = if paused { "deployed deactivated" } else { "running" };
     println!(
         "topology {name} is {how} on cluster {}: {tasks} instances in {} containers",
         a.cluster,

@@ -1,5 +1,5 @@
 //! First-fit decreasing: containers of a bounded size, as many as the instances need. Largest instances go first
-//! (by RAM, then CPU), each into the first container (lowest id) with room left for all three resources, so big
+//! (by RAM, then CPU; by CPU, then RAM with `topology.packing.ffd.sorting.strategy=CPU_FIRST`), each into the first container (lowest id) with room left for all three resources, so big
 //! instances spread out and small ones fill the gaps. `topology.stmgrs` is ignored: the container count is the
 //! algorithm's result, not an input.
 //!
@@ -104,11 +104,11 @@ pub(crate) fn pack(topology: &Topology, mut instances: Vec<Instance>) -> Result<
         }
     }
     // Task id last makes the order total, so equal instances keep task id order and the plan is deterministic.
+    let cpu_first = topology.config().ffd_sorts_cpu_first()?;
     instances.sort_by(|a, b| {
-        b.ram
-            .cmp(&a.ram)
-            .then_with(|| b.cpu.total_cmp(&a.cpu))
-            .then_with(|| a.task.cmp(&b.task))
+        let (ram, cpu) = (b.ram.cmp(&a.ram), b.cpu.total_cmp(&a.cpu));
+        let resources = if cpu_first { cpu.then(ram) } else { ram.then(cpu) };
+        resources.then_with(|| a.task.cmp(&b.task))
     });
     let mut bins: Vec<Bin> = Vec::new();
     for instance in instances {

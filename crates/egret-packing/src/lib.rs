@@ -445,6 +445,32 @@ mod tests {
     }
 
     #[test]
+    fn first_fit_decreasing_sorts_by_cpu_first_when_asked() {
+        let topology = |strategy: Option<&str>| {
+            let mut b = TopologyBuilder::new("sorted");
+            b.config()
+                .set(keys::CONTAINER_RAM, 1000 * MIB)
+                .set(keys::CONTAINER_CPU, 4);
+            if let Some(s) = strategy {
+                b.config().set(keys::PACKING_FFD_SORTING_STRATEGY, s);
+            }
+            b.set_spout("a", 2, || S).ram_mb(500).cpu(1.0);
+            b.set_bolt("b", 1, || B).shuffle_grouping("a").ram_mb(400).cpu(2.0);
+            b.set_bolt("c", 1, || B).shuffle_grouping("a").ram_mb(100).cpu(2.0);
+            b.build().unwrap()
+        };
+        // RAM first: 1, 2 (500 MiB each) fill c1; 3 and 4 share c2.
+        let ram_first = vec![(1, vec![1, 2]), (2, vec![3, 4])];
+        for strategy in [None, Some("RAM_FIRST")] {
+            let plan = pack(&topology(strategy), Algorithm::FirstFitDecreasing).unwrap();
+            assert_eq!(layout(&plan), ram_first, "{strategy:?}");
+        }
+        // CPU first: 3 and 4 (2 cores each) fill c1's CPU; 1 and 2 share c2.
+        let plan = pack(&topology(Some("CPU_FIRST")), Algorithm::FirstFitDecreasing).unwrap();
+        assert_eq!(layout(&plan), vec![(1, vec![3, 4]), (2, vec![1, 2])]);
+    }
+
+    #[test]
     fn first_fit_decreasing_opens_new_containers_when_full() {
         // Default container: 10 default instances. 25 default instances → 10, 10, 5, in task id order.
         let plan = pack(&spout_bolt(12, 13, Config::new()), Algorithm::FirstFitDecreasing).unwrap();

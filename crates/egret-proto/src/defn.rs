@@ -22,7 +22,7 @@ use crate::api;
 
 /// Component config key listing the component's direct streams, comma separated.
 pub const DIRECT_STREAMS_KEY: &str = "topology.egret.direct.streams";
-pub const COMPONENT_DISKMAP: &str = "topology.component.diskmap";
+pub use egret_api::keys::COMPONENT_DISKMAP;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DefnError {

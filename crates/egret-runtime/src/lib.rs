@@ -5,7 +5,8 @@
 //! - [`router`] and [`fields_hash`]: groupings turned into destination tasks;
 //! - [`ledger`]: the at-least-once XOR ledger with timeouts;
 //! - [`outbox`] and [`queue`]: batching and bounded queues that push back;
-//! - [`task`]: the spout and bolt drivers that call user code;
+//! - [`drop_gate`]: `topology.droptuples.upon.backpressure`, dropping for a congested destination instead;
+//! - [`task`]: the spout and bolt drivers that call user code; [`debug_log`]: `topology.debug`'s rate-limited lines;
 //! - [`metrics`]: per-task counters with Heron's names.
 //!
 //! Nothing here does I/O or reads the clock on its own: callers pass the time in.
@@ -13,7 +14,9 @@
 pub mod batch;
 pub mod checkpoint;
 pub mod coordinator;
+pub mod debug_log;
 pub mod driver;
+pub mod drop_gate;
 pub mod fields_hash;
 pub mod ledger;
 pub mod metrics;

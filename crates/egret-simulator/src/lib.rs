@@ -4,7 +4,10 @@
 //! Each task runs on its own thread with a bounded input queue of batches. Tasks are driven by
 //! `egret_runtime::task` — the same emit, routing, batching and acking code the process runtime uses — and batches
 //! move through [`egret_runtime::queue`]. A full queue hands the batch back: the sender keeps it and a spout stops
-//! calling `next_tuple` until it drains (back pressure).
+//! calling `next_tuple` until it drains (back pressure). With `topology.droptuples.upon.backpressure=true` a task
+//! whose queue filled is congested instead: batches for it are dropped (and their tuples counted in
+//! [`TopologyMetrics::dropped_tuples`]) until its queue has drained to half, by the stmgr's rule
+//! ([`egret_runtime::drop_gate`]).
 //!
 //! ```no_run
 //! # fn topology() -> egret_api::Topology { unimplemented!() }
@@ -30,6 +33,7 @@ use egret_checkpoint::{CheckpointStore, MemoryStore};
 use egret_runtime::checkpoint::{Snapshot, TaskCommand};
 use egret_runtime::coordinator::Coordinator;
 use egret_runtime::driver::{self, Link, LoopControl};
+use egret_runtime::drop_gate::{self, DropGate};
 use egret_runtime::metrics::new_latency_histogram;
 use egret_runtime::queue::{self, QueueReceiver, QueueSender, Rejected};
 use egret_runtime::{Batch, BoltTask, SpoutTask, TaskError, TaskMetrics, TaskMetricsSnapshot, Transport};
@@ -48,7 +52,8 @@ pub enum SimulatorError {
 /// Options for [`Simulator::start_with`].
 #[derive(Clone)]
 pub struct SimulatorOptions {
-    /// Start with spouts active (Heron's default) or deactivated (`--deploy-deactivated`).
+    /// Start with spouts active (Heron's default) or deactivated (`--deploy-deactivated`). A topology whose
+    /// `topology.initial.state` is `PAUSED` starts deactivated either way.
     pub start_active: bool,
     /// Effectively-once: where checkpoints are written (default: in memory, checksummed like any store).
     pub checkpoint_store: Option<Arc<dyn CheckpointStore>>,
@@ -86,11 +91,25 @@ struct Shared {
     in_flight: AtomicI64,
     /// Bumped on every send and every processed batch: a quiet check must see it unchanged.
     epoch: AtomicU64,
+    /// `topology.droptuples.upon.backpressure`: tuples dropped for congested tasks.
+    dropped_tuples: AtomicU64,
 }
 
 struct SimTransport {
     queues: Arc<Vec<Option<QueueSender<Batch>>>>,
     shared: Arc<Shared>,
+    /// `topology.droptuples.upon.backpressure`: whether each destination task (by id) is congested, as this sender
+    /// sees its queue. `None`: full queues hand batches back.
+    drop_gates: Option<Vec<DropGate>>,
+}
+
+impl SimTransport {
+    /// Drops a batch for a congested task, counting its tuples.
+    fn drop_batch(&self, batch: &[u8]) {
+        self.shared
+            .dropped_tuples
+            .fetch_add(drop_gate::data_records(batch), SeqCst);
+    }
 }
 
 impl Transport for SimTransport {
@@ -99,12 +118,23 @@ impl Transport for SimTransport {
             // No such task: the router never produces one; drop rather than wedge the sender.
             return Ok(());
         };
+        if let Some(gate) = self.drop_gates.as_mut().and_then(|g| g.get_mut(dest.0 as usize))
+            && !gate.admit(q.len() as u64)
+        {
+            self.drop_batch(&batch);
+            return Ok(());
+        }
         self.shared.in_flight.fetch_add(1, SeqCst);
         self.shared.epoch.fetch_add(1, SeqCst);
         match q.try_push(batch) {
             Ok(()) => Ok(()),
             Err(Rejected::Full(b)) => {
                 self.shared.in_flight.fetch_sub(1, SeqCst);
+                if self.drop_gates.is_some() {
+                    // Filled since the gate looked: congested all the same.
+                    self.drop_batch(&b);
+                    return Ok(());
+                }
                 Err(b)
             }
             // The destination task ended (stopped or panicked): its tuples are lost, as with a dead process.
@@ -247,14 +277,17 @@ impl Simulator {
     pub fn start_with(topology: Topology, options: SimulatorOptions) -> Result<Running, SimulatorError> {
         let topology = Arc::new(topology);
         let config = topology.config();
-        let capacity = config
-            .queue_batches()
-            .map_err(|e| SimulatorError::Start(vec![e.to_string()]))?;
+        let start_err = |e: egret_api::ConfigError| SimulatorError::Start(vec![e.to_string()]);
+        let capacity = config.queue_batches().map_err(start_err)?;
+        // topology.initial.state=PAUSED starts the spouts deactivated, like `egret submit --deploy-deactivated`.
+        let paused = config.starts_paused().map_err(start_err)?;
+        let drop_tuples = config.drop_tuples_upon_backpressure().map_err(start_err)?;
         let shared = Arc::new(Shared {
             stop: AtomicBool::new(false),
-            active: AtomicBool::new(options.start_active),
+            active: AtomicBool::new(options.start_active && !paused),
             in_flight: AtomicI64::new(0),
             epoch: AtomicU64::new(0),
+            dropped_tuples: AtomicU64::new(0),
         });
         let mut senders: Vec<Option<QueueSender<Batch>>> = vec![None];
         let mut receivers = Vec::new();
@@ -286,6 +319,9 @@ impl Simulator {
             let transport = SimTransport {
                 queues: Arc::clone(&queues),
                 shared: Arc::clone(&shared),
+                // Congested when full, clear again at half full.
+                drop_gates: drop_tuples
+                    .then(|| vec![DropGate::new(capacity as u64, capacity as u64 / 2); queues.len()]),
             };
             let link = SimLink {
                 rx,
@@ -539,6 +575,7 @@ impl Running {
     /// Current counters of every task.
     pub fn metrics(&self) -> TopologyMetrics {
         TopologyMetrics {
+            dropped_tuples: self.shared.dropped_tuples.load(SeqCst),
             tasks: self
                 .tasks
                 .iter()
@@ -716,6 +753,8 @@ impl Running {
 #[derive(Debug, Clone, Default)]
 pub struct TopologyMetrics {
     pub tasks: BTreeMap<TaskId, (String, TaskMetricsSnapshot)>,
+    /// `topology.droptuples.upon.backpressure`: tuples dropped because their task's queue was congested.
+    pub dropped_tuples: u64,
 }
 
 impl TopologyMetrics {

@@ -523,6 +523,56 @@ fn a_slow_bolt_holds_back_a_fast_spout_with_bounded_memory() {
 }
 
 #[test]
+fn droptuples_drops_and_counts_for_a_slow_bolt_instead_of_clamping_the_spout() {
+    struct Slow;
+    impl Bolt for Slow {
+        fn execute(&mut self, _t: &Tuple<'_>, _out: &mut BoltCollector<'_>) {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+    let mut b = TopologyBuilder::new("t");
+    b.config()
+        .set(keys::QUEUE_BATCHES, 4)
+        .set(keys::BATCH_TUPLES, 100)
+        .set(keys::DROPTUPLES_UPON_BACKPRESSURE, true);
+    b.set_spout("src", 1, || Endless(0));
+    b.set_bolt("sink", 1, || Slow).shuffle_grouping("src");
+    let running = Simulator::start(b.build().unwrap()).unwrap();
+    // With back pressure the spout could be at most this far ahead of the bolt (see the test above).
+    let clamped_backlog = (4 + 2) * 100 + 100;
+    let m = running
+        .wait_until(WAIT, |m| {
+            m.component("src").emitted > m.component("sink").executed + 20 * clamped_backlog
+        })
+        .expect("the spout was held back");
+    assert!(m.dropped_tuples > 0, "nothing was dropped");
+    let f = running.stop();
+    let (emitted, executed) = (f.metrics.component("src").emitted, f.metrics.component("sink").executed);
+    assert!(f.metrics.dropped_tuples > 0);
+    assert_eq!(
+        emitted,
+        executed + f.metrics.dropped_tuples,
+        "every tuple was either executed or counted as dropped"
+    );
+}
+
+#[test]
+fn initial_state_paused_starts_the_spouts_deactivated() {
+    let mut b = TopologyBuilder::new("t");
+    b.config().set(keys::INITIAL_STATE, "PAUSED");
+    b.set_spout("src", 1, || Endless(0));
+    b.set_bolt("sink", 1, || Counter(0)).shuffle_grouping("src");
+    let running = Simulator::start(b.build().unwrap()).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(running.metrics().component("src").emitted, 0, "emitted while paused");
+    running.activate();
+    running
+        .wait_until(WAIT, |m| m.component("sink").executed > 1000)
+        .unwrap();
+    running.stop();
+}
+
+#[test]
 fn bad_emits_are_reported_and_dropped() {
     struct Wrong(u32);
     impl Spout for Wrong {

@@ -14,6 +14,10 @@
 //!   told, local spouts are no longer read); once every such queue is at the low watermark it stops. Every queue
 //!   also has a hard bound ([`BACKSTOP_BYTES`]): a reader that would exceed it waits, and TCP pushes back on its
 //!   sender.
+//! - With `topology.droptuples.upon.backpressure=true` there is no back pressure: nothing is announced, spouts are
+//!   always read, and a DATA frame for an instance or peer whose queue is congested (reached the high watermark, not
+//!   yet drained to the low one: [`egret_runtime::drop_gate`]) is dropped and its tuples counted
+//!   (`__dropped-tuples-count`). Their roots are not failed: they time out and replay, as in Heron.
 //!
 //! A daemon is a function of its listener, its state manager and a shutdown signal ([`serve`]), so tests run it in
 //! one process on port 0.
@@ -37,6 +41,7 @@ use egret_proto::egret::{
     InstanceInfo, InstanceJoined, InstanceLost, Location, PhysicalPlan, RegisterStmgr, StmgrHello, StmgrInfo, control,
 };
 use egret_runtime::batch::{BatchBuilder, BatchReader, Record};
+use egret_runtime::drop_gate::{self, DropGate};
 use egret_statemgr::StateManager;
 use egret_transport::{FrameError, FrameRef, Next, control_frame, next_frame};
 use tokio::io::Interest;
@@ -115,6 +120,8 @@ struct Stats {
     /// DATA frames that could not be delivered (no route, or the destination's connection failed); their roots are
     /// failed at once.
     dropped: AtomicU64,
+    /// `topology.droptuples.upon.backpressure`: tuples (DATA records) dropped for a congested instance or peer.
+    dropped_tuples: AtomicU64,
     /// Frames refused for what they hold (a destination task that does not exist, a CONTROL frame that does not
     /// decode, a message that has no business on that connection).
     bad: AtomicU64,
@@ -140,11 +147,14 @@ struct Outgoing {
     drained: Notify,
     /// The local task this connection serves, if any (back pressure watches only those).
     task: Option<u32>,
+    /// `topology.droptuples.upon.backpressure`: whether this destination is congested.
+    congestion: Cell<DropGate>,
 }
 
 impl Outgoing {
-    fn new(task: Option<u32>) -> Rc<Outgoing> {
+    fn new(task: Option<u32>, congestion: DropGate) -> Rc<Outgoing> {
         Rc::new(Outgoing {
+            congestion: Cell::new(congestion),
             chunks: RefCell::new(VecDeque::new()),
             free: RefCell::new(Vec::new()),
             queued: Cell::new(0),
@@ -201,6 +211,9 @@ struct Stmgr {
     spouts: BTreeSet<String>,
     data_port: u16,
     high_watermark: u64,
+    low_watermark: u64,
+    /// `topology.droptuples.upon.backpressure`: drop for congested destinations instead of back pressure.
+    drop_tuples: bool,
     routes: RefCell<Routes>,
     pplan: RefCell<Option<PhysicalPlan>>,
     /// Signalled when every expected instance has registered.
@@ -256,11 +269,10 @@ async fn serve_on_loop(
     let expected: BTreeSet<u32> = container.instances.iter().map(|i| i.task_id as u32).collect();
     let definition =
         egret_proto::defn::from_definition(&topology).map_err(|e| StmgrError::Definition(e.to_string()))?;
-    let (high, low) = definition
-        .topology
-        .config()
-        .backpressure_watermarks()
-        .map_err(|e| StmgrError::Definition(e.to_string()))?;
+    let config = definition.topology.config();
+    let bad_config = |e: egret_api::ConfigError| StmgrError::Definition(e.to_string());
+    let (high, low) = config.backpressure_watermarks().map_err(bad_config)?;
+    let drop_tuples = config.drop_tuples_upon_backpressure().map_err(bad_config)?;
     listener.set_nonblocking(true)?;
     let listener = tokio::net::TcpListener::from_std(listener)?;
     let data_port = listener.local_addr()?.port();
@@ -274,12 +286,14 @@ async fn serve_on_loop(
         tasks = ?expected,
         high_watermark = high,
         low_watermark = low,
+        drop_tuples,
         "stmgr started"
     );
     let stats = Arc::new(Stats {
         routed: AtomicU64::new(0),
         routed_bytes: AtomicU64::new(0),
         dropped: AtomicU64::new(0),
+        dropped_tuples: AtomicU64::new(0),
         bad: AtomicU64::new(0),
         bp: Mutex::new(BackPressure::new(high, low)),
         bp_by_task: Mutex::new(HashMap::new()),
@@ -295,6 +309,8 @@ async fn serve_on_loop(
         expected,
         data_port,
         high_watermark: high,
+        low_watermark: low,
+        drop_tuples,
         routes: RefCell::new(Routes::default()),
         pplan: RefCell::new(None),
         all_registered: Notify::new(),
@@ -550,7 +566,7 @@ async fn write_loop(s: Rc<Stmgr>, out: Rc<Outgoing>, stream: Rc<TcpStream>, name
 }
 
 fn spawn_writer(s: &Rc<Stmgr>, stream: Rc<TcpStream>, task: Option<u32>, name: String) -> Rc<Outgoing> {
-    let out = Outgoing::new(task);
+    let out = Outgoing::new(task, DropGate::new(s.high_watermark, s.low_watermark));
     tokio::task::spawn_local(write_loop(Rc::clone(s), Rc::clone(&out), stream, name));
     out
 }
@@ -765,6 +781,10 @@ fn check_backpressure(s: &Stmgr) {
             }
         }
     }
+    // Dropping instead: nothing to announce, and spouts are never clamped.
+    if s.drop_tuples {
+        return;
+    }
     let Some(change) = with_bp(s, |bp| bp.observe(max, now)) else {
         return;
     };
@@ -842,12 +862,49 @@ async fn route(s: &Stmgr, dest: u32, frame: &[u8]) {
         return;
     }
     let out = destination(s, dest);
+    if s.drop_tuples
+        && let Some(out) = &out
+        && !admit(out)
+    {
+        drop_congested(s, dest, frame);
+        return;
+    }
     if let Some(out) = &out {
         while out.open.get() && out.queued.get() >= BACKSTOP_BYTES {
             out.drained.notified().await;
         }
     }
     deliver(s, dest, frame, out);
+}
+
+/// Whether a frame may be queued on `out` now, by its congestion gate.
+fn admit(out: &Outgoing) -> bool {
+    let mut gate = out.congestion.get();
+    let admitted = gate.admit(out.queued.get());
+    out.congestion.set(gate);
+    admitted
+}
+
+/// Drops a DATA frame for a congested destination, counting its tuples. Its roots are not failed: failing them would
+/// have the spouts replay at once into the congestion; they time out instead.
+fn drop_congested(s: &Stmgr, dest: u32, frame: &[u8]) {
+    let tuples = match next_frame(frame, MAX_FRAME) {
+        Ok(Next::Frame {
+            frame: Ok(FrameRef::Data { records, .. }),
+            ..
+        }) => drop_gate::data_records(records),
+        _ => 0,
+    };
+    let before = s.stats.dropped_tuples.fetch_add(tuples, Relaxed);
+    let after = before + tuples;
+    // Logged when the total passes a power of two: a congested topology drops all the time.
+    if tuples > 0 && (before == 0 || after.ilog2() > before.ilog2()) {
+        warn!(
+            task = dest,
+            dropped_tuples = after,
+            "destination congested; tuples dropped (topology.droptuples.upon.backpressure)"
+        );
+    }
 }
 
 /// Queues a frame on `out`, or counts it as dropped and fails its roots.
@@ -930,6 +987,7 @@ fn publish_metrics(locator: Arc<dyn StateManager>, opts: &Opts, s: &Stats) {
                 value("__frames-routed-count", &s.routed),
                 value("__bytes-routed-count", &s.routed_bytes),
                 value("__frames-dropped-count", &s.dropped),
+                value("__dropped-tuples-count", &s.dropped_tuples),
                 value("__frames-bad-count", &s.bad),
             ],
             ..Default::default()
