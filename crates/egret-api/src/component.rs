@@ -45,6 +45,11 @@ pub trait Spout: Any + Send {
     /// The task is stopping.
     fn close(&mut self) {}
 
+    /// The topology changed under a running task, e.g. a component's parallelism (Heron's `IUpdatable.update`):
+    /// `ctx` describes the new topology (`ctx.parallelism()`, `ctx.component_tasks(...)`). Called on the task's thread
+    /// between two calls of the component, never during one.
+    fn update(&mut self, _ctx: &TopologyContext) {}
+
     /// A component whose state survives failures (effectively-once) returns itself: `Some(self)`. See
     /// [`Stateful`]; under other reliability modes the hooks are not called.
     fn stateful(&mut self) -> Option<&mut dyn Stateful> {
@@ -67,6 +72,11 @@ pub trait Bolt: Any + Send {
 
     fn cleanup(&mut self) {}
 
+    /// The topology changed under a running task, e.g. a component's parallelism (Heron's `IUpdatable.update`):
+    /// `ctx` describes the new topology (`ctx.parallelism()`, `ctx.component_tasks(...)`). Called on the task's thread
+    /// between two calls of the component, never during one.
+    fn update(&mut self, _ctx: &TopologyContext) {}
+
     /// A component whose state survives failures (effectively-once) returns itself: `Some(self)`. See
     /// [`Stateful`]; under other reliability modes the hooks are not called.
     fn stateful(&mut self) -> Option<&mut dyn Stateful> {
@@ -86,6 +96,9 @@ pub trait BasicBolt: Any + Send {
     fn execute(&mut self, tuple: &Tuple<'_>, out: &mut BasicCollector<'_, '_>) -> Result<(), UserError>;
 
     fn cleanup(&mut self) {}
+
+    /// See [`Bolt::update`].
+    fn update(&mut self, _ctx: &TopologyContext) {}
 
     /// A component whose state survives failures (effectively-once) returns itself: `Some(self)`. See
     /// [`Stateful`]; under other reliability modes the hooks are not called.
@@ -119,6 +132,9 @@ impl<B: BasicBolt> Bolt for BasicBoltAdapter<B> {
     }
     fn cleanup(&mut self) {
         self.0.cleanup()
+    }
+    fn update(&mut self, ctx: &TopologyContext) {
+        self.0.update(ctx)
     }
     fn stateful(&mut self) -> Option<&mut dyn Stateful> {
         self.0.stateful()

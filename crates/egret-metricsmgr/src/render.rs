@@ -333,6 +333,50 @@ mod tests {
     }
 
     #[test]
+    fn user_metrics_render_with_their_kind_and_a_key_label() {
+        use egret_proto::egret::MetricKind;
+        let mut s = Snapshot::default();
+        let value = |name: &str, kind: MetricKind, key: &str, value: f64| MetricValue {
+            name: name.into(),
+            kind: kind as i32,
+            key: key.into(),
+            value,
+            ..Default::default()
+        };
+        s.apply(PublishMetrics {
+            component: "count".into(),
+            task_id: 3,
+            process: "instance-3".into(),
+            metrics: vec![
+                value("words-seen", MetricKind::Counter, "", 12.0),
+                value("by-word", MetricKind::Counter, "egret", 5.0),
+                value("by-word", MetricKind::Counter, "heron", 7.0),
+                // A gauge whose name ends like a counter's: the published kind wins over the name.
+                value("queue-count", MetricKind::Gauge, "", 2.5),
+            ],
+            ..Default::default()
+        });
+        let text = render("t", &s);
+        for line in [
+            "# HELP egret_user_words_seen User metric words-seen, registered by the topology.",
+            "# TYPE egret_user_words_seen counter",
+            "egret_user_words_seen{topology=\"t\",component=\"count\",task=\"3\"} 12",
+            "# TYPE egret_user_by_word counter",
+            "egret_user_by_word{topology=\"t\",component=\"count\",task=\"3\",key=\"egret\"} 5",
+            "egret_user_by_word{topology=\"t\",component=\"count\",task=\"3\",key=\"heron\"} 7",
+            "# TYPE egret_user_queue_count gauge",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line:?} is not in:\n{text}");
+        }
+        let parsed = exposition::parse(&text).expect("the text parses");
+        assert!(
+            parsed
+                .iter()
+                .any(|x| x.name == "egret_user_by_word" && x.label("key") == Some("heron"))
+        );
+    }
+
+    #[test]
     fn heron_names_become_prometheus_names() {
         assert_eq!(metric_name("__emit-count"), "egret_emit_count");
         assert_eq!(metric_name("__execute-count"), "egret_execute_count");

@@ -874,6 +874,19 @@ impl SpoutTask {
         self.em.publish();
     }
 
+    /// The topology changed under this running task (a parallelism change): the component is told with a context of
+    /// the new topology (`Spout::update`, Heron's `IUpdatable`). Routing to the new task layout is not changed here.
+    pub fn update_topology(&mut self, topology: &Arc<Topology>) -> Result<(), TaskError> {
+        let task = self.em.task;
+        self.ctx = TopologyContext::new(Arc::clone(topology), task)
+            .ok_or(TaskError::UnknownTask(task))?
+            .with_metrics(Arc::clone(self.ctx.metrics()));
+        if self.opened {
+            self.spout.update(&self.ctx);
+        }
+        Ok(())
+    }
+
     /// Calls `close` and gives the spout back (the simulator lets tests inspect it).
     pub fn close(mut self) -> Box<dyn Spout> {
         if self.opened {
@@ -1224,6 +1237,19 @@ impl BoltTask {
         self.em.publish();
     }
 
+    /// The topology changed under this running task (a parallelism change): the component is told with a context of
+    /// the new topology (`Bolt::update`, Heron's `IUpdatable`). Routing to the new task layout is not changed here.
+    pub fn update_topology(&mut self, topology: &Arc<Topology>) -> Result<(), TaskError> {
+        let task = self.em.task;
+        self.ctx = TopologyContext::new(Arc::clone(topology), task)
+            .ok_or(TaskError::UnknownTask(task))?
+            .with_metrics(Arc::clone(self.ctx.metrics()));
+        if self.prepared {
+            self.bolt.update(&self.ctx);
+        }
+        Ok(())
+    }
+
     /// Calls `cleanup` and gives the bolt back.
     pub fn cleanup(mut self) -> Box<dyn Bolt> {
         if self.prepared {
@@ -1287,6 +1313,38 @@ mod tests {
         assert_eq!(spout.handle_batch(&marker(2, 1), now), Ok(()));
         assert_eq!(sm.errors.load(Relaxed), 1);
         assert!(sm.last_error().unwrap().contains("marker of checkpoint 1 from 1"));
+    }
+
+    /// Records the parallelism each `update` told it of.
+    struct Updatable(Arc<std::sync::Mutex<Vec<u32>>>);
+    impl Bolt for Updatable {
+        fn execute(&mut self, _t: &Tuple<'_>, _out: &mut BoltCollector<'_>) {}
+        fn update(&mut self, ctx: &TopologyContext) {
+            self.0.lock().unwrap().push(ctx.parallelism());
+        }
+    }
+
+    #[test]
+    fn a_parallelism_change_is_told_to_the_prepared_component_with_the_new_context() {
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let topology = |bolts: u32| {
+            let mut b = TopologyBuilder::new("t");
+            b.set_spout("s", 1, || S);
+            let seen = Arc::clone(&seen);
+            b.set_bolt("b", bolts, move || Updatable(Arc::clone(&seen)))
+                .shuffle_grouping("s");
+            Arc::new(b.build().unwrap())
+        };
+        let now = Instant::now();
+        let metrics = Arc::new(TaskMetrics::default());
+        let mut bolt = BoltTask::new(&topology(2), TaskId(1), Arc::clone(&metrics), now).unwrap();
+        // Not prepared yet: nothing to tell.
+        bolt.update_topology(&topology(3)).unwrap();
+        bolt.prepare().unwrap();
+        bolt.update_topology(&topology(5)).unwrap();
+        assert_eq!(*seen.lock().unwrap(), vec![5]);
+        // The new context publishes the task's user metrics where the old one did.
+        assert!(Arc::ptr_eq(bolt.ctx.metrics(), &metrics.user));
     }
 
     /// Counts what it executed; its state is that count.
