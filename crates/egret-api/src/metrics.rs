@@ -229,6 +229,10 @@ struct HistogramCells {
 impl Histogram {
     #[inline]
     pub fn observe(&self, value: f64) {
+        // A NaN has no bucket and would make the sum NaN for good.
+        if value.is_nan() {
+            return;
+        }
         let c = &self.cells;
         let i = c.upper_bounds.partition_point(|&b| b < value);
         add_owned(&c.buckets[i], 1);
