@@ -347,6 +347,53 @@ fn a_slow_bolt_holds_back_the_spouts_without_loss_and_releases_them() {
 }
 
 #[test]
+fn droptuples_upon_backpressure_drops_and_counts_on_the_local_cluster_and_never_clamps_the_spouts() {
+    let c = Cluster::new();
+    let out = c.home.join("out");
+    let slow = c.home.join("slow");
+    std::fs::write(&slow, "").unwrap();
+    let bin = env!("CARGO_BIN_EXE_grouping-check");
+    let (out_s, slow_s) = (out.display().to_string(), slow.display().to_string());
+    c.ok(&[
+        "submit",
+        "--config-property",
+        "topology.droptuples.upon.backpressure=true",
+        "--config-property",
+        "topology.egret.backpressure.high.bytes=262144",
+        "--config-property",
+        "topology.egret.backpressure.low.bytes=131072",
+        "local",
+        bin,
+        "--out",
+        &out_s,
+        "--endless",
+        "--fast",
+        "--slow-file",
+        &slow_s,
+        "--containers",
+        "2",
+    ]);
+    let t = "grouping-check";
+    let dropped = || c.metric_sum(t, "egret_dropped_tuples_count", "");
+    wait_for("the stmgrs to drop tuples for the slow bolt", || (dropped() > 0.0).then_some(()));
+    // The spouts keep their pace: over a few seconds they emit far more than the slow bolt executes, and nothing
+    // announces back pressure.
+    let emitted0 = c.metric_sum(t, "egret_emit_count", "component=\"numbers\"");
+    let executed0 = c.metric_sum(t, "egret_execute_count", "component=\"by-word\"");
+    let dropped0 = dropped();
+    std::thread::sleep(Duration::from_secs(4));
+    let emitted = c.metric_sum(t, "egret_emit_count", "component=\"numbers\"") - emitted0;
+    let executed = c.metric_sum(t, "egret_execute_count", "component=\"by-word\"") - executed0;
+    assert!(
+        emitted > 3.0 * executed,
+        "the spouts were held back: {emitted} emitted, {executed} executed by the slow bolt"
+    );
+    assert!(dropped() > dropped0, "drops stopped while the bolt is still slow");
+    assert_eq!(c.metric_sum(t, "egret_back_pressure_active", ""), 0.0);
+    assert_eq!(c.metric_sum(t, "egret_time_spent_back_pressure_initiated", ""), 0.0);
+}
+
+#[test]
 fn bad_bytes_on_the_wire_are_logged_and_dropped_while_the_stmgr_keeps_serving() {
     use std::io::Write;
     let c = Cluster::new();
