@@ -270,31 +270,38 @@ fn two_topologies_run_side_by_side() {
     );
 }
 
-#[test]
-fn a_slow_bolt_holds_back_the_spouts_without_loss_and_releases_them() {
-    let c = Cluster::new();
+/// Submits grouping-check (endless, fast, 2 containers, 256/128 KiB back-pressure watermarks, `properties` on top)
+/// with its by-word bolt slow while the returned file exists.
+fn submit_with_a_slow_bolt(c: &Cluster, properties: &[&str]) -> std::path::PathBuf {
     let out = c.home.join("out");
     let slow = c.home.join("slow");
     std::fs::write(&slow, "").unwrap();
-    let bin = env!("CARGO_BIN_EXE_grouping-check");
     let (out_s, slow_s) = (out.display().to_string(), slow.display().to_string());
-    c.ok(&[
-        "submit",
-        "--config-property",
+    let mut args = vec!["submit"];
+    let watermarks = [
         "topology.egret.backpressure.high.bytes=262144",
-        "--config-property",
         "topology.egret.backpressure.low.bytes=131072",
+    ];
+    for p in watermarks.iter().chain(properties) {
+        args.extend(["--config-property", p]);
+    }
+    args.extend([
         "local",
-        bin,
+        env!("CARGO_BIN_EXE_grouping-check"),
         "--out",
         &out_s,
         "--endless",
         "--fast",
-        "--slow-file",
-        &slow_s,
-        "--containers",
-        "2",
     ]);
+    args.extend(["--slow-file", &slow_s, "--containers", "2"]);
+    c.ok(&args);
+    slow
+}
+
+#[test]
+fn a_slow_bolt_holds_back_the_spouts_without_loss_and_releases_them() {
+    let c = Cluster::new();
+    let slow = submit_with_a_slow_bolt(&c, &[]);
     let t = "grouping-check";
     let active = || c.metric_sum(t, "egret_back_pressure_active", "");
     wait_for("back pressure to start", || (active() > 0.0).then_some(()));
@@ -349,33 +356,12 @@ fn a_slow_bolt_holds_back_the_spouts_without_loss_and_releases_them() {
 #[test]
 fn droptuples_upon_backpressure_drops_and_counts_on_the_local_cluster_and_never_clamps_the_spouts() {
     let c = Cluster::new();
-    let out = c.home.join("out");
-    let slow = c.home.join("slow");
-    std::fs::write(&slow, "").unwrap();
-    let bin = env!("CARGO_BIN_EXE_grouping-check");
-    let (out_s, slow_s) = (out.display().to_string(), slow.display().to_string());
-    c.ok(&[
-        "submit",
-        "--config-property",
-        "topology.droptuples.upon.backpressure=true",
-        "--config-property",
-        "topology.egret.backpressure.high.bytes=262144",
-        "--config-property",
-        "topology.egret.backpressure.low.bytes=131072",
-        "local",
-        bin,
-        "--out",
-        &out_s,
-        "--endless",
-        "--fast",
-        "--slow-file",
-        &slow_s,
-        "--containers",
-        "2",
-    ]);
+    submit_with_a_slow_bolt(&c, &["topology.droptuples.upon.backpressure=true"]);
     let t = "grouping-check";
     let dropped = || c.metric_sum(t, "egret_dropped_tuples_count", "");
-    wait_for("the stmgrs to drop tuples for the slow bolt", || (dropped() > 0.0).then_some(()));
+    wait_for("the stmgrs to drop tuples for the slow bolt", || {
+        (dropped() > 0.0).then_some(())
+    });
     // The spouts keep their pace: over a few seconds they emit far more than the slow bolt executes, and nothing
     // announces back pressure.
     let emitted0 = c.metric_sum(t, "egret_emit_count", "component=\"numbers\"");

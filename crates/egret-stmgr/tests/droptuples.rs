@@ -4,18 +4,15 @@
 //! announces or holds back pressure.
 
 use std::io::Write;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use egret_api::{
-    Bolt, BoltCollector, OutputDeclarer, Spout, SpoutCollector, TaskId, Topology, TopologyBuilder, Tuple, keys,
-};
-use egret_proto::egret::{InstanceInfo, RegisterInstance, control};
+use egret_api::{Bolt, BoltCollector, OutputDeclarer, Spout, SpoutCollector, Topology, TopologyBuilder, Tuple, keys};
 use egret_runtime::batch::BatchBuilder;
 use egret_stmgr::Opts;
-use egret_testkit::{CLUSTER, InProcessMetricsmgr, TempHome, store_topology};
-use egret_transport::{Frame, control_frame, data_frame, read_frame};
+use egret_testkit::{CLUSTER, InProcessMetricsmgr, TempHome, register_instance, store_topology};
+use egret_transport::data_frame;
 
 const NAME: &str = "droptuples";
 const DEADLINE: Duration = Duration::from_secs(10);
@@ -49,31 +46,6 @@ fn topology() -> Topology {
     b.build().expect("a valid topology")
 }
 
-/// Registers as `task` and returns the connection; nothing reads what the stmgr sends on it afterwards.
-fn register(port: u16, topology_id: &str, t: &Topology, task: TaskId) -> TcpStream {
-    let stream = egret_testkit::test_secret()
-        .connect_to("127.0.0.1", port)
-        .expect("connect to the stmgr");
-    stream.set_read_timeout(Some(DEADLINE)).unwrap();
-    stream.set_write_timeout(Some(DEADLINE)).unwrap();
-    let (component, index) = t.task_component(task).unwrap();
-    let register = control_frame(control::Msg::RegisterInstance(RegisterInstance {
-        topology_id: topology_id.into(),
-        instance: Some(InstanceInfo {
-            task_id: task.0 as i32,
-            component: t.components()[component].name.clone(),
-            component_index: index as i32,
-            stmgr_id: "stmgr-1".into(),
-        }),
-    }));
-    (&stream).write_all(&register).unwrap();
-    match read_frame(&mut &stream, egret_transport::DEFAULT_MAX_FRAME) {
-        Ok(Frame::Control(control::Msg::Status(s))) if s.ok => {}
-        other => panic!("task {task} was not registered: {other:?}"),
-    }
-    stream
-}
-
 #[test]
 fn droptuples_drops_and_counts_for_a_bolt_that_does_not_read_and_never_clamps_the_spout() {
     let home = TempHome::new("egret-droptuples-stmgr");
@@ -103,8 +75,8 @@ fn droptuples_drops_and_counts_for_a_bolt_that_does_not_read_and_never_clamps_th
         })
     });
 
-    let _sink_conn = register(port, &definition.id, &t, sink);
-    let source_conn = register(port, &definition.id, &t, source);
+    let _sink_conn = register_instance(port, &definition.id, &t, sink, DEADLINE);
+    let source_conn = register_instance(port, &definition.id, &t, source, DEADLINE);
     let mut batch = BatchBuilder::new();
     batch.push_data(Instant::now(), sink, source, stream, 0, &[], &[7u8; FRAME_VALUES]);
     let frame = data_frame(sink.0, &batch.take());

@@ -17,7 +17,7 @@ use egret_api::{
     Bolt, BoltCollector, OutputDeclarer, Root, RootId, Spout, SpoutCollector, StreamIndex, TaskId, Topology,
     TopologyBuilder, Tuple,
 };
-use egret_proto::egret::{BackPressure, Heartbeat, InstanceInfo, PhysicalPlan, RegisterInstance, StmgrHello, control};
+use egret_proto::egret::{BackPressure, Heartbeat, PhysicalPlan, RegisterInstance, StmgrHello, control};
 use egret_runtime::batch::{BatchBuilder, BatchReader, Record};
 use egret_runtime::rng::FastRng;
 use egret_stmgr::Opts;
@@ -125,26 +125,7 @@ struct Instance {
 
 impl Instance {
     fn connect(port: u16, topology_id: &str, t: &Topology, task: TaskId) -> Instance {
-        let stream = egret_testkit::test_secret()
-            .connect_to("127.0.0.1", port)
-            .expect("connect to the stmgr");
-        stream.set_read_timeout(Some(DEADLINE)).unwrap();
-        stream.set_write_timeout(Some(DEADLINE)).unwrap();
-        let (component, index) = t.task_component(task).unwrap();
-        let register = control_frame(control::Msg::RegisterInstance(RegisterInstance {
-            topology_id: topology_id.into(),
-            instance: Some(InstanceInfo {
-                task_id: task.0 as i32,
-                component: t.components()[component].name.clone(),
-                component_index: index as i32,
-                stmgr_id: "stmgr-1".into(),
-            }),
-        }));
-        (&stream).write_all(&register).unwrap();
-        match read_frame(&mut &stream, egret_transport::DEFAULT_MAX_FRAME) {
-            Ok(Frame::Control(control::Msg::Status(s))) if s.ok => {}
-            other => panic!("task {task} was not registered: {other:?}"),
-        }
+        let stream = egret_testkit::register_instance(port, topology_id, t, task, DEADLINE);
         let mut read = stream.try_clone().unwrap();
         read.set_read_timeout(None).unwrap();
         let (tx, frames) = mpsc::channel();

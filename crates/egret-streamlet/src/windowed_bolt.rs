@@ -43,22 +43,20 @@ use serde::{Deserialize, Serialize};
 use crate::component::now_ms;
 use crate::window::{Added, KeyedWindows, Window, WindowConfig, WindowError};
 
-/// Heron's component config keys of windowed bolts (`org.apache.heron.api.Config`).
+/// Heron's component config keys of windowed bolts (`org.apache.heron.api.Config`), defined with every other key
+/// in `egret_api::config::keys`.
 pub mod keys {
-    pub const WINDOW_LENGTH_COUNT: &str = "topology.bolts.window.length.count";
-    pub const WINDOW_LENGTH_DURATION_MS: &str = "topology.bolts.window.length.duration.ms";
-    pub const SLIDING_INTERVAL_COUNT: &str = "topology.bolts.window.sliding.interval.count";
-    pub const SLIDING_INTERVAL_DURATION_MS: &str = "topology.bolts.window.sliding.interval.duration.ms";
-    pub const LATE_TUPLE_STREAM: &str = "topology.bolts.late.tuple.stream";
-    pub const TUPLE_TIMESTAMP_MAX_LAG_MS: &str = "topology.bolts.tuple.timestamp.max.lag.ms";
-    pub const WATERMARK_EVENT_INTERVAL_MS: &str = "topology.bolts.watermark.event.interval.ms";
+    pub use egret_api::keys::{
+        LATE_TUPLE_STREAM, TUPLE_TIMESTAMP_MAX_LAG_MS, WATERMARK_EVENT_INTERVAL_MS, WINDOW_LENGTH_COUNT,
+        WINDOW_LENGTH_DURATION_MS, WINDOW_SLIDING_INTERVAL_COUNT, WINDOW_SLIDING_INTERVAL_DURATION_MS,
+    };
 
     /// Every key above.
     pub const ALL: &[&str] = &[
         WINDOW_LENGTH_COUNT,
         WINDOW_LENGTH_DURATION_MS,
-        SLIDING_INTERVAL_COUNT,
-        SLIDING_INTERVAL_DURATION_MS,
+        WINDOW_SLIDING_INTERVAL_COUNT,
+        WINDOW_SLIDING_INTERVAL_DURATION_MS,
         LATE_TUPLE_STREAM,
         TUPLE_TIMESTAMP_MAX_LAG_MS,
         WATERMARK_EVENT_INTERVAL_MS,
@@ -172,8 +170,8 @@ impl WindowedBoltConfig {
             None => &mut config,
         };
         match self.sliding_interval {
-            Some(WindowSize::Count(n)) => config.set(keys::SLIDING_INTERVAL_COUNT, n),
-            Some(WindowSize::Duration(d)) => config.set(keys::SLIDING_INTERVAL_DURATION_MS, d.as_millis()),
+            Some(WindowSize::Count(n)) => config.set(keys::WINDOW_SLIDING_INTERVAL_COUNT, n),
+            Some(WindowSize::Duration(d)) => config.set(keys::WINDOW_SLIDING_INTERVAL_DURATION_MS, d.as_millis()),
             None => &mut config,
         };
         if let Some(lag) = self.lag {
@@ -203,7 +201,10 @@ impl WindowedBoltConfig {
         if let Some(length) = size(keys::WINDOW_LENGTH_COUNT, keys::WINDOW_LENGTH_DURATION_MS)? {
             out.length = Some(length);
         }
-        if let Some(sliding) = size(keys::SLIDING_INTERVAL_COUNT, keys::SLIDING_INTERVAL_DURATION_MS)? {
+        if let Some(sliding) = size(
+            keys::WINDOW_SLIDING_INTERVAL_COUNT,
+            keys::WINDOW_SLIDING_INTERVAL_DURATION_MS,
+        )? {
             out.sliding_interval = Some(sliding);
         }
         if let Some(ms) = config.get_u64(keys::TUPLE_TIMESTAMP_MAX_LAG_MS)? {
@@ -1354,7 +1355,7 @@ mod tests {
         let mut adapter = WindowedBoltAdapter::new(Recording::default());
         let ctx = context(&[
             (keys::WINDOW_LENGTH_COUNT, "2".into()),
-            (keys::SLIDING_INTERVAL_COUNT, "2".into()),
+            (keys::WINDOW_SLIDING_INTERVAL_COUNT, "2".into()),
         ]);
         adapter.prepare(&ctx).unwrap();
         let mut rec = Recorder::default();
@@ -1404,7 +1405,7 @@ mod tests {
                 (keys::TUPLE_TIMESTAMP_MAX_LAG_MS, "250"),
                 (keys::WATERMARK_EVENT_INTERVAL_MS, "500"),
                 (keys::WINDOW_LENGTH_DURATION_MS, "10000"),
-                (keys::SLIDING_INTERVAL_DURATION_MS, "5000"),
+                (keys::WINDOW_SLIDING_INTERVAL_DURATION_MS, "5000"),
                 (api_keys::TICK_TUPLE_FREQ_MS, "500"),
             ]
         );

@@ -177,3 +177,38 @@ pub fn test_secret() -> egret_transport::auth::TopologySecret {
         .get_or_init(|| egret_transport::auth::TopologySecret::generate().expect("random bytes for a secret"))
         .clone()
 }
+
+/// Connects to the stmgr on `port` as the instance of `task` and registers (proving [`test_secret`]); panics unless
+/// the stmgr accepts. Reads and writes on the returned stream time out after `deadline`.
+pub fn register_instance(
+    port: u16,
+    topology_id: &str,
+    t: &Topology,
+    task: egret_api::TaskId,
+    deadline: Duration,
+) -> std::net::TcpStream {
+    use egret_proto::egret::{InstanceInfo, RegisterInstance, control};
+    use egret_transport::{Frame, control_frame, read_frame};
+    use std::io::Write;
+    let stream = test_secret()
+        .connect_to("127.0.0.1", port)
+        .expect("connect to the stmgr");
+    stream.set_read_timeout(Some(deadline)).expect("a read timeout");
+    stream.set_write_timeout(Some(deadline)).expect("a write timeout");
+    let (component, index) = t.task_component(task).expect("the task is in the topology");
+    let register = control_frame(control::Msg::RegisterInstance(RegisterInstance {
+        topology_id: topology_id.into(),
+        instance: Some(InstanceInfo {
+            task_id: task.0 as i32,
+            component: t.components()[component].name.clone(),
+            component_index: index as i32,
+            stmgr_id: "stmgr-1".into(),
+        }),
+    }));
+    (&stream).write_all(&register).expect("send the registration");
+    match read_frame(&mut &stream, egret_transport::DEFAULT_MAX_FRAME) {
+        Ok(Frame::Control(control::Msg::Status(s))) if s.ok => {}
+        other => panic!("task {task} was not registered: {other:?}"),
+    }
+    stream
+}
