@@ -1,5 +1,7 @@
 """Heron's example WordCountTopology (heron/examples/src/python/word_count_topology.py), written against heronpy
-only: ``word_count_topology.py NAME [--out DIR] [--words-per-task N] [--containers K] [--reliability MODE]``."""
+only: ``word_count_topology.py NAME [--out DIR] [--words-per-task N] [--containers K] [--reliability MODE]
+[--spouts N] [--bolts N] [--spout-name word_spout] [--bolt-name count_bolt]`` (``egret-bench wordcount --language
+python`` names the components as the Rust word count does)."""
 
 import argparse
 
@@ -17,18 +19,21 @@ if __name__ == "__main__":
     parser.add_argument("--words-per-task", type=int, default=0)
     parser.add_argument("--containers", type=int, default=1)
     parser.add_argument("--reliability", default=constants.TopologyReliabilityMode.ATLEAST_ONCE)
-    parser.add_argument("--parallelism", type=int, default=2)
+    parser.add_argument("--spouts", type=int, default=2)
+    parser.add_argument("--bolts", type=int, default=2)
+    parser.add_argument("--spout-name", default="word_spout")
+    parser.add_argument("--bolt-name", default="count_bolt")
     args = parser.parse_args()
 
     builder = TopologyBuilder(name=args.name)
     word_spout = builder.add_spout(
-        "word_spout", WordSpout, par=args.parallelism, config={"wordcount.words.per.task": args.words_per_task}
+        args.spout_name, WordSpout, par=args.spouts, config={"wordcount.words.per.task": args.words_per_task}
     )
     bolt_config = {constants.TOPOLOGY_TICK_TUPLE_FREQ_SECS: 1}
     if args.out:
         bolt_config["wordcount.out.dir"] = args.out
     builder.add_bolt(
-        "count_bolt", CountBolt, par=args.parallelism, inputs={word_spout: Grouping.fields("word")}, config=bolt_config
+        args.bolt_name, CountBolt, par=args.bolts, inputs={word_spout: Grouping.fields("word")}, config=bolt_config
     )
     builder.set_config(
         {

@@ -238,6 +238,17 @@ fn describe_python(
 /// Imports every component class of the definition from the staged package, as an instance will; refuses the
 /// topology with the Python errors when one does not load.
 fn check_python_classes(described: &PythonTopology, definition: &api::Topology) -> anyhow::Result<()> {
+    // A custom grouping written in Python is a pickled object only Python could call: Egret routes in Rust.
+    for b in &definition.bolts {
+        if let Some(i) = b.inputs.iter().find(|i| i.gtype == api::Grouping::Custom as i32) {
+            bail!(
+                "bolt {} groups {}/{} with a Python custom grouping, which Egret does not run (docs/python.md)",
+                b.comp.name,
+                i.stream.component_name,
+                i.stream.id
+            );
+        }
+    }
     let spouts = definition.spouts.iter().map(|s| ("spout", &s.comp));
     let bolts = definition.bolts.iter().map(|b| ("bolt", &b.comp));
     let mut specs = Vec::new();
