@@ -166,10 +166,31 @@ enum Api {
     Streamlet,
 }
 
+/// Which language the word count's components are written in.
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
+enum Language {
+    /// `word_count::topology` (examples/src/word_count.rs).
+    Rust,
+    /// Heron's Python word count on heronpy (`tests/python/word_count_topology.py`, its `WordSpout` of 6 words and
+    /// `CountBolt`), run by Egret's Python instance; `--mode local` only, `--words` does not apply.
+    Python,
+}
+
+impl Language {
+    fn as_str(self) -> &'static str {
+        match self {
+            Language::Rust => "rust",
+            Language::Python => "python",
+        }
+    }
+}
+
 #[derive(Parser)]
 struct WordcountArgs {
     #[arg(long, value_enum, default_value = "simulator")]
     mode: Mode,
+    #[arg(long, value_enum, default_value = "rust")]
+    language: Language,
     #[arg(long, value_enum, default_value = "topology")]
     api: Api,
     #[arg(long, value_enum, default_value = "atmost")]
@@ -234,8 +255,9 @@ struct Outcome {
 fn result_line(a: &WordcountArgs, o: &Outcome) -> String {
     let ms = |v: Option<f64>| v.map_or("na".to_string(), |v| format!("{v:.3}"));
     let mut line = format!(
-        "RESULT bench=wordcount mode={} api={} semantics={} spouts={} bolts={}",
+        "RESULT bench=wordcount mode={} language={} api={} semantics={} spouts={} bolts={}",
         o.mode,
+        a.language.as_str(),
         match a.api {
             Api::Topology => "topology",
             Api::Streamlet => "streamlet",
@@ -249,7 +271,11 @@ fn result_line(a: &WordcountArgs, o: &Outcome) -> String {
     }
     line.push_str(&format!(
         " words={} rate={} tuples_per_s={:.0} cpu_s={:.2} p50_ms={} p99_ms={}",
-        a.words,
+        match a.language {
+            Language::Rust => a.words,
+            // Heron's Python WordSpout cycles through its 6 words.
+            Language::Python => 6,
+        },
         a.rate.map_or("max".to_string(), |r| format!("{r:.0}")),
         o.tuples_per_s,
         o.cpu_s,
@@ -307,6 +333,18 @@ fn wordcount(a: WordcountArgs) -> anyhow::Result<()> {
     }
     if a.window_ms.is_some_and(|ms| ms <= 0) {
         bail!("--window-ms must be positive");
+    }
+    if a.language == Language::Python
+        && (a.api != Api::Topology
+            || a.semantics == Semantics::EffectivelyOnce
+            || a.rate.is_some()
+            || a.user_counter
+            || !matches!(a.mode, Mode::Local))
+    {
+        bail!(
+            "--language python runs Heron's Python word count on the local cluster: --mode local, --api topology, \
+             --semantics atmost or atleast, no --rate or --user-counter"
+        );
     }
     let outcome = match a.mode {
         Mode::Simulator => {

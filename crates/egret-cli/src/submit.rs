@@ -1,5 +1,11 @@
 //! `egret submit`: ask the topology binary for its definition, validate it, pack it, store it, upload the binary,
 //! start one executor per container, and wait until the physical plan is published.
+//!
+//! A heronpy topology (a `.py` file, a `.pex` or a `.zip`) is described the way `heron submit` does it
+//! (`HERON_OPTIONS`, the `.defn` heronpy writes), by `python -m egret_python.describe`; every component class is
+//! then imported by `python -m egret_python.check`, so a topology that does not import is refused here with the
+//! Python error. Its package (the file with the modules beside it, or the archive) is uploaded in place of a binary,
+//! and the execution state names the interpreter that runs its instances (`python -m egret_python`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -26,7 +32,9 @@ pub struct SubmitArgs {
     /// The cluster to run on: `local`, or one configured under $EGRET_HOME/conf/<cluster>/ (statemgr.yaml,
     /// scheduler.yaml, defaults.yaml).
     cluster: String,
-    /// The topology binary (built with `egret::run`).
+    /// The topology binary (built with `egret::run`), or a heronpy topology: a `.py` file (uploaded with the
+    /// modules and packages beside it), a `.pex` or a `.zip` (as `heron submit` takes them: `x.pex - [args]` runs
+    /// its `__main__`, `x.pex module.TopologyClass` writes that class). Python is `python3`, or $EGRET_PYTHON.
     binary: PathBuf,
     /// Arguments for the topology binary (also given to every instance).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -123,6 +131,175 @@ fn describe(binary: &Path, args: &[String]) -> anyhow::Result<api::Topology> {
     api::Topology::decode(&bytes[..]).context("the topology definition does not decode")
 }
 
+/// A heronpy topology file: `.py`, `.pex` or `.zip`.
+pub fn is_python(path: &Path) -> bool {
+    matches!(path.extension().and_then(|e| e.to_str()), Some("py" | "pex" | "zip"))
+}
+
+/// A described heronpy topology: the scratch directory `egret_python.describe` filled (removed on drop).
+struct PythonTopology {
+    work: PathBuf,
+    /// The interpreter that described it (`sys.executable`), which runs its instances.
+    python: String,
+    /// The staged package: `work/package/<file name>` and whatever it needs beside it.
+    package: PathBuf,
+}
+
+impl Drop for PythonTopology {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.work);
+    }
+}
+
+/// The interpreter `egret submit` runs heronpy topologies with.
+fn python_command() -> String {
+    std::env::var("EGRET_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+/// Runs a heronpy topology as `heron submit` does and reads the definition heronpy writes.
+fn describe_python(
+    file: &Path,
+    args: &[String],
+    name: Option<&str>,
+    paused: bool,
+) -> anyhow::Result<(api::Topology, PythonTopology)> {
+    let python = python_command();
+    let work = std::env::temp_dir().join(format!("egret-python-{}-{}", std::process::id(), now_ms()));
+    let defn_dir = work.join("defn");
+    std::fs::create_dir_all(&defn_dir).with_context(|| format!("cannot create {}", defn_dir.display()))?;
+    let mut described = PythonTopology {
+        work,
+        python: python.clone(),
+        package: PathBuf::new(),
+    };
+    // heronpy reads its options from HERON_OPTIONS (`key=value,...`, spaces written as %%%%).
+    let mut options = format!(
+        "cmdline.topologydefn.tmpdirectory={},cmdline.topology.initial.state={}",
+        defn_dir.display(),
+        if paused { "PAUSED" } else { "RUNNING" }
+    );
+    if let Some(name) = name {
+        options.push_str(&format!(",cmdline.topology.name={name}"));
+    }
+    let result = Command::new(&python)
+        .args(["-m", "egret_python.describe"])
+        .arg(&described.work)
+        .arg(file)
+        .args(args)
+        .env("HERON_OPTIONS", options.replace(' ', "%%%%"))
+        .env_remove("EGRET_INSTANCE")
+        .output()
+        .with_context(|| format!("cannot run {python} (set EGRET_PYTHON to the Python that has heronpy)"))?;
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    if !result.status.success() {
+        if stderr.contains("No module named egret_python") {
+            bail!(
+                "{python} has no egret_python package, which runs heronpy topologies: install it with \
+                 scripts/install-python (or set EGRET_PYTHON to the Python that has it)"
+            );
+        }
+        bail!(
+            "{} did not run ({}):\n{}",
+            file.display(),
+            result.status,
+            stderr.trim_end()
+        );
+    }
+    let mut defns = Vec::new();
+    for entry in std::fs::read_dir(&defn_dir)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "defn") {
+            defns.push(path);
+        }
+    }
+    let defn = match defns.as_slice() {
+        [one] => one,
+        [] => bail!(
+            "{} ran but wrote no topology definition: does it call build_and_submit() on a heronpy \
+             TopologyBuilder, or define a heronpy Topology class?",
+            file.display()
+        ),
+        _ => bail!(
+            "{} wrote {} topology definitions; submit one at a time",
+            file.display(),
+            defns.len()
+        ),
+    };
+    let bytes = std::fs::read(defn)?;
+    let definition = api::Topology::decode(&bytes[..]).context("the .defn heronpy wrote does not decode")?;
+    described.python = std::fs::read_to_string(described.work.join("python"))
+        .map(|p| p.trim().to_string())
+        .unwrap_or(python);
+    let file_name = file.file_name().context("the topology file has no name")?;
+    described.package = described.work.join("package").join(file_name);
+    Ok((definition, described))
+}
+
+/// Imports every component class of the definition from the staged package, as an instance will; refuses the
+/// topology with the Python errors when one does not load.
+fn check_python_classes(described: &PythonTopology, definition: &api::Topology) -> anyhow::Result<()> {
+    // A custom grouping written in Python is a pickled object only Python could call: Egret routes in Rust.
+    for b in &definition.bolts {
+        if let Some(i) = b.inputs.iter().find(|i| i.gtype == api::Grouping::Custom as i32) {
+            bail!(
+                "bolt {} groups {}/{} with a Python custom grouping, which Egret does not run (docs/python.md)",
+                b.comp.name,
+                i.stream.component_name,
+                i.stream.id
+            );
+        }
+    }
+    let spouts = definition.spouts.iter().map(|s| ("spout", &s.comp));
+    let bolts = definition.bolts.iter().map(|b| ("bolt", &b.comp));
+    let mut specs = Vec::new();
+    for (kind, comp) in spouts.chain(bolts) {
+        let class = comp.class_name.as_deref().with_context(|| {
+            format!(
+                "{kind} {} names no Python class (is this a heronpy topology?)",
+                comp.name
+            )
+        })?;
+        specs.push(format!("{kind}:{}:{class}", comp.name));
+    }
+    let result = Command::new(&described.python)
+        .args(["-m", "egret_python.check"])
+        .arg(&described.package)
+        .args(&specs)
+        .env_remove("EGRET_INSTANCE")
+        .output()
+        .with_context(|| format!("cannot run {}", described.python))?;
+    if !result.status.success() {
+        bail!(
+            "the topology's components do not load:\n{}",
+            String::from_utf8_lossy(&result.stderr).trim_end()
+        );
+    }
+    Ok(())
+}
+
+/// Copies the staged package (a file, or a directory's modules) into the topology's package directory.
+fn upload_python(described: &PythonTopology, pkg_dir: &Path) -> anyhow::Result<PathBuf> {
+    let staged = described.package.parent().context("no staged package")?;
+    copy_tree(staged, pkg_dir)?;
+    let file = described.package.file_name().context("no staged package file")?;
+    Ok(pkg_dir.join(file))
+}
+
+fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(to).with_context(|| format!("cannot create {}", to.display()))?;
+    for entry in std::fs::read_dir(from).with_context(|| format!("cannot read {}", from.display()))? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_tree(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)
+                .with_context(|| format!("cannot upload {} to {}", entry.path().display(), target.display()))?;
+        }
+    }
+    Ok(())
+}
+
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -134,7 +311,18 @@ pub fn submit(home: &Path, a: SubmitArgs) -> anyhow::Result<()> {
     let binary =
         std::fs::canonicalize(&a.binary).with_context(|| format!("no topology binary at {}", a.binary.display()))?;
     eprintln!("[1/5] asking {} for its topology", binary.display());
-    let mut definition = describe(&binary, &a.topology_args)?;
+    let (mut definition, python) = if is_python(&binary) {
+        let (definition, described) =
+            describe_python(&binary, &a.topology_args, a.name.as_deref(), a.deploy_deactivated)?;
+        eprintln!(
+            "      heronpy topology; checking its component classes with {}",
+            described.python
+        );
+        check_python_classes(&described, &definition)?;
+        (definition, Some(described))
+    } else {
+        (describe(&binary, &a.topology_args)?, None)
+    };
     if let Some(name) = &a.name {
         definition.name = name.clone();
     }
@@ -178,7 +366,11 @@ pub fn submit(home: &Path, a: SubmitArgs) -> anyhow::Result<()> {
     eprintln!("[2/5] validating topology {name}");
     let parsed = defn::from_definition(&definition)?;
     for key in &parsed.skipped_config {
-        eprintln!("      note: config {key} is serialized by another language and ignored");
+        if python.is_some() {
+            eprintln!("      note: config {key} is a pickled Python object, which only the Python components read");
+        } else {
+            eprintln!("      note: config {key} is serialized by another language and ignored");
+        }
     }
     let mut unknown = Vec::new();
     for key in overrides.iter().map(|(k, _)| k).chain(defaults.keys()) {
@@ -249,7 +441,7 @@ pub fn submit(home: &Path, a: SubmitArgs) -> anyhow::Result<()> {
         let _ = cleanup(home, &a.cluster, &name);
         return Err(e.into());
     }
-    match start(home, &a, &*state, &binary, &name, &definition, &plan) {
+    match start(home, &a, &*state, &binary, python.as_ref(), &name, &definition, &plan) {
         Ok(()) => Ok(()),
         Err(e) => {
             let logs = egret_scheduler::log_dir(home, &a.cluster, &name);
@@ -264,13 +456,15 @@ pub fn submit(home: &Path, a: SubmitArgs) -> anyhow::Result<()> {
     }
 }
 
-/// Uploads the binary, writes the rest of the state, starts the supervisor (which starts the executors) and waits
-/// until the topology runs. The definition is already stored.
+/// Uploads the binary (or a heronpy topology's package), writes the rest of the state, starts the supervisor (which
+/// starts the executors) and waits until the topology runs. The definition is already stored.
+#[allow(clippy::too_many_arguments)]
 fn start(
     home: &Path,
     a: &SubmitArgs,
     state: &dyn StateManager,
     binary: &Path,
+    python: Option<&PythonTopology>,
     name: &str,
     definition: &api::Topology,
     plan: &egret_proto::egret::PackingPlan,
@@ -282,9 +476,20 @@ fn start(
         .file_name()
         .map(|f| f.to_os_string())
         .unwrap_or_else(|| "topology".into());
-    let package = pkg_dir.join(file_name);
-    std::fs::copy(binary, &package).with_context(|| format!("cannot upload the binary to {}", package.display()))?;
-    eprintln!("[4/5] uploaded the binary to {}", package.display());
+    let package = match python {
+        Some(described) => {
+            let package = upload_python(described, &pkg_dir)?;
+            eprintln!("[4/5] uploaded the Python package to {}", pkg_dir.display());
+            package
+        }
+        None => {
+            let package = pkg_dir.join(file_name);
+            std::fs::copy(binary, &package)
+                .with_context(|| format!("cannot upload the binary to {}", package.display()))?;
+            eprintln!("[4/5] uploaded the binary to {}", package.display());
+            package
+        }
+    };
     // The topology's secret: every connection between its processes proves it (egret_transport::auth).
     egret_transport::auth::TopologySecret::generate()
         .and_then(|secret| secret.store(home, &a.cluster, name))
@@ -303,6 +508,7 @@ fn start(
             containers: plan.containers.len() as i32 + 1,
             package: package.display().to_string(),
             topology_args: a.topology_args.clone(),
+            python: python.map(|p| p.python.clone()).unwrap_or_default(),
         },
     )?;
 

@@ -34,6 +34,10 @@ pub struct Opts {
     pub egret_bin: PathBuf,
 }
 
+/// The Python module an instance of a heronpy topology runs (`python -m egret_python`, from the wheel built from
+/// `crates/egret-python`).
+pub const PYTHON_INSTANCE_MODULE: &str = "egret_python";
+
 /// One process the executor keeps running.
 struct Supervised {
     name: String,
@@ -188,7 +192,14 @@ pub fn run(opts: Opts) -> Result<(), SchedulerError> {
                 ("EGRET_CONTAINER".into(), opts.container.to_string()),
             ];
             let process = format!("instance-{}-{}", i.task_id, i.component);
-            specs.push((process, package.clone(), exec.topology_args.clone(), env));
+            if exec.python.is_empty() {
+                specs.push((process, package.clone(), exec.topology_args.clone(), env));
+            } else {
+                // A heronpy topology: the interpreter that described it at submit runs Egret's Python instance
+                // (the `egret_python` package), which finds the topology's modules in the package directory.
+                let args = vec!["-m".to_string(), PYTHON_INSTANCE_MODULE.to_string()];
+                specs.push((process, PathBuf::from(&exec.python), args, env));
+            }
         }
     }
     let mut procs: Vec<Supervised> = specs

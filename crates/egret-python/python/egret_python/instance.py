@@ -1,0 +1,119 @@
+"""The Python side of an instance: what ``egret_python._native.run_instance`` (Rust) calls to load the user's
+component and to build the topology context and config heronpy's components are given.
+
+The task itself runs in Rust (``egret_instance``): registration, the task loop, acking, batching and metrics.
+"""
+
+import collections
+import logging
+import pickle
+import sys
+import traceback
+
+from heronpy.api.topology_context import TopologyContext as HeronTopologyContext
+
+from egret_python import loader
+
+
+class EgretLogHandler(logging.Handler):
+    """Python ``logging`` records as lines of the instance's log, in Egret's one format."""
+
+    def emit(self, record):
+        try:
+            message = self.format(record)
+        except Exception:  # pylint: disable=broad-except
+            self.handleError(record)
+            return
+        from egret_python import _native  # pylint: disable=import-outside-toplevel
+
+        _native.log(record.levelno, record.name, message)
+
+
+def prepare(package, topology_name):
+    """Before the component's class is imported: its modules on ``sys.path``, ``HERON_OPTIONS``, logging."""
+    loader.set_heron_options(topology_name)
+    loader.add_package(package)
+    root = logging.getLogger()
+    root.handlers = [EgretLogHandler()]
+    root.setLevel(logging.INFO)
+
+
+def load_class(class_name):
+    return loader.load_class(class_name)
+
+
+def _typed(value):
+    """Heron's instance types config strings: integers, floats, ``true``/``false``; pickled values unpickled."""
+    if isinstance(value, bytes):
+        return pickle.loads(value)
+    try:
+        return int(value)
+    except ValueError:
+        pass
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    if value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    return value
+
+
+# heronpy's ``get_sources`` keys: the protobuf StreamId's fields.
+StreamId = collections.namedtuple("StreamId", "id component_name")
+
+
+class TopologyContext(HeronTopologyContext):
+    """heronpy's ``TopologyContext`` for one task."""
+
+    def __init__(self, task_id, component_id, topology_name, config_items, component_tasks, sources):
+        self._task_id = task_id
+        self._component_id = component_id
+        self._topology_name = topology_name
+        # The topology's config overlaid with the component's (the later key wins), typed as Heron types it.
+        self._config = {key: _typed(value) for key, value in config_items}
+        self._component_tasks = component_tasks
+        self._sources = {
+            bolt: {StreamId(stream, producer): gtype for producer, stream, gtype in inputs}
+            for bolt, inputs in sources.items()
+        }
+
+    def get_task_id(self):
+        return self._task_id
+
+    def get_component_id(self):
+        return self._component_id
+
+    def get_cluster_config(self):
+        return self._config
+
+    def get_topology_name(self):
+        return self._topology_name
+
+    def register_metric(self, name, metric, time_bucket_in_sec):
+        raise NotImplementedError(
+            "Egret does not publish heronpy metrics (register_metric) yet; its own metrics of every task "
+            "(emit, execute, ack, fail counts, latencies) are published without it (docs/python.md)"
+        )
+
+    def get_sources(self, component_id):
+        return self._sources.get(component_id)
+
+    def get_component_tasks(self, component_id):
+        return self._component_tasks.get(component_id)
+
+    def add_task_hook(self, task_hook):
+        raise NotImplementedError("Egret does not run heronpy task hooks (add_task_hook) yet (docs/python.md)")
+
+
+def main():
+    """Runs the task until its stmgr goes away; the executor starts the process again."""
+    try:
+        from egret_python import _native  # pylint: disable=import-outside-toplevel
+
+        _native.run_instance()
+    except Exception:  # pylint: disable=broad-except
+        # The executor writes stderr to the instance's log.
+        sys.stderr.write("egret_python: instance exiting:\n" + traceback.format_exc())
+        sys.stderr.flush()
+    return 1

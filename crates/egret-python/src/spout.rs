@@ -1,0 +1,142 @@
+//! A heronpy spout as an Egret [`Spout`]: `SpoutTask` drives it exactly as it drives a Rust spout (when to call
+//! `next_tuple`, max spout pending, the ledger's acks, fails and timeouts); this adapter calls the Python methods
+//! and hands the buffered emits to the collector.
+
+use std::sync::Arc;
+
+use egret_api::{MessageId, OutputDeclarer, Spout, SpoutCollector, TopologyContext, UserError};
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use crate::ComponentCode;
+use crate::delegate::SpoutDelegate;
+use crate::errors::PythonError;
+use crate::values::{Pickler, PreEncoded};
+
+pub struct PySpout {
+    code: Arc<ComponentCode>,
+    /// Made by `open`.
+    live: Option<Live>,
+}
+
+struct Live {
+    component: Py<PyAny>,
+    delegate: Py<SpoutDelegate>,
+    /// Exceptions of callbacks that have no collector (`ack`, `fail`, `activate`, ...), reported at the next
+    /// `next_tuple`.
+    errors: Vec<PythonError>,
+}
+
+impl PySpout {
+    pub fn new(code: Arc<ComponentCode>) -> PySpout {
+        PySpout { code, live: None }
+    }
+
+    /// Calls `method` of the component with `args`; an exception is kept for reporting.
+    fn call(
+        &mut self,
+        method: &str,
+        args: impl for<'py> FnOnce(Python<'py>) -> PyResult<Bound<'py, pyo3::types::PyTuple>>,
+    ) {
+        let Some(live) = &mut self.live else { return };
+        Python::attach(|py| {
+            let result = args(py).and_then(|args| live.component.bind(py).call_method1(method, args));
+            if let Err(e) = result {
+                live.errors.push(PythonError::new(py, e, &self.code.component, method));
+            }
+        });
+    }
+}
+
+/// Hands the emits buffered by the delegate to the collector, in order, and reports kept exceptions.
+fn flush(py: Python<'_>, live: &mut Live, out: &mut SpoutCollector<'_>) {
+    for e in live.errors.drain(..) {
+        out.report_error(&e);
+    }
+    let mut delegate = live.delegate.bind(py).borrow_mut();
+    let emits = &mut delegate.emits;
+    for (i, p) in emits.pending.iter().enumerate() {
+        let stream = p.stream.as_deref().unwrap_or(egret_api::DEFAULT_STREAM);
+        let values = PreEncoded(&emits.encoders[i]);
+        match p.direct_task {
+            Some(task) => out.emit_direct(task, stream, p.message_id, values),
+            None => out.emit_on(stream, p.message_id, values),
+        }
+    }
+    emits.pending.clear();
+}
+
+impl Spout for PySpout {
+    /// The streams are in the definition heronpy wrote; a `PySpout` only runs in an instance.
+    fn declare_outputs(&self, _out: &mut OutputDeclarer) {}
+
+    /// Makes the component with its delegate (`cls(delegate=...)`) and calls `initialize(config, context)`.
+    fn open(&mut self, _ctx: &TopologyContext) -> Result<(), UserError> {
+        let code = Arc::clone(&self.code);
+        Python::attach(|py| {
+            let made = (|| -> PyResult<Live> {
+                let delegate = Py::new(py, SpoutDelegate::new(py, Pickler::import(py)?)?)?;
+                let kwargs = PyDict::new(py);
+                kwargs.set_item("delegate", &delegate)?;
+                let component = code.class.bind(py).call((), Some(&kwargs))?;
+                let context = code.context.bind(py);
+                let kwargs = PyDict::new(py);
+                kwargs.set_item("config", context.call_method0("get_cluster_config")?)?;
+                kwargs.set_item("context", context)?;
+                component.call_method("initialize", (), Some(&kwargs))?;
+                Ok(Live {
+                    component: component.unbind(),
+                    delegate,
+                    errors: Vec::new(),
+                })
+            })();
+            match made {
+                Ok(live) => {
+                    self.live = Some(live);
+                    Ok(())
+                }
+                Err(e) => Err(Box::new(PythonError::new(py, e, &code.component, "initialize")) as UserError),
+            }
+        })
+    }
+
+    fn next_tuple(&mut self, out: &mut SpoutCollector<'_>) {
+        let Some(live) = &mut self.live else { return };
+        Python::attach(|py| {
+            if let Err(e) = live.component.bind(py).call_method0(intern!(py, "next_tuple")) {
+                live.errors
+                    .push(PythonError::new(py, e, &self.code.component, "next_tuple"));
+            }
+            flush(py, live, out);
+        });
+    }
+
+    fn ack(&mut self, id: MessageId) {
+        let Some(live) = &self.live else { return };
+        let tup_id = Python::attach(|py| live.delegate.bind(py).borrow_mut().message_ids.remove(&id));
+        if let Some(tup_id) = tup_id {
+            self.call("ack", |py| pyo3::types::PyTuple::new(py, [tup_id]));
+        }
+    }
+
+    fn fail(&mut self, id: MessageId) {
+        let Some(live) = &self.live else { return };
+        let tup_id = Python::attach(|py| live.delegate.bind(py).borrow_mut().message_ids.remove(&id));
+        if let Some(tup_id) = tup_id {
+            self.call("fail", |py| pyo3::types::PyTuple::new(py, [tup_id]));
+        }
+    }
+
+    fn activate(&mut self) {
+        self.call("activate", |py| Ok(pyo3::types::PyTuple::empty(py)));
+    }
+
+    fn deactivate(&mut self) {
+        self.call("deactivate", |py| Ok(pyo3::types::PyTuple::empty(py)));
+    }
+
+    fn close(&mut self) {
+        self.call("close", |py| Ok(pyo3::types::PyTuple::empty(py)));
+    }
+}
