@@ -91,6 +91,15 @@ fn heronpy_word_count_counts_exactly() {
         (acked == 12_000.0).then_some(())
     });
     assert_eq!(c.metric_sum(name, "egret_fail_count", "component=\"word_spout\""), 0.0);
+    // heronpy's metrics, registered by CountBolt with `context.register_metric`, are Egret user metrics.
+    wait_for("the heronpy metrics to reach /metrics", || {
+        (c.metric_sum(name, "egret_user_words_counted", "") == 12_000.0).then_some(())
+    });
+    assert_eq!(c.metric_sum(name, "egret_user_by_word", "key=\"heron\""), 20_000.0);
+    assert_eq!(c.metric_sum(name, "egret_user_by_word", "key=\"storm\""), 2000.0);
+    // The mean increment of the last interval with any: 1, or 10 for "heron", or a mix; it is a gauge in [1, 10].
+    let means = c.metric_sum(name, "egret_user_mean_increment", "");
+    assert!((1.0..=20.0).contains(&means), "two tasks' mean increments: {means}");
 }
 
 #[test]

@@ -133,7 +133,7 @@ impl Bolt for PyBolt {
     fn declare_outputs(&self, _out: &mut OutputDeclarer) {}
 
     /// Makes the component with its delegate (`cls(delegate=...)`) and calls `initialize(config, context)`.
-    fn prepare(&mut self, _ctx: &TopologyContext) -> Result<(), UserError> {
+    fn prepare(&mut self, ctx: &TopologyContext) -> Result<(), UserError> {
         let code = Arc::clone(&self.code);
         Python::attach(|py| {
             let made = (|| -> PyResult<Live> {
@@ -143,6 +143,9 @@ impl Bolt for PyBolt {
                 kwargs.set_item("delegate", &delegate)?;
                 let component = code.class.bind(py).call((), Some(&kwargs))?;
                 let context = code.context.bind(py);
+                // `register_metric` registers in this task's registry, which the instance publishes.
+                let metrics = Py::new(py, crate::metrics::Metrics::new(Arc::clone(ctx.metrics())))?;
+                context.call_method1("_set_metrics", (metrics,))?;
                 let kwargs = PyDict::new(py);
                 kwargs.set_item("config", context.call_method0("get_cluster_config")?)?;
                 kwargs.set_item("context", context)?;

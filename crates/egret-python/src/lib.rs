@@ -14,6 +14,7 @@
 mod bolt;
 mod delegate;
 mod errors;
+mod metrics;
 mod spout;
 mod tuple;
 mod values;
@@ -209,5 +210,10 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<tuple::HeronTuple>()?;
     m.add_class::<delegate::SpoutDelegate>()?;
     m.add_class::<delegate::BoltDelegate>()?;
+    m.add_class::<metrics::Metrics>()?;
+    m.add_class::<metrics::PyCounter>()?;
+    m.add_class::<metrics::PyMultiCounter>()?;
+    m.add_class::<metrics::PyReduced>()?;
+    m.add_class::<metrics::PyGauge>()?;
     Ok(())
 }

@@ -90,11 +90,14 @@ class TopologyContext(HeronTopologyContext):
     def get_topology_name(self):
         return self._topology_name
 
+    def _set_metrics(self, metrics):
+        """The task's metric registry (``_native.Metrics``), given before ``initialize``."""
+        self._metrics = metrics
+
     def register_metric(self, name, metric, time_bucket_in_sec):
-        raise NotImplementedError(
-            "Egret does not publish heronpy metrics (register_metric) yet; its own metrics of every task "
-            "(emit, execute, ack, fail counts, latencies) are published without it (docs/python.md)"
-        )
+        """heronpy's metrics on Egret's user metrics: ``metric``'s update method is rebound to an Egret handle of
+        the same kind, published as ``egret_user_<name>`` (docs/python.md)."""
+        bind_metric(getattr(self, "_metrics", None), name, metric, time_bucket_in_sec)
 
     def get_sources(self, component_id):
         return self._sources.get(component_id)
@@ -104,6 +107,33 @@ class TopologyContext(HeronTopologyContext):
 
     def add_task_hook(self, task_hook):
         raise NotImplementedError("Egret does not run heronpy task hooks (add_task_hook) yet (docs/python.md)")
+
+
+def bind_metric(metrics, name, metric, time_bucket_in_sec):
+    """Rebinds the update method of a heronpy metric object to the Egret handle of its kind. Counters stay
+    cumulative on Egret's side (Prometheus' convention); ``get_value_and_reset`` of the object no longer sees
+    updates."""
+    # pylint: disable=import-outside-toplevel
+    from heronpy.api.metrics import AssignableMetrics, CountMetric, MeanReducer, MultiCountMetric, ReducedMetric
+
+    if metrics is None:
+        raise RuntimeError("register_metric: this context has no metrics registry (called outside a task)")
+    if isinstance(metric, CountMetric):
+        metric.incr = metrics.counter(name, time_bucket_in_sec).incr
+    elif isinstance(metric, MultiCountMetric):
+        handle = metrics.multi_counter(name, time_bucket_in_sec)
+        metric.incr = handle.incr
+        metric.add_key = handle.add_key
+    elif isinstance(metric, ReducedMetric) and isinstance(getattr(metric, "reducer", None), MeanReducer):
+        metric.update = metrics.mean(name, time_bucket_in_sec).update
+    elif isinstance(metric, AssignableMetrics):
+        metric.update = metrics.gauge(name, time_bucket_in_sec).update
+    else:
+        raise NotImplementedError(
+            f"register_metric({name!r}): Egret publishes heronpy's CountMetric, MultiCountMetric, "
+            f"ReducedMetric(MeanReducer) and AssignableMetrics; {type(metric).__name__} is not one of them "
+            "(docs/python.md)"
+        )
 
 
 def main():
