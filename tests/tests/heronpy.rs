@@ -8,6 +8,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use common::*;
 
@@ -188,7 +189,7 @@ fn heronpy_streams_and_groupings_deliver_exactly() {
             .then_some(())
     });
     // Let anything extra arrive before checking that nothing did.
-    std::thread::sleep(std::time::Duration::from_secs(2));
+    std::thread::sleep(Duration::from_secs(2));
     let ns = |lines: &[String], source: &str| -> BTreeMap<u64, usize> {
         let mut m = BTreeMap::new();
         for l in lines {
@@ -261,7 +262,7 @@ fn reliable(mode: &str) -> Cluster {
         let acked = numbers(&out, "acked");
         (acked.len() as u64 == N).then_some(acked)
     });
-    std::thread::sleep(std::time::Duration::from_secs(1));
+    std::thread::sleep(Duration::from_secs(1));
     assert_eq!(numbers(&out, "acked"), acked, "late acks");
     assert_eq!(acked, once_each(0..N), "each number acked exactly once");
     let refused: BTreeMap<u64, usize> = (0..N).filter(|n| n % 10 == 3).map(|n| (n, 1)).collect();
@@ -325,4 +326,41 @@ fn heronpy_bolt_exceptions_are_reported_failed_and_replayed() {
     for p in explain["processes"].as_array().unwrap() {
         assert_eq!(p["restarts"].as_i64().unwrap_or(0), 0, "{p}");
     }
+}
+
+#[test]
+fn heronpy_stateful_word_count_is_exact_under_effectively_once_while_processes_are_killed() {
+    require_egret_python();
+    let c = Cluster::new();
+    let out = out_dir(&c);
+    let out_s = out.display().to_string();
+    let name = "heronpy-stateful";
+    // 2 spouts of 12 000 words at 2000 words/s each (6 s of input), 2 counters, 2 containers, checkpoints every
+    // second; heronpy StatefulComponents keep their position and counts in heronpy's State.
+    c.ok(&[
+        "submit",
+        "local",
+        &topology("stateful_word_count_topology.py"),
+        name,
+        "--out",
+        &out_s,
+        "--words-per-task",
+        "12000",
+        "--words-per-sec",
+        "2000",
+    ]);
+    wait_for("the first counts", || (total(&counts(&out)) > 0).then_some(()));
+    let killed = kill_randomly(&c, name, &["instance", "stmgr"], 3, || {
+        format!("{} words counted", total(&counts(&out)))
+    });
+    let got = settled(&out, 24_000, Duration::from_secs(120));
+    let expected: BTreeMap<String, u64> = ["bad", "bye", "good", "hello", "heron", "storm"]
+        .into_iter()
+        .map(|w| (w.to_string(), 4000))
+        .collect();
+    assert_eq!(got, expected, "after killing {killed:?}");
+    assert!(
+        c.metric_sum(name, "egret_checkpoints_saved", "") > 0.0,
+        "no checkpoint was saved"
+    );
 }

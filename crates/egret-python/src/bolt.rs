@@ -9,7 +9,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use egret_api::tuple::{SYSTEM_COMPONENT, TICK_STREAM};
-use egret_api::{Anchor, Bolt, BoltCollector, OutputDeclarer, StreamSource, TopologyContext, Tuple, UserError};
+use egret_api::{
+    Anchor, Bolt, BoltCollector, CheckpointId, OutputDeclarer, Stateful, StreamSource, TopologyContext, Tuple,
+    UserError,
+};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
@@ -24,6 +27,8 @@ pub struct PyBolt {
     code: Arc<ComponentCode>,
     /// Made by `prepare`.
     live: Option<Live>,
+    /// Effectively-once: the heronpy `State` of a `StatefulComponent`.
+    state: crate::state::ComponentState,
 }
 
 struct Live {
@@ -45,7 +50,11 @@ struct StreamNames {
 
 impl PyBolt {
     pub fn new(code: Arc<ComponentCode>) -> PyBolt {
-        PyBolt { code, live: None }
+        PyBolt {
+            code,
+            live: None,
+            state: Default::default(),
+        }
     }
 }
 
@@ -132,9 +141,14 @@ impl Bolt for PyBolt {
     /// The streams are in the definition heronpy wrote; a `PyBolt` only runs in an instance.
     fn declare_outputs(&self, _out: &mut OutputDeclarer) {}
 
+    fn stateful(&mut self) -> Option<&mut dyn Stateful> {
+        if self.code.stateful { Some(self) } else { None }
+    }
+
     /// Makes the component with its delegate (`cls(delegate=...)`) and calls `initialize(config, context)`.
     fn prepare(&mut self, ctx: &TopologyContext) -> Result<(), UserError> {
         let code = Arc::clone(&self.code);
+        let state = &mut self.state;
         Python::attach(|py| {
             let made = (|| -> PyResult<Live> {
                 let pickler = Pickler::import(py)?;
@@ -142,6 +156,8 @@ impl Bolt for PyBolt {
                 let kwargs = PyDict::new(py);
                 kwargs.set_item("delegate", &delegate)?;
                 let component = code.class.bind(py).call((), Some(&kwargs))?;
+                // heronpy's order: `init_state` before `initialize`.
+                state.init(py, &component)?;
                 let context = code.context.bind(py);
                 // `register_metric` registers in this task's registry, which the instance publishes.
                 let metrics = Py::new(py, crate::metrics::Metrics::new(Arc::clone(ctx.metrics())))?;
@@ -218,5 +234,26 @@ impl Bolt for PyBolt {
                 PythonError::new(py, e, &self.code.component, "cleanup");
             }
         });
+    }
+}
+
+/// Effectively-once: the component's heronpy state is its checkpointed state.
+impl Stateful for PyBolt {
+    fn init_state(&mut self, restored: Option<&[u8]>) -> Result<(), UserError> {
+        self.state.restore(restored);
+        Ok(())
+    }
+
+    fn pre_save(&mut self, _checkpoint: CheckpointId, out: &mut Vec<u8>) -> Result<(), UserError> {
+        let Some(live) = &self.live else {
+            return Err(format!("{}: checkpoint before the component was made", self.code.component).into());
+        };
+        Python::attach(|py| match self.state.save(py, live.component.bind(py)) {
+            Ok(bytes) => {
+                out.extend_from_slice(&bytes);
+                Ok(())
+            }
+            Err(e) => Err(Box::new(PythonError::new(py, e, &self.code.component, "pre_save")) as UserError),
+        })
     }
 }

@@ -16,6 +16,7 @@ mod delegate;
 mod errors;
 mod metrics;
 mod spout;
+mod state;
 mod tuple;
 mod values;
 
@@ -31,7 +32,7 @@ use pyo3::types::{PyBytes, PyDict, PyList};
 
 /// The Python side of the package (`python/egret_python/instance.py`): loading modules and classes, the topology
 /// context, the config dictionary.
-const INSTANCE_MODULE: &str = "egret_python.instance";
+pub(crate) const INSTANCE_MODULE: &str = "egret_python.instance";
 
 /// What every task of the component shares: the user's class and the context and config built for it.
 pub(crate) struct ComponentCode {
@@ -39,6 +40,8 @@ pub(crate) struct ComponentCode {
     /// heronpy's `TopologyContext` for this task (`instance.TopologyContext`).
     pub context: Py<PyAny>,
     pub component: String,
+    /// The class is a heronpy `StatefulComponent`: under effectively-once its state is checkpointed.
+    pub stateful: bool,
 }
 
 /// Runs this process's task until its stmgr goes away (then the executor starts it again). Called by
@@ -87,10 +90,12 @@ fn run_instance(py: Python<'_>) -> PyResult<()> {
     let class = instance.call_method1("load_class", (&class_name,))?;
 
     let context = make_context(py, &instance, &raw, &topology, &component, comp, env.task.0)?;
+    let stateful = instance.call_method1("is_stateful", (&class,))?.extract::<bool>()?;
     let code = Arc::new(ComponentCode {
         class: class.unbind(),
         context: context.unbind(),
         component: component.clone(),
+        stateful,
     });
     let mut components = topology.components().to_vec();
     let def = &mut components[ci];

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use egret_api::{MessageId, OutputDeclarer, Spout, SpoutCollector, TopologyContext, UserError};
+use egret_api::{CheckpointId, MessageId, OutputDeclarer, Spout, SpoutCollector, Stateful, TopologyContext, UserError};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -18,6 +18,8 @@ pub struct PySpout {
     code: Arc<ComponentCode>,
     /// Made by `open`.
     live: Option<Live>,
+    /// Effectively-once: the heronpy `State` of a `StatefulComponent`.
+    state: crate::state::ComponentState,
 }
 
 struct Live {
@@ -30,7 +32,11 @@ struct Live {
 
 impl PySpout {
     pub fn new(code: Arc<ComponentCode>) -> PySpout {
-        PySpout { code, live: None }
+        PySpout {
+            code,
+            live: None,
+            state: Default::default(),
+        }
     }
 
     /// Calls `method` of the component with `args`; an exception is kept for reporting.
@@ -71,15 +77,22 @@ impl Spout for PySpout {
     /// The streams are in the definition heronpy wrote; a `PySpout` only runs in an instance.
     fn declare_outputs(&self, _out: &mut OutputDeclarer) {}
 
+    fn stateful(&mut self) -> Option<&mut dyn Stateful> {
+        if self.code.stateful { Some(self) } else { None }
+    }
+
     /// Makes the component with its delegate (`cls(delegate=...)`) and calls `initialize(config, context)`.
     fn open(&mut self, ctx: &TopologyContext) -> Result<(), UserError> {
         let code = Arc::clone(&self.code);
+        let state = &mut self.state;
         Python::attach(|py| {
             let made = (|| -> PyResult<Live> {
                 let delegate = Py::new(py, SpoutDelegate::new(py, Pickler::import(py)?)?)?;
                 let kwargs = PyDict::new(py);
                 kwargs.set_item("delegate", &delegate)?;
                 let component = code.class.bind(py).call((), Some(&kwargs))?;
+                // heronpy's order: `init_state` before `initialize`.
+                state.init(py, &component)?;
                 let context = code.context.bind(py);
                 // `register_metric` registers in this task's registry, which the instance publishes.
                 let metrics = Py::new(py, crate::metrics::Metrics::new(Arc::clone(ctx.metrics())))?;
@@ -141,5 +154,26 @@ impl Spout for PySpout {
 
     fn close(&mut self) {
         self.call("close", |py| Ok(pyo3::types::PyTuple::empty(py)));
+    }
+}
+
+/// Effectively-once: the component's heronpy state is its checkpointed state.
+impl Stateful for PySpout {
+    fn init_state(&mut self, restored: Option<&[u8]>) -> Result<(), UserError> {
+        self.state.restore(restored);
+        Ok(())
+    }
+
+    fn pre_save(&mut self, _checkpoint: CheckpointId, out: &mut Vec<u8>) -> Result<(), UserError> {
+        let Some(live) = &self.live else {
+            return Err(format!("{}: checkpoint before the component was made", self.code.component).into());
+        };
+        Python::attach(|py| match self.state.save(py, live.component.bind(py)) {
+            Ok(bytes) => {
+                out.extend_from_slice(&bytes);
+                Ok(())
+            }
+            Err(e) => Err(Box::new(PythonError::new(py, e, &self.code.component, "pre_save")) as UserError),
+        })
     }
 }

@@ -109,6 +109,35 @@ class TopologyContext(HeronTopologyContext):
         raise NotImplementedError("Egret does not run heronpy task hooks (add_task_hook) yet (docs/python.md)")
 
 
+def is_stateful(cls):
+    """Whether the component class is a heronpy ``StatefulComponent`` (its state is checkpointed under
+    effectively-once)."""
+    from heronpy.api.state.stateful_component import StatefulComponent  # pylint: disable=import-outside-toplevel
+
+    return isinstance(cls, type) and issubclass(cls, StatefulComponent)
+
+
+def init_component_state(component, restored):
+    """Heron's order: ``init_state(state)`` before ``initialize``, with the state of the checkpoint restored (pickled
+    bytes) or an empty ``HashMapState`` on a clean start. Returns the state object, which is saved at each
+    checkpoint."""
+    from heronpy.api.state.state import HashMapState  # pylint: disable=import-outside-toplevel
+
+    state = pickle.loads(restored) if restored is not None else HashMapState()
+    component.init_state(state)
+    return state
+
+
+def save_component_state(component, state):
+    """``pre_save()``, then the state pickled (cloudpickle when installed, as heronpy serializes)."""
+    component.pre_save()
+    try:
+        import cloudpickle as dumper  # pylint: disable=import-outside-toplevel
+    except ImportError:
+        dumper = pickle
+    return dumper.dumps(state)
+
+
 def bind_metric(metrics, name, metric, time_bucket_in_sec):
     """Rebinds the update method of a heronpy metric object to the Egret handle of its kind. Counters stay
     cumulative on Egret's side (Prometheus' convention); ``get_value_and_reset`` of the object no longer sees
