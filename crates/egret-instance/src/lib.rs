@@ -19,6 +19,7 @@
 
 mod checkpointing;
 mod link;
+pub use link::set_around_wait;
 
 use std::io::Write;
 use std::path::PathBuf;

@@ -377,7 +377,14 @@ impl Link for StmgrLink {
         // Queued frames are written whenever the socket takes them, whatever the task waits for.
         let want_write = !self.out.is_empty();
         let wakeup = self.ctl.checkpointing.as_ref().map(|c| c.wakeup_fd());
-        let ready = poll(self.stream.as_raw_fd(), want_input, want_write, wakeup, timeout);
+        let fd = self.stream.as_raw_fd();
+        let mut ready = None;
+        let mut block = || ready = Some(poll(fd, want_input, want_write, wakeup, timeout));
+        match AROUND_WAIT.get() {
+            Some(around) if !timeout.is_zero() => around(&mut block),
+            _ => block(),
+        }
+        let Some(ready) = ready else { return };
         if ready.woken {
             // The writer thread left a report: out it goes now; the socket most likely has room for it. The eventfd
             // is quieted first in any case, or a signal whose report was already taken would keep waking us.
@@ -390,6 +397,16 @@ impl Link for StmgrLink {
             self.write_out();
         }
     }
+}
+
+/// How the task thread blocks in [`StmgrLink`]'s waits: by default it just does; a host whose task thread holds a
+/// lock that other threads need while the task waits (the Python instance: the GIL, for the user's own threads)
+/// wraps every wait to let go of it ([`set_around_wait`]). The wrapped function only polls sockets.
+static AROUND_WAIT: std::sync::OnceLock<fn(&mut dyn FnMut())> = std::sync::OnceLock::new();
+
+/// Sets how the task thread blocks (once per process; later calls return `false` and change nothing).
+pub fn set_around_wait(around: fn(&mut dyn FnMut())) -> bool {
+    AROUND_WAIT.set(around).is_ok()
 }
 
 /// What [`poll`] saw. (Input needs no flag: the caller reads the socket whatever the reason it woke.)

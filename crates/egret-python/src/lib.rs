@@ -115,8 +115,21 @@ fn run_instance(py: Python<'_>) -> PyResult<()> {
         KeyCheck::Lenient,
     )
     .map_err(|e| fail(&e))?;
-    // The GIL stays with this thread for the task's life: every call into the component is on it.
+    // The GIL stays with this thread for the task's life (every call into the component is on it), except while the
+    // task waits for input or room: then the user's own Python threads (a source's reader, say) can run.
+    egret_instance::set_around_wait(release_the_gil_while);
     egret_instance::run(topology, env).map_err(|e| fail(&e))
+}
+
+/// Runs `wait` (a poll of the task's sockets, which calls no Python) with the GIL released.
+fn release_the_gil_while(wait: &mut dyn FnMut()) {
+    // SAFETY: only the task thread waits, and it holds the GIL (run_instance is called from Python and keeps it);
+    // `wait` touches no Python object, and the GIL is taken back before anything else runs on this thread.
+    unsafe {
+        let saved = pyo3::ffi::PyEval_SaveThread();
+        wait();
+        pyo3::ffi::PyEval_RestoreThread(saved);
+    }
 }
 
 /// The heronpy component `name` in the definition heronpy wrote.
