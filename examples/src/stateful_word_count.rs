@@ -210,3 +210,63 @@ pub fn builder(
         .shuffle_grouping("sentence");
     b
 }
+
+/// Counts words in its checkpointed state and emits each new count, `(word, count)`, anchored on the word: the
+/// feed of a table that keeps the latest count per word (an upsert sink) or every count once (an append-only one).
+#[derive(Default)]
+pub struct RunningCountBolt {
+    pub counts: KeyedState<String, u64>,
+}
+
+impl BasicBolt for RunningCountBolt {
+    fn declare_outputs(&self, out: &mut OutputDeclarer) {
+        out.declare(["word", "count"]);
+    }
+
+    fn execute(&mut self, tuple: &Tuple<'_>, out: &mut BasicCollector<'_, '_>) -> Result<(), UserError> {
+        let word = tuple.get_str("word")?;
+        let n = match self.counts.get_mut(word) {
+            Some(n) => {
+                *n += 1;
+                *n
+            }
+            None => {
+                self.counts.insert(word.to_string(), 1);
+                1
+            }
+        };
+        out.emit((word, n as i64));
+        Ok(())
+    }
+
+    fn stateful(&mut self) -> Option<&mut dyn Stateful> {
+        Some(self)
+    }
+}
+
+impl Stateful for RunningCountBolt {
+    fn init_state(&mut self, restored: Option<&[u8]>) -> Result<(), UserError> {
+        self.counts = KeyedState::restore(restored)?;
+        Ok(())
+    }
+
+    fn pre_save(&mut self, _checkpoint: CheckpointId, out: &mut Vec<u8>) -> Result<(), UserError> {
+        Ok(self.counts.save(out)?)
+    }
+}
+
+/// Splits the text of the field it names into words (e.g. `line`, from a file source).
+pub struct SplitField(pub &'static str);
+
+impl BasicBolt for SplitField {
+    fn declare_outputs(&self, out: &mut OutputDeclarer) {
+        out.declare(["word"]);
+    }
+
+    fn execute(&mut self, tuple: &Tuple<'_>, out: &mut BasicCollector<'_, '_>) -> Result<(), UserError> {
+        for word in tuple.get_str(self.0)?.split_whitespace() {
+            out.emit((word,));
+        }
+        Ok(())
+    }
+}

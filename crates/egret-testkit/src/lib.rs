@@ -3,6 +3,7 @@
 //! and a deadline on every wait. Test-only: nothing here is meant for a running topology.
 
 pub mod fixtures;
+pub mod postgres;
 pub mod zookeeper;
 
 use std::path::PathBuf;
