@@ -15,7 +15,7 @@ use egret_api::{
 };
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyString};
+use pyo3::types::PyString;
 
 use crate::ComponentCode;
 use crate::delegate::{BoltDelegate, BoltOp};
@@ -153,19 +153,7 @@ impl Bolt for PyBolt {
             let made = (|| -> PyResult<Live> {
                 let pickler = Pickler::import(py)?;
                 let delegate = Py::new(py, BoltDelegate::new(py, pickler.clone_ref(py))?)?;
-                let kwargs = PyDict::new(py);
-                kwargs.set_item("delegate", &delegate)?;
-                let component = code.class.bind(py).call((), Some(&kwargs))?;
-                // heronpy's order: `init_state` before `initialize`.
-                state.init(py, &component)?;
-                let context = code.context.bind(py);
-                // `register_metric` registers in this task's registry, which the instance publishes.
-                let metrics = Py::new(py, crate::metrics::Metrics::new(Arc::clone(ctx.metrics())))?;
-                context.call_method1("_set_metrics", (metrics,))?;
-                let kwargs = PyDict::new(py);
-                kwargs.set_item("config", context.call_method0("get_cluster_config")?)?;
-                kwargs.set_item("context", context)?;
-                component.call_method("initialize", (), Some(&kwargs))?;
+                let component = crate::make_component(py, &code, ctx, state, delegate.bind(py).as_any())?;
                 Ok(Live {
                     component: component.unbind(),
                     delegate,

@@ -132,6 +132,30 @@ fn release_the_gil_while(wait: &mut dyn FnMut()) {
     }
 }
 
+/// Makes the user's component for a task as Heron's Python instance does: `cls(delegate=...)`, then (a
+/// `StatefulComponent` under effectively-once) `init_state(state)`, then `initialize(config, context)`, with the
+/// context registering metrics in the task's registry.
+pub(crate) fn make_component<'py>(
+    py: Python<'py>,
+    code: &ComponentCode,
+    ctx: &egret_api::TopologyContext,
+    state: &mut state::ComponentState,
+    delegate: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let kwargs = PyDict::new(py);
+    kwargs.set_item("delegate", delegate)?;
+    let component = code.class.bind(py).call((), Some(&kwargs))?;
+    state.init(py, &component)?;
+    let context = code.context.bind(py);
+    let metrics = Py::new(py, metrics::Metrics::new(Arc::clone(ctx.metrics())))?;
+    context.call_method1("_set_metrics", (metrics,))?;
+    let kwargs = PyDict::new(py);
+    kwargs.set_item("config", context.call_method0("get_cluster_config")?)?;
+    kwargs.set_item("context", context)?;
+    component.call_method("initialize", (), Some(&kwargs))?;
+    Ok(component)
+}
+
 /// The heronpy component `name` in the definition heronpy wrote.
 fn raw_component<'a>(raw: &'a api::Topology, name: &str) -> Option<&'a api::Component> {
     let spouts = raw.spouts.iter().map(|s| &s.comp);
