@@ -43,9 +43,12 @@ fn user_metrics_reach_prometheus_the_tracker_and_the_ui_with_the_values_the_topo
     wait_for("every tuple to be counted by the user counter", || {
         (c.metric_sum(TOPOLOGY, "egret_user_tuples_seen", "") == COUNT as f64).then_some(())
     });
-    // Gauges and reduced metrics are sampled once a second: wait for the sample after the last tuple.
-    wait_for("the histogram's last sample", || {
-        (c.metric_sum(TOPOLOGY, "egret_user_n_seconds_count", "") == COUNT as f64).then_some(())
+    // Each task samples its metrics once per interval (1 s here) and publishes every second: wait for the samples
+    // taken after the last tuple, the bolts' (their histogram's count) and the spout's.
+    wait_for("the bolts' and the spout's last samples", || {
+        let bolts = c.metric_sum(TOPOLOGY, "egret_user_n_seconds_count", "");
+        let spout = c.metric_sum(TOPOLOGY, "egret_user_emitted", "component=\"numbers\"");
+        (bolts == COUNT as f64 && spout == COUNT as f64).then_some(())
     });
     let sum = |name: &str, filter: &str| c.metric_sum(TOPOLOGY, name, filter);
     assert_eq!(sum("egret_user_emitted", "component=\"numbers\""), COUNT as f64);
