@@ -4,6 +4,7 @@
 
 pub mod fixtures;
 pub mod postgres;
+pub mod redis;
 pub mod zookeeper;
 
 use std::path::PathBuf;
