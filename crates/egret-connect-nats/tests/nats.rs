@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer::pull, stream};
+use egret::metrics::MetricSample;
 use egret::simulator::{Running, Simulator, SimulatorOptions};
 use egret::*;
 use egret_checkpoint::{CheckpointStore, MemoryStore};
@@ -95,6 +96,18 @@ impl Js {
             out
         })
     }
+}
+
+fn user_metric(running: &Running, name: &str) -> f64 {
+    running
+        .user_metrics()
+        .values()
+        .flatten()
+        .filter_map(|s| match s {
+            MetricSample::Value { name: n, value, .. } if n == name => Some(*value),
+            _ => None,
+        })
+        .sum()
 }
 
 fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
@@ -338,6 +351,65 @@ fn nats_source_to_sink_at_least_once_publishes_every_message() {
     });
     let finished = running.stop();
     assert!(finished.errors.is_empty(), "{:?}", finished.errors);
+    let mut out = js.payloads("out");
+    out.sort_unstable();
+    out.dedup();
+    assert_eq!(
+        out,
+        (0..n).collect::<Vec<_>>(),
+        "every message published to the output stream"
+    );
+}
+
+#[test]
+fn nats_source_to_sink_at_least_once_loses_nothing_across_a_server_restart() {
+    let mut server = NatsServer::start();
+    let n = 6_000u64;
+    {
+        let js = Js::new(&server);
+        js.create_stream("in", &["in.>"]);
+        js.create_stream("out", &["out.>"]);
+        js.publish("in.a", 0, n / 2);
+    }
+    let source = NatsSourceConfig::new(server.url(), "in", "egret")
+        .count(50)
+        .ack_wait(Duration::from_secs(3))
+        .retry_max(Duration::from_millis(400));
+    let sink = NatsSinkConfig::new(server.url(), "out", "out.numbers")
+        .batch(100, Duration::from_millis(20))
+        .retry_max(Duration::from_millis(400));
+    let mut b = TopologyBuilder::new("nats-restart");
+    b.config()
+        .set(keys::RELIABILITY_MODE, ReliabilityMode::AtLeastOnce)
+        .set(keys::MESSAGE_TIMEOUT_SECS, 2)
+        .set(keys::MAX_SPOUT_PENDING, 500);
+    b.set_spout("messages", 2, move || NatsSource::new(source.clone()));
+    b.set_bolt("forward", 2, || Forward).shuffle_grouping("messages");
+    b.set_bolt("sink", 2, move || NatsSink::new(sink.clone()))
+        .shuffle_grouping("forward")
+        .config(keys::TICK_TUPLE_FREQ_MS, 50);
+    let running = Simulator::start(b.build().unwrap()).unwrap();
+    wait_for("some messages published", Duration::from_secs(30), || {
+        let js = Js::new(&server);
+        js.rt.block_on(async {
+            match js.js.get_stream("out").await {
+                Ok(mut s) => s.info().await.map(|i| i.state.messages > 500).unwrap_or(false),
+                Err(_) => false,
+            }
+        })
+    });
+    server.stop();
+    std::thread::sleep(Duration::from_secs(1));
+    server.resume();
+    let js = Js::new(&server);
+    js.publish("in.b", n / 2, n);
+    wait_for("every message acknowledged", Duration::from_secs(90), || {
+        js.consumer_done("in", "egret")
+    });
+    let retries = user_metric(&running, "nats-source-retries") + user_metric(&running, "nats-sink-retries");
+    // Failed requests while the server was away are reported as errors too: not checked here.
+    let _finished = running.stop();
+    assert!(retries > 0.0, "failed requests while the server was away are counted");
     let mut out = js.payloads("out");
     out.sort_unstable();
     out.dedup();
