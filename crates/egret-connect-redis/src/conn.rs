@@ -36,11 +36,13 @@ pub enum RedisError {
 
 impl RedisError {
     /// The connection is gone or the server does not answer (retried with back-off), rather than an answer of the
-    /// server (an error of the command or the configuration).
+    /// server (an error of the command or the configuration). `NOGROUP` counts as lost too: a server that lost its
+    /// data (no persistence) forgot the group, which a new connection creates again.
     pub(crate) fn is_connection_lost(&self) -> bool {
         match self {
             RedisError::Redis { source, .. } => {
-                source.is_io_error()
+                source.code() == Some("NOGROUP")
+                    || source.is_io_error()
                     || source.is_connection_dropped()
                     || source.is_connection_refusal()
                     || source.is_timeout()

@@ -14,7 +14,8 @@
 //!   were in the restored cut (only their `XACK` was lost) and are acknowledged, later ones are emitted again, in
 //!   order — exactly what followed the cut. The PEL, not `XRANGE`, is what is read again: with several tasks the
 //!   group spreads entries over consumers, and a task's PEL holds exactly the entries it was given.
-//! - **at-most-once**: entries are emitted untracked and acknowledged at once.
+//! - **at-most-once**: entries are emitted untracked and acknowledged at once; pending entries found at open (a
+//!   crash between an emit and its `XACK`) are acknowledged, not emitted.
 //!
 //! A lost connection (the server stopped, a timeout) is attempted again with back-off (100 ms doubling to
 //! `retry_max`; metric `redis-source-retries`, gauge `redis-source-connected`). After reconnecting, the task reads
@@ -330,7 +331,9 @@ impl RedisSource {
             self.history_cursor.insert(e.stream.clone(), e.id);
             let emitted = self.position.get(&e.stream).is_some_and(|p| e.id <= *p);
             let in_cut = self.restored.get(&e.stream).is_some_and(|p| e.id <= *p);
-            if e.fields.is_none() || (in_cut && !emitted) {
+            // At-most-once: what was delivered before (a crash between emit and XACK) is not emitted twice.
+            let at_most_once = self.mode == ReliabilityMode::AtMostOnce;
+            if e.fields.is_none() || (in_cut && !emitted) || (at_most_once && !emitted) {
                 // Deleted while pending, or (effectively-once) in the restored checkpoint's cut: only the XACK was
                 // missing.
                 self.to_ack.entry(e.stream.clone()).or_default().push(e.id);
