@@ -3,7 +3,9 @@
 //! and a deadline on every wait. Test-only: nothing here is meant for a running topology.
 
 pub mod fixtures;
+pub mod nats;
 pub mod postgres;
+pub mod redis;
 pub mod zookeeper;
 
 use std::path::PathBuf;
