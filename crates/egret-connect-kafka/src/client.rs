@@ -117,6 +117,10 @@ impl TopicClient {
         self.call(client.partition_client(self.topic.clone(), partition, UnknownTopicHandling::Retry))
     }
 
+    pub(crate) fn connected(&self) -> bool {
+        self.client.is_some()
+    }
+
     /// Forgets the connection: the next `partitions` connects again.
     pub(crate) fn disconnect(&mut self) {
         self.client = None;

@@ -155,14 +155,19 @@ impl KafkaSink {
 
     /// Connects and lists the partitions if needed.
     fn connect(&mut self) -> Result<(), KafkaError> {
-        if !self.partitions.is_empty() {
-            return Ok(());
-        }
         let Some(client) = self.client.as_mut() else {
             return Ok(());
         };
+        if !self.partitions.is_empty() && client.connected() {
+            return Ok(());
+        }
         let ids = client.partitions()?;
-        self.partitions = ids.into_iter().map(|id| (id, None)).collect();
+        if ids.len() != self.partitions.len() {
+            // Buffered records keep the partition they were given; a topic that grew gets its new partitions' share
+            // of the records from now on.
+            tracing::info!(partitions = ?ids, "kafka sink: partitions");
+            self.partitions = ids.into_iter().map(|id| (id, None)).collect();
+        }
         for (key, value, anchor) in std::mem::take(&mut self.unplaced) {
             self.place(key, value, anchor);
         }
@@ -240,7 +245,9 @@ impl KafkaSink {
             let Some(client) = self.client.as_ref() else {
                 return Ok(());
             };
-            let (id, pc) = &mut self.partitions[index];
+            let Some((id, pc)) = self.partitions.get_mut(index) else {
+                continue;
+            };
             if pc.is_none() {
                 *pc = Some(client.partition(*id)?);
             }
@@ -381,7 +388,9 @@ impl KafkaSink {
             let Some(client) = self.client.as_ref() else {
                 return Ok(());
             };
-            let (id, pc) = &mut self.partitions[index];
+            let Some((id, pc)) = self.partitions.get_mut(index) else {
+                continue;
+            };
             if pc.is_none() {
                 *pc = Some(client.partition(*id)?);
             }

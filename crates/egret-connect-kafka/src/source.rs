@@ -119,6 +119,47 @@ impl KafkaSourceConfig {
     }
 }
 
+/// The offset after the partition's last record: the larger of ListOffsets(latest) and the high watermark of a fetch.
+/// tansu 0.6.0 answers ListOffsets(latest) with the last batch's base offset + 1, which is too small when the last
+/// batch has more than one record; the high watermark is right.
+fn latest(client: &TopicClient, pc: &PartitionClient) -> Result<i64, KafkaError> {
+    let listed = client.call(pc.get_offset(OffsetAt::Latest))?;
+    let earliest = client.call(pc.get_offset(OffsetAt::Earliest))?;
+    let (_, high_watermark) = client.call(pc.fetch_records(earliest, 1..2, 0))?;
+    Ok(listed.max(high_watermark))
+}
+
+/// Records fetched and the partition's high watermark.
+type Fetched = (Vec<RecordAndOffset>, i64);
+
+/// Records from `from` when a fetch from `from` returned none up to it although the partition has more: tansu 0.6.0
+/// answers a fetch from inside a record batch with the batches after it (a position restored by a rollback is usually
+/// inside one). Fetches from earlier offsets (1, 2, 4, ... back, down to the earliest kept) until a batch holding
+/// `from` (or an earlier offset) comes back; `None` when none does (a real gap: compacted or deleted records).
+fn from_inside_a_batch(
+    client: &TopicClient,
+    pc: &PartitionClient,
+    from: i64,
+    max_bytes: i32,
+) -> Result<Option<Fetched>, KafkaError> {
+    let earliest = client.call(pc.get_offset(OffsetAt::Earliest))?;
+    let mut back = 1;
+    loop {
+        let at = from.saturating_sub(back).max(earliest);
+        if at >= from {
+            return Ok(None);
+        }
+        let (records, high_watermark) = client.call(pc.fetch_records(at, 1..max_bytes, 0))?;
+        if records.iter().any(|r| r.offset <= from) {
+            return Ok(Some((records, high_watermark)));
+        }
+        if at == earliest {
+            return Ok(None);
+        }
+        back = back.saturating_mul(2);
+    }
+}
+
 /// Emits one record: partition, offset, key, value.
 fn emit(format: ValueFormat, out: &mut SpoutCollector<'_>, id: Option<MessageId>, partition: i32, r: &RecordAndOffset) {
     let key = r.record.key.as_deref();
@@ -350,10 +391,13 @@ impl KafkaSource {
                         OffsetAt::Timestamp(DateTime::<Utc>::from_timestamp_millis(ms).unwrap_or_default())
                     }
                 };
-                let mut o = client.call(pc.get_offset(at))?;
+                let mut o = match at {
+                    OffsetAt::Latest => latest(client, pc)?,
+                    at => client.call(pc.get_offset(at))?,
+                };
                 if o < 0 {
                     // No record at or after the timestamp: start after the last one.
-                    o = client.call(pc.get_offset(OffsetAt::Latest))?;
+                    o = latest(client, pc)?;
                 }
                 tracing::info!(partition = p.id, offset = o, start = ?start, "kafka source: starting position");
                 p.position = Some(o);
@@ -376,8 +420,7 @@ impl KafkaSource {
             }) => {
                 // The records at the position are gone (retention, deletion): go on from the earliest one kept.
                 let earliest = client.call(pc.get_offset(OffsetAt::Earliest))?;
-                let latest = client.call(pc.get_offset(OffsetAt::Latest))?;
-                let to = if from < earliest { earliest } else { latest };
+                let to = if from < earliest { earliest } else { latest(client, pc)? };
                 tracing::warn!(
                     partition = p.id,
                     offset = from,
@@ -389,6 +432,11 @@ impl KafkaSource {
                 return Ok(());
             }
             Err(e) => return Err(e),
+        };
+        let (records, high_watermark) = if from < high_watermark && records.first().is_none_or(|r| r.offset > from) {
+            from_inside_a_batch(client, pc, from, self.config.fetch_max_bytes)?.unwrap_or((records, high_watermark))
+        } else {
+            (records, high_watermark)
         };
         for r in records {
             if r.offset >= from {
