@@ -305,3 +305,43 @@ fn kafka_source_retries_a_broker_that_is_away_and_then_reads_everything() {
     assert_eq!(counts.len(), 300);
     assert!(counts.values().all(|&n| n == 1), "each record once without failures");
 }
+
+#[test]
+fn kafka_to_kafka_under_effectively_once_with_failures_writes_every_record_at_least_once() {
+    let broker = TansuServer::start();
+    broker.create_topic("in", 2);
+    broker.create_topic("copy", 2);
+    let input: Vec<String> = (0..4_000).map(|i| format!("r{i}")).collect();
+    produce(&broker, "in", 2, &input);
+
+    let mut b = TopologyBuilder::new("kafka-copy");
+    b.config()
+        .set(keys::RELIABILITY_MODE, ReliabilityMode::EffectivelyOnce)
+        .set(keys::STATEFUL_CHECKPOINT_INTERVAL_SECONDS, 0.1);
+    let source = KafkaSourceConfig::new([broker.address()], "in");
+    b.set_spout("kafka", 2, move || KafkaSource::new(source.clone()));
+    let sink = KafkaSinkConfig::new([broker.address()], "copy", "value");
+    b.set_bolt("sink", 2, move || KafkaSink::new(sink.clone()))
+        .shuffle_grouping("kafka");
+    let topology = b.build().unwrap();
+    let victims = [task(&topology, "sink", 0), task(&topology, "kafka", 1)];
+    let options = SimulatorOptions {
+        checkpoint_store: Some(Arc::new(MemoryStore::new())),
+        ..Default::default()
+    };
+    let running = Simulator::start_with(topology, options).unwrap();
+    for victim in victims {
+        running.wait_for_checkpoints(1, Duration::from_secs(30)).unwrap();
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(running.fail_task(victim));
+    }
+    // Everything read is produced at the next checkpoints.
+    let expected: BTreeSet<String> = input.iter().cloned().collect();
+    wait_for("every record copied", Duration::from_secs(60), || {
+        running.wait_for_checkpoints(1, Duration::from_secs(30)).unwrap();
+        let copied: BTreeSet<String> = read_all(&broker, "copy", 2).into_values().flatten().collect();
+        (copied == expected).then_some(())
+    });
+    let finished = running.stop();
+    assert_eq!(finished.checkpoints.unwrap().stats.rollbacks, 2);
+}
