@@ -3,6 +3,7 @@
 //! and a deadline on every wait. Test-only: nothing here is meant for a running topology.
 
 pub mod fixtures;
+pub mod kafka;
 pub mod nats;
 pub mod postgres;
 pub mod redis;
