@@ -14,6 +14,7 @@ pub mod grouping;
 pub mod hooks;
 pub mod ids;
 pub mod metrics;
+pub mod retry;
 pub mod state;
 pub mod topology;
 pub mod tuple;

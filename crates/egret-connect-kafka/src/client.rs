@@ -3,9 +3,11 @@
 //! attempts after a broker went away.
 
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rskafka::BackoffConfig;
+
+pub(crate) use egret_api::retry::Backoff;
 use rskafka::client::partition::{PartitionClient, UnknownTopicHandling};
 use rskafka::client::{Client, ClientBuilder};
 
@@ -127,42 +129,6 @@ impl TopicClient {
     }
 }
 
-/// Back-off between attempts: 100 ms doubling to `max`, reset by a success.
-#[derive(Debug)]
-pub(crate) struct Backoff {
-    max: Duration,
-    next: Duration,
-    until: Option<Instant>,
-}
-
-impl Backoff {
-    pub(crate) fn new(max: Duration) -> Self {
-        Backoff {
-            max,
-            next: Duration::from_millis(100).min(max),
-            until: None,
-        }
-    }
-
-    /// Whether an attempt may be made now.
-    pub(crate) fn ready(&self) -> bool {
-        self.until.is_none_or(|t| Instant::now() >= t)
-    }
-
-    /// An attempt failed: wait before the next one; returns the wait.
-    pub(crate) fn failed(&mut self) -> Duration {
-        let wait = self.next;
-        self.until = Some(Instant::now() + wait);
-        self.next = (self.next * 2).min(self.max);
-        wait
-    }
-
-    pub(crate) fn succeeded(&mut self) {
-        self.next = Duration::from_millis(100).min(self.max);
-        self.until = None;
-    }
-}
-
 /// FNV-1a of `bytes`: a stable hash (same in every process and version), for a key's partition.
 pub fn fnv1a(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -187,7 +153,7 @@ mod tests {
         assert_eq!(b.failed(), Duration::from_millis(400));
         assert_eq!(b.failed(), Duration::from_millis(500));
         assert_eq!(b.failed(), Duration::from_millis(500));
-        b.succeeded();
+        b.reset();
         assert!(b.ready());
         assert_eq!(b.failed(), Duration::from_millis(100));
     }

@@ -264,7 +264,7 @@ impl KafkaSink {
                 m.written.incr_by(n as u64);
             }
         }
-        self.backoff.succeeded();
+        self.backoff.reset();
         if let Some(m) = &self.metrics {
             m.connected.set(1.0);
         }
@@ -381,7 +381,7 @@ impl Stateful for KafkaSink {
 impl KafkaSink {
     /// `produce_all` without acks (effectively-once has none).
     fn produce_all_quiet(&mut self) -> Result<(), KafkaError> {
-        self.backoff.succeeded();
+        self.backoff.reset();
         self.connect()?;
         let indexes: Vec<usize> = self.buffer.keys().copied().collect();
         for index in indexes {

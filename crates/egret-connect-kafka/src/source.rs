@@ -333,7 +333,7 @@ impl KafkaSource {
                     }
                 }
                 self.listed = true;
-                self.backoff.succeeded();
+                self.backoff.reset();
                 if let Some(m) = &self.metrics {
                     m.connected.set(1.0);
                 }

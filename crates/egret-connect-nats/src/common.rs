@@ -1,6 +1,8 @@
 //! What the source and the sink share: the runtime, connecting, back-off and the error type.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+pub(crate) use egret_api::retry::Backoff;
 
 /// Timeout of connecting and of each request.
 pub(crate) const IO_TIMEOUT: Duration = Duration::from_secs(5);
@@ -76,39 +78,6 @@ pub(crate) fn connect(rt: &tokio::runtime::Runtime, url: &str) -> Result<async_n
     // The context spawns its acknowledgement task on the runtime.
     let _guard = rt.enter();
     Ok(async_nats::jetstream::new(client))
-}
-
-/// Time between attempts after a failure: 100 ms doubling up to a maximum; reset by a success.
-pub(crate) struct Backoff {
-    delay: Duration,
-    max: Duration,
-    next_attempt: Option<Instant>,
-}
-
-impl Backoff {
-    const INITIAL: Duration = Duration::from_millis(100);
-
-    pub(crate) fn new(max: Duration) -> Self {
-        Backoff {
-            delay: Self::INITIAL,
-            max: max.max(Self::INITIAL),
-            next_attempt: None,
-        }
-    }
-
-    pub(crate) fn failed(&mut self) {
-        self.next_attempt = Some(Instant::now() + self.delay);
-        self.delay = (self.delay * 2).min(self.max);
-    }
-
-    pub(crate) fn reset(&mut self) {
-        self.delay = Self::INITIAL;
-        self.next_attempt = None;
-    }
-
-    pub(crate) fn ready(&self) -> bool {
-        self.next_attempt.is_none_or(|t| Instant::now() >= t)
-    }
 }
 
 #[cfg(test)]

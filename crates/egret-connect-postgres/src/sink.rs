@@ -33,6 +33,7 @@ use egret_api::{
 use serde::{Deserialize, Serialize};
 
 use crate::writer::{Finish, PgWriter, PostgresSinkError, Row, TableSpec};
+use egret_api::retry::Backoff;
 
 /// Where and how a [`PostgresSink`] writes.
 #[derive(Debug, Clone)]
@@ -95,33 +96,6 @@ struct SavedState {
     abandoned: Vec<u64>,
 }
 
-/// Time between connection attempts: 100 ms doubling up to a maximum; reset by a success.
-struct Backoff {
-    delay: Duration,
-    max: Duration,
-    next_attempt: Option<Instant>,
-}
-
-impl Backoff {
-    const INITIAL: Duration = Duration::from_millis(100);
-
-    fn failed(&mut self) {
-        self.next_attempt = Some(Instant::now() + self.delay);
-        self.delay = (self.delay * 2).min(self.max);
-    }
-
-    fn reset(&mut self) {
-        self.delay = Self::INITIAL;
-        self.next_attempt = None;
-    }
-
-    fn wait(&self) -> Option<Duration> {
-        self.next_attempt
-            .and_then(|t| t.checked_duration_since(Instant::now()))
-            .filter(|d| !d.is_zero())
-    }
-}
-
 struct Metrics {
     rows_written: Counter,
     rows_rejected: Counter,
@@ -161,11 +135,7 @@ impl PostgresSink {
             .filter_map(|k| config.columns.iter().position(|c| c == k))
             .collect();
         PostgresSink {
-            backoff: Backoff {
-                delay: Backoff::INITIAL,
-                max: config.retry_max,
-                next_attempt: None,
-            },
+            backoff: Backoff::new(config.retry_max),
             config,
             mode: ReliabilityMode::AtMostOnce,
             writer: None,

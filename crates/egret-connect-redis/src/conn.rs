@@ -2,7 +2,9 @@
 //! server, back-off between attempts, entry ids, and the error type.
 
 use std::fmt;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+pub(crate) use egret_api::retry::Backoff;
 
 /// Timeout of a connection attempt and of each reply.
 pub(crate) const IO_TIMEOUT: Duration = Duration::from_secs(5);
@@ -72,40 +74,6 @@ pub(crate) fn connect(url: &str) -> Result<redis::Connection, RedisError> {
     conn.set_read_timeout(Some(IO_TIMEOUT)).map_err(wrap)?;
     conn.set_write_timeout(Some(IO_TIMEOUT)).map_err(wrap)?;
     Ok(conn)
-}
-
-/// Time between connection attempts: 100 ms doubling up to a maximum; reset by a success.
-pub(crate) struct Backoff {
-    delay: Duration,
-    max: Duration,
-    next_attempt: Option<Instant>,
-}
-
-impl Backoff {
-    const INITIAL: Duration = Duration::from_millis(100);
-
-    pub(crate) fn new(max: Duration) -> Self {
-        Backoff {
-            delay: Self::INITIAL,
-            max: max.max(Self::INITIAL),
-            next_attempt: None,
-        }
-    }
-
-    pub(crate) fn failed(&mut self) {
-        self.next_attempt = Some(Instant::now() + self.delay);
-        self.delay = (self.delay * 2).min(self.max);
-    }
-
-    pub(crate) fn reset(&mut self) {
-        self.delay = Self::INITIAL;
-        self.next_attempt = None;
-    }
-
-    /// Whether an attempt may be made now.
-    pub(crate) fn ready(&self) -> bool {
-        self.next_attempt.is_none_or(|t| Instant::now() >= t)
-    }
 }
 
 /// A stream entry id, `<milliseconds>-<sequence>`, ordered as Redis orders them.
