@@ -152,15 +152,7 @@ impl Stateful for PySpout {
     }
 
     fn pre_save(&mut self, _checkpoint: CheckpointId, out: &mut Vec<u8>) -> Result<(), UserError> {
-        let Some(live) = &self.live else {
-            return Err(format!("{}: checkpoint before the component was made", self.code.component).into());
-        };
-        Python::attach(|py| match self.state.save(py, live.component.bind(py)) {
-            Ok(bytes) => {
-                out.extend_from_slice(&bytes);
-                Ok(())
-            }
-            Err(e) => Err(Box::new(PythonError::new(py, e, &self.code.component, "pre_save")) as UserError),
-        })
+        let component = self.live.as_ref().map(|l| &l.component);
+        self.state.pre_save(component, &self.code.component, out)
     }
 }

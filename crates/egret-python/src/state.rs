@@ -39,8 +39,27 @@ impl ComponentState {
         Ok(())
     }
 
+    /// Egret's `Stateful::pre_save` of a component (`None` until it is made): its pickled state into `out`.
+    pub fn pre_save(
+        &self,
+        component: Option<&Py<PyAny>>,
+        name: &str,
+        out: &mut Vec<u8>,
+    ) -> Result<(), egret_api::UserError> {
+        let Some(component) = component else {
+            return Err(format!("{name}: checkpoint before the component was made").into());
+        };
+        Python::attach(|py| match self.save(py, component.bind(py)) {
+            Ok(bytes) => {
+                out.extend_from_slice(&bytes);
+                Ok(())
+            }
+            Err(e) => Err(Box::new(crate::errors::PythonError::new(py, e, name, "pre_save")) as egret_api::UserError),
+        })
+    }
+
     /// `component.pre_save()`, then the pickled state.
-    pub fn save(&self, py: Python<'_>, component: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
+    fn save(&self, py: Python<'_>, component: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
         let instance = py.import(INSTANCE_MODULE)?;
         let state = self.state.as_ref().map(|s| s.bind(py).clone());
         let bytes = instance.call_method1("save_component_state", (component, state))?;
