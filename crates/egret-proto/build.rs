@@ -5,6 +5,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={f}");
     }
     let fds = protox::compile(files, ["proto"])?;
-    prost_build::Config::new().compile_fds(fds)?;
+    prost_build::Config::new()
+        // Rare and large: boxed so that every other control message stays small.
+        .boxed(".egret.Control.msg.update_topology")
+        .compile_fds(fds)?;
     Ok(())
 }

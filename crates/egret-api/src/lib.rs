@@ -13,6 +13,7 @@ pub mod fields;
 pub mod grouping;
 pub mod hooks;
 pub mod ids;
+pub mod key_groups;
 pub mod metrics;
 pub mod retry;
 pub mod state;
@@ -28,11 +29,12 @@ pub use fields::Fields;
 pub use grouping::{CustomGrouping, Grouping};
 pub use hooks::{TaskHook, TaskHookFactory};
 pub use ids::{CheckpointId, MessageId, Root, RootId, Roots, StreamIndex, TaskId};
+pub use key_groups::StateKey;
 pub use metrics::{MetricError, MetricRegistry, Reducer};
 pub use state::{KeyedState, StateError, Stateful};
 pub use topology::{
-    ComponentDeclarer, ComponentDef, ComponentKind, Input, KeyCheck, Resources, StreamInfo, Topology, TopologyBuilder,
-    TopologyError, TopologyErrors,
+    ComponentDeclarer, ComponentDef, ComponentKind, Input, KeyCheck, RescaleError, Resources, StreamInfo, Topology,
+    TopologyBuilder, TopologyError, TopologyErrors,
 };
 pub use tuple::{AckState, Anchor, FieldSel, OwnedTuple, StreamSource, Tuple, TupleError};
 pub use value::{Serde, ToValue, Value, ValueRef, Values};

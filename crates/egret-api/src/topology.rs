@@ -3,7 +3,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::ops::Range;
 use std::sync::Arc;
 
 use crate::component::{BasicBolt, BasicBoltAdapter, Bolt, DEFAULT_STREAM, OutputDeclarer, Spout, StreamDecl};
@@ -763,6 +762,30 @@ fn check_semantics(config: &Config, components: &[ComponentDef], errors: &mut Ve
     }
 }
 
+/// Task ids dealt from 1 in component order.
+fn derived_task_ids(components: &[ComponentDef]) -> Vec<Vec<u32>> {
+    let mut next = 1u32;
+    components
+        .iter()
+        .map(|c| {
+            let ids = (next..next + c.parallelism).collect();
+            next += c.parallelism;
+            ids
+        })
+        .collect()
+}
+
+/// Why a rescale (or a stored task layout) was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RescaleError {
+    #[error("the topology has no component {0:?}")]
+    UnknownComponent(String),
+    #[error("component {0:?} cannot have parallelism 0")]
+    Zero(String),
+    #[error("task layout: {0}")]
+    Layout(String),
+}
+
 /// One output stream of the topology, with its place in the stream table.
 #[derive(Debug, Clone)]
 pub struct StreamInfo {
@@ -774,13 +797,18 @@ pub struct StreamInfo {
 }
 
 /// A validated topology. Components are sorted by name; task ids are dealt in that order from 1, so every process
-/// that holds the same definition derives the same task layout and stream table.
+/// that holds the same definition derives the same task layout and stream table. A rescale
+/// ([`Topology::rescaled`]) keeps every remaining task's id and gives new tasks ids above the highest; the
+/// definition then carries the layout ([`Topology::with_task_ids`]).
 #[derive(Debug, Clone)]
 pub struct Topology {
     name: String,
     config: Config,
     components: Vec<ComponentDef>,
-    task_ranges: Vec<Range<u32>>,
+    /// Each component's task ids, ascending.
+    task_ids: Vec<Arc<[u32]>>,
+    /// (component, index within it) by task id; `None` for ids no task has (0, and those a rescale removed).
+    task_of: Vec<Option<(u32, u32)>>,
     streams: Vec<StreamInfo>,
     /// Empty for a topology read from a stored definition (no code).
     task_hooks: TaskHooks,
@@ -808,15 +836,7 @@ impl Topology {
     }
 
     fn from_validated(name: String, config: Config, components: Vec<ComponentDef>) -> Topology {
-        let mut next = 1u32;
-        let task_ranges = components
-            .iter()
-            .map(|c| {
-                let r = next..next + c.parallelism;
-                next = r.end;
-                r
-            })
-            .collect();
+        let task_ids = derived_task_ids(&components);
         let mut streams = Vec::new();
         for (ci, c) in components.iter().enumerate() {
             for decl in &c.outputs {
@@ -832,14 +852,99 @@ impl Topology {
                 });
             }
         }
-        Topology {
+        let mut t = Topology {
             name,
             config,
             components,
-            task_ranges,
+            task_ids: Vec::new(),
+            task_of: Vec::new(),
             streams,
             task_hooks: TaskHooks::default(),
+        };
+        t.set_task_ids(task_ids);
+        t
+    }
+
+    fn set_task_ids(&mut self, task_ids: Vec<Vec<u32>>) {
+        let max = task_ids.iter().flatten().copied().max().unwrap_or(0);
+        let mut task_of = vec![None; max as usize + 1];
+        for (ci, ids) in task_ids.iter().enumerate() {
+            for (index, &t) in ids.iter().enumerate() {
+                task_of[t as usize] = Some((ci as u32, index as u32));
+            }
         }
+        for (c, ids) in self.components.iter_mut().zip(&task_ids) {
+            c.parallelism = ids.len() as u32;
+        }
+        self.task_ids = task_ids.into_iter().map(Arc::from).collect();
+        self.task_of = task_of;
+    }
+
+    /// Each component's task ids (ascending), in component order.
+    pub fn task_ids(&self) -> Vec<Vec<u32>> {
+        self.task_ids.iter().map(|ids| ids.to_vec()).collect()
+    }
+
+    /// Whether the task ids are the ones dealt at build (1.. in component order), as before any rescale.
+    pub fn has_derived_task_ids(&self) -> bool {
+        self.task_ids
+            .iter()
+            .zip(derived_task_ids(&self.components))
+            .all(|(a, b)| **a == *b)
+    }
+
+    /// This topology with another task layout (each component's ids, in component order; the parallelism follows):
+    /// what a rescaled definition carries. Ids must be unique, non-zero and ascending within a component.
+    pub fn with_task_ids(&self, task_ids: Vec<Vec<u32>>) -> Result<Topology, RescaleError> {
+        if task_ids.len() != self.components.len() {
+            return Err(RescaleError::Layout(format!(
+                "{} components have task ids, the topology has {}",
+                task_ids.len(),
+                self.components.len()
+            )));
+        }
+        let mut seen = BTreeSet::new();
+        for (c, ids) in self.components.iter().zip(&task_ids) {
+            if ids.is_empty() || ids.windows(2).any(|w| w[0] >= w[1]) || ids.iter().any(|&t| t == 0 || !seen.insert(t))
+            {
+                return Err(RescaleError::Layout(format!(
+                    "component {} has task ids {ids:?}: they must be non-empty, ascending, non-zero and unique",
+                    c.name
+                )));
+            }
+        }
+        let mut t = self.clone();
+        t.set_task_ids(task_ids);
+        Ok(t)
+    }
+
+    /// This topology (the one a binary builds, with code) with the parallelism and task ids of `stored` (the
+    /// definition it runs under, which a rescale may have changed).
+    pub fn with_layout_of(&self, stored: &Topology) -> Result<Topology, RescaleError> {
+        self.with_task_ids(stored.task_ids())
+    }
+
+    /// The topology after `egret update --component-parallelism`: each named component gets its new task count.
+    /// Remaining tasks keep their ids (a component that shrinks loses its highest ones); new tasks get ids above
+    /// the highest id in use, in component order.
+    pub fn rescaled(&self, changes: &[(String, u32)]) -> Result<Topology, RescaleError> {
+        let mut task_ids = self.task_ids();
+        let mut next = self.max_task_id() + 1;
+        for (name, n) in changes {
+            let ci = self
+                .component_index(name)
+                .ok_or_else(|| RescaleError::UnknownComponent(name.clone()))?;
+            if *n == 0 {
+                return Err(RescaleError::Zero(name.clone()));
+            }
+            let ids = &mut task_ids[ci];
+            ids.truncate(*n as usize);
+            while ids.len() < *n as usize {
+                ids.push(next);
+                next += 1;
+            }
+        }
+        self.with_task_ids(task_ids)
     }
 
     /// New hooks for a task of `component`: those its config names in `topology.auto.task.hooks` (names without a
@@ -872,23 +977,32 @@ impl Topology {
     }
     /// Task ids of a component, ascending.
     pub fn tasks_of(&self, component: usize) -> impl Iterator<Item = TaskId> + Clone + use<> {
-        self.task_ranges[component].clone().map(TaskId)
+        let ids = Arc::clone(&self.task_ids[component]);
+        (0..ids.len()).map(move |i| TaskId(ids[i]))
     }
+    /// How many tasks the topology has.
     pub fn task_count(&self) -> u32 {
-        self.task_ranges.last().map_or(0, |r| r.end - 1)
+        self.task_ids.iter().map(|ids| ids.len() as u32).sum()
     }
-    /// All task ids with their component index and index within the component.
+    /// The highest task id (what tables indexed by task id are sized by); equal to [`Topology::task_count`] until
+    /// a rescale.
+    pub fn max_task_id(&self) -> u32 {
+        (self.task_of.len() as u32).saturating_sub(1)
+    }
+    /// All task ids with their component index and index within the component, in component order.
     pub fn tasks(&self) -> impl Iterator<Item = (TaskId, usize, u32)> + '_ {
-        self.task_ranges
+        self.task_ids
             .iter()
             .enumerate()
-            .flat_map(|(ci, r)| r.clone().map(move |t| (TaskId(t), ci, t - r.start)))
+            .flat_map(|(ci, ids)| ids.iter().enumerate().map(move |(i, &t)| (TaskId(t), ci, i as u32)))
     }
     /// (component index, index within the component) of a task.
     pub fn task_component(&self, task: TaskId) -> Option<(usize, u32)> {
-        let ci = self.task_ranges.partition_point(|r| r.end <= task.0);
-        let r = self.task_ranges.get(ci)?;
-        r.contains(&task.0).then(|| (ci, task.0 - r.start))
+        self.task_of
+            .get(task.0 as usize)
+            .copied()
+            .flatten()
+            .map(|(ci, i)| (ci as usize, i))
     }
     pub fn streams(&self) -> &[StreamInfo] {
         &self.streams
@@ -927,7 +1041,7 @@ impl Topology {
             .filter_map(|i| self.component_index(&i.component))
             .collect();
         let mut tasks: Vec<TaskId> = producers.into_iter().flat_map(|p| self.tasks_of(p)).collect();
-        // Task ranges are ascending in component order, so this is already sorted; keep it so if that changes.
+        // After a rescale a component's new ids follow later components' ids.
         tasks.sort_unstable();
         tasks
     }

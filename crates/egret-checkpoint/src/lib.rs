@@ -29,4 +29,4 @@ mod store;
 pub use blob::BlobError;
 pub use local::LocalStore;
 pub use memory::MemoryStore;
-pub use store::{CheckpointStore, StoreError};
+pub use store::{CheckpointStore, RescaleLoadError, StoreError, load_rescaled};

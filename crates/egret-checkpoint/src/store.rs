@@ -141,3 +141,36 @@ pub(crate) mod contract {
         assert_eq!(store.checkpoints().expect("list"), ids(&[3, 12]));
     }
 }
+
+/// Why the state of a task of a rescaled component could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum RescaleLoadError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("checkpoint {checkpoint}: {error}")]
+    State {
+        checkpoint: CheckpointId,
+        #[source]
+        error: egret_api::StateError,
+    },
+}
+
+/// The state the task at `index` of `tasks` restores from `checkpoint`, which was taken while the component had
+/// the tasks `old` (ascending): the key groups it owns now, from whichever old task saved them
+/// (`egret_api::state::key_group_blob::rescale`, which also says what happens to state that is not keyed). One
+/// place for the simulator and the instances.
+pub fn load_rescaled(
+    store: &dyn CheckpointStore,
+    checkpoint: CheckpointId,
+    old: &[TaskId],
+    index: usize,
+    tasks: usize,
+) -> Result<Option<Vec<u8>>, RescaleLoadError> {
+    let blobs: Vec<Vec<u8>> = old
+        .iter()
+        .map(|&t| store.load(checkpoint, t))
+        .collect::<Result<_, _>>()?;
+    let refs: Vec<Option<&[u8]>> = blobs.iter().map(|b| Some(b.as_slice())).collect();
+    egret_api::state::key_group_blob::rescale(&refs, index, tasks)
+        .map_err(|error| RescaleLoadError::State { checkpoint, error })
+}

@@ -99,6 +99,7 @@ fn restore_checkpoint(
     Ok(Some(StatefulCheckpoints {
         complete: vec![id],
         epoch: 0,
+        ..Default::default()
     }))
 }
 

@@ -27,7 +27,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, mpsc};
 
-use egret_api::{CheckpointId, TaskId};
+use egret_api::{CheckpointId, TaskId, Topology};
 use egret_checkpoint::{CheckpointStore, LocalStore};
 use egret_proto::egret::{InstanceStateStored, RestoreFailed, Rollback, control};
 use egret_runtime::checkpoint::{Snapshot, TaskCommand};
@@ -180,17 +180,21 @@ impl Checkpointing {
     /// A physical plan's rollback: if its epoch is newer than any seen, reads the task's state of its checkpoint and
     /// queues the `Restore`; returns whether it did. A state that cannot be read is reported as `RestoreFailed`
     /// (the tmanager then rolls back to an older checkpoint) and nothing is queued.
-    pub(crate) fn rollback(&self, rollback: Rollback) -> bool {
+    ///
+    /// After a rescale (`rollback.layout` names this task's component) the state is the key groups the task owns
+    /// now, gathered from the states of the tasks the component had when the checkpoint was taken.
+    pub(crate) fn rollback(&self, rollback: Rollback, topology: &Topology) -> bool {
         {
             let mut last = lock(&self.last_rollback);
-            if last.is_some_and(|l| rollback.epoch <= l.epoch) {
+            if last.as_ref().is_some_and(|l| rollback.epoch <= l.epoch) {
                 return false;
             }
-            *last = Some(rollback);
+            *last = Some(rollback.clone());
         }
         // Checkpoint ids start at 1: 0 means a clean start.
         let checkpoint = (rollback.checkpoint != 0).then_some(CheckpointId(rollback.checkpoint));
-        let state = match checkpoint.map(|c| self.store.load(c, self.task)).transpose() {
+        let loaded = checkpoint.map(|c| self.load(c, &rollback, topology)).transpose();
+        let state = match loaded.map(Option::flatten) {
             Ok(state) => state,
             Err(e) => {
                 tracing::error!(
@@ -203,7 +207,7 @@ impl Checkpointing {
                     "rollback to checkpoint {} (epoch {}): {e}",
                     rollback.checkpoint, rollback.epoch
                 ));
-                self.report_restore_failed(rollback, e.to_string());
+                self.report_restore_failed(&rollback, e.to_string());
                 return false;
             }
         };
@@ -214,6 +218,40 @@ impl Checkpointing {
             state,
         });
         true
+    }
+
+    /// The task's state of `checkpoint`: its own blob, or, for a component the rollback's layout says was rescaled
+    /// since, its key groups out of the old tasks' blobs.
+    fn load(
+        &self,
+        checkpoint: CheckpointId,
+        rollback: &Rollback,
+        topology: &Topology,
+    ) -> Result<Option<Vec<u8>>, egret_checkpoint::RescaleLoadError> {
+        let Some((ci, index)) = topology.task_component(self.task) else {
+            return Ok(Some(self.store.load(checkpoint, self.task)?));
+        };
+        let component = &topology.components()[ci];
+        match rollback.layout.iter().find(|l| l.component == component.name) {
+            None => Ok(Some(self.store.load(checkpoint, self.task)?)),
+            Some(old) => {
+                let old: Vec<TaskId> = old.task_ids.iter().map(|&t| TaskId(t)).collect();
+                tracing::info!(
+                    checkpoint = checkpoint.0,
+                    old_tasks = ?old,
+                    index,
+                    tasks = component.parallelism,
+                    "restoring this task's key groups from the tasks the component had at the checkpoint"
+                );
+                egret_checkpoint::load_rescaled(
+                    &self.store,
+                    checkpoint,
+                    &old,
+                    index as usize,
+                    component.parallelism as usize,
+                )
+            }
+        }
     }
 
     /// Queues a command that needs nothing but the message (`Checkpoint`, `Committed`).
@@ -235,7 +273,7 @@ impl Checkpointing {
     /// The task could not carry out the newest rollback (its component failed to start, or it dropped input of the
     /// new epoch): the tmanager must roll back again.
     pub(crate) fn command_failed(&self, error: TaskError) {
-        let rollback = lock(&self.last_rollback).unwrap_or_default();
+        let rollback = lock(&self.last_rollback).clone().unwrap_or_default();
         tracing::error!(
             epoch = rollback.epoch,
             checkpoint = rollback.checkpoint,
@@ -243,10 +281,10 @@ impl Checkpointing {
             "the task could not carry out its rollback"
         );
         self.metrics.record_error(error.to_string());
-        self.report_restore_failed(rollback, error.to_string());
+        self.report_restore_failed(&rollback, error.to_string());
     }
 
-    fn report_restore_failed(&self, rollback: Rollback, error: String) {
+    fn report_restore_failed(&self, rollback: &Rollback, error: String) {
         self.reports.send(control::Msg::RestoreFailed(RestoreFailed {
             task_id: self.task.0 as i32,
             epoch: rollback.epoch,

@@ -23,8 +23,8 @@ pub use link::set_around_wait;
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use egret_api::{ReliabilityMode, TaskId, Topology};
@@ -134,6 +134,65 @@ struct Control {
     active: AtomicBool,
     /// Effectively-once only: commands for the task loop, the writer of its snapshots, reports for the stmgr.
     checkpointing: Option<Checkpointing>,
+    /// The task layout the task runs with, and a rescale for the task loop to carry out.
+    layout: Mutex<Layout>,
+    /// `layout.rescale` is set (one atomic load per loop when it is not).
+    rescale_waiting: AtomicBool,
+    task: TaskId,
+}
+
+/// The topology as this binary built it (with code) and as the last physical plan lays out its tasks.
+struct Layout {
+    code: Topology,
+    current: Arc<Topology>,
+    rescale: Option<Arc<Topology>>,
+}
+
+impl Control {
+    /// A physical plan's topology: if its task layout differs from the current one (`egret update` rescaled a
+    /// component), the task loop gets a `Rescale` before anything else. Returns the topology to run under, and
+    /// whether this task is still in it.
+    fn plan_topology(&self, definition: Option<&egret_proto::api::Topology>) -> (Arc<Topology>, bool) {
+        let mut layout = self.layout.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let stored = definition.and_then(|d| match defn::from_definition(d) {
+            Ok(d) => Some(d.topology),
+            Err(e) => {
+                tracing::error!(error = %e, "the physical plan's topology does not read; keeping the current one");
+                None
+            }
+        });
+        if let Some(stored) = stored
+            && stored.task_ids() != layout.current.task_ids()
+        {
+            match layout.code.with_layout_of(&stored) {
+                Ok(t) => {
+                    let t = Arc::new(t);
+                    tracing::info!(
+                        tasks = t.task_count(),
+                        "the topology was rescaled; routing to its new tasks"
+                    );
+                    layout.current = Arc::clone(&t);
+                    layout.rescale = Some(t);
+                    self.rescale_waiting.store(true, SeqCst);
+                }
+                Err(e) => tracing::error!(error = %e, "the physical plan's task layout does not fit this topology"),
+            }
+        }
+        let present = layout.current.task_component(self.task).is_some();
+        (Arc::clone(&layout.current), present)
+    }
+
+    fn take_rescale(&self) -> Option<TaskCommand> {
+        if !self.rescale_waiting.swap(false, SeqCst) {
+            return None;
+        }
+        let topology = self.layout.lock().ok()?.rescale.take()?;
+        Some(TaskCommand::Rescale { topology })
+    }
+
+    fn commands_waiting(&self) -> bool {
+        self.rescale_waiting.load(SeqCst) || self.checkpointing.as_ref().is_some_and(|c| c.has_commands())
+    }
 }
 
 impl LoopControl for Control {
@@ -144,7 +203,9 @@ impl LoopControl for Control {
         self.active.load(SeqCst)
     }
     fn command(&self) -> Option<TaskCommand> {
-        self.checkpointing.as_ref()?.next_command()
+        // A rescale first: a rollback queued with it restores under the new layout.
+        self.take_rescale()
+            .or_else(|| self.checkpointing.as_ref()?.next_command())
     }
     fn save(&self, snapshot: Snapshot) {
         if let Some(c) = &self.checkpointing {
@@ -167,8 +228,13 @@ pub fn run(topology: Topology, env: InstanceEnv) -> Result<(), InstanceError> {
         .ok_or_else(|| InstanceError::NoDefinition(env.topology.clone()))?;
     let stored = defn::from_definition(&stored)?;
     defn::same_shape(&topology, &stored.topology).map_err(InstanceError::ShapeMismatch)?;
-    // Config given at submit time (--config-property) is in the stored definition.
-    let topology = Arc::new(topology.with_config(stored.topology.config().clone()));
+    // Config given at submit time (--config-property) is in the stored definition, and so is the task layout of a
+    // rescaled topology.
+    let code = topology.with_config(stored.topology.config().clone());
+    let topology = Arc::new(
+        code.with_layout_of(&stored.topology)
+            .map_err(|e| InstanceError::ShapeMismatch(e.to_string()))?,
+    );
     let (ci, index) = topology
         .task_component(env.task)
         .ok_or(InstanceError::UnknownTask(env.task))?;
@@ -227,6 +293,13 @@ pub fn run(topology: Topology, env: InstanceEnv) -> Result<(), InstanceError> {
         stop: AtomicBool::new(false),
         active: AtomicBool::new(false),
         checkpointing,
+        layout: Mutex::new(Layout {
+            code,
+            current: Arc::clone(&topology),
+            rescale: None,
+        }),
+        rescale_waiting: AtomicBool::new(false),
+        task: env.task,
     });
     let mut link = StmgrLink::new(stream, env.task, capacity, Arc::clone(&ctl), Arc::clone(&metrics))?;
     match link.first_control(REPLY_WAIT)? {

@@ -198,11 +198,19 @@ impl StmgrLink {
             (control::Msg::PhysicalPlan(pplan), _) => {
                 let running = pplan.topology.as_ref().map(|t| t.state) == Some(TopologyState::Running as i32);
                 self.ctl.active.store(running, SeqCst);
-                // Outside effectively-once a rollback means nothing to the task: ignored.
-                match (pplan.rollback, checkpointing) {
-                    (Some(rollback), Some(c)) => c.rollback(rollback),
-                    _ => false,
+                let (topology, present) = self.ctl.plan_topology(pplan.topology.as_ref());
+                if !present {
+                    // A rescale removed this task: it stops (its executor stops the process too).
+                    tracing::info!("this task is not in the rescaled topology; stopping");
+                    self.ctl.stop.store(true, SeqCst);
+                    return true;
                 }
+                // Outside effectively-once a rollback means nothing to the task: ignored.
+                let restore = match (pplan.rollback, checkpointing) {
+                    (Some(rollback), Some(c)) => c.rollback(rollback, &topology),
+                    _ => false,
+                };
+                restore || self.ctl.commands_waiting()
             }
             (control::Msg::StartCheckpoint(s), Some(c)) => {
                 c.push_command(TaskCommand::Checkpoint {
@@ -251,7 +259,7 @@ impl StmgrLink {
 
     /// Whether commands wait for the task loop (it must run before the link sleeps).
     fn commands_waiting(&self) -> bool {
-        self.ctl.checkpointing.as_ref().is_some_and(|c| c.has_commands())
+        self.ctl.commands_waiting()
     }
 
     /// Writes queued frames until they are all out or the socket is full.

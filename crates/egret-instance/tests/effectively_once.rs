@@ -184,7 +184,17 @@ impl Fixture {
 
     /// Sends the plan that tells the instance to be in rollback `epoch`, restored from `checkpoint` (0: clean).
     fn roll_back(&self, stream: &TcpStream, epoch: u32, checkpoint: u64) {
-        self.send(stream, &plan(&self.definition, Some(Rollback { epoch, checkpoint })));
+        self.send(
+            stream,
+            &plan(
+                &self.definition,
+                Some(Rollback {
+                    epoch,
+                    checkpoint,
+                    ..Default::default()
+                }),
+            ),
+        );
     }
 
     /// The store the instances of this home write their checkpoints to.

@@ -108,7 +108,7 @@ impl Shape {
             source: task("source"),
             echo: task("echo"),
             sink: task("sink"),
-            max_task: t.task_count(),
+            max_task: t.max_task_id(),
             input: t.stream_index("source", "default").unwrap(),
             output: t.stream_index("echo", "default").unwrap(),
             streams: t.streams().len() as u32,

@@ -170,7 +170,7 @@ pub fn pack(topology: &Topology, algorithm: Algorithm) -> Result<PackingPlan, Pa
 
 /// Every task of the topology in task id order, with its resolved request.
 fn instances(topology: &Topology) -> Result<Vec<Instance>, PackingError> {
-    let count = topology.task_count();
+    let count = topology.max_task_id();
     if i32::try_from(count).is_err() {
         return Err(PackingError::TooManyInstances(count));
     }

@@ -22,6 +22,10 @@ use crate::api;
 
 /// Component config key listing the component's direct streams, comma separated.
 pub const DIRECT_STREAMS_KEY: &str = "topology.egret.direct.streams";
+/// Component config key listing the component's task ids, comma separated, once a rescale made them differ from
+/// the ones dealt in component order (Heron keeps task ids in the packing plan only; Egret's instances and stmgrs
+/// derive routing from the definition, so the definition carries them).
+pub const TASK_IDS_KEY: &str = "topology.egret.task.ids";
 pub use egret_api::keys::COMPONENT_DISKMAP;
 
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +43,10 @@ pub enum DefnError {
     },
     #[error("topology config {key} = {value:?} is not a list of component:value entries")]
     BadResourceMap { key: String, value: String },
+    #[error("component {component}: {TASK_IDS_KEY} = {value:?} is not a list of task ids")]
+    BadTaskIds { component: String, value: String },
+    #[error("{0}")]
+    Layout(#[from] egret_api::RescaleError),
 }
 
 /// A definition read back: the topology (without code) and what could not be carried over.
@@ -120,9 +128,14 @@ pub fn to_definition(topology: &Topology, id: &str, state: api::TopologyState) -
     }
     let mut spouts = Vec::new();
     let mut bolts = Vec::new();
-    for c in topology.components() {
+    let task_ids = (!topology.has_derived_task_ids()).then(|| topology.task_ids());
+    for (ci, c) in topology.components().iter().enumerate() {
         let mut config = c.config.clone();
         config.set(keys::COMPONENT_PARALLELISM, c.parallelism);
+        if let Some(ids) = &task_ids {
+            let list: Vec<String> = ids[ci].iter().map(u32::to_string).collect();
+            config.set(TASK_IDS_KEY, list.join(","));
+        }
         let direct: Vec<&str> = c.outputs.iter().filter(|s| s.direct).map(|s| s.name.as_str()).collect();
         if !direct.is_empty() {
             config.set(DIRECT_STREAMS_KEY, direct.join(","));
@@ -217,6 +230,7 @@ pub fn from_definition(d: &api::Topology) -> Result<Definition, DefnError> {
     let rams = parse_map(&config, keys::COMPONENT_RAMMAP)?;
     let disks = parse_map(&config, COMPONENT_DISKMAP)?;
     let mut components = Vec::new();
+    let mut task_ids: BTreeMap<String, Vec<u32>> = BTreeMap::new();
     let comps = d
         .spouts
         .iter()
@@ -228,6 +242,17 @@ pub fn from_definition(d: &api::Topology) -> Result<Definition, DefnError> {
             Some(p) => p.trim().parse::<u32>().unwrap_or(0),
             None => 1,
         };
+        if let Some(v) = cconfig.remove(TASK_IDS_KEY) {
+            let ids = v
+                .split(',')
+                .map(|t| t.trim().parse::<u32>())
+                .collect::<Result<Vec<u32>, _>>()
+                .map_err(|_| DefnError::BadTaskIds {
+                    component: comp.name.clone(),
+                    value: v.clone(),
+                })?;
+            task_ids.insert(comp.name.clone(), ids);
+        }
         let direct: Vec<String> = cconfig
             .remove(DIRECT_STREAMS_KEY)
             .map(|v| v.split(',').map(|s| s.trim().to_string()).collect())
@@ -274,7 +299,17 @@ pub fn from_definition(d: &api::Topology) -> Result<Definition, DefnError> {
             inputs,
         });
     }
-    let topology = Topology::from_parts(d.name.clone(), config, components, KeyCheck::Lenient)?;
+    let mut topology = Topology::from_parts(d.name.clone(), config, components, KeyCheck::Lenient)?;
+    if !task_ids.is_empty() {
+        // Components without the key keep the ids dealt to them (a definition edited by hand may list only some).
+        let layout = topology
+            .components()
+            .iter()
+            .zip(topology.task_ids())
+            .map(|(c, derived)| task_ids.remove(&c.name).unwrap_or(derived))
+            .collect();
+        topology = topology.with_task_ids(layout)?;
+    }
     let state = api::TopologyState::try_from(d.state).unwrap_or(api::TopologyState::Running);
     Ok(Definition {
         id: d.id.clone(),
@@ -319,6 +354,8 @@ fn input_from_proto(component: &str, i: &api::InputStream) -> Result<Input, Defn
 
 /// Checks that a topology built by a binary matches the stored definition it is about to run under: same
 /// components, parallelism, streams and inputs. A mismatch means the binary changed or was given other arguments.
+/// The parallelism of a rescaled definition (one whose task ids were changed) is not compared: the binary runs
+/// with the stored layout ([`Topology::with_layout_of`]).
 pub fn same_shape(a: &Topology, b: &Topology) -> Result<(), String> {
     if a.components().len() != b.components().len() {
         return Err(format!(
@@ -328,7 +365,8 @@ pub fn same_shape(a: &Topology, b: &Topology) -> Result<(), String> {
         ));
     }
     for (x, y) in a.components().iter().zip(b.components()) {
-        if x.name != y.name || x.parallelism != y.parallelism || x.kind.is_spout() != y.kind.is_spout() {
+        let rescaled = !b.has_derived_task_ids();
+        if x.name != y.name || (x.parallelism != y.parallelism && !rescaled) || x.kind.is_spout() != y.kind.is_spout() {
             return Err(format!(
                 "component {} (parallelism {}) here, {} (parallelism {}) in the stored definition",
                 x.name, x.parallelism, y.name, y.parallelism
@@ -434,6 +472,41 @@ mod tests {
         );
         let sink = d.bolts.iter().find(|b| b.comp.name == "sink").unwrap();
         assert!(sink.inputs.iter().any(|i| i.gtype == api::Grouping::Lowest as i32));
+    }
+
+    #[test]
+    fn a_rescaled_topology_keeps_its_task_ids_through_the_definition() {
+        let t = topology();
+        // Components by name: count 1-3, sink 4, word 5-6. count: 3 -> 5 (7 and 8 new), word: 2 -> 1 (6 removed).
+        let r = t.rescaled(&[("count".into(), 5), ("word".into(), 1)]).unwrap();
+        assert_eq!(r.task_ids(), vec![vec![1, 2, 3, 7, 8], vec![4], vec![5]]);
+        assert_eq!(r.task_count(), 7);
+        assert_eq!(r.max_task_id(), 8);
+        assert_eq!(r.task_component(TaskId(6)), None, "a removed task");
+        assert_eq!(r.task_component(TaskId(8)), Some((0, 4)));
+        assert_eq!(r.component("count").unwrap().parallelism, 5);
+        let back = from_definition(&to_definition(&r, "wc-1", api::TopologyState::Running)).unwrap();
+        assert_eq!(back.topology.task_ids(), r.task_ids());
+        assert!(
+            back.topology
+                .component("count")
+                .unwrap()
+                .config
+                .get(TASK_IDS_KEY)
+                .is_none()
+        );
+        // The binary builds the old shape; it runs with the stored layout.
+        same_shape(&t, &back.topology).unwrap();
+        assert_eq!(t.with_layout_of(&back.topology).unwrap().task_ids(), r.task_ids());
+        // Untouched topologies carry no ids.
+        let d = to_definition(&t, "wc-1", api::TopologyState::Running);
+        assert!(
+            d.bolts
+                .iter()
+                .all(|b| b.comp.config.kvs.iter().all(|kv| kv.key != TASK_IDS_KEY))
+        );
+        assert!(t.rescaled(&[("nope".into(), 2)]).is_err());
+        assert!(t.rescaled(&[("count".into(), 0)]).is_err());
     }
 
     #[test]

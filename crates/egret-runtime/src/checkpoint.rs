@@ -56,7 +56,7 @@ pub struct Snapshot {
 
 /// What the checkpoint coordinator tells a task (effectively-once). The task loop takes these from its
 /// `LoopControl` between batches.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum TaskCommand {
     /// Start (or roll back) in rollback epoch `epoch` from the state saved at `checkpoint` (`None`: a clean
     /// start): drop everything of older epochs, create the component anew and give it `state`.
@@ -70,6 +70,11 @@ pub enum TaskCommand {
     Checkpoint { epoch: u32, checkpoint: CheckpointId },
     /// `checkpoint` is complete (every task saved it): two-phase components commit.
     Committed { checkpoint: CheckpointId },
+    /// The topology was rescaled (`egret update --component-parallelism`): route to its tasks from now on and tell
+    /// the component (`update`). Under effectively-once a `Restore` of the rescale's epoch follows at once.
+    Rescale {
+        topology: std::sync::Arc<egret_api::Topology>,
+    },
 }
 
 /// A batch the aligner held back and now hands back, to be processed in the order of the list.

@@ -51,6 +51,13 @@ impl Outbox {
         self.epoch = Some(epoch);
     }
 
+    /// Makes room for destinations up to `max_task` (a rescale added tasks).
+    pub fn grow(&mut self, max_task: u32) {
+        while self.builders.len() <= max_task as usize {
+            self.builders.push(BatchBuilder::new());
+        }
+    }
+
     /// Drops every open and waiting batch (a rollback undoes them).
     pub fn clear(&mut self) {
         for d in self.open.drain(..) {

@@ -194,14 +194,14 @@ impl Emitter {
         };
         Ok(Emitter {
             task,
-            max_task: topology.task_count(),
+            max_task: topology.max_task_id(),
             component: topology.components()[ci].name.clone(),
             enc: Encoder::new(),
             streams,
             acking,
             rng,
             outbox: Outbox::new(
-                topology.task_count(),
+                topology.max_task_id(),
                 config.batch_tuples().map_err(err)?,
                 config.batch_flush_interval().map_err(err)?,
             ),
@@ -225,6 +225,21 @@ impl Emitter {
             em.auto_hooks = em.hooks.len();
             em
         })
+    }
+
+    /// Routes to `topology`'s tasks from now on (a rescale changed some component's tasks): new routers, room in
+    /// the outbox for new task ids, and under effectively-once the new upstream and downstream sets. Open batches
+    /// to removed tasks are sent as they are (their stmgr refuses them and, under at-least-once, fails their roots).
+    fn set_topology(&mut self, topology: &Topology) {
+        self.max_task = topology.max_task_id();
+        self.outbox.grow(self.max_task);
+        for s in &mut self.streams {
+            s.router = StreamRouter::new(topology, s.index, &mut self.rng);
+        }
+        if let Some(ck) = &mut self.ckpt {
+            ck.downstream = topology.downstream_tasks(self.task);
+            ck.aligner = Aligner::for_task(topology, self.task, ck.max_held_bytes);
+        }
     }
 
     /// After the component's `open`/`prepare`: prepares the configured hooks (once) and takes the hooks the
@@ -696,6 +711,10 @@ impl SpoutTask {
                 }
                 Ok(())
             }
+            TaskCommand::Rescale { topology } => {
+                self.em.set_topology(&topology);
+                self.update_topology(&topology)
+            }
         }
     }
 
@@ -1012,6 +1031,10 @@ impl BoltTask {
                     s.post_save(checkpoint);
                 }
                 Ok(())
+            }
+            TaskCommand::Rescale { topology } => {
+                self.em.set_topology(&topology);
+                self.update_topology(&topology)
             }
         }
     }

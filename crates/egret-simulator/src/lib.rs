@@ -259,7 +259,7 @@ impl Simulator {
             .map_err(|c| start_err(&format!("checkpoint {c} is not in the store")))?;
         let (events, receiver) = mpsc::channel();
         Ok(Some(Checkpointing {
-            mailboxes: Arc::new((0..=topology.task_count()).map(|_| Default::default()).collect()),
+            mailboxes: Arc::new((0..=topology.max_task_id()).map(|_| Default::default()).collect()),
             events,
             receiver,
             store,

@@ -505,6 +505,7 @@ mod tests {
             &StatefulCheckpoints {
                 complete: vec![3, 4],
                 epoch: 2,
+                ..Default::default()
             },
         )
         .unwrap();

@@ -69,6 +69,7 @@ fn checkpoints(epoch: u32) -> StatefulCheckpoints {
     StatefulCheckpoints {
         complete: vec![3, 2, 1],
         epoch,
+        ..Default::default()
     }
 }
 

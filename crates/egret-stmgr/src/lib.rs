@@ -302,7 +302,7 @@ async fn serve_on_loop(
     });
     let s = Rc::new(Stmgr {
         spouts: topology.spouts.iter().map(|sp| sp.comp.name.clone()).collect(),
-        max_task: definition.topology.task_count(),
+        max_task: definition.topology.max_task_id(),
         id: id.clone(),
         topology_id: topology.id.clone(),
         state,

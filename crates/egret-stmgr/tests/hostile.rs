@@ -205,7 +205,7 @@ fn a_running_stmgr_survives_hostile_frames_and_keeps_routing() {
     let definition = store_topology(&*state, NAME, &t, 1);
     let task = |name: &str, i: usize| t.tasks_of(t.component_index(name).unwrap()).nth(i).unwrap();
     let (echo, sink, absent, source) = (task("echo", 0), task("sink", 0), task("sink", 1), task("source", 0));
-    let max_task = t.task_count();
+    let max_task = t.max_task_id();
     let input = t.stream_index("source", "default").unwrap();
     let output = t.stream_index("echo", "default").unwrap();
     let metrics = Metrics::start(&*state);

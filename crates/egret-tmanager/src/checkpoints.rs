@@ -107,6 +107,7 @@ impl Checkpoints {
         RollbackMsg {
             epoch: self.current.epoch,
             checkpoint: self.current.checkpoint.map_or(0, |c| c.0),
+            layout: Vec::new(),
         }
     }
 
@@ -114,6 +115,7 @@ impl Checkpoints {
         let record = StatefulCheckpoints {
             complete: self.coordinator.complete().iter().map(|c| c.0).collect(),
             epoch: self.coordinator.epoch(),
+            layouts: Vec::new(),
         };
         if let Err(e) = state.put_stateful_checkpoints(name, &record) {
             tracing::error!(error = %e, "cannot record the complete checkpoints");

@@ -535,7 +535,8 @@ fn effectively_once_checkpoints_complete_when_every_task_stored_and_a_lost_task_
             plan.rollback,
             Some(Rollback {
                 epoch: 1,
-                checkpoint: 0
+                checkpoint: 0,
+                ..Default::default()
             }),
             "a clean start in epoch 1"
         );
@@ -580,7 +581,14 @@ fn effectively_once_checkpoints_complete_when_every_task_stored_and_a_lost_task_
             control::Msg::PhysicalPlan(p) => Some(p),
             _ => None,
         });
-        assert_eq!(plan.rollback, Some(Rollback { epoch: 2, checkpoint }));
+        assert_eq!(
+            plan.rollback,
+            Some(Rollback {
+                epoch: 2,
+                checkpoint,
+                ..Default::default()
+            })
+        );
     }
     // Saves of the old epoch no longer count.
     let (epoch2, next) = start(&stmgrs[0]);

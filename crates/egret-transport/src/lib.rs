@@ -125,6 +125,9 @@ fn parse_ref(frame: &[u8]) -> Result<FrameRef<'_>, FrameError> {
 }
 
 /// What is at the start of a buffer of received bytes.
+// A control message (a plan) makes this ~220 bytes; it is returned once per frame (a batch of tuples), not per
+// tuple, so boxing would cost an allocation per control frame for nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Next<'a> {
     /// Not a whole frame yet: the frame needs `needed` bytes in all.
