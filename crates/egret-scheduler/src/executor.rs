@@ -31,7 +31,7 @@ use tokio::sync::watch::Receiver;
 use tracing::{error, info, warn};
 
 use crate::backoff::Backoff;
-use crate::{SchedulerError, log_dir};
+use crate::{PLAN_RECHECK, SchedulerError, log_dir, watch_changed};
 
 #[derive(Debug, Clone)]
 pub struct Opts {
@@ -277,10 +277,6 @@ pub fn run(opts: Opts) -> Result<(), SchedulerError> {
 /// How often the executor looks at its processes and its watches.
 const POLL: Duration = Duration::from_millis(100);
 
-/// How often the executor reads the packing plan even when its watch has said nothing (a watch may miss a change,
-/// or be unavailable).
-const PLAN_RECHECK: Duration = Duration::from_secs(5);
-
 /// How often the executor checks that its topology still exists, watch or not.
 const DEFINITION_RECHECK: Duration = Duration::from_secs(10);
 
@@ -373,18 +369,6 @@ struct Container {
     packing_checked: Instant,
     /// Whether the status recorded in the state manager is behind `procs`.
     dirty: bool,
-}
-
-/// Whether a watch has counted a change since the last call (and marks it seen). A watch that is missing or has
-/// ended says no: the periodic read covers it.
-fn changed(watch: &mut Option<Receiver<u64>>) -> bool {
-    match watch.as_mut() {
-        Some(w) if w.has_changed().unwrap_or(false) => {
-            w.mark_unchanged();
-            true
-        }
-        _ => false,
-    }
 }
 
 impl Container {
@@ -514,7 +498,7 @@ impl Container {
     /// One look at the watches and the processes: follows the packing plan, restarts what exited (when its back-off
     /// has passed) and records the container's status if it changed.
     fn step(&mut self) -> Step {
-        if changed(&mut self.definition) || self.definition_checked.elapsed() >= DEFINITION_RECHECK {
+        if watch_changed(&mut self.definition) || self.definition_checked.elapsed() >= DEFINITION_RECHECK {
             self.definition_checked = Instant::now();
             if let Ok(false) = self.state.exists(&self.topology) {
                 info!("the topology is gone; stopping its processes and exiting");
@@ -522,7 +506,9 @@ impl Container {
                 return Step::Exit;
             }
         }
-        if self.instances.is_some() && (changed(&mut self.packing) || self.packing_checked.elapsed() >= PLAN_RECHECK) {
+        if self.instances.is_some()
+            && (watch_changed(&mut self.packing) || self.packing_checked.elapsed() >= PLAN_RECHECK)
+        {
             self.packing_checked = Instant::now();
             if let Step::Exit = self.follow_plan() {
                 return Step::Exit;
