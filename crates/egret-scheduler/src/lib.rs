@@ -4,10 +4,12 @@
 //! - [`local::LocalScheduler`] starts a topology's **supervisor** and its **executors** (one per container), each
 //!   as its own process group, and stops containers by signalling those groups.
 //! - [`supervisor::run`] is the supervisor: one per topology, it starts every executor and starts again any that
-//!   exits, with back-off.
+//!   exits, with back-off; it follows the stored packing plan (executors of new containers started, of removed
+//!   ones stopped).
 //! - [`executor::run`] is the executor: it starts the container's processes (container 0: tmanager and
 //!   metricsmgr; container k: stmgr, metricsmgr and one instance per task), writes their status to the state
-//!   manager, and restarts a process that exits, with back-off ([`backoff`]). Its processes die with it.
+//!   manager, and restarts a process that exits, with back-off ([`backoff`]). Its processes die with it. It
+//!   follows the stored packing plan (instances that join its container started, those that leave stopped).
 //!
 //! Files: logs under `$EGRET_HOME/logs/<cluster>/<topology>/<process>.log`, uploaded binaries under
 //! `$EGRET_HOME/packages/<cluster>/<topology>/`.
@@ -20,6 +22,22 @@ pub mod logging;
 pub mod supervisor;
 
 use std::path::{Path, PathBuf};
+
+/// How often the executor and the supervisor read the packing plan even when its watch has said nothing (a watch
+/// may miss a change, or be unavailable).
+pub(crate) const PLAN_RECHECK: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Whether a state-manager watch has counted a change since the last call (and marks it seen). A watch that is
+/// missing or has ended says no: the executor and the supervisor read again periodically all the same.
+pub(crate) fn watch_changed(watch: &mut Option<tokio::sync::watch::Receiver<u64>>) -> bool {
+    match watch.as_mut() {
+        Some(w) if w.has_changed().unwrap_or(false) => {
+            w.mark_unchanged();
+            true
+        }
+        _ => false,
+    }
+}
 
 /// Where a topology's process logs go.
 pub fn log_dir(egret_home: &Path, cluster: &str, topology: &str) -> PathBuf {

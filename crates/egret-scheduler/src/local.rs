@@ -12,7 +12,7 @@ use crate::supervisor::SUPERVISOR;
 use crate::{Scheduler, SchedulerError, log_dir};
 
 /// How long `kill` lets a container's processes stop after SIGTERM before SIGKILL.
-const KILL_GRACE: Duration = Duration::from_secs(5);
+pub const KILL_GRACE: Duration = Duration::from_secs(5);
 
 pub struct LocalScheduler {
     egret_home: PathBuf,
@@ -248,6 +248,25 @@ pub fn log_tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Stops an executor this process launched ([`LocalScheduler::launch`]), and so every process of its container:
+/// SIGTERM to its process group, SIGKILL to what is left of the group once the executor has exited or after
+/// `grace`, then reaps the executor and waits (up to 5 s more) until the group is gone. The caller is the executor's
+/// parent and reaps it here: [`stop_groups`] would wait on its zombie.
+pub fn stop_executor(executor: &mut Child, grace: Duration) {
+    let group = executor.id() as i32;
+    signal_group(group, libc::SIGTERM);
+    let deadline = Instant::now() + grace;
+    while matches!(executor.try_wait(), Ok(None)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    signal_group(group, libc::SIGKILL);
+    let _ = executor.wait();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while group_alive(group) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// SIGTERM to each process group, SIGKILL to those still there after `grace`, then waits (up to 5 s more) until
