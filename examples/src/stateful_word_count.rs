@@ -9,14 +9,21 @@ use std::sync::Arc;
 
 use egret::*;
 
-/// Emits its share of the sentences (those whose index is its task index modulo the parallelism), in order; its
-/// state is how many of them it has emitted.
+/// How many partitions the sentences are dealt into (sentence `i` is in partition `i % PARTITIONS`), like the
+/// partitions of a Kafka topic: each spout task reads the partitions whose key group it owns, so a rescale of the
+/// spout hands partitions (and their positions) to other tasks.
+pub const PARTITIONS: i64 = 16;
+
+/// Emits the sentences of the partitions it owns, in order within each; its state is its position in each of them
+/// (a [`KeyedState`] keyed by partition, so that it follows the partitions when the spout's parallelism changes).
 pub struct SentenceSpout {
     sentences: Arc<Vec<String>>,
-    task_index: usize,
-    tasks: usize,
-    /// The next of this task's sentences to emit (its `n`-th is sentence `n * tasks + task_index`).
-    next: u64,
+    /// The partitions this task owns.
+    owned: Vec<i64>,
+    /// The next sentence of each partition to emit (its `n`-th is sentence `n * PARTITIONS + partition`).
+    next: KeyedState<i64, u64>,
+    /// Round robin over `owned`.
+    turn: usize,
     /// Under at-least-once: message ids are sentence indexes; failed ones are emitted again.
     replay: Vec<MessageId>,
     /// At most this many sentences per second (this task), counted from `open`; `None`: as fast as possible.
@@ -29,9 +36,9 @@ impl SentenceSpout {
     pub fn new(sentences: Arc<Vec<String>>) -> Self {
         SentenceSpout {
             sentences,
-            task_index: 0,
-            tasks: 1,
-            next: 0,
+            owned: Vec::new(),
+            next: KeyedState::new(),
+            turn: 0,
             replay: Vec::new(),
             rate: None,
             opened: None,
@@ -44,6 +51,21 @@ impl SentenceSpout {
         self.rate = per_second;
         self
     }
+
+    /// The next sentence index of the owned partitions, round robin; `None` when they are all done.
+    fn next_index(&mut self) -> Option<usize> {
+        for _ in 0..self.owned.len() {
+            let p = self.owned[self.turn % self.owned.len()];
+            self.turn += 1;
+            let n = self.next.entry(p).or_insert(0);
+            let index = (*n as i64 * PARTITIONS + p) as usize;
+            if index < self.sentences.len() {
+                *n += 1;
+                return Some(index);
+            }
+        }
+        None
+    }
 }
 
 /// Sentences emitted per `next_tuple` call.
@@ -55,8 +77,10 @@ impl Spout for SentenceSpout {
     }
 
     fn open(&mut self, ctx: &TopologyContext) -> Result<(), UserError> {
-        self.task_index = ctx.component_index() as usize;
-        self.tasks = ctx.parallelism().max(1) as usize;
+        let (index, tasks) = (ctx.component_index() as usize, ctx.parallelism().max(1) as usize);
+        self.owned = (0..PARTITIONS)
+            .filter(|p| egret::key_groups::select(p.key_hash(), tasks) == index)
+            .collect();
         self.opened = Some(std::time::Instant::now());
         Ok(())
     }
@@ -68,18 +92,14 @@ impl Spout for SentenceSpout {
             {
                 return;
             }
-            self.emitted_since_open += 1;
             let index = match self.replay.pop() {
                 Some(id) => id as usize,
-                None => {
-                    let index = self.next as usize * self.tasks + self.task_index;
-                    if index >= self.sentences.len() {
-                        return;
-                    }
-                    self.next += 1;
-                    index
-                }
+                None => match self.next_index() {
+                    Some(index) => index,
+                    None => return,
+                },
             };
+            self.emitted_since_open += 1;
             out.emit_with_id(index as MessageId, (self.sentences[index].as_str(),));
         }
     }
@@ -95,23 +115,15 @@ impl Spout for SentenceSpout {
 
 impl Stateful for SentenceSpout {
     fn init_state(&mut self, restored: Option<&[u8]>) -> Result<(), UserError> {
-        self.next = match restored {
-            None => 0,
-            Some(b) => u64::from_le_bytes(
-                b.try_into()
-                    .map_err(|_| format!("a sentence spout's state is 8 bytes, not {}", b.len()))?,
-            ),
-        };
+        self.next = KeyedState::restore(restored)?;
         Ok(())
     }
 
     fn pre_save(&mut self, _checkpoint: CheckpointId, out: &mut Vec<u8>) -> Result<(), UserError> {
-        out.extend_from_slice(&self.next.to_le_bytes());
-        Ok(())
+        Ok(self.next.save(out)?)
     }
 }
 
-/// Splits sentences into words.
 pub struct SplitBolt;
 
 impl BasicBolt for SplitBolt {

@@ -160,6 +160,17 @@ impl Coordinator {
         }
     }
 
+    /// The topology's tasks changed (a rescale): checkpoints from now on wait for these. One under way is given up.
+    pub fn set_tasks(&mut self, tasks: impl IntoIterator<Item = TaskId>) {
+        self.tasks = tasks.into_iter().collect();
+        self.give_up();
+    }
+
+    /// Makes the next checkpoint due now (a rescale waits for one) rather than an interval after the last.
+    pub fn checkpoint_soon(&mut self, now: Instant) {
+        self.next_start = self.next_start.min(now);
+    }
+
     /// When a checkpoint is due, starts it: tell the spouts to take `checkpoint` in `epoch`.
     pub fn poll(&mut self, now: Instant) -> Option<(u32, CheckpointId)> {
         if now < self.next_start {

@@ -204,9 +204,10 @@ struct Stmgr {
     id: String,
     topology_id: String,
     state: Arc<dyn StateManager>,
-    expected: BTreeSet<u32>,
-    /// The largest task id of the topology: a destination above it (or 0) is refused.
-    max_task: u32,
+    /// The local tasks: from the packing plan at start, then from each physical plan (a rescale moves them).
+    expected: RefCell<BTreeSet<u32>>,
+    /// The largest task id of the topology: a destination above it (or 0) is refused. Grows with a rescale.
+    max_task: Cell<u32>,
     /// Components whose instances are spouts: their connections are the ones back pressure stops reading.
     spouts: BTreeSet<String>,
     data_port: u16,
@@ -302,11 +303,11 @@ async fn serve_on_loop(
     });
     let s = Rc::new(Stmgr {
         spouts: topology.spouts.iter().map(|sp| sp.comp.name.clone()).collect(),
-        max_task: definition.topology.max_task_id(),
+        max_task: Cell::new(definition.topology.max_task_id()),
         id: id.clone(),
         topology_id: topology.id.clone(),
         state,
-        expected,
+        expected: RefCell::new(expected),
         data_port,
         high_watermark: high,
         low_watermark: low,
@@ -597,7 +598,7 @@ async fn serve_connection(s: &Rc<Stmgr>, stream: TcpStream) -> Result<(), ConnEr
         control::Msg::RegisterInstance(r) => {
             let Some(info) = r
                 .instance
-                .filter(|i| r.topology_id == s.topology_id && s.expected.contains(&(i.task_id as u32)))
+                .filter(|i| r.topology_id == s.topology_id && s.expected.borrow().contains(&(i.task_id as u32)))
             else {
                 let msg = format!("{} does not run that task of topology {}", s.id, s.topology_id);
                 write_all(&stream, &status(false, msg)).await?;
@@ -618,7 +619,7 @@ async fn serve_connection(s: &Rc<Stmgr>, stream: TcpStream) -> Result<(), ConnEr
             if let Ok(mut reg) = s.stats.registered.lock() {
                 reg.retain(|i| i.task_id != info.task_id);
                 reg.push(info);
-                if reg.len() >= s.expected.len() {
+                if reg.len() >= s.expected.borrow().len() {
                     s.all_registered.notify_one();
                 }
             }
@@ -849,7 +850,7 @@ fn destination(s: &Stmgr, dest: u32) -> Option<Rc<Outgoing>> {
 /// Routes one DATA frame. Waits while its destination's queue is over the backstop (TCP then pushes back on this
 /// reader's sender); a frame that cannot be delivered is counted and its roots are failed.
 async fn route(s: &Stmgr, dest: u32, frame: &[u8]) {
-    if dest == 0 || dest > s.max_task {
+    if dest == 0 || dest > s.max_task.get() {
         let n = s.stats.bad.fetch_add(1, Relaxed) + 1;
         if n.is_power_of_two() {
             warn!(
@@ -942,7 +943,7 @@ fn fail_lost_roots(s: &Stmgr, frame: &[u8]) {
     for record in BatchReader::new(records) {
         match record {
             Ok(Record::Data(d)) => {
-                for r in d.roots.iter().filter(|r| r.task.0 >= 1 && r.task.0 <= s.max_task) {
+                for r in d.roots.iter().filter(|r| r.task.0 >= 1 && r.task.0 <= s.max_task.get()) {
                     roots.entry(r.task.0).or_default().insert(r.id.0);
                 }
             }
@@ -1052,7 +1053,7 @@ fn publish_metrics(locator: Arc<dyn StateManager>, opts: &Opts, s: &Stats) {
 async fn tmanager_client(s: Rc<Stmgr>) {
     loop {
         let all_here = s.all_registered.notified();
-        if s.stats.registered.lock().is_ok_and(|r| r.len() >= s.expected.len()) {
+        if s.stats.registered.lock().is_ok_and(|r| r.len() >= s.expected.borrow().len()) {
             break;
         }
         all_here.await;
@@ -1192,10 +1193,23 @@ async fn apply_plan(s: &Rc<Stmgr>, p: PhysicalPlan) {
         "physical plan received"
     );
     let mut remote = HashMap::new();
+    let mut local = BTreeSet::new();
     for i in &p.instances {
         if i.stmgr_id != s.id {
             remote.insert(i.task_id as u32, i.stmgr_id.clone());
+        } else {
+            local.insert(i.task_id as u32);
         }
+    }
+    // A rescale adds task ids and moves instances: accept the plan's local tasks and route up to its largest id.
+    if let Some(max) = p.instances.iter().map(|i| i.task_id as u32).max()
+        && max > s.max_task.get()
+    {
+        s.max_task.set(max);
+    }
+    if !local.is_empty() && *s.expected.borrow() != local {
+        info!(tasks = ?local, "the plan changed this container's tasks");
+        *s.expected.borrow_mut() = local;
     }
     for peer in p.stmgrs.iter().filter(|m| m.id != s.id) {
         let addr = format!("{}:{}", peer.host, peer.data_port);

@@ -17,11 +17,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
-use egret_api::{CheckpointId, Config, ReliabilityMode, TaskId};
+use egret_api::{CheckpointId, Config, ReliabilityMode, TaskId, Topology};
 use egret_checkpoint::{CheckpointStore, LocalStore};
 use egret_proto::egret::{
-    CheckpointCommitted, InstanceStateStored, PackingPlan, RestoreFailed, Rollback as RollbackMsg, StartCheckpoint,
-    StatefulCheckpoints, control,
+    CheckpointCommitted, CheckpointLayout, ComponentTasks, InstanceStateStored, PackingPlan, RestoreFailed,
+    Rollback as RollbackMsg, StartCheckpoint, StatefulCheckpoints, control,
 };
 use egret_runtime::coordinator::{Coordinator, Rollback};
 use egret_statemgr::StateManager;
@@ -39,6 +39,32 @@ pub(crate) struct Checkpoints {
     tasks_of: BTreeMap<String, Vec<u32>>,
     /// A rollback found no complete checkpoint it could read back: nothing more is restored or checkpointed.
     halted: bool,
+    /// Each component's task ids now.
+    layout: Vec<ComponentTasks>,
+    /// The layout each complete checkpoint was taken under (a rollback after a rescale tells the tasks of a changed
+    /// component where their key groups were).
+    layouts: BTreeMap<u64, Vec<ComponentTasks>>,
+}
+
+/// Each component's task ids.
+fn layout_of(topology: &Topology) -> Vec<ComponentTasks> {
+    topology
+        .components()
+        .iter()
+        .zip(topology.task_ids())
+        .map(|(c, task_ids)| ComponentTasks {
+            component: c.name.clone(),
+            task_ids,
+        })
+        .collect()
+}
+
+fn tasks_by_stmgr(packing: &PackingPlan) -> BTreeMap<String, Vec<u32>> {
+    packing
+        .containers
+        .iter()
+        .map(|c| (format!("stmgr-{}", c.id), c.instances.iter().map(|i| i.task_id as u32).collect()))
+        .collect()
 }
 
 impl Checkpoints {
@@ -48,9 +74,10 @@ impl Checkpoints {
     pub(crate) fn new(
         state: &dyn StateManager,
         name: &str,
-        config: &Config,
+        topology: &Topology,
         packing: &PackingPlan,
     ) -> Result<Option<Checkpoints>, TmanagerError> {
+        let config: &Config = topology.config();
         if config.reliability_mode()? != ReliabilityMode::EffectivelyOnce {
             return Ok(None);
         }
@@ -61,11 +88,7 @@ impl Checkpoints {
         });
         let record = state.get_stateful_checkpoints(name)?.unwrap_or_default();
         let complete: Vec<CheckpointId> = record.complete.iter().map(|&c| CheckpointId(c)).collect();
-        let mut tasks_of: BTreeMap<String, Vec<u32>> = BTreeMap::new();
-        for c in &packing.containers {
-            let tasks = c.instances.iter().map(|i| i.task_id as u32).collect();
-            tasks_of.insert(format!("stmgr-{}", c.id), tasks);
-        }
+        let tasks_of = tasks_by_stmgr(packing);
         let now = Instant::now();
         let mut coordinator = Coordinator::new(
             tasks_of.values().flatten().map(|&t| TaskId(t)),
@@ -97,25 +120,71 @@ impl Checkpoints {
             missing: BTreeSet::new(),
             tasks_of,
             halted: false,
+            layout: layout_of(topology),
+            layouts: record
+                .layouts
+                .iter()
+                .map(|l| (l.checkpoint, l.components.clone()))
+                .collect(),
         };
         c.record(state, name);
         Ok(Some(c))
     }
 
-    /// What the plan says every task must be in.
+    /// What the plan says every task must be in: the epoch, the checkpoint, and for each component whose tasks
+    /// changed since that checkpoint was taken, the tasks it had then.
     pub(crate) fn rollback_msg(&self) -> RollbackMsg {
+        let checkpoint = self.current.checkpoint.map_or(0, |c| c.0);
+        let layout = match self.layouts.get(&checkpoint) {
+            None => Vec::new(),
+            Some(then) => then
+                .iter()
+                .filter(|old| {
+                    self.layout
+                        .iter()
+                        .find(|now| now.component == old.component)
+                        .is_none_or(|now| now.task_ids != old.task_ids)
+                })
+                .cloned()
+                .collect(),
+        };
         RollbackMsg {
             epoch: self.current.epoch,
-            checkpoint: self.current.checkpoint.map_or(0, |c| c.0),
-            layout: Vec::new(),
+            checkpoint,
+            layout,
         }
     }
 
-    fn record(&self, state: &dyn StateManager, name: &str) {
+    /// A rescale: from now on the topology has `topology`'s tasks placed by `packing`. Every task rolls back to the
+    /// newest complete checkpoint (the one the rescale waited for) under the new layout; tasks new to the topology
+    /// are missing until their instances register, and once they all have, every task rolls back once more (what
+    /// ran without them may have lost tuples sent to them).
+    pub(crate) fn rescale(&mut self, topology: &Topology, packing: &PackingPlan, now: Instant) -> Rollback {
+        let before: BTreeSet<u32> = self.tasks_of.values().flatten().copied().collect();
+        self.tasks_of = tasks_by_stmgr(packing);
+        let after: BTreeSet<u32> = self.tasks_of.values().flatten().copied().collect();
+        self.coordinator.set_tasks(after.iter().map(|&t| TaskId(t)));
+        self.missing.retain(|t| after.contains(t));
+        self.missing.extend(after.difference(&before));
+        self.layout = layout_of(topology);
+        self.current = self.coordinator.rollback(now);
+        self.current
+    }
+
+    pub(crate) fn record(&self, state: &dyn StateManager, name: &str) {
+        let complete: Vec<u64> = self.coordinator.complete().iter().map(|c| c.0).collect();
         let record = StatefulCheckpoints {
-            complete: self.coordinator.complete().iter().map(|c| c.0).collect(),
+            layouts: complete
+                .iter()
+                .filter_map(|c| {
+                    self.layouts.get(c).map(|components| CheckpointLayout {
+                        checkpoint: *c,
+                        components: components.clone(),
+                    })
+                })
+                .collect(),
+            complete,
             epoch: self.coordinator.epoch(),
-            layouts: Vec::new(),
         };
         if let Err(e) = state.put_stateful_checkpoints(name, &record) {
             tracing::error!(error = %e, "cannot record the complete checkpoints");
@@ -200,6 +269,9 @@ pub(crate) fn stored(tm: &Tmanager, m: InstanceStateStored) {
         let done = c
             .coordinator
             .saved(task, m.epoch, CheckpointId(m.checkpoint), m.bytes, Instant::now())?;
+        c.layouts.insert(done.checkpoint.0, c.layout.clone());
+        let kept: BTreeSet<u64> = c.coordinator.complete().iter().map(|c| c.0).collect();
+        c.layouts.retain(|k, _| kept.contains(k));
         c.record(&*tm.state, &tm.opts.topology);
         Some((done, c.store.clone()))
     });
@@ -223,6 +295,13 @@ pub(crate) fn stored(tm: &Tmanager, m: InstanceStateStored) {
             tracing::warn!(checkpoint = old.0, error = %e, "cannot delete an expired checkpoint");
         }
     }
+    // A rescale waits for a complete checkpoint: this one.
+    crate::apply_pending_update(tm);
+}
+
+/// A rescale asks for a checkpoint now rather than at the next interval.
+pub(crate) fn checkpoint_soon(c: &mut Checkpoints) {
+    c.coordinator.checkpoint_soon(Instant::now());
 }
 
 /// A task or a stmgr (`stmgr`: all its tasks) is gone.

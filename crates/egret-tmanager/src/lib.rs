@@ -29,7 +29,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use egret_proto::api::TopologyState;
-use egret_proto::egret::{InstanceInfo, Location, PhysicalPlan, RegisterStmgr, Status, StmgrInfo, control};
+use egret_proto::egret::{
+    InstanceInfo, Location, PackingPlan, PhysicalPlan, RegisterStmgr, Status, StmgrInfo, UpdateTopology, control,
+};
 use egret_statemgr::StateManager;
 use egret_transport::auth::TopologySecret;
 use egret_transport::{Frame, FrameError, FrameWriter, ThreadPerConnection, Writer, control_frame, split};
@@ -62,12 +64,15 @@ pub struct Opts {
 
 struct Registered {
     info: StmgrInfo,
-    instances: Vec<InstanceInfo>,
     writer: Option<Writer>,
 }
 
 struct Tm {
     topology: egret_proto::api::Topology,
+    /// Where every task runs (the plan's instances come from it).
+    packing: PackingPlan,
+    /// A rescale waiting for its checkpoint (effectively-once).
+    pending_update: Option<UpdateTopology>,
     expected: Vec<String>,
     stmgrs: BTreeMap<String, Registered>,
     plan: Option<PhysicalPlan>,
@@ -138,7 +143,8 @@ pub fn serve(
     let expected: Vec<String> = packing.containers.iter().map(|c| format!("stmgr-{}", c.id)).collect();
     let config = egret_proto::defn::from_definition(&topology)?.topology.config().clone();
     let heartbeat_timeout = config.stmgr_heartbeat_timeout()?;
-    let ckpt = checkpoints::Checkpoints::new(&*state, &name, &config, &packing)?;
+    let parsed = egret_proto::defn::from_definition(&topology)?.topology;
+    let ckpt = checkpoints::Checkpoints::new(&*state, &name, &parsed, &packing)?;
     // A restarted tmanager keeps the activation state it had published.
     let mut topology = topology;
     if let Some(old) = state.get_physical_plan(&name)?.and_then(|p| p.topology) {
@@ -161,6 +167,8 @@ pub fn serve(
         stopping: AtomicBool::new(false),
         inner: Mutex::new(Tm {
             topology,
+            packing,
+            pending_update: None,
             expected,
             stmgrs: BTreeMap::new(),
             plan: None,
@@ -329,6 +337,11 @@ fn serve_connection(tm: &Tmanager, stream: TcpStream) -> Result<(), FrameError> 
             writer.send_control(reply)?;
             Ok(())
         }
+        Frame::Control(control::Msg::UpdateTopology(u)) => {
+            let reply = update_topology(tm, *u);
+            writer.send_control(reply)?;
+            Ok(())
+        }
         other => {
             tracing::warn!(frame = ?other, "dropping a connection that did not open with a known request");
             Ok(())
@@ -362,7 +375,6 @@ fn register(tm: &Tmanager, r: RegisterStmgr, writer: &mut FrameWriter) -> Result
         id.clone(),
         Registered {
             info,
-            instances: r.instances,
             writer: None,
         },
     );
@@ -382,10 +394,19 @@ fn register(tm: &Tmanager, r: RegisterStmgr, writer: &mut FrameWriter) -> Result
 }
 
 fn build_plan(inner: &Tm) -> PhysicalPlan {
+    // Every task where the packing plan puts it (what each stmgr registered with, until a rescale moves tasks).
     let mut instances: Vec<InstanceInfo> = inner
-        .stmgrs
-        .values()
-        .flat_map(|s| s.instances.iter().cloned())
+        .packing
+        .containers
+        .iter()
+        .flat_map(|c| {
+            c.instances.iter().map(move |i| InstanceInfo {
+                task_id: i.task_id,
+                component: i.component.clone(),
+                component_index: i.component_index,
+                stmgr_id: format!("stmgr-{}", c.id),
+            })
+        })
         .collect();
     instances.sort_by_key(|i| i.task_id);
     PhysicalPlan {
@@ -430,6 +451,115 @@ pub(crate) fn push_locked(tm: &Tmanager, inner: &Tm) {
     for w in inner.stmgrs.values().filter_map(|s| s.writer.as_ref()) {
         let _ = w.send(frame.clone());
     }
+}
+
+/// `egret update`: checks the new definition and packing plan against the running topology; under
+/// effectively-once asks for a checkpoint now and applies the change when it completes
+/// ([`apply_pending_update`]), otherwise applies it at once.
+fn update_topology(tm: &Tmanager, u: UpdateTopology) -> control::Msg {
+    let (Some(definition), Some(packing)) = (u.topology.as_ref(), u.packing_plan.as_ref()) else {
+        return status(false, "an update needs the new definition and packing plan");
+    };
+    let new = match egret_proto::defn::from_definition(definition) {
+        Ok(d) => d.topology,
+        Err(e) => return status(false, format!("the new definition does not read: {e}")),
+    };
+    let mut placed: Vec<u32> = packing
+        .containers
+        .iter()
+        .flat_map(|c| c.instances.iter().map(|i| i.task_id as u32))
+        .collect();
+    placed.sort_unstable();
+    let mut tasks: Vec<u32> = new.tasks().map(|(t, _, _)| t.0).collect();
+    tasks.sort_unstable();
+    if placed != tasks {
+        return status(false, "the packing plan does not place exactly the new definition's tasks");
+    }
+    let mut inner = match tm.inner.lock() {
+        Ok(i) => i,
+        Err(_) => return status(false, "tmanager state is poisoned"),
+    };
+    if u.topology_id != inner.topology.id {
+        return status(false, format!("topology id {} is not {}", u.topology_id, inner.topology.id));
+    }
+    let current = match egret_proto::defn::from_definition(&inner.topology) {
+        Ok(d) => d.topology,
+        Err(e) => return status(false, format!("the running definition does not read: {e}")),
+    };
+    let names = |t: &egret_api::Topology| t.components().iter().map(|c| c.name.clone()).collect::<Vec<_>>();
+    if names(&current) != names(&new) {
+        return status(false, "an update may change parallelism only, not the components");
+    }
+    if inner.pending_update.is_some() {
+        return status(false, "a rescale is already under way; wait for it to finish");
+    }
+    if inner.plan.is_none() {
+        return status(false, "the topology is still starting (no physical plan yet); try again");
+    }
+    tracing::info!(
+        topology = %tm.opts.topology,
+        tasks = new.task_count(),
+        containers = packing.containers.len(),
+        "rescale requested"
+    );
+    match inner.ckpt.as_mut() {
+        Some(c) => {
+            checkpoints::checkpoint_soon(c);
+            inner.pending_update = Some(u);
+            status(true, "rescaling at the next complete checkpoint")
+        }
+        None => {
+            inner.pending_update = Some(u);
+            drop(inner);
+            apply_pending_update(tm);
+            status(true, "rescaled")
+        }
+    }
+}
+
+/// Carries out a pending rescale: stores the new definition and packing plan (executors and the supervisor follow
+/// the packing plan: they start the new instances and stop the removed ones), rolls every task back to the newest
+/// complete checkpoint under the new layout (effectively-once), and pushes the plan.
+pub(crate) fn apply_pending_update(tm: &Tmanager) {
+    let Ok(mut inner) = tm.inner.lock() else { return };
+    let Some(u) = inner.pending_update.take() else { return };
+    let (Some(mut definition), Some(packing)) = (u.topology, u.packing_plan) else { return };
+    definition.state = inner.topology.state;
+    let new = match egret_proto::defn::from_definition(&definition) {
+        Ok(d) => d.topology,
+        Err(e) => {
+            tracing::error!(error = %e, "the rescale's definition does not read; not applied");
+            return;
+        }
+    };
+    // The definition first: a new instance reads it when it starts, which it does once the packing plan names it.
+    if let Err(e) = tm
+        .state
+        .put_topology(&tm.opts.topology, &definition)
+        .and_then(|()| tm.state.put_packing_plan(&tm.opts.topology, &packing))
+    {
+        tracing::error!(error = %e, "cannot store the rescaled topology; not applied");
+        return;
+    }
+    inner.expected = packing.containers.iter().map(|c| format!("stmgr-{}", c.id)).collect();
+    let expected = inner.expected.clone();
+    inner.stmgrs.retain(|id, _| expected.contains(id));
+    inner.topology = definition;
+    inner.packing = packing;
+    let Tm { ckpt, packing, .. } = &mut *inner;
+    if let Some(c) = ckpt.as_mut() {
+        let r = c.rescale(&new, packing, std::time::Instant::now());
+        c.record(&*tm.state, &tm.opts.topology);
+        tracing::info!(
+            epoch = r.epoch,
+            checkpoint = ?r.checkpoint.map(|c| c.0),
+            "rescale: every task rolls back under the new layout"
+        );
+    }
+    let plan = build_plan(&inner);
+    inner.plan = Some(plan);
+    push_locked(tm, &inner);
+    tracing::info!(topology = %tm.opts.topology, tasks = new.task_count(), "rescaled; the new plan is pushed");
 }
 
 fn set_active(tm: &Tmanager, topology_id: &str, active: bool) -> control::Msg {

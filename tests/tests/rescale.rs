@@ -1,0 +1,153 @@
+//! Live rescaling on the local cluster (`egret update --component-parallelism`): the stateful word count's counter
+//! goes from 2 tasks to 5 and back to 1 while sentences flow, once with an instance killed just before, and the
+//! counts end exact: every word's count moved with its key group to the task its tuples now go to.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+use egret_examples::reliable_word_count::{expected_counts, sentences};
+
+const SENTENCES: usize = 60_000;
+const SEED: u64 = 11;
+const TOPOLOGY: &str = "stateful-word-count";
+
+/// The counter's task ids in the stored definition (a rescale changes them).
+fn counter_tasks(c: &Cluster) -> Vec<u32> {
+    let state = egret_statemgr::open(&c.home, "local").expect("state manager");
+    let stored = state.get_topology(TOPOLOGY).expect("read").expect("stored");
+    let t = egret_proto::defn::from_definition(&stored).expect("definition").topology;
+    let ci = t.component_index("count").expect("count");
+    t.tasks_of(ci).map(|t| t.0).collect()
+}
+
+/// The counts the counter's current tasks show (files of removed tasks are stale and left out).
+fn live_counts(c: &Cluster, out: &Path) -> BTreeMap<String, u64> {
+    let mut all = BTreeMap::new();
+    for task in counter_tasks(c) {
+        let text = std::fs::read_to_string(out.join(format!("count-{task}.txt"))).unwrap_or_default();
+        for line in text.lines() {
+            if let Some((w, n)) = line.split_once(' ')
+                && let Ok(n) = n.parse::<u64>()
+            {
+                *all.entry(w.to_string()).or_default() += n;
+            }
+        }
+    }
+    all
+}
+
+fn settled_live(c: &Cluster, out: &Path, want: u64, limit: Duration) -> BTreeMap<String, u64> {
+    let deadline = Instant::now() + limit;
+    let mut last = (BTreeMap::new(), Instant::now());
+    loop {
+        let now = live_counts(c, out);
+        if now != last.0 {
+            last = (now, Instant::now());
+        } else if total(&last.0) >= want && last.1.elapsed() > Duration::from_secs(3) {
+            return last.0;
+        }
+        if Instant::now() > deadline {
+            c.print_logs();
+            panic!("the counts did not settle at {want} words within {limit:?}: {} counted", total(&last.0));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn update(c: &Cluster, parallelism: &str) -> Duration {
+    let started = Instant::now();
+    let out = c.ok(&["update", "local", TOPOLOGY, "--component-parallelism", parallelism]);
+    eprintln!("egret update {parallelism}: {} in {:?}", out.trim(), started.elapsed());
+    started.elapsed()
+}
+
+#[test]
+fn rescale_the_stateful_counter_2_to_5_to_1_while_input_flows_keeps_counts_exact() {
+    let expected = expected_counts(&sentences(SENTENCES, SEED));
+    let words = total(&expected);
+    let c = Cluster::new();
+    let out = c.home.join("out");
+    let bin = env!("CARGO_BIN_EXE_stateful-check");
+    let (out_s, n, seed) = (out.display().to_string(), SENTENCES.to_string(), SEED.to_string());
+    // 2 spouts × 1000 sentences/s: the input lasts ~30 s, across both rescales.
+    c.ok(&[
+        "submit", "local", bin, "--out", &out_s, "--sentences", &n, "--seed", &seed, "--rate", "1000",
+    ]);
+    assert_eq!(counter_tasks(&c).len(), 2);
+    wait_for("some words counted", || (total(&live_counts(&c, &out)) > words / 10).then_some(()));
+
+    // The dry run changes nothing.
+    let dry = c.ok(&["update", "local", TOPOLOGY, "--component-parallelism", "count:5", "--dry-run"]);
+    assert!(dry.contains("count"), "{dry}");
+    assert_eq!(counter_tasks(&c).len(), 2, "a dry run changes nothing");
+
+    update(&c, "count:5");
+    assert_eq!(counter_tasks(&c).len(), 5);
+    let counted = total(&live_counts(&c, &out));
+    wait_for("counting goes on at 5 tasks", || {
+        (total(&live_counts(&c, &out)) > counted).then_some(())
+    });
+
+    // Once while a process is being killed: an instance of the counter dies just before the second rescale.
+    let (pid, name) = victims(&c, TOPOLOGY, &["instance"])
+        .into_iter()
+        .find(|(_, n)| n.contains("count"))
+        .expect("a counter instance");
+    // SAFETY: SIGKILL to a process of this test's own topology.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    eprintln!("killed {name} (pid {pid})");
+    update(&c, "count:1");
+    assert_eq!(counter_tasks(&c).len(), 1);
+
+    let got = settled_live(&c, &out, words, Duration::from_secs(150));
+    let diff: Vec<_> = expected
+        .iter()
+        .filter(|(w, n)| got.get(*w) != Some(n))
+        .take(5)
+        .map(|(w, n)| format!("{w}: {n} expected, {:?} counted", got.get(w)))
+        .collect();
+    if !diff.is_empty() {
+        c.print_logs();
+    }
+    assert!(diff.is_empty(), "{diff:?}");
+    assert_eq!(total(&got), words);
+}
+
+#[test]
+fn rescale_the_sentence_spout_2_to_3_to_1_processes_every_sentence_once() {
+    // The spout's partitions (and their positions) move to their new owners at the rescale's checkpoint: no
+    // sentence skipped, none counted twice.
+    let n_sentences = SENTENCES / 2;
+    let expected = expected_counts(&sentences(n_sentences, SEED));
+    let words = total(&expected);
+    let c = Cluster::new();
+    let out = c.home.join("out");
+    let bin = env!("CARGO_BIN_EXE_stateful-check");
+    let (out_s, n, seed) = (out.display().to_string(), n_sentences.to_string(), SEED.to_string());
+    c.ok(&[
+        "submit", "local", bin, "--out", &out_s, "--sentences", &n, "--seed", &seed, "--rate", "700",
+    ]);
+    wait_for("some words counted", || (total(&live_counts(&c, &out)) > words / 10).then_some(()));
+    update(&c, "sentence:3");
+    let counted = total(&live_counts(&c, &out));
+    wait_for("reading goes on at 3 spout tasks", || {
+        (total(&live_counts(&c, &out)) > counted).then_some(())
+    });
+    update(&c, "sentence:1");
+    let got = settled_live(&c, &out, words, Duration::from_secs(150));
+    let diff: Vec<_> = expected
+        .iter()
+        .filter(|(w, n)| got.get(*w) != Some(n))
+        .take(5)
+        .map(|(w, n)| format!("{w}: {n} expected, {:?} counted", got.get(w)))
+        .collect();
+    if !diff.is_empty() {
+        c.print_logs();
+    }
+    assert!(diff.is_empty(), "{diff:?}");
+    assert_eq!(total(&got), words);
+}
