@@ -182,7 +182,7 @@ fn rescale_refusals_name_the_problem() {
     check(
         &["other", "--component-parallelism", "count:3", "--dry-run"],
         1,
-        "other",
+        "no topology other on cluster local",
     );
     // Not a dry run, and no physical plan yet: not running.
     check(
