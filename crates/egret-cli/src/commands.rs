@@ -138,7 +138,7 @@ pub fn scheduler(home: &Path, cluster: &str) -> anyhow::Result<Box<dyn Scheduler
     })
 }
 
-fn existing(home: &Path, cluster: &str, topology: &str) -> anyhow::Result<Arc<dyn StateManager>> {
+pub(crate) fn existing(home: &Path, cluster: &str, topology: &str) -> anyhow::Result<Arc<dyn StateManager>> {
     Ok(egret_tracker::explain::existing(home, cluster, topology)?)
 }
 
@@ -162,8 +162,8 @@ pub fn kill(home: &Path, a: TopologyArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Sends one control message to the tmanager and returns its answer.
-fn ask_tmanager(
+/// Sends one control message to the tmanager (proving the topology's secret) and returns its answer.
+pub(crate) fn ask_tmanager(
     state: &dyn StateManager,
     secret: &TopologySecret,
     topology: &str,

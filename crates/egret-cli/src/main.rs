@@ -1,13 +1,14 @@
 //! `egret`: the one binary of an Egret install. User commands (`submit`, `kill`, `activate`, `deactivate`,
-//! `restart`, `list`, `explain`, `prometheus-config`), the `tracker` service, and the daemon roles (hidden from
-//! `--help`): `supervisor` (started by `submit`), `executor` (started by the supervisor), and `tmanager`, `stmgr`,
-//! `metricsmgr` (started by the executors). Exit status 0 on success; otherwise
-//! a one-line reason on stderr. The daemons log to stderr (their executor sends it to their log file) in the format
-//! of `egret_scheduler::logging`.
+//! `restart`, `update`, `list`, `explain`, `checkpoints`, `prometheus-config`), the `tracker` service, and the daemon
+//! roles (hidden from `--help`): `supervisor` (started by `submit`), `executor` (started by the supervisor), and
+//! `tmanager`, `stmgr`, `metricsmgr` (started by the executors). Exit status 0 on success; otherwise a one-line reason
+//! on stderr. The daemons log to stderr (their executor sends it to their log file) in the format of
+//! `egret_scheduler::logging`.
 
 mod commands;
 mod prometheus_config;
 mod submit;
+mod update;
 
 use std::path::PathBuf;
 
@@ -46,6 +47,9 @@ enum Command {
     Deactivate(commands::TopologyArgs),
     /// Restart one container of a topology, or all of them.
     Restart(commands::RestartArgs),
+    /// Rescale a running topology: change the parallelism of some of its components (stable task ids; only the
+    /// instances that change start or stop).
+    Update(update::UpdateArgs),
     /// List the topologies of a cluster.
     List(commands::ListArgs),
     /// Show a topology's logical plan, packing plan, physical plan and processes.
@@ -96,6 +100,7 @@ fn main() {
         Command::Activate(a) => commands::set_active(&home, a, true),
         Command::Deactivate(a) => commands::set_active(&home, a, false),
         Command::Restart(a) => commands::restart(&home, a),
+        Command::Update(a) => update::update(&home, a),
         Command::List(a) => commands::list(&home, a),
         Command::Explain(a) => commands::explain(&home, a),
         Command::Checkpoints(a) => commands::checkpoints(&home, a),

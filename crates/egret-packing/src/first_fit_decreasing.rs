@@ -83,8 +83,57 @@ impl Bin {
 }
 
 /// Groups `instances` (in task id order) into containers 1..=N, N chosen here.
-pub(crate) fn pack(topology: &Topology, mut instances: Vec<Instance>) -> Result<Vec<Vec<Instance>>, PackingError> {
+pub(crate) fn pack(topology: &Topology, instances: Vec<Instance>) -> Result<Vec<Vec<Instance>>, PackingError> {
     let max = Capacity::from_config(topology.config())?;
+    let mut bins: Vec<Bin> = Vec::new();
+    for instance in sorted(topology, &max, instances)? {
+        match bins.iter_mut().find(|bin| bin.fits(&instance, &max)) {
+            Some(bin) => bin.add(instance),
+            None => {
+                let mut bin = Bin::default();
+                bin.add(instance);
+                bins.push(bin);
+            }
+        }
+    }
+    Ok(bins.into_iter().map(|bin| bin.instances).collect())
+}
+
+/// A rescale: `containers` (by id, ascending) keep what they hold; each of `added` goes, largest first as in
+/// [`pack`], into the first container with room for it, or else into a new container numbered from `next_id`.
+pub(crate) fn repack(
+    topology: &Topology,
+    containers: Vec<(u32, Vec<Instance>)>,
+    added: Vec<Instance>,
+    mut next_id: u32,
+) -> Result<Vec<(u32, Vec<Instance>)>, PackingError> {
+    let max = Capacity::from_config(topology.config())?;
+    let mut bins: Vec<(u32, Bin)> = containers
+        .into_iter()
+        .map(|(id, instances)| {
+            // What a container already holds stays, even if a config change made it larger than `max` now.
+            let mut bin = Bin::default();
+            instances.into_iter().for_each(|i| bin.add(i));
+            (id, bin)
+        })
+        .collect();
+    for instance in sorted(topology, &max, added)? {
+        match bins.iter_mut().find(|(_, bin)| bin.fits(&instance, &max)) {
+            Some((_, bin)) => bin.add(instance),
+            None => {
+                let mut bin = Bin::default();
+                bin.add(instance);
+                bins.push((next_id, bin));
+                next_id += 1;
+            }
+        }
+    }
+    Ok(bins.into_iter().map(|(id, bin)| (id, bin.instances)).collect())
+}
+
+/// `instances` (in task id order) in the order first-fit decreasing places them, once each is known to fit an empty
+/// container.
+fn sorted(topology: &Topology, max: &Capacity, mut instances: Vec<Instance>) -> Result<Vec<Instance>, PackingError> {
     // Checked up front and in task id order, so the error names the same (first) offender whatever the sort.
     for i in &instances {
         let too_large = |resource: &'static str, requested: f64, max: f64| PackingError::InstanceTooLarge {
@@ -110,16 +159,5 @@ pub(crate) fn pack(topology: &Topology, mut instances: Vec<Instance>) -> Result<
         let resources = if cpu_first { cpu.then(ram) } else { ram.then(cpu) };
         resources.then_with(|| a.task.cmp(&b.task))
     });
-    let mut bins: Vec<Bin> = Vec::new();
-    for instance in instances {
-        match bins.iter_mut().find(|bin| bin.fits(&instance, &max)) {
-            Some(bin) => bin.add(instance),
-            None => {
-                let mut bin = Bin::default();
-                bin.add(instance);
-                bins.push(bin);
-            }
-        }
-    }
-    Ok(bins.into_iter().map(|bin| bin.instances).collect())
+    Ok(instances)
 }

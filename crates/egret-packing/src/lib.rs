@@ -11,10 +11,16 @@
 //! numbered from 1 (container 0 is the tmanager's and holds no instance), each lists its instances by task id, and
 //! its `required` resources are the sum of its instances' requests. There is no padding yet: the stmgr and
 //! metricsmgr each container also runs are not counted.
+//!
+//! A rescale (`egret update --component-parallelism`) does not pack again: [`repack`] changes only what changes
+//! (instances of removed tasks leave, new tasks join, containers left empty go), so every remaining instance keeps
+//! its container and keeps running. [`update`] computes a whole rescale from what the state manager stores.
 
 mod first_fit_decreasing;
 mod round_robin;
+pub mod update;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::str::FromStr;
 
@@ -117,6 +123,12 @@ pub enum PackingError {
     ResourceOverflow { container: u32, resource: &'static str },
     #[error("the topology has {0} instances; a packing plan holds at most {max}", max = i32::MAX)]
     TooManyInstances(u32),
+    /// A rescale of a plan made by an algorithm this build does not know.
+    #[error("cannot repack: {0}")]
+    UnknownAlgorithm(#[from] UnknownAlgorithm),
+    /// A rescale of a packing plan that is not the plan of the topology it is said to place.
+    #[error("the packing plan does not place the topology being rescaled: {0}")]
+    PlanMismatch(String),
 }
 
 fn unit(resource: &str) -> &'static str {
@@ -164,6 +176,99 @@ pub fn pack(topology: &Topology, algorithm: Algorithm) -> Result<PackingPlan, Pa
     Ok(PackingPlan {
         id: topology.name().to_string(),
         algorithm: algorithm.as_str().to_string(),
+        containers,
+    })
+}
+
+/// The packing plan of `new`, a rescale of `old` ([`Topology::rescaled`]), which `current` places. Only what changes
+/// changes:
+/// - every task of `new` that `current` places stays in its container, with the same [`InstancePlan`] (a rescale
+///   keeps a remaining task's component, its index within the component and its request);
+/// - the instances of tasks `new` no longer has leave;
+/// - each new task is placed as `current.algorithm` would: round robin gives it to the container with the fewest
+///   instances (the lowest id on a tie) and never opens one (nothing bounds a round-robin container); first-fit
+///   decreasing puts it, largest first, into the first container (lowest id) with room under the maximum container
+///   size, or else opens a container numbered after the highest id of `current`;
+/// - containers left empty are removed, and each container's `required` is summed again as [`pack`] does.
+///
+/// `topology.stmgrs` is not read: after a rescale, the container count follows from the containers kept.
+pub fn repack(current: &PackingPlan, old: &Topology, new: &Topology) -> Result<PackingPlan, PackingError> {
+    let algorithm: Algorithm = current.algorithm.parse()?;
+    let mismatch = PackingError::PlanMismatch;
+    // Where `current` puts each task, checked against `old`: each of its tasks placed once, nothing else placed.
+    let mut placed: BTreeMap<u32, u32> = BTreeMap::new();
+    let mut ids = Vec::with_capacity(current.containers.len());
+    for c in &current.containers {
+        let id = u32::try_from(c.id)
+            .ok()
+            .filter(|&id| id > 0)
+            .ok_or_else(|| mismatch(format!("container id {} (ids start at 1)", c.id)))?;
+        ids.push(id);
+        for i in &c.instances {
+            let task = u32::try_from(i.task_id).map_err(|_| mismatch(format!("task id {}", i.task_id)))?;
+            let component = old
+                .task_component(TaskId(task))
+                .map(|(ci, _)| &old.components()[ci].name);
+            if component != Some(&i.component) {
+                return Err(mismatch(format!(
+                    "container {id} runs task {task} of component {:?}, which {} does not have",
+                    i.component,
+                    old.name()
+                )));
+            }
+            if placed.insert(task, id).is_some() {
+                return Err(mismatch(format!("task {task} is in two containers")));
+            }
+        }
+    }
+    let unplaced: Vec<u32> = old
+        .tasks()
+        .map(|(t, _, _)| t.0)
+        .filter(|t| !placed.contains_key(t))
+        .collect();
+    if !unplaced.is_empty() {
+        return Err(mismatch(format!("no container runs task(s) {unplaced:?}")));
+    }
+    if BTreeSet::from_iter(ids.iter().copied()).len() != ids.len() {
+        return Err(mismatch(format!("container ids {ids:?} repeat")));
+    }
+    ids.sort_unstable();
+    let next_id = ids.last().map_or(1, |max| max + 1);
+
+    let mut kept: BTreeMap<u32, Vec<Instance>> = ids.iter().map(|&id| (id, Vec::new())).collect();
+    let mut added = Vec::new();
+    for instance in instances(new)? {
+        match placed.get(&instance.task.0) {
+            Some(id) => {
+                // A task id `new` shares with `old` must be the same task: a rescale never renumbers.
+                let was = old
+                    .task_component(instance.task)
+                    .map(|(ci, _)| &old.components()[ci].name);
+                let is = &new.components()[instance.component].name;
+                if was != Some(is) {
+                    return Err(mismatch(format!(
+                        "task {} is of component {was:?} before the rescale and {is:?} after",
+                        instance.task.0
+                    )));
+                }
+                kept.entry(*id).or_default().push(instance);
+            }
+            None => added.push(instance),
+        }
+    }
+    let kept: Vec<(u32, Vec<Instance>)> = kept.into_iter().collect();
+    let containers = match algorithm {
+        Algorithm::RoundRobin => round_robin::repack(kept, added, next_id),
+        Algorithm::FirstFitDecreasing => first_fit_decreasing::repack(new, kept, added, next_id)?,
+    };
+    let containers = containers
+        .into_iter()
+        .filter(|(_, instances)| !instances.is_empty())
+        .map(|(id, instances)| container_plan(new, id, instances))
+        .collect::<Result<_, _>>()?;
+    Ok(PackingPlan {
+        id: current.id.clone(),
+        algorithm: current.algorithm.clone(),
         containers,
     })
 }
@@ -573,5 +678,187 @@ mod tests {
                 .cpu(0.5);
             assert_eq!(pack(&b.build().unwrap(), algorithm).unwrap(), first);
         }
+    }
+
+    /// A word count: "sentence" (1 task) → shuffle → "split" (2) → fields(word) → "count" (`counts`). Components by
+    /// name: count gets tasks 1..=counts, sentence the next, split the two after.
+    pub(crate) fn word_count(counts: u32, config: Config) -> Topology {
+        let mut b = TopologyBuilder::new("wc");
+        b.set_config(config);
+        b.set_spout("sentence", 1, || S);
+        b.set_bolt("split", 2, || B).shuffle_grouping("sentence");
+        b.set_bolt("count", counts, || B).fields_grouping("split", ["x"]);
+        b.build().unwrap()
+    }
+
+    /// task id → (container id, its InstancePlan).
+    fn placement(plan: &PackingPlan) -> BTreeMap<i32, (i32, InstancePlan)> {
+        plan.containers
+            .iter()
+            .flat_map(|c| c.instances.iter().map(|i| (i.task_id, (c.id, i.clone()))))
+            .collect()
+    }
+
+    /// What every repack keeps: the plan places exactly `new`'s tasks, each with its component and index in `new`;
+    /// every task `new` shares with `before` stays in its container with the same instance plan; no container is
+    /// empty; `required` is the sum of the instances' requests; ids are ascending.
+    fn check_repack(before: &PackingPlan, new: &Topology, after: &PackingPlan) {
+        let (was, is) = (placement(before), placement(after));
+        let tasks: Vec<i32> = new.tasks().map(|(t, _, _)| t.0 as i32).collect();
+        assert_eq!(
+            is.keys().copied().collect::<BTreeSet<_>>(),
+            tasks.iter().copied().collect()
+        );
+        assert_eq!(is.len(), tasks.len(), "a task placed twice");
+        for (task, ci, index) in new.tasks() {
+            let (_, i) = &is[&(task.0 as i32)];
+            assert_eq!(
+                (i.component.as_str(), i.component_index),
+                (new.components()[ci].name.as_str(), index as i32)
+            );
+            if let Some(old) = was.get(&(task.0 as i32)) {
+                assert_eq!(&is[&(task.0 as i32)], old, "task {} moved or changed", task.0);
+            }
+        }
+        for c in &after.containers {
+            assert!(!c.instances.is_empty(), "container {} is empty", c.id);
+            let sum = c
+                .instances
+                .iter()
+                .filter_map(|i| i.resource)
+                .fold(Resource::default(), |a, r| Resource {
+                    cpu: a.cpu + r.cpu,
+                    ram_bytes: a.ram_bytes + r.ram_bytes,
+                    disk_bytes: a.disk_bytes + r.disk_bytes,
+                });
+            assert_eq!(c.required, Some(sum), "container {}", c.id);
+        }
+        assert!(after.containers.windows(2).all(|w| w[0].id < w[1].id));
+        assert_eq!((&after.id, &after.algorithm), (&before.id, &before.algorithm));
+    }
+
+    #[test]
+    fn rescale_round_robin_2_to_5_to_1_moves_nothing_that_stays() {
+        // count 1-2, sentence 3, split 4-5; dealt over 3 containers: c1 [1, 4], c2 [2, 5], c3 [3].
+        let t = word_count(2, Config::new().with(keys::STMGRS, 3));
+        let plan = pack(&t, Algorithm::RoundRobin).unwrap();
+        assert_eq!(layout(&plan), vec![(1, vec![1, 4]), (2, vec![2, 5]), (3, vec![3])]);
+
+        // count 2 → 5: tasks 6, 7, 8, each to the emptiest container (lowest id on a tie): 6 → c3, 7 → c1, 8 → c2.
+        let five = t.rescaled(&[("count".into(), 5)]).unwrap();
+        let plan5 = repack(&plan, &t, &five).unwrap();
+        check_repack(&plan, &five, &plan5);
+        assert_eq!(
+            layout(&plan5),
+            vec![(1, vec![1, 4, 7]), (2, vec![2, 5, 8]), (3, vec![3, 6])]
+        );
+        let c3 = &plan5.containers[2].instances;
+        assert_eq!(
+            (c3[1].component.as_str(), c3[1].task_id, c3[1].component_index),
+            ("count", 6, 2)
+        );
+
+        // count 5 → 1: tasks 2, 6, 7, 8 leave; nothing moves.
+        let one = five.rescaled(&[("count".into(), 1)]).unwrap();
+        let plan1 = repack(&plan5, &five, &one).unwrap();
+        check_repack(&plan5, &one, &plan1);
+        assert_eq!(layout(&plan1), vec![(1, vec![1, 4]), (2, vec![5]), (3, vec![3])]);
+        assert_eq!(required(&plan1, 1).cpu, defaults::INSTANCE_CPU);
+    }
+
+    #[test]
+    fn rescale_round_robin_removes_emptied_containers_and_never_opens_one() {
+        // a-spout 1, b 2-4, one container each.
+        let t = spout_bolt(1, 3, Config::new().with(keys::STMGRS, 4));
+        let plan = pack(&t, Algorithm::RoundRobin).unwrap();
+        let shrunk = t.rescaled(&[("b".into(), 1)]).unwrap();
+        let plan1 = repack(&plan, &t, &shrunk).unwrap();
+        check_repack(&plan, &shrunk, &plan1);
+        assert_eq!(layout(&plan1), vec![(1, vec![1]), (2, vec![2])]);
+        // Growing a lot spreads over the containers that are left: no limit asks for another. (New ids start
+        // above the highest id in use, so 3 and 4 are dealt again.)
+        let grown = shrunk.rescaled(&[("b".into(), 9)]).unwrap();
+        let plan9 = repack(&plan1, &shrunk, &grown).unwrap();
+        check_repack(&plan1, &grown, &plan9);
+        assert_eq!(
+            layout(&plan9),
+            vec![(1, vec![1, 3, 5, 7, 9]), (2, vec![2, 4, 6, 8, 10])]
+        );
+    }
+
+    #[test]
+    fn rescale_first_fit_decreasing_opens_a_container_when_full_and_drops_empty_ones() {
+        // Default container: 10 default instances. a-spout 1-2 and b 3-10 fill container 1.
+        let t = spout_bolt(2, 8, Config::new());
+        let plan = pack(&t, Algorithm::FirstFitDecreasing).unwrap();
+        assert_eq!(layout(&plan), vec![(1, (1..=10).collect())]);
+
+        // b 8 → 11: tasks 11-13 do not fit container 1, so container 2 opens.
+        let grown = t.rescaled(&[("b".into(), 11)]).unwrap();
+        let plan = repack(&plan, &t, &grown).unwrap();
+        check_repack(&pack(&t, Algorithm::FirstFitDecreasing).unwrap(), &grown, &plan);
+        assert_eq!(layout(&plan), vec![(1, (1..=10).collect()), (2, vec![11, 12, 13])]);
+        assert_eq!(required(&plan, 1).cpu, 3.0);
+
+        // b 11 → 1: only task 3 of b stays; container 2 is empty and goes.
+        let shrunk = grown.rescaled(&[("b".into(), 1)]).unwrap();
+        let plan1 = repack(&plan, &grown, &shrunk).unwrap();
+        check_repack(&plan, &shrunk, &plan1);
+        assert_eq!(layout(&plan1), vec![(1, vec![1, 2, 3])]);
+
+        // b 1 → 3 again: the new tasks (4 and 5, above the highest id in use) fit container 1.
+        let again = shrunk.rescaled(&[("b".into(), 3)]).unwrap();
+        let plan3 = repack(&plan1, &shrunk, &again).unwrap();
+        check_repack(&plan1, &again, &plan3);
+        assert_eq!(layout(&plan3), vec![(1, vec![1, 2, 3, 4, 5])]);
+    }
+
+    #[test]
+    fn rescale_first_fit_decreasing_fills_gaps_largest_first_and_numbers_after_the_highest_id() {
+        // Room for 1000 MiB: c1 [1, 3] (600 + 400), c2 [2, 4], c3 [5, 6, 7] (3 × 100).
+        let t = heterogeneous(Config::new().with(keys::CONTAINER_RAM, 1000 * MIB));
+        let plan = pack(&t, Algorithm::FirstFitDecreasing).unwrap();
+        assert_eq!(
+            layout(&plan),
+            vec![(1, vec![1, 3]), (2, vec![2, 4]), (3, vec![5, 6, 7])]
+        );
+        // Without container 2 (only ids 1 and 3 are left), the next container is 4, not 2.
+        let mut gapped = plan.clone();
+        let c2 = gapped.containers.remove(1);
+        gapped.containers[0].instances.extend(c2.instances);
+        gapped.containers[0].instances.sort_by_key(|i| i.task_id);
+        // big 2 → 3 (task 8, 600 MiB) and small 3 → 9 (tasks 9-14, 100 MiB), largest first: 8 joins c3 (900 MiB;
+        // c1 is over the limit already and takes nothing), 9 fills c3 (1000 MiB), 10-14 open container 4.
+        let r = t.rescaled(&[("big".into(), 3), ("small".into(), 9)]).unwrap();
+        let after = repack(&gapped, &t, &r).unwrap();
+        check_repack(&gapped, &r, &after);
+        assert_eq!(
+            layout(&after),
+            vec![
+                (1, vec![1, 2, 3, 4]),
+                (3, vec![5, 6, 7, 8, 9]),
+                (4, vec![10, 11, 12, 13, 14])
+            ]
+        );
+    }
+
+    #[test]
+    fn repack_refuses_a_plan_of_another_topology_or_algorithm() {
+        let t = word_count(2, Config::new());
+        let r = t.rescaled(&[("count".into(), 3)]).unwrap();
+        let plan = pack(&t, Algorithm::RoundRobin).unwrap();
+        let other = pack(&word_count(3, Config::new()), Algorithm::RoundRobin).unwrap();
+        assert!(
+            matches!(repack(&other, &t, &r), Err(PackingError::PlanMismatch(m)) if m.contains("task 3 of component \"count\""))
+        );
+        let mut missing = plan.clone();
+        missing.containers[0].instances.pop();
+        assert!(matches!(repack(&missing, &t, &r), Err(PackingError::PlanMismatch(m)) if m.contains("[5]")));
+        let mut unknown = plan.clone();
+        unknown.algorithm = "test".into();
+        assert_eq!(
+            repack(&unknown, &t, &r),
+            Err(PackingError::UnknownAlgorithm(UnknownAlgorithm("test".into())))
+        );
     }
 }
