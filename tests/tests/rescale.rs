@@ -19,7 +19,9 @@ const TOPOLOGY: &str = "stateful-word-count";
 fn counter_tasks(c: &Cluster) -> Vec<u32> {
     let state = egret_statemgr::open(&c.home, "local").expect("state manager");
     let stored = state.get_topology(TOPOLOGY).expect("read").expect("stored");
-    let t = egret_proto::defn::from_definition(&stored).expect("definition").topology;
+    let t = egret_proto::defn::from_definition(&stored)
+        .expect("definition")
+        .topology;
     let ci = t.component_index("count").expect("count");
     t.tasks_of(ci).map(|t| t.0).collect()
 }
@@ -52,7 +54,10 @@ fn settled_live(c: &Cluster, out: &Path, want: u64, limit: Duration) -> BTreeMap
         }
         if Instant::now() > deadline {
             c.print_logs();
-            panic!("the counts did not settle at {want} words within {limit:?}: {} counted", total(&last.0));
+            panic!(
+                "the counts did not settle at {want} words within {limit:?}: {} counted",
+                total(&last.0)
+            );
         }
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -75,13 +80,32 @@ fn rescale_the_stateful_counter_2_to_5_to_1_while_input_flows_keeps_counts_exact
     let (out_s, n, seed) = (out.display().to_string(), SENTENCES.to_string(), SEED.to_string());
     // 2 spouts × 1000 sentences/s: the input lasts ~30 s, across both rescales.
     c.ok(&[
-        "submit", "local", bin, "--out", &out_s, "--sentences", &n, "--seed", &seed, "--rate", "1000",
+        "submit",
+        "local",
+        bin,
+        "--out",
+        &out_s,
+        "--sentences",
+        &n,
+        "--seed",
+        &seed,
+        "--rate",
+        "1000",
     ]);
     assert_eq!(counter_tasks(&c).len(), 2);
-    wait_for("some words counted", || (total(&live_counts(&c, &out)) > words / 10).then_some(()));
+    wait_for("some words counted", || {
+        (total(&live_counts(&c, &out)) > words / 10).then_some(())
+    });
 
     // The dry run changes nothing.
-    let dry = c.ok(&["update", "local", TOPOLOGY, "--component-parallelism", "count:5", "--dry-run"]);
+    let dry = c.ok(&[
+        "update",
+        "local",
+        TOPOLOGY,
+        "--component-parallelism",
+        "count:5",
+        "--dry-run",
+    ]);
     assert!(dry.contains("count"), "{dry}");
     assert_eq!(counter_tasks(&c).len(), 2, "a dry run changes nothing");
 
@@ -129,9 +153,21 @@ fn rescale_the_sentence_spout_2_to_3_to_1_processes_every_sentence_once() {
     let bin = env!("CARGO_BIN_EXE_stateful-check");
     let (out_s, n, seed) = (out.display().to_string(), n_sentences.to_string(), SEED.to_string());
     c.ok(&[
-        "submit", "local", bin, "--out", &out_s, "--sentences", &n, "--seed", &seed, "--rate", "700",
+        "submit",
+        "local",
+        bin,
+        "--out",
+        &out_s,
+        "--sentences",
+        &n,
+        "--seed",
+        &seed,
+        "--rate",
+        "700",
     ]);
-    wait_for("some words counted", || (total(&live_counts(&c, &out)) > words / 10).then_some(()));
+    wait_for("some words counted", || {
+        (total(&live_counts(&c, &out)) > words / 10).then_some(())
+    });
     update(&c, "sentence:3");
     let counted = total(&live_counts(&c, &out));
     wait_for("reading goes on at 3 spout tasks", || {

@@ -74,31 +74,66 @@ pub fn update(home: &Path, a: UpdateArgs) -> anyhow::Result<()> {
     println!("topology {name}: {message}");
 
     let wait = Duration::from_secs(a.wait_secs);
+    let effectively_once = update.new.config().reliability_mode()? == egret_api::ReliabilityMode::EffectivelyOnce;
+    let wanted: BTreeSet<u32> = update.new.tasks().map(|(t, _, _)| t.0).collect();
+    // Effectively-once: the newest complete checkpoint when the plan first shows the new layout (the one the
+    // rescale rolled back to); the rescale is done once a newer one completes, saved by every task of the new layout.
+    let mut baseline: Option<u64> = None;
     let mut last = String::new();
     loop {
         let progress = update.progress(state.get_physical_plan(name)?.as_ref());
-        if progress.done() {
-            println!(
-                "rescaled {name}: {} in {:.1} s",
-                update.summary(),
-                started.elapsed().as_secs_f64()
-            );
-            return Ok(());
-        }
-        let line = format!("      waiting: {progress}");
+        let waiting = if !progress.done() {
+            progress.to_string()
+        } else {
+            let running = running_instances(&*state, name)?;
+            let not_yet: Vec<u32> = wanted.difference(&running).copied().collect();
+            let leaving: Vec<u32> = running.difference(&wanted).copied().collect();
+            let newest = || -> anyhow::Result<u64> {
+                Ok(state
+                    .get_stateful_checkpoints(name)?
+                    .and_then(|r| r.complete.iter().max().copied())
+                    .unwrap_or(0))
+            };
+            if !not_yet.is_empty() {
+                format!("the instances of task(s) {not_yet:?} are not running yet")
+            } else if !leaving.is_empty() {
+                format!("the instances of task(s) {leaving:?} are still running")
+            } else if effectively_once && newest()? <= *baseline.get_or_insert(newest()?) {
+                "every instance runs; waiting for the first checkpoint under the new layout".to_string()
+            } else {
+                println!(
+                    "rescaled {name}: {} in {:.1} s",
+                    update.summary(),
+                    started.elapsed().as_secs_f64()
+                );
+                return Ok(());
+            }
+        };
+        let line = format!("      waiting: {waiting}");
         if line != last {
             eprintln!("{line}");
             last = line;
         }
         if started.elapsed() > wait {
             bail!(
-                "topology {name} is not running at the new parallelism ({}) after {} s: {progress}",
+                "topology {name} is not running at the new parallelism ({}) after {} s: {waiting}",
                 update.summary(),
                 a.wait_secs
             );
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// The tasks whose instance process the executors report running (`instance-<task>-<component>`).
+fn running_instances(state: &dyn egret_statemgr::StateManager, name: &str) -> anyhow::Result<BTreeSet<u32>> {
+    Ok(state
+        .container_statuses(name)?
+        .iter()
+        .flat_map(|c| &c.processes)
+        .filter(|p| p.state == "running")
+        .filter_map(|p| p.name.strip_prefix("instance-")?.split('-').next()?.parse().ok())
+        .collect())
 }
 
 /// The dry run's report: the changes, then every container of the current and the new packing plan with its

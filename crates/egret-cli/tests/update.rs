@@ -13,7 +13,9 @@ use egret_api::{
 };
 use egret_packing::update::{Update, plan_update};
 use egret_packing::{Algorithm, pack};
-use egret_proto::egret::{InstanceInfo, Location, PhysicalPlan, Status, UpdateTopology, control};
+use egret_proto::egret::{
+    ContainerStatus, InstanceInfo, Location, PhysicalPlan, ProcessStatus, Status, UpdateTopology, control,
+};
 use egret_statemgr::StateManager;
 use egret_testkit::{CLUSTER, TempHome, store_topology};
 use egret_transport::auth::TopologySecret;
@@ -223,6 +225,25 @@ fn publish(state: &dyn StateManager, u: &UpdateTopology) {
         ..Default::default()
     };
     state.put_physical_plan("wc", &plan).unwrap();
+    // What the executors record: an instance process running per task of the container.
+    for c in u.packing_plan.iter().flat_map(|p| &p.containers) {
+        let status = ContainerStatus {
+            container: c.id,
+            executor_pid: 1,
+            processes: c
+                .instances
+                .iter()
+                .map(|i| ProcessStatus {
+                    name: format!("instance-{}-{}", i.task_id, i.component),
+                    container: c.id,
+                    pid: 1,
+                    state: "running".into(),
+                    ..Default::default()
+                })
+                .collect(),
+        };
+        state.put_container_status("wc", &status).unwrap();
+    }
 }
 
 /// A tmanager for `wc` listening on a real socket, announced in the state manager; answers one connection as

@@ -1053,7 +1053,11 @@ fn publish_metrics(locator: Arc<dyn StateManager>, opts: &Opts, s: &Stats) {
 async fn tmanager_client(s: Rc<Stmgr>) {
     loop {
         let all_here = s.all_registered.notified();
-        if s.stats.registered.lock().is_ok_and(|r| r.len() >= s.expected.borrow().len()) {
+        if s.stats
+            .registered
+            .lock()
+            .is_ok_and(|r| r.len() >= s.expected.borrow().len())
+        {
             break;
         }
         all_here.await;

@@ -63,7 +63,12 @@ fn tasks_by_stmgr(packing: &PackingPlan) -> BTreeMap<String, Vec<u32>> {
     packing
         .containers
         .iter()
-        .map(|c| (format!("stmgr-{}", c.id), c.instances.iter().map(|i| i.task_id as u32).collect()))
+        .map(|c| {
+            (
+                format!("stmgr-{}", c.id),
+                c.instances.iter().map(|i| i.task_id as u32).collect(),
+            )
+        })
         .collect()
 }
 
@@ -311,9 +316,17 @@ pub(crate) fn lost(tm: &Tmanager, tasks: &[u32], stmgr: Option<&str>) {
         if stopping {
             return None;
         }
-        let mut gone: Vec<u32> = tasks.to_vec();
+        // Only tasks of the topology as it is now: an instance a rescale removed is not missed when it goes.
+        let mut gone: Vec<u32> = tasks
+            .iter()
+            .copied()
+            .filter(|t| c.tasks_of.values().flatten().any(|x| x == t))
+            .collect();
         if let Some(id) = stmgr {
             gone.extend(c.tasks_of.get(id).into_iter().flatten());
+        }
+        if gone.is_empty() {
+            return None;
         }
         c.missing.extend(gone.iter().copied());
         c.coordinator.give_up();

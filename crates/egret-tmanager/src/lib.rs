@@ -371,13 +371,7 @@ fn register(tm: &Tmanager, r: RegisterStmgr, writer: &mut FrameWriter) -> Result
     let id = info.id.clone();
     let rejoin = inner.plan.is_some();
     tracing::info!(stmgr = %id, instances = r.instances.len(), rejoin, "{id} registered");
-    inner.stmgrs.insert(
-        id.clone(),
-        Registered {
-            info,
-            writer: None,
-        },
-    );
+    inner.stmgrs.insert(id.clone(), Registered { info, writer: None });
     if rejoin {
         // Its address changed: rebuild the plan and tell everyone.
         let plan = build_plan(&inner);
@@ -473,14 +467,20 @@ fn update_topology(tm: &Tmanager, u: UpdateTopology) -> control::Msg {
     let mut tasks: Vec<u32> = new.tasks().map(|(t, _, _)| t.0).collect();
     tasks.sort_unstable();
     if placed != tasks {
-        return status(false, "the packing plan does not place exactly the new definition's tasks");
+        return status(
+            false,
+            "the packing plan does not place exactly the new definition's tasks",
+        );
     }
     let mut inner = match tm.inner.lock() {
         Ok(i) => i,
         Err(_) => return status(false, "tmanager state is poisoned"),
     };
     if u.topology_id != inner.topology.id {
-        return status(false, format!("topology id {} is not {}", u.topology_id, inner.topology.id));
+        return status(
+            false,
+            format!("topology id {} is not {}", u.topology_id, inner.topology.id),
+        );
     }
     let current = match egret_proto::defn::from_definition(&inner.topology) {
         Ok(d) => d.topology,
@@ -494,7 +494,10 @@ fn update_topology(tm: &Tmanager, u: UpdateTopology) -> control::Msg {
         return status(false, "a rescale is already under way; wait for it to finish");
     }
     if inner.plan.is_none() {
-        return status(false, "the topology is still starting (no physical plan yet); try again");
+        return status(
+            false,
+            "the topology is still starting (no physical plan yet); try again",
+        );
     }
     tracing::info!(
         topology = %tm.opts.topology,
@@ -523,7 +526,9 @@ fn update_topology(tm: &Tmanager, u: UpdateTopology) -> control::Msg {
 pub(crate) fn apply_pending_update(tm: &Tmanager) {
     let Ok(mut inner) = tm.inner.lock() else { return };
     let Some(u) = inner.pending_update.take() else { return };
-    let (Some(mut definition), Some(packing)) = (u.topology, u.packing_plan) else { return };
+    let (Some(mut definition), Some(packing)) = (u.topology, u.packing_plan) else {
+        return;
+    };
     definition.state = inner.topology.state;
     let new = match egret_proto::defn::from_definition(&definition) {
         Ok(d) => d.topology,
