@@ -97,13 +97,13 @@ where
     /// one for `None` (a clean start). A plain postcard map (what `save` wrote before key groups) reads too.
     pub fn restore(bytes: Option<&[u8]>) -> Result<Self, StateError> {
         let Some(b) = bytes else { return Ok(Self::new()) };
-        let Some(groups) = key_group_blob::parse(b)? else {
+        let Some(parsed) = key_group_blob::parse(b)? else {
             return postcard::from_bytes(b)
                 .map(|map| KeyedState { map })
                 .map_err(StateError::Decode);
         };
         let mut map = HashMap::new();
-        for (_, payload) in groups {
+        for (_, payload) in parsed.groups {
             let entries: Vec<(K, V)> = postcard::from_bytes(payload).map_err(StateError::Decode)?;
             map.extend(entries);
         }
@@ -122,7 +122,27 @@ where
             let entries: Vec<(&K, &V)> = chunk.iter().map(|(_, k, v)| (*k, *v)).collect();
             payloads.push((chunk[0].0, postcard::to_stdvec(&entries).map_err(StateError::Encode)?));
         }
-        key_group_blob::write(payloads.iter().map(|(g, p)| (*g, p.as_slice())), out);
+        key_group_blob::write(
+            key_group_blob::Split::ByKeyGroup,
+            payloads.iter().map(|(g, p)| (*g, p.as_slice())),
+            out,
+        );
+        Ok(())
+    }
+
+    /// Appends the encoded state to `out` so that after a rescale every task of the component gets all of it (the
+    /// entries of every old task) and keeps what it owns by the component's own rule: for state whose keys are not
+    /// grouping keys, e.g. a source's position per partition when partitions are dealt as `p % parallelism`. Each
+    /// task must then save only the entries it owns, or a stale copy could shadow the owner's.
+    pub fn save_whole(&self, out: &mut Vec<u8>) -> Result<(), StateError> {
+        let entries: Vec<(&K, &V)> = self.map.iter().collect();
+        let payload = postcard::to_stdvec(&entries).map_err(StateError::Encode)?;
+        let groups: &[(u32, &[u8])] = if entries.is_empty() {
+            &[]
+        } else {
+            &[(0, payload.as_slice())]
+        };
+        key_group_blob::write(key_group_blob::Split::Whole, groups.iter().copied(), out);
         Ok(())
     }
 
@@ -174,9 +194,15 @@ where
 }
 
 /// Keyed state as the runtime stores it: the payload of each key group apart, so that a rescale can hand each
-/// group to its new owner without decoding it (`egret_runtime` does that when a component's parallelism changes).
+/// group to its new owner without decoding it (`egret_checkpoint::load_rescaled` does that when a component's
+/// parallelism changes).
 ///
-/// `b"EGKG" | version 1 (u8) | group count (u32 LE) | per group, ascending: group (u32 LE), length (u32 LE), payload`
+/// `b"EGKG" | version 1 (u8) | split (u8: 0 by key group, 1 whole) | group count (u32 LE) | per group, ascending:
+/// group (u32 LE), length (u32 LE), payload`
+///
+/// *Split by key group* (what [`KeyedState::save`] writes): each new task gets the groups it owns. *Whole* (what
+/// [`KeyedState::save_whole`] writes): each new task gets every old task's entries and keeps what it owns by the
+/// component's own rule (a source's positions per partition, when partitions are dealt as `p % parallelism`).
 pub mod key_group_blob {
     use std::ops::Range;
 
@@ -184,11 +210,27 @@ pub mod key_group_blob {
 
     const MAGIC: &[u8; 4] = b"EGKG";
     const VERSION: u8 = 1;
+    const HEADER: usize = 10;
+
+    /// How a blob's groups are divided when the component's parallelism changes.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Split {
+        ByKeyGroup = 0,
+        Whole = 1,
+    }
+
+    /// A parsed blob: how it splits, and its groups with their payloads.
+    #[derive(Debug)]
+    pub struct Parsed<'a> {
+        pub split: Split,
+        pub groups: Vec<(u32, &'a [u8])>,
+    }
 
     /// Writes `groups` (ascending group numbers, each once) to `out`.
-    pub fn write<'a>(groups: impl ExactSizeIterator<Item = (u32, &'a [u8])>, out: &mut Vec<u8>) {
+    pub fn write<'a>(split: Split, groups: impl ExactSizeIterator<Item = (u32, &'a [u8])>, out: &mut Vec<u8>) {
         out.extend_from_slice(MAGIC);
         out.push(VERSION);
+        out.push(split as u8);
         out.extend_from_slice(&(groups.len() as u32).to_le_bytes());
         for (g, payload) in groups {
             out.extend_from_slice(&g.to_le_bytes());
@@ -197,11 +239,8 @@ pub mod key_group_blob {
         }
     }
 
-    /// Key groups with their payloads.
-    pub type Groups<'a> = Vec<(u32, &'a [u8])>;
-
     /// The groups of a keyed blob; `None` if `bytes` is not one (state a component saved its own way).
-    pub fn parse(bytes: &[u8]) -> Result<Option<Groups<'_>>, StateError> {
+    pub fn parse(bytes: &[u8]) -> Result<Option<Parsed<'_>>, StateError> {
         if !is_keyed(bytes) {
             return Ok(None);
         }
@@ -215,8 +254,13 @@ pub mod key_group_blob {
         if bytes[4] != VERSION {
             return Err(StateError::Corrupt("unknown version"));
         }
-        let count = u32_at(5)? as usize;
-        let mut at = 9;
+        let split = match bytes[5] {
+            0 => Split::ByKeyGroup,
+            1 => Split::Whole,
+            _ => return Err(StateError::Corrupt("unknown split")),
+        };
+        let count = u32_at(6)? as usize;
+        let mut at = HEADER;
         let mut groups = Vec::with_capacity(count.min(bytes.len() / 8));
         for _ in 0..count {
             let (g, len) = (u32_at(at)?, u32_at(at + 4)? as usize);
@@ -229,20 +273,21 @@ pub mod key_group_blob {
         if at != bytes.len() {
             return Err(StateError::Corrupt("bytes after the last group"));
         }
-        Ok(Some(groups))
+        Ok(Some(Parsed { split, groups }))
     }
 
     pub fn is_keyed(bytes: &[u8]) -> bool {
-        bytes.len() >= 9 && &bytes[..4] == MAGIC
+        bytes.len() >= HEADER && &bytes[..4] == MAGIC
     }
 
     /// The state of the task at `index` of `tasks` after a rescale, from the states the component's `old` tasks
     /// saved (by their index; `None`: that task saved nothing).
     ///
-    /// Keyed states: the key groups `index` owns now ([`crate::key_groups::owned_groups`]), from whichever old task
-    /// held them. State a component saved its own way (not a `KeyedState`) cannot be split: the task at `index`
-    /// gets what the old task at the same index saved (nothing if it is new), and a component whose removed tasks
-    /// saved such state is refused ([`StateError::NotKeyed`]) rather than lose it.
+    /// Keyed states split by key group: the groups `index` owns now ([`crate::key_groups::owned_groups`]), from
+    /// whichever old task held them; saved whole: every old task's groups. State a component saved its own way
+    /// (not a `KeyedState`) cannot be split: the task at `index` gets what the old task at the same index saved
+    /// (nothing if it is new), and a component whose removed tasks saved such state is refused
+    /// ([`StateError::NotKeyed`]) rather than lose it.
     pub fn rescale(old: &[Option<&[u8]>], index: usize, tasks: usize) -> Result<Option<Vec<u8>>, StateError> {
         let present = || old.iter().enumerate().filter_map(|(i, b)| b.map(|b| (i, b)));
         if let Some((i, _)) = present().find(|(i, b)| *i >= tasks && !b.is_empty() && !is_keyed(b)) {
@@ -252,10 +297,18 @@ pub mod key_group_blob {
             return Ok(old.get(index).copied().flatten().map(<[u8]>::to_vec));
         }
         let owned: Range<u32> = crate::key_groups::owned_groups(index, tasks);
+        let mut split = Split::ByKeyGroup;
         let mut groups: Vec<(u32, &[u8])> = Vec::new();
         for (i, b) in present() {
             match parse(b)? {
-                Some(gs) => groups.extend(gs.into_iter().filter(|(g, _)| owned.contains(g))),
+                Some(Parsed {
+                    split: Split::Whole,
+                    groups: gs,
+                }) => {
+                    split = Split::Whole;
+                    groups.extend(gs);
+                }
+                Some(Parsed { groups: gs, .. }) => groups.extend(gs.into_iter().filter(|(g, _)| owned.contains(g))),
                 // Some tasks keyed, some not: a non-keyed one that stays keeps its state only if it is its own.
                 None if i == index => return Ok(Some(b.to_vec())),
                 None => {}
@@ -263,7 +316,7 @@ pub mod key_group_blob {
         }
         groups.sort_by_key(|(g, _)| *g);
         let mut out = Vec::new();
-        write(groups.into_iter(), &mut out);
+        write(split, groups.into_iter(), &mut out);
         Ok(Some(out))
     }
 }
@@ -366,7 +419,30 @@ mod tests {
             let _ = KeyedState::<String, u64>::restore(Some(&b[..cut]));
         }
         let mut bad = b.clone();
-        bad[5] = 0xff; // a huge group count
+        bad[6] = 0xff; // a huge group count
         assert!(key_group_blob::parse(&bad).is_err());
+    }
+
+    #[test]
+    fn state_saved_whole_goes_whole_to_every_new_task() {
+        let saved: Vec<Vec<u8>> = [[(0i32, 10i64), (2, 12)], [(1, 11), (3, 13)]]
+            .iter()
+            .map(|entries| {
+                let mut s = KeyedState::new();
+                for (k, v) in entries {
+                    s.insert(*k, *v);
+                }
+                let mut b = Vec::new();
+                s.save_whole(&mut b).unwrap();
+                b
+            })
+            .collect();
+        let refs: Vec<Option<&[u8]>> = saved.iter().map(|b| Some(b.as_slice())).collect();
+        for index in 0..3 {
+            let bytes = key_group_blob::rescale(&refs, index, 3).unwrap();
+            let got: KeyedState<i32, i64> = KeyedState::restore(bytes.as_deref()).unwrap();
+            assert_eq!(got.len(), 4, "task {index} gets every partition's position");
+            assert_eq!(got.get(&3), Some(&13));
+        }
     }
 }

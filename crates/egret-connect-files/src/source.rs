@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 
 use egret_api::metrics::Counter;
 use egret_api::{
-    CheckpointId, MessageId, OutputDeclarer, ReliabilityMode, Spout, SpoutCollector, Stateful, TopologyContext,
-    UserError,
+    CheckpointId, KeyedState, MessageId, OutputDeclarer, ReliabilityMode, Spout, SpoutCollector, Stateful,
+    TopologyContext, UserError,
 };
 
 /// The fields a file source emits: the file's name (relative to the source's directory, or the file's own name),
@@ -44,7 +44,7 @@ pub enum FileSourceError {
     #[error("file source {path}: neither a regular file nor a directory")]
     NotAFile { path: PathBuf },
     #[error("file source: the saved position does not decode: {0}")]
-    BadState(postcard::Error),
+    BadState(egret_api::StateError),
 }
 
 /// Where and how a [`FileSource`] reads.
@@ -410,20 +410,31 @@ impl Spout for FileSource {
 
 impl Stateful for FileSource {
     fn init_state(&mut self, restored: Option<&[u8]>) -> Result<(), UserError> {
-        self.restored = match restored {
-            None => BTreeMap::new(),
-            Some(bytes) => postcard::from_bytes(bytes).map_err(FileSourceError::BadState)?,
-        };
+        // Every file's position after a rescale (the state is saved whole), this task's own otherwise.
+        self.restored = KeyedState::<String, u64>::restore(restored)
+            .map_err(FileSourceError::BadState)?
+            .into_map()
+            .into_iter()
+            .collect();
         Ok(())
     }
 
     fn pre_save(&mut self, _checkpoint: CheckpointId, out: &mut Vec<u8>) -> Result<(), UserError> {
         // Files of the restored state this task has not listed again (deleted since) are kept: if one reappears it
-        // is not read twice.
-        let mut positions = self.restored.clone();
-        positions.extend(self.positions());
-        out.extend_from_slice(&postcard::to_stdvec(&positions)?);
-        Ok(())
+        // is not read twice. Only this task's files: after a rescale every task restores every file's position, and
+        // a stale copy must not be saved again beside the owner's.
+        let mut state = KeyedState::new();
+        for (name, offset) in self
+            .restored
+            .iter()
+            .filter(|(n, _)| file_task(n, self.tasks) == self.task_index)
+        {
+            state.insert(name.clone(), *offset);
+        }
+        for (name, offset) in self.positions() {
+            state.insert(name, offset);
+        }
+        Ok(state.save_whole(out)?)
     }
 }
 

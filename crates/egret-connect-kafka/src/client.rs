@@ -27,7 +27,7 @@ pub enum KafkaError {
     #[error("kafka: cannot start the client's runtime: {0}")]
     Runtime(std::io::Error),
     #[error("kafka source: the saved positions do not decode: {0}")]
-    BadState(postcard::Error),
+    BadState(egret_api::StateError),
     #[error("kafka sink: the tuple has no field {0:?} (or it is neither a string nor bytes)")]
     MissingField(String),
 }

@@ -3,8 +3,9 @@
 //! Partition `p` is read by the task of index `p % parallelism` (so every partition has exactly one reader; a task
 //! may have none). Each task keeps, per partition, the offset of the next record to emit (its *position*):
 //!
-//! - **effectively-once**: the positions are the spout's checkpointed state ([`Stateful`], postcard of partition →
-//!   offset); a rollback (or a restarted task) restores them and drops whatever was fetched but not emitted, so the
+//! - **effectively-once**: the positions are the spout's checkpointed state ([`Stateful`], a [`KeyedState`] of
+//!   partition → offset saved whole, so that after a rescale (`egret update`) every task gets every position and
+//!   reads from there the partitions it now owns); a rollback (or a restarted task) restores them and drops whatever was fetched but not emitted, so the
 //!   records are emitted again exactly from the restored checkpoint's cut.
 //! - **at-least-once**: every record is emitted with a message id and kept until acked; a failed (or timed out)
 //!   record is emitted again, with the same id, before any new one. The *committed* position of a partition
@@ -24,8 +25,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use egret_api::metrics::{Counter, Gauge};
 use egret_api::{
-    CheckpointId, MessageId, OutputDeclarer, ReliabilityMode, Spout, SpoutCollector, Stateful, TopologyContext,
-    UserError,
+    CheckpointId, KeyedState, MessageId, OutputDeclarer, ReliabilityMode, Spout, SpoutCollector, Stateful,
+    TopologyContext, UserError,
 };
 use rskafka::client::error::{Error as RsError, ProtocolError};
 use rskafka::client::partition::{OffsetAt, PartitionClient};
@@ -266,7 +267,14 @@ impl KafkaSource {
 
     /// The positions of this task's partitions: partition → offset of the next record to emit.
     pub fn positions(&self) -> BTreeMap<i32, i64> {
-        let mut positions = self.restored.clone();
+        // Only the partitions this task reads: after a rescale every task restores every partition's position
+        // (the state is saved whole), and a stale copy must not be saved again beside the owner's.
+        let mut positions: BTreeMap<i32, i64> = self
+            .restored
+            .iter()
+            .filter(|(p, _)| partition_task(**p, self.tasks) == self.task_index)
+            .map(|(p, o)| (*p, *o))
+            .collect();
         positions.extend(self.partitions.iter().filter_map(|p| p.position.map(|o| (p.id, o))));
         positions
     }
@@ -575,10 +583,12 @@ impl Spout for KafkaSource {
 
 impl Stateful for KafkaSource {
     fn init_state(&mut self, restored: Option<&[u8]>) -> Result<(), UserError> {
-        self.restored = match restored {
-            None => BTreeMap::new(),
-            Some(bytes) => postcard::from_bytes(bytes).map_err(KafkaError::BadState)?,
-        };
+        // Every partition's position after a rescale (saved whole), this task's own otherwise.
+        self.restored = KeyedState::<i32, i64>::restore(restored)
+            .map_err(KafkaError::BadState)?
+            .into_map()
+            .into_iter()
+            .collect();
         // What was fetched or emitted after the restored cut is read again from the restored positions.
         for p in &mut self.partitions {
             p.buffer.clear();
@@ -594,8 +604,11 @@ impl Stateful for KafkaSource {
     }
 
     fn pre_save(&mut self, _checkpoint: CheckpointId, out: &mut Vec<u8>) -> Result<(), UserError> {
-        out.extend_from_slice(&postcard::to_stdvec(&self.positions())?);
-        Ok(())
+        let mut state = KeyedState::new();
+        for (p, o) in self.positions() {
+            state.insert(p, o);
+        }
+        Ok(state.save_whole(out)?)
     }
 }
 
@@ -617,6 +630,38 @@ mod tests {
             assert_eq!(per_task[0][0], 0);
         }
         assert_eq!(partition_task(5, 0), 0, "no task count is taken as one");
+    }
+
+    #[test]
+    fn kafka_positions_follow_their_partitions_when_the_source_is_rescaled() {
+        let positions: BTreeMap<i32, i64> = (0..8).map(|p| (p, 100 + p as i64)).collect();
+        // Two tasks, each saving the positions of the partitions it reads.
+        let saved: Vec<Vec<u8>> = (0..2u32)
+            .map(|index| {
+                let mut s = KafkaSource::new(KafkaSourceConfig::new(["127.0.0.1:1"], "t"));
+                s.init_state(None).unwrap();
+                (s.task_index, s.tasks) = (index, 2);
+                s.restored = positions.clone();
+                let mut b = Vec::new();
+                s.pre_save(CheckpointId(1), &mut b).unwrap();
+                b
+            })
+            .collect();
+        let refs: Vec<Option<&[u8]>> = saved.iter().map(|b| Some(b.as_slice())).collect();
+        for tasks in [1u32, 3, 5] {
+            let mut seen = BTreeMap::new();
+            for index in 0..tasks {
+                let bytes = egret_api::state::key_group_blob::rescale(&refs, index as usize, tasks as usize).unwrap();
+                let mut s = KafkaSource::new(KafkaSourceConfig::new(["127.0.0.1:1"], "t"));
+                s.init_state(bytes.as_deref()).unwrap();
+                (s.task_index, s.tasks) = (index, tasks);
+                for (p, o) in s.positions() {
+                    assert_eq!(partition_task(p, tasks), index);
+                    assert!(seen.insert(p, o).is_none(), "partition {p} read by two tasks");
+                }
+            }
+            assert_eq!(seen, positions, "{tasks} tasks: every partition once, at its position");
+        }
     }
 
     #[test]
