@@ -353,6 +353,26 @@ impl Spout for FileSource {
         Ok(())
     }
 
+    /// A rescale under at-least-once or at-most-once (effectively-once makes a new source from the checkpoint):
+    /// drop the files this task no longer reads and list again to take those it now reads, from their start
+    /// (offsets are not shared outside checkpoints, so a moved file may be read twice, never skipped).
+    fn update(&mut self, ctx: &TopologyContext) {
+        let (index, tasks) = (u64::from(ctx.component_index()), u64::from(ctx.parallelism().max(1)));
+        if (index, tasks) == (self.task_index, self.tasks) {
+            return;
+        }
+        (self.task_index, self.tasks) = (index, tasks);
+        let current = self.files.get(self.current).map(|f| f.name.clone());
+        self.files.retain(|f| file_task(&f.name, tasks) == index);
+        self.current = current
+            .and_then(|c| self.files.iter().position(|f| f.name == c))
+            .unwrap_or(0);
+        if let Err(e) = self.scan() {
+            tracing::warn!(error = %e, "file source: cannot list the files after a rescale");
+        }
+        tracing::info!(index, tasks, files = self.files.len(), "file source rescaled");
+    }
+
     fn next_tuple(&mut self, out: &mut SpoutCollector<'_>) {
         let mut emitted = 0;
         while emitted < LINES_PER_CALL {

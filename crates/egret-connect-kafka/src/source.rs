@@ -562,6 +562,20 @@ impl Spout for KafkaSource {
         }
     }
 
+    /// A rescale under at-least-once or at-most-once (effectively-once makes a new source from the checkpoint):
+    /// drop the partitions this task no longer reads and list again to take those it now reads, from the configured
+    /// start (positions are not shared outside checkpoints, so a moved partition may be read twice, never skipped).
+    fn update(&mut self, ctx: &TopologyContext) {
+        let (index, tasks) = (ctx.component_index(), ctx.parallelism().max(1));
+        if (index, tasks) == (self.task_index, self.tasks) {
+            return;
+        }
+        (self.task_index, self.tasks) = (index, tasks);
+        self.partitions.retain(|p| partition_task(p.id, tasks) == index);
+        self.listed = false;
+        tracing::info!(index, tasks, "kafka source rescaled; listing the partitions again");
+    }
+
     fn ack(&mut self, id: MessageId) {
         if let Some(r) = self.pending.remove(&id)
             && let Some(p) = self.partitions.iter_mut().find(|p| p.id == r.partition)
