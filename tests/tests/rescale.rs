@@ -236,3 +236,36 @@ fn rescale_at_least_once_bolts_while_input_flows_loses_nothing() {
     assert!(missing.is_empty(), "acked but never received by a sink: {missing:?}");
     eprintln!("{lines} sink receipts for {N} inputs ({} replayed)", lines - N);
 }
+
+#[test]
+fn rescale_refuses_to_shrink_a_component_whose_state_is_not_keyed() {
+    // The counter saves its counts as one opaque blob: growing it leaves each count where it is (new tasks start
+    // empty and get only new words), shrinking it would drop a removed task's counts, so it is refused.
+    let c = Cluster::new();
+    let out = c.home.join("out");
+    let bin = env!("CARGO_BIN_EXE_stateful-check");
+    let out_s = out.display().to_string();
+    c.ok(&[
+        "submit",
+        "local",
+        bin,
+        "--out",
+        &out_s,
+        "--sentences",
+        "20000",
+        "--rate",
+        "500",
+        "--opaque-state",
+    ]);
+    wait_for("a complete checkpoint", || {
+        c.ok(&["checkpoints", "local", TOPOLOGY])
+            .lines()
+            .any(|l| l.contains(" yes"))
+            .then_some(())
+    });
+    let refused = c.run(&["update", "local", TOPOLOGY, "--component-parallelism", "count:1"]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "shrinking opaque state is refused");
+    assert!(stderr.contains("not keyed"), "{stderr}");
+    assert_eq!(counter_tasks(&c).len(), 2, "nothing changed");
+}

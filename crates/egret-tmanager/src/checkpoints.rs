@@ -140,23 +140,10 @@ impl Checkpoints {
     /// changed since that checkpoint was taken, the tasks it had then.
     pub(crate) fn rollback_msg(&self) -> RollbackMsg {
         let checkpoint = self.current.checkpoint.map_or(0, |c| c.0);
-        let layout = match self.layouts.get(&checkpoint) {
-            None => Vec::new(),
-            Some(then) => then
-                .iter()
-                .filter(|old| {
-                    self.layout
-                        .iter()
-                        .find(|now| now.component == old.component)
-                        .is_none_or(|now| now.task_ids != old.task_ids)
-                })
-                .cloned()
-                .collect(),
-        };
         RollbackMsg {
             epoch: self.current.epoch,
             checkpoint,
-            layout,
+            layout: self.changed_since(CheckpointId(checkpoint)),
         }
     }
 
@@ -174,6 +161,72 @@ impl Checkpoints {
         self.layout = layout_of(topology);
         self.current = self.coordinator.rollback(now);
         self.current
+    }
+
+    /// Whether `task`'s state of `checkpoint` reads back from the store: its own blob, or, when its component's
+    /// tasks changed since the checkpoint, the blobs of the tasks the component had then, split for it.
+    fn state_reads_back(&self, checkpoint: CheckpointId, task: TaskId) -> bool {
+        let now = self.layout.iter().find(|l| l.task_ids.contains(&task.0));
+        let then = now.and_then(|now| {
+            self.changed_since(checkpoint)
+                .into_iter()
+                .find(|l| l.component == now.component)
+        });
+        match (now, then) {
+            (Some(now), Some(then)) => {
+                let old: Vec<TaskId> = then.task_ids.iter().map(|&t| TaskId(t)).collect();
+                let index = now.task_ids.iter().position(|&t| t == task.0).unwrap_or(0);
+                egret_checkpoint::load_rescaled(&self.store, checkpoint, &old, index, now.task_ids.len()).is_ok()
+            }
+            _ => self.store.load(checkpoint, task).is_ok(),
+        }
+    }
+
+    /// For each component whose tasks changed since `checkpoint` was taken, the tasks it had then.
+    fn changed_since(&self, checkpoint: CheckpointId) -> Vec<ComponentTasks> {
+        let Some(then) = self.layouts.get(&checkpoint.0) else {
+            return Vec::new();
+        };
+        then.iter()
+            .filter(|old| {
+                self.layout
+                    .iter()
+                    .find(|now| now.component == old.component)
+                    .is_none_or(|now| now.task_ids != old.task_ids)
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// Why the newest complete checkpoint's state could not follow `topology`'s new layout (a removed task of a
+    /// component holds state that is not keyed, which cannot be merged into the remaining tasks), if it cannot.
+    pub(crate) fn cannot_rescale_to(&self, topology: &Topology) -> Option<String> {
+        let checkpoint = *self.coordinator.complete().last()?;
+        let new = layout_of(topology);
+        for old in self.layouts.get(&checkpoint.0)? {
+            let Some(now) = new.iter().find(|n| n.component == old.component) else {
+                continue;
+            };
+            if now.task_ids == old.task_ids {
+                continue;
+            }
+            let blobs: Vec<Vec<u8>> = match old
+                .task_ids
+                .iter()
+                .map(|&t| self.store.load(checkpoint, TaskId(t)))
+                .collect()
+            {
+                Ok(b) => b,
+                Err(e) => return Some(format!("checkpoint {checkpoint} does not read back: {e}")),
+            };
+            let refs: Vec<Option<&[u8]>> = blobs.iter().map(|b| Some(b.as_slice())).collect();
+            for index in 0..now.task_ids.len() {
+                if let Err(e) = egret_api::state::key_group_blob::rescale(&refs, index, now.task_ids.len()) {
+                    return Some(format!("component {}: {e}", old.component));
+                }
+            }
+        }
+        None
     }
 
     pub(crate) fn record(&self, state: &dyn StateManager, name: &str) {
@@ -367,7 +420,7 @@ pub(crate) fn restore_failed(tm: &Tmanager, m: RestoreFailed) {
         tracing::error!(task = m.task_id, epoch = m.epoch, checkpoint = m.checkpoint, error = %m.error, "a task could not restore");
         let now = Instant::now();
         let task = TaskId(u32::try_from(m.task_id).ok()?);
-        let unreadable = m.checkpoint != 0 && c.store.load(CheckpointId(m.checkpoint), task).is_err();
+        let unreadable = m.checkpoint != 0 && !c.state_reads_back(CheckpointId(m.checkpoint), task);
         if !unreadable {
             return Some(c.coordinator.rollback(now));
         }

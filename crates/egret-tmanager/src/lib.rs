@@ -507,6 +507,11 @@ fn update_topology(tm: &Tmanager, u: UpdateTopology) -> control::Msg {
     );
     match inner.ckpt.as_mut() {
         Some(c) => {
+            // Checked against the newest complete checkpoint now (a component's kind of state does not change), and
+            // again against the rescale's own checkpoint when it completes.
+            if let Some(why) = c.cannot_rescale_to(&new) {
+                return status(false, format!("cannot rescale: {why}"));
+            }
             checkpoints::checkpoint_soon(c);
             inner.pending_update = Some(u);
             status(true, "rescaling at the next complete checkpoint")
@@ -537,6 +542,10 @@ pub(crate) fn apply_pending_update(tm: &Tmanager) {
             return;
         }
     };
+    if let Some(why) = inner.ckpt.as_ref().and_then(|c| c.cannot_rescale_to(&new)) {
+        tracing::error!(topology = %tm.opts.topology, reason = %why, "rescale abandoned: the state cannot follow it");
+        return;
+    }
     // The definition first: a new instance reads it when it starts, which it does once the packing plan names it.
     if let Err(e) = tm
         .state

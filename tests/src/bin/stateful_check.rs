@@ -32,6 +32,9 @@ struct Args {
     at_least_once: bool,
     #[arg(long, default_value_t = 2)]
     containers: u32,
+    /// The counter saves its counts its own way (a plain postcard map), not per key group: it can grow but not shrink.
+    #[arg(long)]
+    opaque_state: bool,
 }
 
 /// Counts words in checkpointed state and shows them in a file on every tick.
@@ -39,6 +42,7 @@ struct Counter {
     out: PathBuf,
     task: u32,
     counts: KeyedState<String, u64>,
+    opaque_state: bool,
 }
 
 impl Counter {
@@ -97,6 +101,11 @@ impl Stateful for Counter {
     }
 
     fn pre_save(&mut self, _checkpoint: CheckpointId, out: &mut Vec<u8>) -> Result<(), UserError> {
+        if self.opaque_state {
+            let map: std::collections::BTreeMap<&String, &u64> = self.counts.iter().collect();
+            out.extend_from_slice(&postcard::to_stdvec(&map)?);
+            return Ok(());
+        }
         Ok(self.counts.save(out)?)
     }
 }
@@ -113,11 +122,12 @@ fn main() {
     b.config()
         .set(keys::STMGRS, a.containers)
         .set(keys::MESSAGE_TIMEOUT_SECS, 5);
-    let out = a.out.clone();
+    let (out, opaque_state) = (a.out.clone(), a.opaque_state);
     b.set_bolt("count", 2, move || Counter {
         out: out.clone(),
         task: 0,
         counts: KeyedState::new(),
+        opaque_state,
     })
     .fields_grouping("split", ["word"])
     .config(keys::TICK_TUPLE_FREQ_MS, 200);
