@@ -72,6 +72,13 @@ pub fn update(home: &Path, a: UpdateArgs) -> anyhow::Result<()> {
         bail!("the tmanager refused to rescale topology {name}: {message}");
     }
     println!("topology {name}: {message}");
+    // Containers added or removed: the cluster's scheduler makes them run or stop (the local supervisor follows the
+    // packing plan by itself; Kubernetes scales the StatefulSet).
+    let containers = |p: &PackingPlan| p.containers.iter().map(|c| c.id).collect::<BTreeSet<i32>>();
+    if containers(&update.current) != containers(&update.plan) {
+        let did = crate::commands::scheduler(home, &a.cluster)?.update(name, &update.plan)?;
+        println!("topology {name}: {did}");
+    }
 
     let wait = Duration::from_secs(a.wait_secs);
     let effectively_once = update.new.config().reliability_mode()? == egret_api::ReliabilityMode::EffectivelyOnce;

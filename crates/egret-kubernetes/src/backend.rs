@@ -263,6 +263,16 @@ impl Scheduler for KubernetesBackend {
         ))
     }
 
+    /// Scales the StatefulSet to the plan's highest container id + 1 (pod ordinal = container id). A container
+    /// removed below the highest keeps its pod, whose executor finds no container in the plan and exits.
+    fn update(&self, topology: &str, plan: &PackingPlan) -> Result<String, SchedulerError> {
+        let highest = plan.containers.iter().map(|c| c.id).max().unwrap_or(1).max(1);
+        let replicas = u32::try_from(highest).map_err(|_| SchedulerError::UnknownContainer(highest))? + 1;
+        let scheduler = self.scheduler()?;
+        self.block_on(scheduler.update(topology, replicas))?;
+        Ok(format!("scaled StatefulSet {topology} to {replicas} pods"))
+    }
+
     fn dry_run(&self, topology: &str, plan: &PackingPlan, binary_file: &str) -> Result<String, SchedulerError> {
         let mut spec = self.spec(topology, plan, binary_file)?;
         spec.secret = "(made by egret submit)".into();

@@ -66,6 +66,10 @@ pub trait Scheduler {
         plan: &egret_proto::egret::PackingPlan,
         binary_file: &str,
     ) -> Result<String, SchedulerError>;
+    /// A rescale (`egret update`) stored `plan`: make the cluster run its containers (container 0 and every
+    /// container the plan lists), starting those it adds and stopping those it removes; says what it did. The
+    /// executors of the containers that stay follow the plan themselves.
+    fn update(&self, topology: &str, plan: &egret_proto::egret::PackingPlan) -> Result<String, SchedulerError>;
     /// Why the topology cannot come up, if this scheduler can tell (a supervisor that exited): polled while
     /// `egret submit` waits for the topology to run.
     fn failure(&self, _topology: &str) -> Option<String> {

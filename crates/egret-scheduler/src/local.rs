@@ -139,6 +139,15 @@ impl LocalScheduler {
 }
 
 impl Scheduler for LocalScheduler {
+    /// Nothing to do: the topology's supervisor follows the stored packing plan (it starts the executors of added
+    /// containers and stops those of removed ones).
+    fn update(&self, _topology: &str, plan: &egret_proto::egret::PackingPlan) -> Result<String, SchedulerError> {
+        Ok(format!(
+            "the supervisor follows the new packing plan ({} container(s))",
+            plan.containers.len()
+        ))
+    }
+
     fn launch(&self, topology: &str) -> Result<String, SchedulerError> {
         let child = self.launch_supervisor(topology)?;
         let pid = child.id();

@@ -555,6 +555,16 @@ pub(crate) fn apply_pending_update(tm: &Tmanager) {
         tracing::error!(error = %e, "cannot store the rescaled topology; not applied");
         return;
     }
+    match tm.state.get_execution_state(&tm.opts.topology) {
+        Ok(Some(mut e)) if e.containers != packing.containers.len() as i32 + 1 => {
+            e.containers = packing.containers.len() as i32 + 1;
+            if let Err(err) = tm.state.put_execution_state(&tm.opts.topology, &e) {
+                tracing::warn!(error = %err, "cannot record the rescaled container count");
+            }
+        }
+        Ok(_) => {}
+        Err(err) => tracing::warn!(error = %err, "cannot read the execution state"),
+    }
     inner.expected = packing.containers.iter().map(|c| format!("stmgr-{}", c.id)).collect();
     let expected = inner.expected.clone();
     inner.stmgrs.retain(|id, _| expected.contains(id));
