@@ -65,22 +65,7 @@ fn kill_and_recover(victim: &str) {
             })
             .then_some(())
     });
-    let all: BTreeSet<u64> = (0..N).collect();
-    let acked = wait_for("every input to be acked", || {
-        let (acked, _) = ids(&out, "acked-");
-        (acked == all).then_some(acked)
-    });
-    let (received, lines) = ids(&out, "sink-");
-    assert_eq!(acked, all, "acked ids are exactly the inputs");
-    let missing: Vec<u64> = all.difference(&received).take(10).cloned().collect();
-    assert!(
-        missing.is_empty(),
-        "inputs acked but never received by the sink: {missing:?}"
-    );
-    assert!(
-        received.is_subset(&all),
-        "the sink received ids that were never emitted"
-    );
+    let lines = every_id_acked_and_received(&out, N);
     eprintln!(
         "{victim}: {lines} sink receipts for {N} inputs ({} replayed duplicates)",
         lines - N

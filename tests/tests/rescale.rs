@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -63,23 +63,11 @@ fn settled_live(c: &Cluster, out: &Path, want: u64, limit: Duration) -> BTreeMap
     }
 }
 
-fn update(c: &Cluster, parallelism: &str) -> Duration {
-    let started = Instant::now();
-    let out = c.ok(&["update", "local", TOPOLOGY, "--component-parallelism", parallelism]);
-    eprintln!("egret update {parallelism}: {} in {:?}", out.trim(), started.elapsed());
-    started.elapsed()
-}
-
-#[test]
-fn rescale_the_stateful_counter_2_to_5_to_1_while_input_flows_keeps_counts_exact() {
-    let expected = expected_counts(&sentences(SENTENCES, SEED));
-    let words = total(&expected);
-    let c = Cluster::new();
-    let out = c.home.join("out");
+/// Submits the stateful word count over `n` sentences at `rate` sentences/s per spout task, into `out`.
+fn submit(c: &Cluster, out: &Path, n: usize, rate: &str, extra: &[&str]) {
     let bin = env!("CARGO_BIN_EXE_stateful-check");
-    let (out_s, n, seed) = (out.display().to_string(), SENTENCES.to_string(), SEED.to_string());
-    // 2 spouts × 1000 sentences/s: the input lasts ~30 s, across both rescales.
-    c.ok(&[
+    let (out_s, n, seed) = (out.display().to_string(), n.to_string(), SEED.to_string());
+    let mut args = vec![
         "submit",
         "local",
         bin,
@@ -90,12 +78,51 @@ fn rescale_the_stateful_counter_2_to_5_to_1_while_input_flows_keeps_counts_exact
         "--seed",
         &seed,
         "--rate",
-        "1000",
-    ]);
+        rate,
+    ];
+    args.extend_from_slice(extra);
+    c.ok(&args);
+}
+
+/// Waits for the live counters to settle and checks they hold the input's exact counts.
+fn assert_exact(c: &Cluster, out: &Path, n: usize) {
+    let expected = expected_counts(&sentences(n, SEED));
+    let words = total(&expected);
+    let got = settled_live(c, out, words, Duration::from_secs(150));
+    let diff: Vec<_> = expected
+        .iter()
+        .filter(|(w, n)| got.get(*w) != Some(n))
+        .take(5)
+        .map(|(w, n)| format!("{w}: {n} expected, {:?} counted", got.get(w)))
+        .collect();
+    if !diff.is_empty() {
+        c.print_logs();
+    }
+    assert!(diff.is_empty(), "{diff:?}");
+    assert_eq!(total(&got), words);
+}
+
+/// Waits until the live counters hold more than `words` words.
+fn counted_past(c: &Cluster, out: &Path, words: u64, what: &str) {
+    wait_for(what, || (total(&live_counts(c, out)) > words).then_some(()));
+}
+
+fn update(c: &Cluster, parallelism: &str) -> Duration {
+    let started = Instant::now();
+    let out = c.ok(&["update", "local", TOPOLOGY, "--component-parallelism", parallelism]);
+    eprintln!("egret update {parallelism}: {} in {:?}", out.trim(), started.elapsed());
+    started.elapsed()
+}
+
+#[test]
+fn rescale_the_stateful_counter_2_to_5_to_1_while_input_flows_keeps_counts_exact() {
+    let words = total(&expected_counts(&sentences(SENTENCES, SEED)));
+    let c = Cluster::new();
+    let out = c.home.join("out");
+    // 2 spouts × 1000 sentences/s: the input lasts ~30 s, across both rescales.
+    submit(&c, &out, SENTENCES, "1000", &[]);
     assert_eq!(counter_tasks(&c).len(), 2);
-    wait_for("some words counted", || {
-        (total(&live_counts(&c, &out)) > words / 10).then_some(())
-    });
+    counted_past(&c, &out, words / 10, "some words counted");
 
     // The dry run changes nothing.
     let dry = c.ok(&[
@@ -111,10 +138,7 @@ fn rescale_the_stateful_counter_2_to_5_to_1_while_input_flows_keeps_counts_exact
 
     update(&c, "count:5");
     assert_eq!(counter_tasks(&c).len(), 5);
-    let counted = total(&live_counts(&c, &out));
-    wait_for("counting goes on at 5 tasks", || {
-        (total(&live_counts(&c, &out)) > counted).then_some(())
-    });
+    counted_past(&c, &out, total(&live_counts(&c, &out)), "counting goes on at 5 tasks");
 
     // Once while a process is being killed: an instance of the counter dies just before the second rescale.
     let (pid, name) = victims(&c, TOPOLOGY, &["instance"])
@@ -126,66 +150,28 @@ fn rescale_the_stateful_counter_2_to_5_to_1_while_input_flows_keeps_counts_exact
     eprintln!("killed {name} (pid {pid})");
     update(&c, "count:1");
     assert_eq!(counter_tasks(&c).len(), 1);
-
-    let got = settled_live(&c, &out, words, Duration::from_secs(150));
-    let diff: Vec<_> = expected
-        .iter()
-        .filter(|(w, n)| got.get(*w) != Some(n))
-        .take(5)
-        .map(|(w, n)| format!("{w}: {n} expected, {:?} counted", got.get(w)))
-        .collect();
-    if !diff.is_empty() {
-        c.print_logs();
-    }
-    assert!(diff.is_empty(), "{diff:?}");
-    assert_eq!(total(&got), words);
+    assert_exact(&c, &out, SENTENCES);
 }
 
 #[test]
 fn rescale_the_sentence_spout_2_to_3_to_1_processes_every_sentence_once() {
     // The spout's partitions (and their positions) move to their new owners at the rescale's checkpoint: no
     // sentence skipped, none counted twice.
-    let n_sentences = SENTENCES / 2;
-    let expected = expected_counts(&sentences(n_sentences, SEED));
-    let words = total(&expected);
+    let n = SENTENCES / 2;
+    let words = total(&expected_counts(&sentences(n, SEED)));
     let c = Cluster::new();
     let out = c.home.join("out");
-    let bin = env!("CARGO_BIN_EXE_stateful-check");
-    let (out_s, n, seed) = (out.display().to_string(), n_sentences.to_string(), SEED.to_string());
-    c.ok(&[
-        "submit",
-        "local",
-        bin,
-        "--out",
-        &out_s,
-        "--sentences",
-        &n,
-        "--seed",
-        &seed,
-        "--rate",
-        "700",
-    ]);
-    wait_for("some words counted", || {
-        (total(&live_counts(&c, &out)) > words / 10).then_some(())
-    });
+    submit(&c, &out, n, "700", &[]);
+    counted_past(&c, &out, words / 10, "some words counted");
     update(&c, "sentence:3");
-    let counted = total(&live_counts(&c, &out));
-    wait_for("reading goes on at 3 spout tasks", || {
-        (total(&live_counts(&c, &out)) > counted).then_some(())
-    });
+    counted_past(
+        &c,
+        &out,
+        total(&live_counts(&c, &out)),
+        "reading goes on at 3 spout tasks",
+    );
     update(&c, "sentence:1");
-    let got = settled_live(&c, &out, words, Duration::from_secs(150));
-    let diff: Vec<_> = expected
-        .iter()
-        .filter(|(w, n)| got.get(*w) != Some(n))
-        .take(5)
-        .map(|(w, n)| format!("{w}: {n} expected, {:?} counted", got.get(w)))
-        .collect();
-    if !diff.is_empty() {
-        c.print_logs();
-    }
-    assert!(diff.is_empty(), "{diff:?}");
-    assert_eq!(total(&got), words);
+    assert_exact(&c, &out, n);
 }
 
 #[test]
@@ -225,15 +211,7 @@ fn rescale_at_least_once_bolts_while_input_flows_loses_nothing() {
         (ids(&out, "acked-").0.len() > acked_then + 1_000).then_some(())
     });
     c.ok(&["update", "local", t, "--component-parallelism", "sink:1"]);
-    let all: BTreeSet<u64> = (0..N).collect();
-    let acked = wait_for("every input to be acked", || {
-        let (acked, _) = ids(&out, "acked-");
-        (acked == all).then_some(acked)
-    });
-    let (received, lines) = ids(&out, "sink-");
-    assert_eq!(acked, all);
-    let missing: Vec<u64> = all.difference(&received).take(10).cloned().collect();
-    assert!(missing.is_empty(), "acked but never received by a sink: {missing:?}");
+    let lines = every_id_acked_and_received(&out, N);
     eprintln!("{lines} sink receipts for {N} inputs ({} replayed)", lines - N);
 }
 

@@ -13,9 +13,7 @@ use egret_api::{
 };
 use egret_packing::update::{Update, plan_update};
 use egret_packing::{Algorithm, pack};
-use egret_proto::egret::{
-    ContainerStatus, InstanceInfo, Location, PhysicalPlan, ProcessStatus, Status, UpdateTopology, control,
-};
+use egret_proto::egret::{ContainerStatus, Location, PhysicalPlan, ProcessStatus, Status, UpdateTopology, control};
 use egret_statemgr::StateManager;
 use egret_testkit::{CLUSTER, TempHome, store_topology};
 use egret_transport::auth::TopologySecret;
@@ -206,19 +204,7 @@ enum Tmanager {
 
 /// Publishes the physical plan of `wc` running the definition and the tasks of the packing plan of `u`.
 fn publish(state: &dyn StateManager, u: &UpdateTopology) {
-    let instances = u
-        .packing_plan
-        .iter()
-        .flat_map(|p| &p.containers)
-        .flat_map(|c| {
-            c.instances.iter().map(move |i| InstanceInfo {
-                task_id: i.task_id,
-                component: i.component.clone(),
-                component_index: i.component_index,
-                stmgr_id: format!("stmgr-{}", c.id),
-            })
-        })
-        .collect();
+    let instances = u.packing_plan.as_ref().map(|p| p.instance_infos()).unwrap_or_default();
     let plan = PhysicalPlan {
         topology: u.topology.clone(),
         instances,

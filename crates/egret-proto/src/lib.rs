@@ -24,3 +24,23 @@ pub mod defn;
 pub use heron::proto::api;
 pub use prost;
 pub use prost::Message;
+
+impl egret::PackingPlan {
+    /// Every task where this plan puts it, as the physical plan lists it (`stmgr-<container>`), by task id.
+    pub fn instance_infos(&self) -> Vec<egret::InstanceInfo> {
+        let mut instances: Vec<egret::InstanceInfo> = self
+            .containers
+            .iter()
+            .flat_map(|c| {
+                c.instances.iter().map(move |i| egret::InstanceInfo {
+                    task_id: i.task_id,
+                    component: i.component.clone(),
+                    component_index: i.component_index,
+                    stmgr_id: format!("stmgr-{}", c.id),
+                })
+            })
+            .collect();
+        instances.sort_by_key(|i| i.task_id);
+        instances
+    }
+}

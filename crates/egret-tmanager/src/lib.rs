@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use egret_proto::api::TopologyState;
 use egret_proto::egret::{
-    InstanceInfo, Location, PackingPlan, PhysicalPlan, RegisterStmgr, Status, StmgrInfo, UpdateTopology, control,
+    Location, PackingPlan, PhysicalPlan, RegisterStmgr, Status, StmgrInfo, UpdateTopology, control,
 };
 use egret_statemgr::StateManager;
 use egret_transport::auth::TopologySecret;
@@ -389,20 +389,7 @@ fn register(tm: &Tmanager, r: RegisterStmgr, writer: &mut FrameWriter) -> Result
 
 fn build_plan(inner: &Tm) -> PhysicalPlan {
     // Every task where the packing plan puts it (what each stmgr registered with, until a rescale moves tasks).
-    let mut instances: Vec<InstanceInfo> = inner
-        .packing
-        .containers
-        .iter()
-        .flat_map(|c| {
-            c.instances.iter().map(move |i| InstanceInfo {
-                task_id: i.task_id,
-                component: i.component.clone(),
-                component_index: i.component_index,
-                stmgr_id: format!("stmgr-{}", c.id),
-            })
-        })
-        .collect();
-    instances.sort_by_key(|i| i.task_id);
+    let instances = inner.packing.instance_infos();
     PhysicalPlan {
         topology: Some(inner.topology.clone()),
         stmgrs: inner.stmgrs.values().map(|s| s.info.clone()).collect(),

@@ -468,6 +468,28 @@ pub fn ids(out: &Path, prefix: &str) -> (BTreeSet<u64>, u64) {
     (set, lines)
 }
 
+/// Waits until `reliable-check`'s spouts have acked every id of `0..n`, and checks that each reached a sink;
+/// returns how many sink receipts there were (replays counted).
+pub fn every_id_acked_and_received(out: &Path, n: u64) -> u64 {
+    let all: BTreeSet<u64> = (0..n).collect();
+    let acked = wait_for("every input to be acked", || {
+        let (acked, _) = ids(out, "acked-");
+        (acked == all).then_some(acked)
+    });
+    let (received, lines) = ids(out, "sink-");
+    assert_eq!(acked, all, "acked ids are exactly the inputs");
+    let missing: Vec<u64> = all.difference(&received).take(10).cloned().collect();
+    assert!(
+        missing.is_empty(),
+        "inputs acked but never received by the sink: {missing:?}"
+    );
+    assert!(
+        received.is_subset(&all),
+        "the sink received ids that were never emitted"
+    );
+    lines
+}
+
 /// The counts the counter tasks last wrote (`count-<task>.txt`), summed.
 pub fn counts(out: &Path) -> BTreeMap<String, u64> {
     let mut all = BTreeMap::new();
