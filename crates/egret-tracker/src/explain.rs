@@ -76,6 +76,8 @@ pub fn list(state: &dyn StateManager) -> Result<Vec<Value>, TrackerError> {
             "containers": exec.as_ref().map_or(0, |e| e.containers),
             "submitted_ms": exec.as_ref().map_or(0, |e| e.submission_time_ms),
             "user": exec.map(|e| e.submission_user).unwrap_or_default(),
+            // A topology whose definition cannot be read (still being submitted) is not rescaling.
+            "rescaling": scaling(state, &name).is_ok_and(|s| s["rescaling"] == true),
         }));
     }
     Ok(rows)
@@ -207,6 +209,33 @@ pub fn explain_from(state: &dyn StateManager, home: &Path, cluster: &str, name: 
         "processes": processes,
         "scaling": scaling_of(t, &packing, pplan.as_ref(), &containers, record.as_ref()),
     }))
+}
+
+/// A topology's `scaling` view ([`scaling_of`]), read from the state manager: what [`explain`] shows under
+/// `scaling`.
+pub fn scaling(state: &dyn StateManager, name: &str) -> Result<Value, TrackerError> {
+    let definition = state
+        .get_topology(name)?
+        .ok_or_else(|| TrackerError::MissingDefinition {
+            topology: name.to_string(),
+        })?;
+    let t = egret_proto::defn::from_definition(&definition)
+        .map_err(|source| TrackerError::Definition {
+            topology: name.to_string(),
+            source,
+        })?
+        .topology;
+    let record = match t.config().reliability_mode() {
+        Ok(ReliabilityMode::EffectivelyOnce) => state.get_stateful_checkpoints(name)?,
+        _ => None,
+    };
+    Ok(scaling_of(
+        &t,
+        &state.get_packing_plan(name)?.unwrap_or_default(),
+        state.get_physical_plan(name)?.as_ref(),
+        &state.container_statuses(name)?,
+        record.as_ref(),
+    ))
 }
 
 /// The tasks whose instance process an executor reports running (`instance-<task>-<component>` in state
@@ -418,8 +447,11 @@ pub(crate) mod tests {
         state.put_container_status("wc", &status).unwrap();
     }
 
+    /// The scaling view `egret explain` shows (the same as [`super::scaling`] reads).
     fn scaling(home: &TempHome) -> Value {
-        explain(&home.0, CLUSTER, "wc").unwrap()["scaling"].clone()
+        let s = explain(&home.0, CLUSTER, "wc").unwrap()["scaling"].clone();
+        assert_eq!(s, super::scaling(&*home.state(), "wc").unwrap());
+        s
     }
 
     fn component<'a>(s: &'a Value, name: &str) -> &'a Value {
@@ -518,6 +550,7 @@ pub(crate) mod tests {
         instances(&*state, &mid);
         let s = scaling(&home);
         assert_eq!(s["rescaling"], true, "{s}");
+        assert_eq!(list(&*state).unwrap()[0]["rescaling"], true);
         assert_eq!(
             s["waiting"],
             json!([
@@ -549,6 +582,7 @@ pub(crate) mod tests {
         );
         let s = scaling(&home);
         assert_eq!(s["rescaling"], false, "{s}");
+        assert_eq!(list(&*state).unwrap()[0]["rescaling"], false);
         assert_eq!(component(&s, "count")["running"], json!([1, 2, 6]));
         assert_eq!(component(&s, "split")["leaving"], json!([]));
         assert_eq!((s["tasks"].as_u64(), s["tasks_running"].as_u64()), (Some(5), Some(5)));
@@ -587,6 +621,7 @@ pub(crate) mod tests {
         state.put_stateful_checkpoints("wc", &record).unwrap();
         let s = scaling(&home);
         assert_eq!(s["rescaling"], true, "{s}");
+        assert_eq!(list(&*state).unwrap()[0]["rescaling"], true);
         assert_eq!(
             s["waiting"],
             json!(["no checkpoint has completed under the new layout yet"])

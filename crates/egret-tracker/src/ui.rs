@@ -126,13 +126,14 @@ async fn index(State(opts): State<Opts>) -> Response {
             let _ = write!(
                 body,
                 "<tr data-topology=\"{}\"><td><a href=\"/topologies/{}/{}\">{}</a></td><td>{}</td>\
-                 <td class=\"state\">{}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td></tr>",
+                 <td class=\"state\">{}{}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td></tr>",
                 esc(name),
                 seg(cluster),
                 seg(name),
                 esc(name),
                 esc(cluster),
                 esc(r["state"].as_str().unwrap_or_default()),
+                if r["rescaling"] == true { " · rescaling" } else { "" },
                 r["containers"].as_i64().unwrap_or(0),
                 esc(&submitted),
                 esc(r["user"].as_str().unwrap_or_default()),
