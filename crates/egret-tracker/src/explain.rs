@@ -246,7 +246,8 @@ pub fn running_instances(statuses: &[ContainerStatus]) -> BTreeMap<u32, String> 
         .flat_map(|c| &c.processes)
         .filter(|p| p.state == "running")
         .filter_map(|p| {
-            let (task, component) = p.name.strip_prefix("instance-")?.split_once('-')?;
+            let rest = p.name.strip_prefix("instance-")?;
+            let (task, component) = rest.split_once('-').unwrap_or((rest, ""));
             Some((task.parse().ok()?, component.to_string()))
         })
         .collect()
@@ -327,17 +328,22 @@ pub fn scaling_of(
         let newest = r.complete.iter().max().copied();
         let taken_under = newest.and_then(|id| r.layouts.iter().find(|l| l.checkpoint == id));
         let under_current = taken_under.map(|l| {
-            let by_name: BTreeMap<&str, &Vec<u32>> =
-                l.components.iter().map(|c| (c.component.as_str(), &c.task_ids)).collect();
+            let by_name: BTreeMap<&str, &Vec<u32>> = l
+                .components
+                .iter()
+                .map(|c| (c.component.as_str(), &c.task_ids))
+                .collect();
             t.components()
                 .iter()
                 .zip(&layout)
                 .all(|(c, ids)| by_name.get(c.name.as_str()) == Some(&ids))
         });
+        let taken_layout =
+            taken_under.map(|l| layout_json(l.components.iter().map(|c| (c.component.clone(), c.task_ids.clone()))));
         json!({
             "newest_complete": newest,
             "epoch": r.epoch,
-            "layout": taken_under.map(|l| layout_json(l.components.iter().map(|c| (c.component.clone(), c.task_ids.clone())))),
+            "layout": taken_layout,
             "under_current_layout": under_current,
         })
     });
@@ -479,6 +485,7 @@ pub(crate) mod tests {
             ("instance-8-split-words", "running"),
             ("instance-9-count", "restarting"),
             ("instance-x-count", "running"),
+            ("instance-10", "running"),
             ("metricsmgr-1", "running"),
         ] {
             c.processes.push(ProcessStatus {
@@ -490,7 +497,11 @@ pub(crate) mod tests {
         let running = running_instances(&[c]);
         assert_eq!(
             running.into_iter().collect::<Vec<_>>(),
-            [(7, "count".to_string()), (8, "split-words".to_string())]
+            [
+                (7, "count".to_string()),
+                (8, "split-words".to_string()),
+                (10, String::new())
+            ]
         );
     }
 
@@ -513,7 +524,10 @@ pub(crate) mod tests {
         assert_eq!(s["checkpoint"], Value::Null, "not effectively-once");
         assert_eq!(
             *component(&s, "count"),
-            json!({"name": "count", "parallelism": 2, "task_ids": [1, 2], "running": [1, 2], "pending": [], "leaving": []})
+            json!({
+                "name": "count", "parallelism": 2,
+                "task_ids": [1, 2], "running": [1, 2], "pending": [], "leaving": []
+            })
         );
         assert_eq!(component(&s, "split")["task_ids"], json!([4, 5]));
     }
@@ -561,11 +575,17 @@ pub(crate) mod tests {
         assert_eq!((s["tasks"].as_u64(), s["tasks_running"].as_u64()), (Some(5), Some(4)));
         assert_eq!(
             *component(&s, "count"),
-            json!({"name": "count", "parallelism": 3, "task_ids": [1, 2, 6], "running": [1, 2], "pending": [6], "leaving": []})
+            json!({
+                "name": "count", "parallelism": 3,
+                "task_ids": [1, 2, 6], "running": [1, 2], "pending": [6], "leaving": []
+            })
         );
         assert_eq!(
             *component(&s, "split"),
-            json!({"name": "split", "parallelism": 1, "task_ids": [4], "running": [4], "pending": [], "leaving": [5]})
+            json!({
+                "name": "split", "parallelism": 1,
+                "task_ids": [4], "running": [4], "pending": [], "leaving": [5]
+            })
         );
         assert_eq!((s["pending"].clone(), s["leaving"].clone()), (json!([6]), json!([5])));
 
