@@ -132,14 +132,12 @@ pub fn update(home: &Path, a: UpdateArgs) -> anyhow::Result<()> {
     }
 }
 
-/// The tasks whose instance process the executors report running (`instance-<task>-<component>`).
+/// The tasks whose instance process the executors report running (`instance-<task>-<component>`), as the tracker
+/// and `egret explain` count them.
 fn running_instances(state: &dyn egret_statemgr::StateManager, name: &str) -> anyhow::Result<BTreeSet<u32>> {
-    Ok(state
-        .container_statuses(name)?
-        .iter()
-        .flat_map(|c| &c.processes)
-        .filter(|p| p.state == "running")
-        .filter_map(|p| p.name.strip_prefix("instance-")?.split('-').next()?.parse().ok())
+    let statuses = state.container_statuses(name)?;
+    Ok(egret_tracker::explain::running_instances(&statuses)
+        .into_keys()
         .collect())
 }
 

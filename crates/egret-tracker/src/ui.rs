@@ -126,13 +126,14 @@ async fn index(State(opts): State<Opts>) -> Response {
             let _ = write!(
                 body,
                 "<tr data-topology=\"{}\"><td><a href=\"/topologies/{}/{}\">{}</a></td><td>{}</td>\
-                 <td class=\"state\">{}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td></tr>",
+                 <td class=\"state\">{}{}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td></tr>",
                 esc(name),
                 seg(cluster),
                 seg(name),
                 esc(name),
                 esc(cluster),
                 esc(r["state"].as_str().unwrap_or_default()),
+                if r["rescaling"] == true { " · rescaling" } else { "" },
                 r["containers"].as_i64().unwrap_or(0),
                 esc(&submitted),
                 esc(r["user"].as_str().unwrap_or_default()),
@@ -297,6 +298,7 @@ fn topology_page(opts: &Opts, cluster: &str, name: &str) -> Result<String, Track
         esc(name),
         esc(data["state"].as_str().unwrap_or_default()),
     );
+    scaling_section(&data["scaling"], &mut body);
     let _ = write!(
         body,
         "<section><h2>Logical plan</h2><div class=\"plan\">{}</div></section>",
@@ -310,18 +312,22 @@ fn topology_page(opts: &Opts, cluster: &str, name: &str) -> Result<String, Track
     let _ = write!(
         body,
         "<section><h2>Components</h2><table id=\"components\"><thead><tr><th>component</th><th>kind</th>\
-         <th>tasks</th>{RATE_COLUMNS}</tr></thead><tbody>"
+         <th>parallelism</th><th>task ids</th>{RATE_COLUMNS}</tr></thead><tbody>"
     );
     let components = plan.as_array().cloned().unwrap_or_default();
+    let scaling = data["scaling"]["components"].as_array().cloned().unwrap_or_default();
     for c in &components {
         let n = c["name"].as_str().unwrap_or_default();
+        let s = scaling.iter().find(|s| s["name"] == n).unwrap_or(&Value::Null);
         let _ = write!(
             body,
-            "<tr data-component=\"{}\"><td>{}</td><td>{}</td><td class=\"num\">{}</td>{RATE_CELLS}</tr>",
+            "<tr data-component=\"{}\"><td>{}</td><td>{}</td><td class=\"num parallelism\">{}</td>\
+             <td class=\"task-ids\">{}</td>{RATE_CELLS}</tr>",
             esc(n),
             esc(n),
             esc(c["kind"].as_str().unwrap_or_default()),
-            c["parallelism"].as_i64().unwrap_or(0)
+            c["parallelism"].as_i64().unwrap_or(0),
+            task_ids_cell(&c["tasks"], s),
         );
     }
     let container_of: BTreeMap<i64, i64> = data["packing_plan"]["containers"]
@@ -384,6 +390,91 @@ fn topology_page(opts: &Opts, cluster: &str, name: &str) -> Result<String, Track
     checkpoints_section(&*state, name, &api, &mut body);
     body.push_str("</main></body>");
     Ok(page(name, &body, &format!("<script>{TOPOLOGY_JS}</script>")))
+}
+
+/// Task ids as ascending runs: `1-3, 7`.
+fn id_ranges(ids: &Value) -> String {
+    let mut ids: Vec<u64> = ids.as_array().into_iter().flatten().filter_map(Value::as_u64).collect();
+    ids.sort_unstable();
+    let mut runs: Vec<(u64, u64)> = Vec::new();
+    for id in ids {
+        match runs.last_mut() {
+            Some((_, last)) if *last + 1 == id => *last = id,
+            _ => runs.push((id, id)),
+        }
+    }
+    let parts: Vec<String> = runs
+        .iter()
+        .map(|&(a, b)| if a == b { a.to_string() } else { format!("{a}-{b}") })
+        .collect();
+    parts.join(", ")
+}
+
+/// A component's task ids, and while it rescales those with no running instance yet and those leaving.
+fn task_ids_cell(tasks: &Value, scaling: &Value) -> String {
+    let mut cell = esc(&id_ranges(tasks));
+    for (key, class, what) in [
+        ("pending", "pending", "no instance running yet"),
+        ("leaving", "leaving", "leaving"),
+    ] {
+        if scaling[key].as_array().is_some_and(|a| !a.is_empty()) {
+            let _ = write!(
+                cell,
+                " <span class=\"{class}\">({what}: {})</span>",
+                esc(&id_ranges(&scaling[key]))
+            );
+        }
+    }
+    cell
+}
+
+/// While the topology rescales: how many tasks of the new layout have a running instance, and what else the
+/// rescale waits for (nothing for a topology that is not rescaling).
+fn scaling_section(scaling: &Value, body: &mut String) {
+    if scaling["rescaling"] != Value::Bool(true) {
+        return;
+    }
+    let _ = write!(
+        body,
+        "<section id=\"scaling\" class=\"rescaling\"><h2>Rescaling</h2><p class=\"big\" id=\"rescaling\" \
+         title=\"tasks of the new layout with a running instance\">rescaling: {} of {} new tasks running</p><ul>",
+        scaling["tasks_running"].as_u64().unwrap_or(0),
+        scaling["tasks"].as_u64().unwrap_or(0),
+    );
+    for w in scaling["waiting"].as_array().into_iter().flatten() {
+        let _ = write!(body, "<li>waiting: {}</li>", esc(w.as_str().unwrap_or_default()));
+    }
+    let changed: Vec<String> = scaling["components"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| {
+            ["pending", "leaving"]
+                .iter()
+                .any(|k| c[k].as_array().is_some_and(|a| !a.is_empty()))
+        })
+        .map(|c| {
+            format!(
+                "{}: parallelism {}, tasks {}",
+                esc(c["name"].as_str().unwrap_or_default()),
+                c["parallelism"].as_u64().unwrap_or(0),
+                task_ids_cell(&c["task_ids"], c)
+            )
+        })
+        .collect();
+    for c in changed {
+        let _ = write!(body, "<li>{c}</li>");
+    }
+    let checkpoint = &scaling["checkpoint"];
+    if let Some(id) = checkpoint["newest_complete"].as_u64() {
+        let under = match checkpoint["under_current_layout"].as_bool() {
+            Some(true) => ", taken under the new layout",
+            Some(false) => ", taken under an older layout",
+            None => "",
+        };
+        let _ = write!(body, "<li>newest complete checkpoint: {id}{under}</li>");
+    }
+    body.push_str("</ul></section>");
 }
 
 /// Effectively-once: the rollback epoch and the checkpoints the store keeps (nothing for other topologies).
@@ -489,6 +580,45 @@ mod tests {
         assert_eq!(seg("a b/../c"), "a%20b%2F..%2Fc");
         let svg = plan_svg(&json!([{"name": "<script>", "kind": "spout", "inputs": []}]));
         assert!(!svg.contains("<script>"), "{svg}");
+    }
+
+    #[test]
+    fn task_ids_read_as_runs() {
+        assert_eq!(id_ranges(&json!([1, 2, 3, 7, 9, 10])), "1-3, 7, 9-10");
+        assert_eq!(id_ranges(&json!([])), "");
+    }
+
+    #[test]
+    fn the_topology_page_shows_parallelism_task_ids_and_a_rescale_in_progress() {
+        use crate::explain::tests::{OLD, instances, publish, store, word_count};
+        let home = egret_testkit::TempHome::new("egret-tracker-ui-rescale");
+        let state = home.state();
+        let old = word_count(egret_api::Config::new());
+        publish(&*state, &store(&*state, &old));
+        instances(&*state, OLD);
+        let opts = Opts {
+            egret_home: home.0.clone(),
+        };
+        let html = topology_page(&opts, egret_testkit::CLUSTER, "wc").unwrap();
+        assert!(!html.contains("id=\"rescaling\""), "steady: {html}");
+        assert!(
+            html.contains("<td class=\"num parallelism\">2</td><td class=\"task-ids\">4-5</td>"),
+            "{html}"
+        );
+
+        let new = old.rescaled(&[("count".into(), 3), ("split".into(), 1)]).unwrap();
+        publish(&*state, &store(&*state, &new));
+        let html = topology_page(&opts, egret_testkit::CLUSTER, "wc").unwrap();
+        assert!(html.contains("rescaling: 4 of 5 new tasks running"), "{html}");
+        assert!(html.contains("waiting: no instance runs for task(s) [6] yet"), "{html}");
+        assert!(
+            html.contains(
+                "<td class=\"num parallelism\">3</td><td class=\"task-ids\">1-2, 6 \
+                 <span class=\"pending\">(no instance running yet: 6)</span></td>"
+            ),
+            "{html}"
+        );
+        assert!(html.contains("<span class=\"leaving\">(leaving: 5)</span>"), "{html}");
     }
 
     #[test]
