@@ -266,8 +266,8 @@ fn layout_json(components: impl IntoIterator<Item = (String, Vec<u32>)>) -> Valu
 /// which instances still run for a task no longer in the plan (`leaving`); and whether the topology is in the
 /// middle of a rescale (`rescaling`), with what it waits for (`waiting`). A topology is rescaling once its physical
 /// plan is published and: the physical plan's task layout is not the stored definition's (the tmanager has not
-/// pushed the new plan yet), a task of the definition or the packing plan has no running instance, an instance
-/// runs for a task of neither, or (effectively-once) the newest complete checkpoint was taken under another layout
+/// pushed the new plan yet), a task new since the newest complete checkpoint has no running instance, an instance
+/// runs for a task of neither the definition nor the packing plan, or (effectively-once) the newest complete checkpoint was taken under another layout
 /// (the rescale is done once a checkpoint completes under the new one, as `egret update` waits for). Before the
 /// physical plan is published the topology is starting, not rescaling. A rescale the tmanager holds until the next
 /// checkpoint is not in the state manager yet, so it shows once the tmanager applies it.
@@ -366,9 +366,20 @@ pub fn scaling_of(
             waiting.push("no checkpoint has completed under the new layout yet".to_string());
         }
     }
+    // A task without a running instance is a rescale's only if it is new: one whose instance crashed and is being
+    // restarted is the executor's business. New = not in the layout of the newest complete checkpoint
+    // (effectively-once); without checkpoints there is no earlier layout to compare with, and the physical plan's
+    // layout and the leaving instances tell a rescale apart.
+    let earlier: Option<std::collections::BTreeSet<u32>> = checkpoints.and_then(|r| {
+        let newest = r.complete.iter().max()?;
+        let l = r.layouts.iter().find(|l| l.checkpoint == *newest)?;
+        Some(l.components.iter().flat_map(|c| c.task_ids.iter().copied()).collect())
+    });
+    let new_pending = earlier.is_some_and(|e| pending.iter().any(|t| !e.contains(t)));
+    let rescaling = pplan.is_some() && (!plan_has_layout || !leaving.is_empty() || checkpoint_behind || new_pending);
     let tasks_running = wanted.keys().filter(|t| running.contains_key(t)).count();
     json!({
-        "rescaling": !waiting.is_empty(),
+        "rescaling": rescaling,
         "waiting": waiting,
         "tasks": wanted.len(),
         "tasks_running": tasks_running,
@@ -530,6 +541,22 @@ pub(crate) mod tests {
             })
         );
         assert_eq!(component(&s, "split")["task_ids"], json!([4, 5]));
+
+        // An instance that crashed and is being restarted is not a rescale (it is listed as pending all the same).
+        let crashed: Vec<(u32, &str, &str)> = OLD
+            .iter()
+            .map(|&(t, c, st)| {
+                if t == 2 {
+                    (t, c, "restarting (signal: 9)")
+                } else {
+                    (t, c, st)
+                }
+            })
+            .collect();
+        instances(&*state, &crashed);
+        let s = scaling(&home);
+        assert_eq!(s["rescaling"], false, "{s}");
+        assert_eq!(s["pending"], json!([2]));
     }
 
     #[test]
