@@ -15,6 +15,7 @@ pub mod hooks;
 pub mod ids;
 pub mod metrics;
 pub mod retry;
+pub mod sink_batch;
 pub mod state;
 pub mod topology;
 pub mod tuple;
@@ -29,6 +30,7 @@ pub use grouping::{CustomGrouping, Grouping};
 pub use hooks::{TaskHook, TaskHookFactory};
 pub use ids::{CheckpointId, MessageId, Root, RootId, Roots, StreamIndex, TaskId};
 pub use metrics::{MetricError, MetricRegistry, Reducer};
+pub use sink_batch::SinkBatch;
 pub use state::{KeyedState, StateError, Stateful};
 pub use topology::{
     ComponentDeclarer, ComponentDef, ComponentKind, Input, KeyCheck, Resources, StreamInfo, Topology, TopologyBuilder,
