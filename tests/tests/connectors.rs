@@ -183,7 +183,7 @@ fn postgres_two_phase_sink_and_file_source_are_exact_while_instances_and_stmgrs_
     let bin = env!("CARGO_BIN_EXE_connectors-check");
     let (dir_s, connection) = (dir.display().to_string(), pg.connection("postgres"));
     c.ok(&["submit", "local", bin, "--input", &dir_s, "--connection", &connection]);
-    let t = "connectors-word-count";
+    let t = TOPOLOGY;
     let killed = kill_randomly(&c, t, &["instance", "stmgr"], 6, || {
         format!(
             "{} count rows committed",
@@ -200,21 +200,33 @@ fn postgres_two_phase_sink_and_file_source_are_exact_while_instances_and_stmgrs_
 /// Kafka sentences for the Kafka tests: 4 partitions read by 2 spout tasks.
 const KAFKA_SENTENCES: usize = 8_000;
 const KAFKA_PARTITIONS: i32 = 4;
+const TOPOLOGY: &str = "connectors-word-count";
 
-#[test]
-fn kafka_to_postgres_word_count_is_exact_under_effectively_once_while_instances_and_stmgrs_are_killed() {
-    let input = sentences(KAFKA_SENTENCES, SEED + 1);
-    let expected = expected_counts(&input);
-    let words: u64 = expected.values().sum();
+/// `connectors-check` reading Kafka, running, with its servers (fields in drop order: the topology is killed before
+/// its servers stop).
+struct KafkaRun {
+    c: Cluster,
+    producer: Producing,
+    broker: TansuServer,
+    pg: PgServer,
+}
+
+/// Starts PostgreSQL with `tables`, a broker (its records in PostgreSQL when `persistent`) with topic `sentences`, a
+/// producer writing `input` into it over `secs` seconds, and the topology with the extra arguments `args`.
+fn start_kafka_run(input: Vec<String>, tables: &str, persistent: bool, secs: u64, args: &[&str]) -> KafkaRun {
     let pg = PgServer::start();
-    pg.psql("postgres", COUNT_TABLES);
-    let broker = TansuServer::start();
+    pg.psql("postgres", tables);
+    let broker = if persistent {
+        TansuServer::start_on_postgres(&pg)
+    } else {
+        TansuServer::start()
+    };
     broker.create_topic("sentences", KAFKA_PARTITIONS as u32);
     let c = Cluster::new();
-    let producer = produce_slowly(broker.address(), "sentences", KAFKA_PARTITIONS, input, 15);
+    let producer = produce_slowly(broker.address(), "sentences", KAFKA_PARTITIONS, input, secs);
     let bin = env!("CARGO_BIN_EXE_connectors-check");
     let (address, connection) = (broker.address(), pg.connection("postgres"));
-    c.ok(&[
+    let mut submit = vec![
         "submit",
         "local",
         bin,
@@ -224,16 +236,37 @@ fn kafka_to_postgres_word_count_is_exact_under_effectively_once_while_instances_
         "sentences",
         "--connection",
         &connection,
-    ]);
-    let t = "connectors-word-count";
+    ];
+    submit.extend_from_slice(args);
+    c.ok(&submit);
+    KafkaRun {
+        c,
+        producer,
+        broker,
+        pg,
+    }
+}
+
+#[test]
+fn kafka_to_postgres_word_count_is_exact_under_effectively_once_while_instances_and_stmgrs_are_killed() {
+    let input = sentences(KAFKA_SENTENCES, SEED + 1);
+    let expected = expected_counts(&input);
+    let words: u64 = expected.values().sum();
+    // Bound in this order so that the topology is killed (`c` dropped) before its servers stop.
+    let KafkaRun {
+        pg,
+        broker: _broker,
+        producer,
+        c,
+    } = start_kafka_run(input, COUNT_TABLES, false, 15, &[]);
     let history = "SELECT count(*) FROM count_history";
-    let killed = kill_randomly(&c, t, &["instance", "stmgr"], 6, || {
+    let killed = kill_randomly(&c, TOPOLOGY, &["instance", "stmgr"], 6, || {
         format!("{} count rows committed", scalar(&pg, history))
     });
     producer.join();
     settle(&c, &pg, history, words as i64, Duration::from_secs(90), &killed);
     assert_exact(&pg, &expected, &killed);
-    c.ok(&["kill", "local", t]);
+    c.ok(&["kill", "local", TOPOLOGY]);
 }
 
 const OCCURRENCE_TABLES: &str = "CREATE TABLE word_occurrences (id text PRIMARY KEY, word text NOT NULL); \
@@ -244,27 +277,13 @@ fn kafka_to_postgres_at_least_once_counts_every_word_while_instances_and_stmgrs_
     let input = sentences(KAFKA_SENTENCES, SEED + 2);
     let expected = expected_counts(&input);
     let words: u64 = expected.values().sum();
-    let pg = PgServer::start();
-    pg.psql("postgres", OCCURRENCE_TABLES);
-    let broker = TansuServer::start();
-    broker.create_topic("sentences", KAFKA_PARTITIONS as u32);
-    let c = Cluster::new();
-    let producer = produce_slowly(broker.address(), "sentences", KAFKA_PARTITIONS, input, 15);
-    let bin = env!("CARGO_BIN_EXE_connectors-check");
-    let (address, connection) = (broker.address(), pg.connection("postgres"));
-    c.ok(&[
-        "submit",
-        "local",
-        bin,
-        "--kafka",
-        &address,
-        "--topic",
-        "sentences",
-        "--connection",
-        &connection,
-        "--at-least-once",
-    ]);
-    let t = "connectors-word-count";
+    let KafkaRun {
+        pg,
+        broker: _broker,
+        producer,
+        c,
+    } = start_kafka_run(input, OCCURRENCE_TABLES, false, 15, &["--at-least-once"]);
+    let t = TOPOLOGY;
     let occurrences = "SELECT count(*) FROM word_occurrences";
     let killed = kill_randomly(&c, t, &["instance", "stmgr"], 6, || {
         format!("{} words stored", scalar(&pg, occurrences))
@@ -323,27 +342,14 @@ fn kafka_broker_restart_under_a_running_topology_loses_nothing_under_effectively
     let input = sentences(KAFKA_SENTENCES, SEED + 3);
     let expected = expected_counts(&input);
     let words: u64 = expected.values().sum();
-    let pg = PgServer::start();
-    pg.psql("postgres", COUNT_TABLES);
     // The broker keeps its records in PostgreSQL (database `tansu`), so a restart keeps them.
-    let mut broker = TansuServer::start_on_postgres(&pg);
-    broker.create_topic("sentences", KAFKA_PARTITIONS as u32);
-    let c = Cluster::new();
-    let producer = produce_slowly(broker.address(), "sentences", KAFKA_PARTITIONS, input, 12);
-    let bin = env!("CARGO_BIN_EXE_connectors-check");
-    let (address, connection) = (broker.address(), pg.connection("postgres"));
-    c.ok(&[
-        "submit",
-        "local",
-        bin,
-        "--kafka",
-        &address,
-        "--topic",
-        "sentences",
-        "--connection",
-        &connection,
-    ]);
-    let t = "connectors-word-count";
+    let KafkaRun {
+        pg,
+        mut broker,
+        producer,
+        c,
+    } = start_kafka_run(input, COUNT_TABLES, true, 12, &[]);
+    let t = TOPOLOGY;
     let history = "SELECT count(*) FROM count_history";
     wait_for("the first count rows", || (scalar(&pg, history) > 0).then_some(()));
     let (rows_at_stop, held_at_stop) = {

@@ -25,6 +25,7 @@ use clap::Parser;
 use egret::simulator::Simulator;
 use egret::*;
 use egret_connect_kafka::{KafkaSource, KafkaSourceConfig, StartAt};
+use egret_examples::stateful_word_count::CountBolt;
 use egret_examples::word_count;
 use egret_testkit::kafka::TansuServer;
 use hdrhistogram::Histogram;
@@ -99,21 +100,16 @@ impl BasicBolt for StampedSplit {
     }
 }
 
-/// Counts words; with a histogram, records each word's latency from its record's production (µs).
+/// Counts words (`CountBolt`: a running count in checkpointed state); with a histogram, records each word's latency
+/// from its record's production (µs).
 struct LatencyCount {
-    counts: BTreeMap<String, u64>,
+    count: CountBolt,
     latency: Option<Arc<Mutex<Histogram<u64>>>>,
 }
 
 impl BasicBolt for LatencyCount {
-    fn execute(&mut self, tuple: &Tuple<'_>, _out: &mut BasicCollector<'_, '_>) -> Result<(), UserError> {
-        let word = tuple.get_str("word")?;
-        match self.counts.get_mut(word) {
-            Some(n) => *n += 1,
-            None => {
-                self.counts.insert(word.to_string(), 1);
-            }
-        }
+    fn execute(&mut self, tuple: &Tuple<'_>, out: &mut BasicCollector<'_, '_>) -> Result<(), UserError> {
+        self.count.execute(tuple, out)?;
         if let Some(h) = &self.latency {
             let us = (now_us() - tuple.get_i64("stamp_us")?).max(1) as u64;
             if let Ok(mut h) = h.lock() {
@@ -121,6 +117,10 @@ impl BasicBolt for LatencyCount {
             }
         }
         Ok(())
+    }
+
+    fn stateful(&mut self) -> Option<&mut dyn Stateful> {
+        self.count.stateful()
     }
 }
 
@@ -203,7 +203,7 @@ fn topology(a: &KafkaArgs, broker: &str, latency: Option<Arc<Mutex<Histogram<u64
     b.set_basic_bolt("split", a.spouts, || StampedSplit)
         .shuffle_grouping("kafka");
     b.set_basic_bolt("count", a.bolts, move || LatencyCount {
-        counts: BTreeMap::new(),
+        count: CountBolt::default(),
         latency: latency.clone(),
     })
     .fields_grouping("split", ["word"]);
