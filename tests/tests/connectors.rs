@@ -209,11 +209,18 @@ struct KafkaRun {
     producer: Producing,
     broker: TansuServer,
     pg: PgServer,
+    /// The input's word counts, and their sum.
+    expected: BTreeMap<String, u64>,
+    words: i64,
 }
 
 /// Starts PostgreSQL with `tables`, a broker (its records in PostgreSQL when `persistent`) with topic `sentences`, a
-/// producer writing `input` into it over `secs` seconds, and the topology with the extra arguments `args`.
-fn start_kafka_run(input: Vec<String>, tables: &str, persistent: bool, secs: u64, args: &[&str]) -> KafkaRun {
+/// producer writing [`KAFKA_SENTENCES`] sentences (from `seed`) into it over `secs` seconds, and the topology with
+/// the extra arguments `args`.
+fn start_kafka_run(seed: u64, tables: &str, persistent: bool, secs: u64, args: &[&str]) -> KafkaRun {
+    let input = sentences(KAFKA_SENTENCES, seed);
+    let expected = expected_counts(&input);
+    let words = expected.values().sum::<u64>() as i64;
     let pg = PgServer::start();
     pg.psql("postgres", tables);
     let broker = if persistent {
@@ -244,28 +251,22 @@ fn start_kafka_run(input: Vec<String>, tables: &str, persistent: bool, secs: u64
         producer,
         broker,
         pg,
+        expected,
+        words,
     }
 }
 
 #[test]
 fn kafka_to_postgres_word_count_is_exact_under_effectively_once_while_instances_and_stmgrs_are_killed() {
-    let input = sentences(KAFKA_SENTENCES, SEED + 1);
-    let expected = expected_counts(&input);
-    let words: u64 = expected.values().sum();
-    // Bound in this order so that the topology is killed (`c` dropped) before its servers stop.
-    let KafkaRun {
-        pg,
-        broker: _broker,
-        producer,
-        c,
-    } = start_kafka_run(input, COUNT_TABLES, false, 15, &[]);
+    let run = start_kafka_run(SEED + 1, COUNT_TABLES, false, 15, &[]);
+    let (c, pg) = (&run.c, &run.pg);
     let history = "SELECT count(*) FROM count_history";
-    let killed = kill_randomly(&c, TOPOLOGY, &["instance", "stmgr"], 6, || {
-        format!("{} count rows committed", scalar(&pg, history))
+    let killed = kill_randomly(c, TOPOLOGY, &["instance", "stmgr"], 6, || {
+        format!("{} count rows committed", scalar(pg, history))
     });
-    producer.join();
-    settle(&c, &pg, history, words as i64, Duration::from_secs(90), &killed);
-    assert_exact(&pg, &expected, &killed);
+    run.producer.join();
+    settle(c, pg, history, run.words, Duration::from_secs(90), &killed);
+    assert_exact(pg, &run.expected, &killed);
     c.ok(&["kill", "local", TOPOLOGY]);
 }
 
@@ -274,25 +275,17 @@ const OCCURRENCE_TABLES: &str = "CREATE TABLE word_occurrences (id text PRIMARY 
 
 #[test]
 fn kafka_to_postgres_at_least_once_counts_every_word_while_instances_and_stmgrs_are_killed() {
-    let input = sentences(KAFKA_SENTENCES, SEED + 2);
-    let expected = expected_counts(&input);
-    let words: u64 = expected.values().sum();
-    let KafkaRun {
-        pg,
-        broker: _broker,
-        producer,
-        c,
-    } = start_kafka_run(input, OCCURRENCE_TABLES, false, 15, &["--at-least-once"]);
-    let t = TOPOLOGY;
+    let run = start_kafka_run(SEED + 2, OCCURRENCE_TABLES, false, 15, &["--at-least-once"]);
+    let (c, pg, expected, words) = (&run.c, &run.pg, &run.expected, run.words);
     let occurrences = "SELECT count(*) FROM word_occurrences";
-    let killed = kill_randomly(&c, t, &["instance", "stmgr"], 6, || {
-        format!("{} words stored", scalar(&pg, occurrences))
+    let killed = kill_randomly(c, TOPOLOGY, &["instance", "stmgr"], 6, || {
+        format!("{} words stored", scalar(pg, occurrences))
     });
-    producer.join();
+    run.producer.join();
     // Replays of tuples lost with a killed process wait for the message timeout (10 s).
-    settle(&c, &pg, occurrences, words as i64, Duration::from_secs(90), &killed);
+    settle(c, pg, occurrences, words, Duration::from_secs(90), &killed);
     let distinct = "SELECT count(DISTINCT id) FROM word_deliveries";
-    settle(&c, &pg, distinct, words as i64, Duration::from_secs(30), &killed);
+    settle(c, pg, distinct, words, Duration::from_secs(30), &killed);
     let counted: BTreeMap<String, u64> = pg
         .psql("postgres", "SELECT word, count(*) FROM word_occurrences GROUP BY word")
         .lines()
@@ -309,15 +302,15 @@ fn kafka_to_postgres_at_least_once_counts_every_word_while_instances_and_stmgrs_
         .collect();
     assert!(short.is_empty(), "after killing {killed:?}: {short:?}");
     // The upsert table holds each word's place once: exactly the input's counts.
-    assert_eq!(counted, expected, "after killing {killed:?}");
-    assert_eq!(scalar(&pg, distinct), words as i64);
-    let delivered = scalar(&pg, "SELECT count(*) FROM word_deliveries");
-    assert!(delivered >= words as i64);
+    assert_eq!(&counted, expected, "after killing {killed:?}");
+    assert_eq!(scalar(pg, distinct), words);
+    let delivered = scalar(pg, "SELECT count(*) FROM word_deliveries");
+    assert!(delivered >= words);
     eprintln!(
         "after killing {killed:?}: {words} words, {delivered} deliveries ({} replayed)",
-        delivered - words as i64
+        delivered - words
     );
-    c.ok(&["kill", "local", t]);
+    c.ok(&["kill", "local", TOPOLOGY]);
 }
 
 /// The sum of the high watermarks of `topic`'s partitions: how many records the broker holds.
@@ -339,50 +332,42 @@ fn records_held(broker: &TansuServer, topic: &str, partitions: i32) -> i64 {
 
 #[test]
 fn kafka_broker_restart_under_a_running_topology_loses_nothing_under_effectively_once() {
-    let input = sentences(KAFKA_SENTENCES, SEED + 3);
-    let expected = expected_counts(&input);
-    let words: u64 = expected.values().sum();
     // The broker keeps its records in PostgreSQL (database `tansu`), so a restart keeps them.
-    let KafkaRun {
-        pg,
-        mut broker,
-        producer,
-        c,
-    } = start_kafka_run(input, COUNT_TABLES, true, 12, &[]);
-    let t = TOPOLOGY;
+    let mut run = start_kafka_run(SEED + 3, COUNT_TABLES, true, 12, &[]);
     let history = "SELECT count(*) FROM count_history";
-    wait_for("the first count rows", || (scalar(&pg, history) > 0).then_some(()));
+    wait_for("the first count rows", || (scalar(&run.pg, history) > 0).then_some(()));
     let (rows_at_stop, held_at_stop) = {
         // Between two of the producer's batches (none in flight), while the topology reads and counts.
-        let _paused = producer.gate.lock().unwrap();
-        let held = producer.sent.load(Ordering::SeqCst);
-        broker.stop();
-        let rows = scalar(&pg, history);
+        let _paused = run.producer.gate.lock().unwrap();
+        let held = run.producer.sent.load(Ordering::SeqCst);
+        run.broker.stop();
+        let rows = scalar(&run.pg, history);
         // The sources notice, back off and say so in their metrics.
         wait_for("the Kafka sources to back off", || {
-            let retries = c.metric_sum(t, "egret_user_kafka_source_retries", "");
-            let connected = c.metric_sum(t, "egret_user_kafka_source_connected", "");
+            let retries = run.c.metric_sum(TOPOLOGY, "egret_user_kafka_source_retries", "");
+            let connected = run.c.metric_sum(TOPOLOGY, "egret_user_kafka_source_connected", "");
             (retries > 0.0 && connected == 0.0).then_some(())
         });
         std::thread::sleep(Duration::from_secs(3));
-        broker.resume();
+        run.broker.resume();
         assert_eq!(
-            records_held(&broker, "sentences", KAFKA_PARTITIONS),
+            records_held(&run.broker, "sentences", KAFKA_PARTITIONS),
             held as i64,
             "the restarted broker keeps its records"
         );
         (rows, held)
     };
-    producer.join();
-    settle(&c, &pg, history, words as i64, Duration::from_secs(90), &[]);
-    assert_exact(&pg, &expected, &[]);
+    let (c, pg, words) = (&run.c, &run.pg, run.words);
+    run.producer.join();
+    settle(c, pg, history, words, Duration::from_secs(90), &[]);
+    assert_exact(pg, &run.expected, &[]);
     wait_for("both Kafka source tasks connected again", || {
-        (c.metric_sum(t, "egret_user_kafka_source_connected", "") == 2.0).then_some(())
+        (c.metric_sum(TOPOLOGY, "egret_user_kafka_source_connected", "") == 2.0).then_some(())
     });
-    let retries = c.metric_sum(t, "egret_user_kafka_source_retries", "");
+    let retries = c.metric_sum(TOPOLOGY, "egret_user_kafka_source_retries", "");
     eprintln!(
         "broker stopped for 3 s after {held_at_stop} of {KAFKA_SENTENCES} sentences were produced and {rows_at_stop} of \
          {words} count rows committed; {retries} retries; every count exact"
     );
-    c.ok(&["kill", "local", t]);
+    c.ok(&["kill", "local", TOPOLOGY]);
 }
