@@ -16,6 +16,7 @@ pub mod ids;
 pub mod key_groups;
 pub mod metrics;
 pub mod retry;
+pub mod sink_batch;
 pub mod state;
 pub mod topology;
 pub mod tuple;
@@ -31,6 +32,7 @@ pub use hooks::{TaskHook, TaskHookFactory};
 pub use ids::{CheckpointId, MessageId, Root, RootId, Roots, StreamIndex, TaskId};
 pub use key_groups::StateKey;
 pub use metrics::{MetricError, MetricRegistry, Reducer};
+pub use sink_batch::SinkBatch;
 pub use state::{KeyedState, StateError, Stateful};
 pub use topology::{
     ComponentDeclarer, ComponentDef, ComponentKind, Input, KeyCheck, RescaleError, Resources, StreamInfo, Topology,

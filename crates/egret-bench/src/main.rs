@@ -19,6 +19,7 @@
 //!   and `window_mean_complete_ms` (the mean over the trees completed in the measured window, derived from the
 //!   gauge and the spouts' ack counters).
 
+mod kafka;
 mod local;
 
 use std::path::PathBuf;
@@ -45,6 +46,9 @@ enum Bench {
     /// The cost of one update of each kind of user metric on the task thread (ns per update), beside a locked
     /// atomic add.
     UserMetrics(UserMetricsArgs),
+    /// A Kafka source feeding a word count in the simulator, against a real broker: throughput of records read and
+    /// counted, or end-to-end latency at a fixed production rate (`--rate`).
+    Kafka(kafka::KafkaArgs),
 }
 
 #[derive(Parser)]
@@ -474,6 +478,7 @@ fn main() {
     let result = match cli.bench {
         Bench::Wordcount(a) => wordcount(a),
         Bench::UserMetrics(a) => user_metrics(a),
+        Bench::Kafka(a) => kafka::run(a),
     };
     if let Err(e) = result {
         eprintln!("egret-bench: {e:#}");

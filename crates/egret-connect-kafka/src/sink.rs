@@ -4,8 +4,9 @@
 //! configured (a null key is allowed). A keyed record goes to partition `FNV-1a(key) % partitions`, so one key always
 //! lands in the same partition; records without a key are spread round robin.
 //!
-//! Records are buffered and produced per partition when `batch_records` are buffered, the oldest is `batch_interval`
-//! old (checked on every tuple and tick tuple), or a checkpoint is saved. The producer is rskafka's plain producer:
+//! Records are buffered per partition (an [`egret_api::SinkBatch`] each); when a partition's batch holds
+//! `batch_records` records or its oldest is `batch_interval` old (checked on every tuple and tick tuple), or a
+//! checkpoint is saved, every buffered batch is produced. The producer is rskafka's plain producer:
 //! **not idempotent** (rskafka 0.6.0 sends producer id −1 and has no `InitProducerId`), and not transactional (the
 //! broker available here, tansu 0.6.0, does not answer `EndTxn` either).
 //!
@@ -29,7 +30,8 @@ use chrono::Utc;
 use egret_api::metrics::{Counter, Gauge};
 use egret_api::value::ValueRef;
 use egret_api::{
-    Bolt, BoltCollector, CheckpointId, OwnedTuple, ReliabilityMode, Stateful, TopologyContext, Tuple, UserError,
+    Bolt, BoltCollector, CheckpointId, OwnedTuple, ReliabilityMode, SinkBatch, Stateful, TopologyContext, Tuple,
+    UserError,
 };
 use rskafka::client::partition::{Compression, PartitionClient};
 use rskafka::record::Record;
@@ -110,12 +112,9 @@ pub struct KafkaSink {
     partitions: Vec<(i32, Option<PartitionClient>)>,
     round_robin: usize,
     /// Buffered records per partition index, with the tuples to ack once they are produced (at-least-once).
-    buffer: BTreeMap<usize, Vec<Record>>,
-    anchors: BTreeMap<usize, Vec<OwnedTuple>>,
+    batches: BTreeMap<usize, SinkBatch<Record>>,
     /// Records of tuples that came before the partitions were known: placed when connected.
     unplaced: Vec<Unplaced>,
-    buffered: usize,
-    oldest: Option<Instant>,
     backoff: Backoff,
     metrics: Option<Metrics>,
 }
@@ -129,11 +128,8 @@ impl KafkaSink {
             client: None,
             partitions: Vec::new(),
             round_robin: 0,
-            buffer: BTreeMap::new(),
-            anchors: BTreeMap::new(),
+            batches: BTreeMap::new(),
             unplaced: Vec::new(),
-            buffered: 0,
-            oldest: None,
             backoff,
             metrics: None,
         }
@@ -141,7 +137,7 @@ impl KafkaSink {
 
     /// Records buffered, not produced yet.
     pub fn buffered(&self) -> usize {
-        self.buffered
+        self.batches.values().map(SinkBatch::len).sum::<usize>() + self.unplaced.len()
     }
 
     fn field(tuple: &Tuple<'_>, name: &str) -> Result<Option<Vec<u8>>, KafkaError> {
@@ -187,22 +183,26 @@ impl KafkaSink {
                 self.round_robin
             }
         };
-        self.buffer.entry(index).or_default().push(Record {
+        let (records, interval) = (self.config.batch_records, self.config.batch_interval);
+        let record = Record {
             key,
             value: Some(value),
             headers: BTreeMap::new(),
             timestamp: Utc::now(),
-        });
-        if let Some(t) = anchor {
-            self.anchors.entry(index).or_default().push(t);
-        }
+        };
+        self.batches
+            .entry(index)
+            .or_insert_with(|| SinkBatch::new(records, interval))
+            .push_with(record, anchor);
     }
 
     /// Produces every buffered batch. Acks (at-least-once) what the broker acknowledged; on failure fails
     /// (at-least-once: they replay) or drops (at-most-once) the rest.
     fn flush(&mut self, out: &mut BoltCollector<'_>) {
-        self.oldest = None;
-        let result = self.produce_all(out);
+        let result = self.produce_all(Some(&mut *out));
+        if result.is_ok() {
+            self.backoff.reset();
+        }
         if let Err(e) = &result {
             let wait = self.backoff.failed();
             tracing::warn!(error = %e, retry_in = ?wait, "kafka sink: produce failed");
@@ -217,54 +217,56 @@ impl KafkaSink {
                 m.retries.incr();
                 m.connected.set(0.0);
             }
-            {
-                let lost: usize = self.buffer.values().map(Vec::len).sum::<usize>() + self.unplaced.len();
-                self.buffer.clear();
-                for t in std::mem::take(&mut self.anchors).into_values().flatten() {
+            let lost = self.buffered();
+            for batch in self.batches.values_mut() {
+                batch.drop_items();
+                batch.failed(out);
+            }
+            for (_, _, t) in std::mem::take(&mut self.unplaced) {
+                if let Some(t) = t {
                     out.fail(&t);
                 }
-                for (_, _, t) in std::mem::take(&mut self.unplaced) {
-                    if let Some(t) = t {
-                        out.fail(&t);
-                    }
-                }
-                if self.mode == ReliabilityMode::AtMostOnce
-                    && let Some(m) = &self.metrics
-                {
-                    m.dropped.incr_by(lost as u64);
-                }
-                self.buffered = 0;
+            }
+            if self.mode == ReliabilityMode::AtMostOnce
+                && let Some(m) = &self.metrics
+            {
+                m.dropped.incr_by(lost as u64);
             }
         }
     }
 
-    fn produce_all(&mut self, out: &mut BoltCollector<'_>) -> Result<(), KafkaError> {
+    /// Produces every buffered batch, acking (with `out`: at-least-once) the tuples of each once the broker
+    /// acknowledged it; stops at the first failure, the rest staying buffered.
+    fn produce_all(&mut self, mut out: Option<&mut BoltCollector<'_>>) -> Result<(), KafkaError> {
         self.connect()?;
-        let indexes: Vec<usize> = self.buffer.keys().copied().collect();
+        let indexes: Vec<usize> = self
+            .batches
+            .iter()
+            .filter(|(_, b)| !b.is_empty())
+            .map(|(&i, _)| i)
+            .collect();
         for index in indexes {
             let Some(client) = self.client.as_ref() else {
                 return Ok(());
             };
-            let Some((id, pc)) = self.partitions.get_mut(index) else {
+            let (Some((id, pc)), Some(batch)) = (self.partitions.get_mut(index), self.batches.get_mut(&index)) else {
                 continue;
             };
             if pc.is_none() {
                 *pc = Some(client.partition(*id)?);
             }
             let Some(pc) = pc.as_ref() else { continue };
-            let records = self.buffer.get(&index).cloned().unwrap_or_default();
+            let records = batch.items().to_vec();
             let n = records.len();
             client.call(pc.produce(records, Compression::NoCompression))?;
-            self.buffer.remove(&index);
-            self.buffered -= n.min(self.buffered);
-            for t in self.anchors.remove(&index).unwrap_or_default() {
-                out.ack(&t);
+            batch.drop_items();
+            if let Some(out) = out.as_deref_mut() {
+                batch.written(out);
             }
             if let Some(m) = &self.metrics {
                 m.written.incr_by(n as u64);
             }
         }
-        self.backoff.reset();
         if let Some(m) = &self.metrics {
             m.connected.set(1.0);
         }
@@ -311,8 +313,6 @@ impl Bolt for KafkaSink {
                         out.ack(tuple);
                     }
                     self.place(key, value.unwrap_or_default(), anchor);
-                    self.buffered += 1;
-                    self.oldest.get_or_insert_with(Instant::now);
                 }
                 (Err(e), _) | (_, Err(e)) => {
                     // Replaying it would fail the same way.
@@ -324,8 +324,7 @@ impl Bolt for KafkaSink {
         // While the broker is away (back-off), tuples wait in the buffer (bounded by max.spout.pending upstream).
         if self.mode != ReliabilityMode::EffectivelyOnce
             && self.backoff.ready()
-            && (self.buffered >= self.config.batch_records
-                || self.oldest.is_some_and(|t| t.elapsed() >= self.config.batch_interval))
+            && (!self.unplaced.is_empty() || self.batches.values().any(SinkBatch::is_due))
         {
             self.flush(out);
         }
@@ -339,11 +338,8 @@ impl Bolt for KafkaSink {
 impl Stateful for KafkaSink {
     fn init_state(&mut self, _restored: Option<&[u8]>) -> Result<(), UserError> {
         // Records buffered after the restored cut are produced again by the replay.
-        self.buffer.clear();
-        self.anchors.clear();
+        self.batches.clear();
         self.unplaced.clear();
-        self.buffered = 0;
-        self.oldest = None;
         Ok(())
     }
 
@@ -352,10 +348,11 @@ impl Stateful for KafkaSink {
         // for the broker (with back-off) as long as it takes. A failure here fails the checkpoint instead.
         let deadline = Instant::now() + self.config.retry_max.max(Duration::from_secs(1)) * 6;
         loop {
-            if self.buffer.is_empty() && self.unplaced.is_empty() {
+            if self.buffered() == 0 {
                 return Ok(());
             }
-            match self.produce_all_quiet() {
+            self.backoff.reset();
+            match self.produce_all(None) {
                 Ok(()) => return Ok(()),
                 Err(e) if Instant::now() >= deadline => return Err(e.into()),
                 Err(e) => {
@@ -375,38 +372,5 @@ impl Stateful for KafkaSink {
                 }
             }
         }
-    }
-}
-
-impl KafkaSink {
-    /// `produce_all` without acks (effectively-once has none).
-    fn produce_all_quiet(&mut self) -> Result<(), KafkaError> {
-        self.backoff.reset();
-        self.connect()?;
-        let indexes: Vec<usize> = self.buffer.keys().copied().collect();
-        for index in indexes {
-            let Some(client) = self.client.as_ref() else {
-                return Ok(());
-            };
-            let Some((id, pc)) = self.partitions.get_mut(index) else {
-                continue;
-            };
-            if pc.is_none() {
-                *pc = Some(client.partition(*id)?);
-            }
-            let Some(pc) = pc.as_ref() else { continue };
-            let records = self.buffer.get(&index).cloned().unwrap_or_default();
-            let n = records.len();
-            client.call(pc.produce(records, Compression::NoCompression))?;
-            self.buffer.remove(&index);
-            self.buffered -= n.min(self.buffered);
-            if let Some(m) = &self.metrics {
-                m.written.incr_by(n as u64);
-            }
-        }
-        if let Some(m) = &self.metrics {
-            m.connected.set(1.0);
-        }
-        Ok(())
     }
 }

@@ -71,7 +71,8 @@ pub struct KafkaSourceConfig {
     pub format: ValueFormat,
     /// The most record bytes one fetch asks for.
     pub fetch_max_bytes: i32,
-    /// How long a fetch waits on the broker for new records when a partition is at its end.
+    /// How long a fetch waits on the broker for new records when a partition is at its end. Only the first fetch of
+    /// a `next_tuple` that follows one that emitted nothing waits; the others ask for what is there now.
     pub fetch_wait: Duration,
     /// The longest one call to the broker may take before it counts as failed.
     pub call_timeout: Duration,
@@ -235,6 +236,8 @@ pub struct KafkaSource {
     backoff: Backoff,
     /// The partition to fetch from next (round robin).
     turn: usize,
+    /// Whether the last `next_tuple` emitted nothing: only then may a fetch wait on the broker.
+    idle: bool,
     next_id: MessageId,
     pending: HashMap<MessageId, PendingRecord>,
     replay: VecDeque<MessageId>,
@@ -257,6 +260,7 @@ impl KafkaSource {
             listed: false,
             backoff,
             turn: 0,
+            idle: true,
             next_id: 0,
             pending: HashMap::new(),
             replay: VecDeque::new(),
@@ -376,8 +380,9 @@ impl KafkaSource {
         }
     }
 
-    /// Fetches more records for partition `i` (resolving its start position first if needed).
-    fn fetch(&mut self, i: usize) -> Result<(), KafkaError> {
+    /// Fetches more records for partition `i` (resolving its start position first if needed); at the end of the
+    /// partition the broker holds the fetch up to `wait` for new records.
+    fn fetch(&mut self, i: usize, wait: Duration) -> Result<(), KafkaError> {
         let Some(client) = self.client.as_ref() else {
             return Ok(());
         };
@@ -414,7 +419,7 @@ impl KafkaSource {
             }
         };
         let from = p.fetch_next.max(position);
-        let wait_ms = i32::try_from(self.config.fetch_wait.as_millis()).unwrap_or(i32::MAX);
+        let wait_ms = i32::try_from(wait.as_millis()).unwrap_or(i32::MAX);
         let fetched = client.call(pc.fetch_records(from, 1..self.config.fetch_max_bytes, wait_ms));
         let (records, high_watermark) = match fetched {
             Ok(r) => r,
@@ -523,10 +528,18 @@ impl Spout for KafkaSource {
         }
         let n = self.partitions.len();
         let mut tried = 0;
+        // Only a call after one that emitted nothing waits on the broker (once): a call that blocks while records
+        // trickle in would keep the task's emit cycle going, and its open batches unsent, for many waits.
+        let mut may_wait = self.idle;
         while emitted < RECORDS_PER_CALL && tried < n {
             let i = self.turn % n;
             if self.partitions[i].buffer.is_empty() {
-                if let Err(e) = self.fetch(i) {
+                let wait = if std::mem::take(&mut may_wait) {
+                    self.config.fetch_wait
+                } else {
+                    Duration::ZERO
+                };
+                if let Err(e) = self.fetch(i, wait) {
                     self.broker_failed(&e, out);
                     break;
                 }
@@ -556,6 +569,7 @@ impl Spout for KafkaSource {
             self.turn += 1;
             tried += 1;
         }
+        self.idle = emitted == 0;
         self.update_lag();
         if let Some(m) = &self.metrics {
             m.records.incr_by(emitted as u64);

@@ -2,8 +2,8 @@
 //! `egret_testkit::kafka::TansuServer`), in the simulator.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use egret::metrics::MetricSample;
 use egret::simulator::{Running, Simulator, SimulatorOptions};
@@ -344,4 +344,75 @@ fn kafka_to_kafka_under_effectively_once_with_failures_writes_every_record_at_le
     });
     let finished = running.stop();
     assert_eq!(finished.checkpoints.unwrap().stats.rollbacks, 2);
+}
+
+/// Records, for each tuple, the time since the production stamp in its value (µs since the epoch).
+struct Latency(Arc<Mutex<Vec<Duration>>>);
+
+impl BasicBolt for Latency {
+    fn execute(&mut self, tuple: &Tuple<'_>, _out: &mut BasicCollector<'_, '_>) -> Result<(), UserError> {
+        let stamp: u128 = tuple
+            .get_str("value")?
+            .parse()
+            .map_err(|_| "a value that is not a stamp")?;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_micros();
+        if let Ok(mut l) = self.0.lock() {
+            l.push(Duration::from_micros(now.saturating_sub(stamp) as u64));
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn kafka_source_emits_records_that_trickle_in_without_waiting_for_full_batches() {
+    let broker = TansuServer::start();
+    broker.create_topic("trickle", 2);
+    // One task reads both partitions: a call that waited on each in turn while records kept coming would never end
+    // its emit cycle, and its open batch would wait to fill (1024 tuples: seconds at this rate).
+    let mut b = TopologyBuilder::new("kafka-trickle");
+    let source = KafkaSourceConfig::new([broker.address()], "trickle");
+    b.set_spout("kafka", 1, move || KafkaSource::new(source.clone()));
+    let latencies = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&latencies);
+    b.set_basic_bolt("latency", 1, move || Latency(Arc::clone(&seen)))
+        .shuffle_grouping("kafka");
+    let running = Simulator::start(b.build().unwrap()).unwrap();
+    wait_for("the source's first listing", Duration::from_secs(30), || {
+        (!user_metric(&running, "kafka-source-connected").is_empty()).then_some(())
+    });
+    let rt = runtime();
+    let c = client(&rt, &broker);
+    let partitions: Vec<_> = (0..2)
+        .map(|p| {
+            rt.block_on(c.partition_client("trickle", p, UnknownTopicHandling::Retry))
+                .unwrap()
+        })
+        .collect();
+    // 100 records a second for 3 s, one per request, the partitions in turn.
+    let n = 300;
+    for i in 0..n {
+        let stamp = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_micros();
+        let record = Record {
+            key: None,
+            value: Some(stamp.to_string().into_bytes()),
+            headers: BTreeMap::new(),
+            timestamp: chrono::Utc::now(),
+        };
+        rt.block_on(partitions[i % 2].produce(vec![record], Compression::NoCompression))
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    running
+        .wait_until(Duration::from_secs(60), |m| m.component("latency").executed >= n as u64)
+        .expect("every record read");
+    running.stop();
+    let mut l = latencies.lock().unwrap().clone();
+    l.sort();
+    let (p50, max) = (l[l.len() / 2], l[l.len() - 1]);
+    eprintln!("latency from production to the bolt: p50 {p50:?}, max {max:?}");
+    // A fetch waits at most 50 ms; a second leaves room for a loaded machine, and is far below a batch's fill time.
+    assert!(max < Duration::from_secs(1), "p50 {p50:?}, max {max:?}");
 }

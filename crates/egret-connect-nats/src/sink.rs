@@ -11,12 +11,12 @@
 //! A failed batch is attempted again with back-off (`nats-sink-retries`). A refused connection or a missing stream
 //! fails `prepare` with the server's answer.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_nats::jetstream;
 use egret_api::metrics::Counter;
 use egret_api::{
-    Bolt, BoltCollector, CheckpointId, OutputDeclarer, OwnedTuple, ReliabilityMode, Stateful, TopologyContext, Tuple,
+    Bolt, BoltCollector, CheckpointId, OutputDeclarer, ReliabilityMode, SinkBatch, Stateful, TopologyContext, Tuple,
     UserError, ValueRef,
 };
 
@@ -89,9 +89,8 @@ pub struct NatsSink {
     rt: Option<tokio::runtime::Runtime>,
     js: Option<jetstream::Context>,
     backoff: Backoff,
-    buffer: Vec<Vec<u8>>,
-    anchors: Vec<OwnedTuple>,
-    oldest: Option<Instant>,
+    /// Payloads to publish.
+    batch: SinkBatch<Vec<u8>>,
     metrics: Option<Metrics>,
 }
 
@@ -100,13 +99,11 @@ impl NatsSink {
         NatsSink {
             addr: redact(&config.url),
             backoff: Backoff::new(config.retry_max),
+            batch: SinkBatch::new(config.batch_messages, config.batch_interval),
             config,
             mode: ReliabilityMode::AtMostOnce,
             rt: None,
             js: None,
-            buffer: Vec::new(),
-            anchors: Vec::new(),
-            oldest: None,
             metrics: None,
         }
     }
@@ -173,11 +170,10 @@ impl NatsSink {
     }
 
     fn flush(&mut self, out: &mut BoltCollector<'_>) {
-        self.oldest = None;
-        if self.buffer.is_empty() {
+        if self.batch.is_empty() {
             return;
         }
-        let payloads = std::mem::take(&mut self.buffer);
+        let payloads = self.batch.take();
         let result = if self.backoff.ready() {
             self.publish(&payloads)
         } else {
@@ -193,29 +189,20 @@ impl NatsSink {
                 if let Some(m) = &self.metrics {
                     m.published.incr_by(payloads.len() as u64);
                 }
-                for t in self.anchors.drain(..) {
-                    out.ack(&t);
-                }
+                self.batch.written(out);
             }
             Err(e) => {
                 if self.backoff.ready() {
                     self.publish_failed(&e);
                 }
                 match self.mode {
-                    ReliabilityMode::AtLeastOnce => {
-                        for t in self.anchors.drain(..) {
-                            out.fail(&t);
-                        }
-                    }
+                    ReliabilityMode::AtLeastOnce => self.batch.failed(out),
                     ReliabilityMode::AtMostOnce => {
                         if let Some(m) = &self.metrics {
                             m.dropped.incr_by(payloads.len() as u64);
                         }
                     }
-                    ReliabilityMode::EffectivelyOnce => {
-                        self.buffer = payloads;
-                        self.oldest = Some(Instant::now());
-                    }
+                    ReliabilityMode::EffectivelyOnce => self.batch.keep(payloads),
                 }
             }
         }
@@ -261,15 +248,7 @@ impl Bolt for NatsSink {
     fn execute(&mut self, tuple: &Tuple<'_>, out: &mut BoltCollector<'_>) {
         if !tuple.is_tick() {
             match self.payload(tuple) {
-                Ok(p) => {
-                    self.buffer.push(p);
-                    self.oldest.get_or_insert_with(Instant::now);
-                    if self.mode == ReliabilityMode::AtLeastOnce {
-                        self.anchors.push(tuple.to_owned_tuple());
-                    } else {
-                        out.ack(tuple);
-                    }
-                }
+                Ok(p) => self.batch.push(p, tuple, self.mode, out),
                 Err(e) => {
                     out.report_error(&e);
                     if let Some(m) = &self.metrics {
@@ -279,16 +258,14 @@ impl Bolt for NatsSink {
                 }
             }
         }
-        if self.buffer.len() >= self.config.batch_messages
-            || self.oldest.is_some_and(|t| t.elapsed() >= self.config.batch_interval)
-        {
+        if self.batch.is_due() {
             self.flush(out);
         }
     }
 
     fn cleanup(&mut self) {
-        if self.mode != ReliabilityMode::AtLeastOnce && !self.buffer.is_empty() {
-            let payloads = std::mem::take(&mut self.buffer);
+        if self.mode != ReliabilityMode::AtLeastOnce && !self.batch.is_empty() {
+            let payloads = self.batch.take();
             if let Err(e) = self.publish(&payloads) {
                 tracing::warn!(error = %e, messages = payloads.len(), "nats sink: messages not published at cleanup");
             }
@@ -302,19 +279,18 @@ impl Bolt for NatsSink {
 
 impl Stateful for NatsSink {
     fn init_state(&mut self, restored: Option<&[u8]>) -> Result<(), UserError> {
-        self.buffer = match restored {
+        let payloads: Vec<Vec<u8>> = match restored {
             None => Vec::new(),
             Some(bytes) => postcard::from_bytes(bytes).map_err(NatsError::BadState)?,
         };
-        if !self.buffer.is_empty() {
-            self.oldest = Some(Instant::now());
-        }
+        self.batch.drop_items();
+        self.batch.keep(payloads);
         Ok(())
     }
 
     fn pre_save(&mut self, _checkpoint: CheckpointId, out: &mut Vec<u8>) -> Result<(), UserError> {
-        if !self.buffer.is_empty() {
-            let payloads = std::mem::take(&mut self.buffer);
+        if !self.batch.is_empty() {
+            let payloads = self.batch.take();
             match self.publish(&payloads) {
                 Ok(()) => {
                     if let Some(m) = &self.metrics {
@@ -323,11 +299,11 @@ impl Stateful for NatsSink {
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, messages = payloads.len(), "nats sink: messages kept in the checkpoint");
-                    self.buffer = payloads;
+                    self.batch.keep(payloads);
                 }
             }
         }
-        out.extend_from_slice(&postcard::to_stdvec(&self.buffer)?);
+        out.extend_from_slice(&postcard::to_stdvec(self.batch.items())?);
         Ok(())
     }
 }

@@ -22,12 +22,12 @@
 //! server's answer.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use egret_api::metrics::{Counter, Gauge};
 use egret_api::value::ValueRef;
 use egret_api::{
-    Bolt, BoltCollector, CheckpointId, OutputDeclarer, OwnedTuple, ReliabilityMode, Stateful, TopologyContext, Tuple,
+    Bolt, BoltCollector, CheckpointId, OutputDeclarer, ReliabilityMode, SinkBatch, Stateful, TopologyContext, Tuple,
     UserError,
 };
 use serde::{Deserialize, Serialize};
@@ -111,10 +111,8 @@ pub struct PostgresSink {
     writer: Option<PgWriter>,
     /// `<topology>-<task>-`: this task's prepared transactions.
     gid_prefix: String,
-    buffer: Vec<Row>,
-    /// At-least-once: the tuples of `buffer`'s rows, acked or failed with them.
-    anchors: Vec<OwnedTuple>,
-    oldest: Option<Instant>,
+    /// At-most/at-least-once: the next batch; effectively-once: the rows since the last checkpoint.
+    batch: SinkBatch<Row>,
     backoff: Backoff,
     /// Effectively-once: what `init_state` restored, settled at `prepare`.
     restored: Option<SavedState>,
@@ -136,13 +134,11 @@ impl PostgresSink {
             .collect();
         PostgresSink {
             backoff: Backoff::new(config.retry_max),
+            batch: SinkBatch::new(config.batch_rows, config.batch_interval),
             config,
             mode: ReliabilityMode::AtMostOnce,
             writer: None,
             gid_prefix: String::new(),
-            buffer: Vec::new(),
-            anchors: Vec::new(),
-            oldest: None,
             restored: None,
             prepared: Vec::new(),
             complete: None,
@@ -270,10 +266,10 @@ impl PostgresSink {
 
     /// At-most/at-least-once: writes the buffered rows in a committed transaction; acks or fails their tuples.
     fn flush(&mut self, out: &mut BoltCollector<'_>) {
-        if self.buffer.is_empty() {
+        if self.batch.is_empty() {
             return;
         }
-        let rows = self.rows_to_write(&self.buffer);
+        let rows = self.rows_to_write(self.batch.items());
         let result = self.ensure_connected().and_then(|()| match self.writer.as_mut() {
             Some(w) => w.write(&rows, Finish::Commit),
             None => Ok(Default::default()),
@@ -285,9 +281,7 @@ impl PostgresSink {
                     let e = format!("postgres sink: {} rows refused, e.g. {e}", written.rejected.len());
                     out.report_error(&*UserError::from(e));
                 }
-                for t in self.anchors.drain(..) {
-                    out.ack(&t);
-                }
+                self.batch.written(out);
             }
             Err(e) => {
                 self.after_error(&e);
@@ -295,15 +289,12 @@ impl PostgresSink {
                 if let Some(m) = &self.metrics
                     && self.mode == ReliabilityMode::AtMostOnce
                 {
-                    m.rows_dropped.incr_by(self.buffer.len() as u64);
+                    m.rows_dropped.incr_by(self.batch.len() as u64);
                 }
-                for t in self.anchors.drain(..) {
-                    out.fail(&t);
-                }
+                self.batch.failed(out);
             }
         }
-        self.buffer.clear();
-        self.oldest = None;
+        self.batch.drop_items();
     }
 
     /// Effectively-once: commits the prepared transactions up to the newest complete checkpoint.
@@ -378,7 +369,8 @@ impl PostgresSink {
                 tracing::info!(gid = %gid, "postgres sink: rolled back at restore (not in the restored checkpoint)");
             }
         }
-        self.buffer = restored.rows;
+        self.batch.drop_items();
+        self.batch.keep(restored.rows);
         Ok(())
     }
 
@@ -390,7 +382,7 @@ impl PostgresSink {
             rows: Vec::new(),
             abandoned: self.abandoned.clone(),
         };
-        if self.buffer.is_empty() {
+        if self.batch.is_empty() {
             return state;
         }
         // An earlier prepared transaction still open may hold locks on the same rows: waiting for it here would wait
@@ -400,7 +392,7 @@ impl PostgresSink {
             Err(None)
         } else {
             self.ensure_connected().map_err(Some).and_then(|()| {
-                let rows = self.rows_to_write(&self.buffer);
+                let rows = self.rows_to_write(self.batch.items());
                 let gid = self.gid(checkpoint);
                 match self.writer.as_mut() {
                     Some(w) => w.write(&rows, Finish::Prepare(&gid)).map_err(Some),
@@ -415,17 +407,17 @@ impl PostgresSink {
                     tracing::warn!(checkpoint, rejected = written.rejected.len(), error = %e, "postgres sink: rows refused");
                 }
                 self.prepared.push(checkpoint);
-                self.buffer.clear();
+                self.batch.drop_items();
             }
             Err(error) => {
                 if let Some(e) = &error {
-                    tracing::warn!(checkpoint, error = %e, rows = self.buffer.len(), "postgres sink: rows kept in the checkpoint's state");
+                    tracing::warn!(checkpoint, error = %e, rows = self.batch.len(), "postgres sink: rows kept in the checkpoint's state");
                     self.after_error(e);
                     // The write may have prepared the transaction before it failed: it must never be committed.
                     self.abandoned.push(checkpoint);
                     state.abandoned.push(checkpoint);
                 }
-                state.rows = self.buffer.clone();
+                state.rows = self.batch.items().to_vec();
             }
         }
         state
@@ -474,15 +466,7 @@ impl Bolt for PostgresSink {
     fn execute(&mut self, tuple: &Tuple<'_>, out: &mut BoltCollector<'_>) {
         if !tuple.is_tick() {
             match self.row(tuple) {
-                Ok(row) => {
-                    self.buffer.push(row);
-                    self.oldest.get_or_insert_with(Instant::now);
-                    if self.mode == ReliabilityMode::AtLeastOnce {
-                        self.anchors.push(tuple.to_owned_tuple());
-                    } else {
-                        out.ack(tuple);
-                    }
-                }
+                Ok(row) => self.batch.push(row, tuple, self.mode, out),
                 Err(e) => {
                     // Replaying it would fail the same way.
                     out.report_error(&e);
@@ -500,9 +484,7 @@ impl Bolt for PostgresSink {
                 }
             }
             _ => {
-                if self.buffer.len() >= self.config.batch_rows
-                    || self.oldest.is_some_and(|t| t.elapsed() >= self.config.batch_interval)
-                {
+                if self.batch.is_due() {
                     self.flush(out);
                 }
             }
@@ -510,8 +492,8 @@ impl Bolt for PostgresSink {
     }
 
     fn cleanup(&mut self) {
-        if self.mode == ReliabilityMode::AtMostOnce && !self.buffer.is_empty() {
-            let rows = self.rows_to_write(&self.buffer);
+        if self.mode == ReliabilityMode::AtMostOnce && !self.batch.is_empty() {
+            let rows = self.rows_to_write(self.batch.items());
             if let Some(w) = self.writer.as_mut()
                 && let Err(e) = w.write(&rows, Finish::Commit)
             {

@@ -14,11 +14,11 @@
 //! gauge `redis-sink-connected`). A configuration error (refused connection, wrong credentials, a key that is not a
 //! stream) fails `prepare` with the server's answer.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use egret_api::metrics::{Counter, Gauge};
 use egret_api::{
-    Bolt, BoltCollector, CheckpointId, OutputDeclarer, OwnedTuple, ReliabilityMode, Stateful, TopologyContext, Tuple,
+    Bolt, BoltCollector, CheckpointId, OutputDeclarer, ReliabilityMode, SinkBatch, Stateful, TopologyContext, Tuple,
     UserError, ValueRef,
 };
 
@@ -94,10 +94,7 @@ pub struct RedisSink {
     mode: ReliabilityMode,
     conn: Option<redis::Connection>,
     backoff: Backoff,
-    buffer: Vec<Fields>,
-    /// At-least-once: the tuples of `buffer`'s entries, acked or failed with them.
-    anchors: Vec<OwnedTuple>,
-    oldest: Option<Instant>,
+    batch: SinkBatch<Fields>,
     metrics: Option<Metrics>,
 }
 
@@ -113,12 +110,10 @@ impl RedisSink {
         RedisSink {
             addr: redact(&config.url),
             backoff: Backoff::new(config.retry_max),
+            batch: SinkBatch::new(config.batch_entries, config.batch_interval),
             config,
             mode: ReliabilityMode::AtMostOnce,
             conn: None,
-            buffer: Vec::new(),
-            anchors: Vec::new(),
-            oldest: None,
             metrics: None,
         }
     }
@@ -237,19 +232,16 @@ impl RedisSink {
 
     /// Writes the buffered entries; acks (at-least-once) or fails their tuples. Returns whether they were written.
     fn flush(&mut self, out: &mut BoltCollector<'_>) -> bool {
-        self.oldest = None;
-        if self.buffer.is_empty() {
+        if self.batch.is_empty() {
             return true;
         }
-        let entries = std::mem::take(&mut self.buffer);
+        let entries = self.batch.take();
         match self.write(&entries) {
             Ok(()) => {
                 if let Some(m) = &self.metrics {
                     m.written.incr_by(entries.len() as u64);
                 }
-                for t in self.anchors.drain(..) {
-                    out.ack(&t);
-                }
+                self.batch.written(out);
                 true
             }
             Err(e) => {
@@ -262,21 +254,14 @@ impl RedisSink {
                     }
                 }
                 match self.mode {
-                    ReliabilityMode::AtLeastOnce => {
-                        for t in self.anchors.drain(..) {
-                            out.fail(&t);
-                        }
-                    }
+                    ReliabilityMode::AtLeastOnce => self.batch.failed(out),
                     ReliabilityMode::AtMostOnce => {
                         if let Some(m) = &self.metrics {
                             m.dropped.incr_by(entries.len() as u64);
                         }
                     }
-                    ReliabilityMode::EffectivelyOnce => {
-                        // Kept: written with the next batch, or saved with the next checkpoint.
-                        self.buffer = entries;
-                        self.oldest = Some(Instant::now());
-                    }
+                    // Kept: written with the next batch, or saved with the next checkpoint.
+                    ReliabilityMode::EffectivelyOnce => self.batch.keep(entries),
                 }
                 false
             }
@@ -312,15 +297,7 @@ impl Bolt for RedisSink {
     fn execute(&mut self, tuple: &Tuple<'_>, out: &mut BoltCollector<'_>) {
         if !tuple.is_tick() {
             match self.entry(tuple) {
-                Ok(entry) => {
-                    self.buffer.push(entry);
-                    self.oldest.get_or_insert_with(Instant::now);
-                    if self.mode == ReliabilityMode::AtLeastOnce {
-                        self.anchors.push(tuple.to_owned_tuple());
-                    } else {
-                        out.ack(tuple);
-                    }
-                }
+                Ok(entry) => self.batch.push(entry, tuple, self.mode, out),
                 Err(e) => {
                     // Replaying it would fail the same way.
                     out.report_error(&e);
@@ -331,16 +308,14 @@ impl Bolt for RedisSink {
                 }
             }
         }
-        if self.buffer.len() >= self.config.batch_entries
-            || self.oldest.is_some_and(|t| t.elapsed() >= self.config.batch_interval)
-        {
+        if self.batch.is_due() {
             self.flush(out);
         }
     }
 
     fn cleanup(&mut self) {
-        if self.mode != ReliabilityMode::AtLeastOnce && !self.buffer.is_empty() {
-            let entries = std::mem::take(&mut self.buffer);
+        if self.mode != ReliabilityMode::AtLeastOnce && !self.batch.is_empty() {
+            let entries = self.batch.take();
             if let Err(e) = self.write(&entries) {
                 tracing::warn!(error = %e, entries = entries.len(), "redis sink: entries not written at cleanup");
             }
@@ -355,19 +330,18 @@ impl Bolt for RedisSink {
 impl Stateful for RedisSink {
     fn init_state(&mut self, restored: Option<&[u8]>) -> Result<(), UserError> {
         // Entries of the restored checkpoint that could not be written when it was taken.
-        self.buffer = match restored {
+        let entries: Vec<Fields> = match restored {
             None => Vec::new(),
             Some(bytes) => postcard::from_bytes(bytes).map_err(RedisError::BadState)?,
         };
-        if !self.buffer.is_empty() {
-            self.oldest = Some(Instant::now());
-        }
+        self.batch.drop_items();
+        self.batch.keep(entries);
         Ok(())
     }
 
     fn pre_save(&mut self, _checkpoint: CheckpointId, out: &mut Vec<u8>) -> Result<(), UserError> {
-        if !self.buffer.is_empty() {
-            let entries = std::mem::take(&mut self.buffer);
+        if !self.batch.is_empty() {
+            let entries = self.batch.take();
             match self.write(&entries) {
                 Ok(()) => {
                     if let Some(m) = &self.metrics {
@@ -379,11 +353,11 @@ impl Stateful for RedisSink {
                         self.connection_lost(&e, true);
                     }
                     tracing::warn!(error = %e, entries = entries.len(), "redis sink: entries kept in the checkpoint");
-                    self.buffer = entries;
+                    self.batch.keep(entries);
                 }
             }
         }
-        out.extend_from_slice(&postcard::to_stdvec(&self.buffer)?);
+        out.extend_from_slice(&postcard::to_stdvec(self.batch.items())?);
         Ok(())
     }
 }

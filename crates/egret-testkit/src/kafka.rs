@@ -1,14 +1,20 @@
 //! A private Kafka-protocol broker for the Kafka connector tests: `tansu` 0.6.0 (a Kafka-compatible broker written
 //! in Rust, installed by `scripts/install-test-deps` with `cargo install --root /opt/egret-tools tansu --features
 //! dynostore,postgres`), found as `$EGRET_TANSU`, on `PATH`, at `/opt/egret-tools/bin/tansu` or
-//! `~/.egret-tools/bin/tansu`. It listens on
-//! 127.0.0.1 on a free port with in-memory storage (`memory://tansu/`: a restart loses the records). Killed on drop.
+//! `~/.egret-tools/bin/tansu`. It listens on 127.0.0.1 on a free port. Killed on drop.
+//!
+//! Storage: in memory (`memory://tansu/`, [`TansuServer::start`]: a restart loses the records), or in a PostgreSQL
+//! database (`postgres://`, [`TansuServer::start_on_postgres`]: a restart keeps them). tansu's PostgreSQL engine
+//! expects its schema to exist; the schema is tansu's own `etc/initdb.d/010-schema.sql` of the v0.6.0 tag (it is not
+//! in the crate), which `scripts/install-test-deps` puts beside the binary (`<root>/share/tansu/010-schema.sql`) or
+//! `$EGRET_TANSU_SCHEMA` names.
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::postgres::PgServer;
 use crate::zookeeper::free_port;
 
 /// Where `scripts/install-test-deps` installs tansu.
@@ -18,6 +24,8 @@ pub struct TansuServer {
     bin: PathBuf,
     dir: tempfile::TempDir,
     pub port: u16,
+    /// The storage engine URL (`--storage-engine`).
+    storage: String,
     child: Option<Child>,
 }
 
@@ -42,9 +50,42 @@ pub fn tansu_bin() -> Option<PathBuf> {
     home.is_file().then_some(home)
 }
 
+/// tansu's PostgreSQL schema (see the module documentation), if installed.
+pub fn tansu_schema() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("EGRET_TANSU_SCHEMA") {
+        return Some(PathBuf::from(p));
+    }
+    let bin = tansu_bin()?;
+    let root = bin.parent()?.parent()?;
+    let p = root.join("share/tansu/010-schema.sql");
+    p.is_file().then_some(p)
+}
+
 impl TansuServer {
-    /// Starts a broker; panics with its log if it does not listen within 30 s.
+    /// Starts a broker with in-memory storage; panics with its log if it does not listen within 30 s.
     pub fn start() -> TansuServer {
+        TansuServer::with_storage("memory://tansu/".into())
+    }
+
+    /// Starts a broker whose records live in database `tansu` of `pg` (created here, with tansu's schema), so that
+    /// [`stop`](Self::stop) and [`resume`](Self::resume) keep them, as a restarted Kafka broker keeps its log.
+    pub fn start_on_postgres(pg: &PgServer) -> TansuServer {
+        let schema = tansu_schema().expect(
+            "tansu's PostgreSQL schema is not installed (<tansu root>/share/tansu/010-schema.sql or \
+             $EGRET_TANSU_SCHEMA): run scripts/install-test-deps",
+        );
+        let sql = std::fs::read_to_string(&schema).expect("reading tansu's schema");
+        pg.psql("postgres", "CREATE DATABASE tansu");
+        pg.psql_script("tansu", &sql);
+        TansuServer::with_storage(format!(
+            "postgres://{}:{}@127.0.0.1:{}/tansu",
+            PgServer::USER,
+            PgServer::PASSWORD,
+            pg.port
+        ))
+    }
+
+    fn with_storage(storage: String) -> TansuServer {
         let bin = tansu_bin()
             .expect("the tansu broker is not installed (PATH, /opt/egret-tools/bin): run scripts/install-test-deps");
         let dir = tempfile::Builder::new()
@@ -55,6 +96,7 @@ impl TansuServer {
             bin,
             dir,
             port: free_port(),
+            storage,
             child: None,
         };
         server.resume();
@@ -74,7 +116,7 @@ impl TansuServer {
         self.dir.path().join("tansu.log")
     }
 
-    /// Starts the broker (again, on the same port; in-memory storage starts empty).
+    /// Starts the broker (again, on the same port and storage; in-memory storage starts empty).
     pub fn resume(&mut self) {
         if self.child.is_some() {
             return;
@@ -93,7 +135,7 @@ impl TansuServer {
                 "--advertised-listener-url",
                 &self.url(),
             ])
-            .args(["--storage-engine", "memory://tansu/"])
+            .args(["--storage-engine", &self.storage])
             .env_remove("STORAGE_ENGINE")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("tansu log file"))

@@ -5,8 +5,9 @@
 //! `runuser`. TCP connections need the password ([`PgServer::PASSWORD`]), so wrong credentials can be tested.
 //! Stopped (immediately) and removed on drop.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 use crate::zookeeper::free_port;
 
@@ -142,6 +143,29 @@ impl PgServer {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs a script of several statements (given on psql's standard input) in database `db`; panics with psql's
+    /// error if one fails.
+    pub fn psql_script(&self, db: &str, sql: &str) {
+        let mut c = self.command("psql");
+        c.arg("-h")
+            .arg(self.dir.path())
+            .args(["-p", &self.port.to_string(), "-U", Self::USER, "-d", db])
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().expect("running psql");
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(sql.as_bytes()).expect("writing to psql");
+        }
+        let out = child.wait_with_output().expect("running psql");
+        assert!(
+            out.status.success(),
+            "psql failed on a script: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     pub fn try_psql(&self, db: &str, sql: &str) -> Output {
