@@ -146,10 +146,10 @@ fn kafka_source_word_count_is_exact_under_effectively_once_with_failures() {
         let mut positions = BTreeMap::new();
         for t in spouts {
             let Ok(bytes) = store.load(c, t) else { return false };
-            let Ok(p) = postcard::from_bytes::<BTreeMap<i32, i64>>(&bytes) else {
+            let Ok(p) = egret_api::KeyedState::<i32, i64>::restore(Some(&bytes)) else {
                 return false;
             };
-            positions.extend(p);
+            positions.extend(p.into_map());
         }
         positions == ends
     };

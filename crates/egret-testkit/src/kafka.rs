@@ -6,8 +6,8 @@
 //! Storage: in memory (`memory://tansu/`, [`TansuServer::start`]: a restart loses the records), or in a PostgreSQL
 //! database (`postgres://`, [`TansuServer::start_on_postgres`]: a restart keeps them). tansu's PostgreSQL engine
 //! expects its schema to exist; the schema is tansu's own `etc/initdb.d/010-schema.sql` of the v0.6.0 tag (it is not
-//! in the crate), which `scripts/install-test-deps` puts beside the binary (`<root>/share/tansu/010-schema.sql`) or
-//! `$EGRET_TANSU_SCHEMA` names.
+//! in the crate, and CI reaches only package registries), kept here as `tansu/010-schema.sql` (Apache-2.0, its header
+//! unchanged; sha256 e4941efd…626e), or the file `$EGRET_TANSU_SCHEMA` names.
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -50,15 +50,12 @@ pub fn tansu_bin() -> Option<PathBuf> {
     home.is_file().then_some(home)
 }
 
-/// tansu's PostgreSQL schema (see the module documentation), if installed.
-pub fn tansu_schema() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("EGRET_TANSU_SCHEMA") {
-        return Some(PathBuf::from(p));
+/// tansu's PostgreSQL schema (see the module documentation).
+pub fn tansu_schema() -> PathBuf {
+    match std::env::var_os("EGRET_TANSU_SCHEMA") {
+        Some(p) => PathBuf::from(p),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("tansu/010-schema.sql"),
     }
-    let bin = tansu_bin()?;
-    let root = bin.parent()?.parent()?;
-    let p = root.join("share/tansu/010-schema.sql");
-    p.is_file().then_some(p)
 }
 
 impl TansuServer {
@@ -70,11 +67,9 @@ impl TansuServer {
     /// Starts a broker whose records live in database `tansu` of `pg` (created here, with tansu's schema), so that
     /// [`stop`](Self::stop) and [`resume`](Self::resume) keep them, as a restarted Kafka broker keeps its log.
     pub fn start_on_postgres(pg: &PgServer) -> TansuServer {
-        let schema = tansu_schema().expect(
-            "tansu's PostgreSQL schema is not installed (<tansu root>/share/tansu/010-schema.sql or \
-             $EGRET_TANSU_SCHEMA): run scripts/install-test-deps",
-        );
-        let sql = std::fs::read_to_string(&schema).expect("reading tansu's schema");
+        let schema = tansu_schema();
+        let sql = std::fs::read_to_string(&schema)
+            .unwrap_or_else(|e| panic!("reading tansu's schema {}: {e}", schema.display()));
         pg.psql("postgres", "CREATE DATABASE tansu");
         pg.psql_script("tansu", &sql);
         TansuServer::with_storage(format!(
