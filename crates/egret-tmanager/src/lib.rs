@@ -388,8 +388,11 @@ fn register(tm: &Tmanager, r: RegisterStmgr, writer: &mut FrameWriter) -> Result
 }
 
 fn build_plan(inner: &Tm) -> PhysicalPlan {
-    // Every task where the packing plan puts it (what each stmgr registered with, until a rescale moves tasks).
-    let instances = inner.packing.instance_infos();
+    // Every task where the packing plan puts it (what each stmgr registered with, until a rescale moves tasks), for
+    // the stmgrs registered now: the tasks of a stmgr that is away are nowhere, so their peers fail what they would
+    // send them at once rather than queue it for a peer that is not there.
+    let mut instances = inner.packing.instance_infos();
+    instances.retain(|i| inner.stmgrs.contains_key(&i.stmgr_id));
     PhysicalPlan {
         topology: Some(inner.topology.clone()),
         stmgrs: inner.stmgrs.values().map(|s| s.info.clone()).collect(),
