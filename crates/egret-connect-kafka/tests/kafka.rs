@@ -10,7 +10,7 @@ use egret::simulator::{Running, Simulator, SimulatorOptions};
 use egret::*;
 use egret_checkpoint::{CheckpointStore, MemoryStore};
 use egret_connect_kafka::{
-    KafkaRecord, KafkaSink, KafkaSinkConfig, KafkaSource, KafkaSourceConfig, StartAt, kafka_records,
+    KafkaRecord, KafkaSink, KafkaSinkConfig, KafkaSource, KafkaSourceConfig, StartAt, kafka_records, kafka_values,
 };
 use egret_examples::reliable_word_count::{expected_counts, sentences};
 use egret_examples::stateful_word_count::{CountBolt, SplitField, total_counts};
@@ -588,4 +588,32 @@ fn kafka_records_streamlet_delivers_every_record_exactly_once_under_effectively_
     let twice: Vec<_> = got.iter().filter(|&(_, &c)| c != 1).take(5).collect();
     assert!(twice.is_empty(), "each record received exactly once: {twice:?}");
     assert_eq!(got.into_keys().collect::<BTreeSet<_>>(), expected);
+}
+
+#[test]
+fn kafka_values_streamlet_delivers_every_value_at_least_once() {
+    let broker = TansuServer::start();
+    broker.create_topic("values", 2);
+    let input: Vec<String> = (0..1_000).map(|i| format!("value {i}")).collect();
+    produce(&broker, "values", 2, &input);
+    let builder = streamlet::Builder::new();
+    let received: Received = Arc::default();
+    let r = Arc::clone(&received);
+    // `kafka_values` reads the values as strings whatever format the configuration says.
+    let source = KafkaSourceConfig::new([broker.address()], "values").format(egret_connect_kafka::ValueFormat::Bytes);
+    kafka_values(&builder, source)
+        .parallelism(2)
+        .map(|v: String| v.to_uppercase())
+        .to_sink(move || Collect::new(&r));
+    let config = Config::new()
+        .with(keys::RELIABILITY_MODE, ReliabilityMode::AtLeastOnce)
+        .with(keys::MESSAGE_TIMEOUT_SECS, 5);
+    let running = Simulator::start(builder.build("kafka-values", config).unwrap()).unwrap();
+    let expected: BTreeSet<String> = input.iter().map(|v| v.to_uppercase()).collect();
+    wait_for("every value in the sink", Duration::from_secs(60), || {
+        (received_union(&received).len() >= expected.len()).then_some(())
+    });
+    let finished = running.stop();
+    assert!(finished.errors.is_empty(), "{:?}", finished.errors);
+    assert_eq!(received_union(&received).into_keys().collect::<BTreeSet<_>>(), expected);
 }

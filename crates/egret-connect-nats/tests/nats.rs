@@ -12,7 +12,9 @@ use egret::metrics::MetricSample;
 use egret::simulator::{Running, Simulator, SimulatorOptions};
 use egret::*;
 use egret_checkpoint::{CheckpointStore, MemoryStore};
-use egret_connect_nats::{NatsMessage, NatsSink, NatsSinkConfig, NatsSource, NatsSourceConfig, nats_messages};
+use egret_connect_nats::{
+    NatsMessage, NatsSink, NatsSinkConfig, NatsSource, NatsSourceConfig, nats_messages, nats_payloads,
+};
 use egret_testkit::nats::NatsServer;
 
 /// A test's own client.
@@ -588,4 +590,34 @@ fn nats_messages_streamlet_delivers_every_message_exactly_once_under_effectively
     let twice: Vec<_> = got.iter().filter(|&(_, &c)| c != 1).take(5).collect();
     assert!(twice.is_empty(), "each message received exactly once: {twice:?}");
     assert_eq!(got.into_keys().collect::<BTreeSet<_>>(), expected);
+}
+
+#[test]
+fn nats_payloads_streamlet_delivers_every_payload_at_least_once_and_acks_them_all() {
+    let server = NatsServer::start();
+    let js = Js::new(&server);
+    js.create_stream("in", &["in.>"]);
+    js.publish("in.a", 0, 1_000);
+    let builder = streamlet::Builder::new();
+    let received: Received = Arc::default();
+    let r = Arc::clone(&received);
+    nats_payloads(&builder, NatsSourceConfig::new(server.url(), "in", "egret"))
+        .parallelism(2)
+        .map(|p: String| format!("<{p}>"))
+        .to_sink(move || Collect::new(&r));
+    let config = Config::new()
+        .with(keys::RELIABILITY_MODE, ReliabilityMode::AtLeastOnce)
+        .with(keys::MESSAGE_TIMEOUT_SECS, 5);
+    let running = Simulator::start(builder.build("nats-payloads", config).unwrap()).unwrap();
+    let expected: BTreeSet<String> = (0..1_000).map(|n| format!("<{n}>")).collect();
+    wait_for("every payload in the sink", Duration::from_secs(60), || {
+        received_union(&received).len() >= expected.len()
+    });
+    // The durable consumer's messages are acked when their trees complete (at the sink).
+    wait_for("every message acked", Duration::from_secs(30), || {
+        js.consumer_done("in", "egret")
+    });
+    let finished = running.stop();
+    assert!(finished.errors.is_empty(), "{:?}", finished.errors);
+    assert_eq!(received_union(&received).into_keys().collect::<BTreeSet<_>>(), expected);
 }
