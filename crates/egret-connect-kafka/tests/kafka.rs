@@ -1,5 +1,5 @@
 //! The Kafka connectors against a real Kafka-protocol broker (tansu, started by each test: see
-//! `egret_testkit::kafka::TansuServer`), in the simulator.
+//! `egret_testkit::kafka::TansuServer`), in the simulator: the spout and the sink bolt, and the Streamlet source.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -9,7 +9,9 @@ use egret::metrics::MetricSample;
 use egret::simulator::{Running, Simulator, SimulatorOptions};
 use egret::*;
 use egret_checkpoint::{CheckpointStore, MemoryStore};
-use egret_connect_kafka::{KafkaSink, KafkaSinkConfig, KafkaSource, KafkaSourceConfig, StartAt};
+use egret_connect_kafka::{
+    KafkaRecord, KafkaSink, KafkaSinkConfig, KafkaSource, KafkaSourceConfig, StartAt, kafka_records, kafka_values,
+};
 use egret_examples::reliable_word_count::{expected_counts, sentences};
 use egret_examples::stateful_word_count::{CountBolt, SplitField, total_counts};
 use egret_testkit::kafka::TansuServer;
@@ -415,4 +417,203 @@ fn kafka_source_emits_records_that_trickle_in_without_waiting_for_full_batches()
     eprintln!("latency from production to the bolt: p50 {p50:?}, max {max:?}");
     // A fetch waits at most 50 ms; a second leaves room for a loaded machine, and is far below a batch's fill time.
     assert!(max < Duration::from_secs(1), "p50 {p50:?}, max {max:?}");
+}
+
+/// What the collecting sinks hold, per sink task: element → times received. A sink's map is its checkpointed state,
+/// replaced by the restored one at each restore (a rollback or a failed task), so the union is what the topology's
+/// current cut holds: under effectively-once each element exactly once.
+type Received = Arc<Mutex<BTreeMap<u32, BTreeMap<String, u32>>>>;
+
+/// A Streamlet sink counting the elements it receives (see [`Received`]).
+struct Collect {
+    task: Option<u32>,
+    mine: KeyedState<String, u32>,
+    received: Received,
+}
+
+impl Collect {
+    fn new(received: &Received) -> Self {
+        Collect {
+            task: None,
+            mine: KeyedState::new(),
+            received: Arc::clone(received),
+        }
+    }
+
+    fn publish(&self) {
+        if let Some(task) = self.task {
+            let mine = self.mine.iter().map(|(k, v)| (k.clone(), *v)).collect();
+            self.received.lock().unwrap().insert(task, mine);
+        }
+    }
+}
+
+impl streamlet::Sink<String> for Collect {
+    fn setup(&mut self, ctx: &TopologyContext) -> Result<(), UserError> {
+        self.task = Some(ctx.task_id().0);
+        self.publish();
+        Ok(())
+    }
+
+    fn put(&mut self, element: String) -> Result<(), UserError> {
+        *self.mine.entry(element.clone()).or_insert(0) += 1;
+        if let Some(task) = self.task {
+            *self
+                .received
+                .lock()
+                .unwrap()
+                .entry(task)
+                .or_default()
+                .entry(element)
+                .or_default() += 1;
+        }
+        Ok(())
+    }
+
+    fn state(&mut self) -> Option<&mut dyn Stateful> {
+        Some(self)
+    }
+}
+
+impl Stateful for Collect {
+    fn init_state(&mut self, restored: Option<&[u8]>) -> Result<(), UserError> {
+        self.mine = KeyedState::restore(restored)?;
+        self.publish();
+        Ok(())
+    }
+
+    fn pre_save(&mut self, _checkpoint: CheckpointId, out: &mut Vec<u8>) -> Result<(), UserError> {
+        Ok(self.mine.save_whole(out)?)
+    }
+}
+
+/// Every element the sinks hold, with the times each was received.
+fn received_union(received: &Received) -> BTreeMap<String, u32> {
+    let mut all = BTreeMap::new();
+    for mine in received.lock().unwrap().values() {
+        for (k, n) in mine {
+            *all.entry(k.clone()).or_default() += n;
+        }
+    }
+    all
+}
+
+#[test]
+fn kafka_records_streamlet_delivers_every_record_exactly_once_under_effectively_once_with_failures() {
+    let broker = TansuServer::start();
+    let partitions: i32 = 2;
+    broker.create_topic("records", partitions as u32);
+    // Record `i` goes to partition `i % 2` (so its offset is `i / 2`), keyed `k<i>` when `i` is even and without a
+    // key otherwise; its value ends with a byte that is not UTF-8, so it must come through as bytes.
+    let rt = runtime();
+    let c = client(&rt, &broker);
+    let pcs: Vec<_> = (0..partitions)
+        .map(|p| {
+            rt.block_on(c.partition_client("records", p, UnknownTopicHandling::Retry))
+                .unwrap()
+        })
+        .collect();
+    let produce = |from: usize, to: usize| {
+        for (p, pc) in pcs.iter().enumerate() {
+            let records = (from..to)
+                .filter(|i| i % pcs.len() == p)
+                .map(|i| Record {
+                    key: (i % 2 == 0).then(|| format!("k{i}").into_bytes()),
+                    value: Some([format!("v{i}").as_bytes(), &[0xff]].concat()),
+                    headers: BTreeMap::new(),
+                    timestamp: chrono::Utc::now(),
+                })
+                .collect();
+            rt.block_on(pc.produce(records, Compression::NoCompression)).unwrap();
+        }
+    };
+    let (chunk, chunks) = (200usize, 30);
+    let expected: BTreeSet<String> = (0..chunk * chunks)
+        .map(|i| {
+            let key = (i % 2 == 0).then(|| format!("k{i}"));
+            format!("{}:{}:{key:?}:v{i}\u{fffd}", i % 2, i / 2)
+        })
+        .collect();
+
+    let builder = streamlet::Builder::new();
+    let received: Received = Arc::default();
+    let r = Arc::clone(&received);
+    let source = KafkaSourceConfig::new([broker.address()], "records").start(StartAt::Earliest);
+    kafka_records(&builder, source)
+        .name("kafka")
+        .parallelism(2)
+        .map(|r: KafkaRecord| {
+            let key = r.key.map(|k| String::from_utf8_lossy(&k).into_owned());
+            let value = String::from_utf8_lossy(&r.value);
+            format!("{}:{}:{key:?}:{value}", r.partition, r.offset)
+        })
+        .to_sink(move || Collect::new(&r))
+        .name("collect")
+        .parallelism(2);
+    let config = Config::new()
+        .with(keys::RELIABILITY_MODE, ReliabilityMode::EffectivelyOnce)
+        .with(keys::STATEFUL_CHECKPOINT_INTERVAL_SECONDS, 0.1);
+    let topology = builder.build("kafka-streamlet", config).unwrap();
+    let victims = [
+        task(&topology, "kafka", 1),
+        task(&topology, "collect", 0),
+        task(&topology, "kafka", 0),
+    ];
+    let running = Simulator::start(topology).unwrap();
+    // Records arrive while tasks fail: each failure rolls back what followed the last checkpoint, which replays.
+    std::thread::scope(|scope| {
+        let producer = scope.spawn(|| {
+            for c in 0..chunks {
+                produce(c * chunk, (c + 1) * chunk);
+                std::thread::sleep(Duration::from_millis(40));
+            }
+        });
+        for victim in victims {
+            running.wait_for_checkpoints(1, Duration::from_secs(30)).unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+            assert!(running.fail_task(victim));
+        }
+        producer.join().unwrap();
+    });
+    wait_for("every record in the sinks", Duration::from_secs(90), || {
+        (received_union(&received).len() >= expected.len()).then_some(())
+    });
+    // Two more checkpoints: a rollback still under way would have ended (and replaced the sinks' state) before them.
+    running.wait_for_checkpoints(2, Duration::from_secs(30)).unwrap();
+    let got = received_union(&received);
+    let finished = running.stop();
+    assert!(finished.errors.is_empty(), "{:?}", finished.errors);
+    let status = finished.checkpoints.unwrap();
+    assert!(status.stats.rollbacks >= 3, "{status:?}");
+    let twice: Vec<_> = got.iter().filter(|&(_, &c)| c != 1).take(5).collect();
+    assert!(twice.is_empty(), "each record received exactly once: {twice:?}");
+    assert_eq!(got.into_keys().collect::<BTreeSet<_>>(), expected);
+}
+
+#[test]
+fn kafka_values_streamlet_delivers_every_value_at_least_once() {
+    let broker = TansuServer::start();
+    broker.create_topic("values", 2);
+    let input: Vec<String> = (0..1_000).map(|i| format!("value {i}")).collect();
+    produce(&broker, "values", 2, &input);
+    let builder = streamlet::Builder::new();
+    let received: Received = Arc::default();
+    let r = Arc::clone(&received);
+    // `kafka_values` reads the values as strings whatever format the configuration says.
+    let source = KafkaSourceConfig::new([broker.address()], "values").format(egret_connect_kafka::ValueFormat::Bytes);
+    kafka_values(&builder, source)
+        .parallelism(2)
+        .map(|v: String| v.to_uppercase())
+        .to_sink(move || Collect::new(&r));
+    let config = Config::new()
+        .with(keys::RELIABILITY_MODE, ReliabilityMode::AtLeastOnce)
+        .with(keys::MESSAGE_TIMEOUT_SECS, 5);
+    let running = Simulator::start(builder.build("kafka-values", config).unwrap()).unwrap();
+    let expected: BTreeSet<String> = input.iter().map(|v| v.to_uppercase()).collect();
+    wait_for("every value in the sink", Duration::from_secs(60), || {
+        (received_union(&received).len() >= expected.len()).then_some(())
+    });
+    let finished = running.stop();
+    assert!(finished.errors.is_empty(), "{:?}", finished.errors);
+    assert_eq!(received_union(&received).into_keys().collect::<BTreeSet<_>>(), expected);
 }

@@ -1,9 +1,10 @@
 //! The NATS JetStream source and sink against a real server (Debian's `nats-server -js`, started per test on a free
 //! port): configuration errors, at-least-once with failed tuples NAKed and delivered again, effectively-once with
-//! injected failures (exact counts), and source → sink with published messages acknowledged by the stream.
+//! injected failures (exact counts), source → sink with published messages acknowledged by the stream, and the
+//! Streamlet source.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer::pull, stream};
@@ -11,7 +12,9 @@ use egret::metrics::MetricSample;
 use egret::simulator::{Running, Simulator, SimulatorOptions};
 use egret::*;
 use egret_checkpoint::{CheckpointStore, MemoryStore};
-use egret_connect_nats::{NatsSink, NatsSinkConfig, NatsSource, NatsSourceConfig};
+use egret_connect_nats::{
+    NatsMessage, NatsSink, NatsSinkConfig, NatsSource, NatsSourceConfig, nats_messages, nats_payloads,
+};
 use egret_testkit::nats::NatsServer;
 
 /// A test's own client.
@@ -80,6 +83,24 @@ impl Js {
             };
             let Ok(info) = c.info().await else { return false };
             info.num_pending == 0 && info.num_ack_pending == 0
+        })
+    }
+
+    /// Every message stored in `stream`: (subject, stream sequence, payload).
+    fn messages(&self, stream: &str) -> Vec<(String, u64, String)> {
+        self.rt.block_on(async {
+            let mut s = self.js.get_stream(stream).await.unwrap();
+            let last = s.info().await.unwrap().state.last_sequence;
+            let mut out = Vec::new();
+            for seq in 1..=last {
+                let m = s.get_raw_message(seq).await.unwrap();
+                out.push((
+                    m.subject.to_string(),
+                    m.sequence,
+                    String::from_utf8_lossy(&m.payload).into_owned(),
+                ));
+            }
+            out
         })
     }
 
@@ -419,4 +440,184 @@ fn nats_source_to_sink_at_least_once_loses_nothing_across_a_server_restart() {
         (0..n).collect::<Vec<_>>(),
         "every message published to the output stream"
     );
+}
+
+/// What the collecting sinks hold, per sink task: element → times received. A sink's map is its checkpointed state,
+/// replaced by the restored one at each restore (a rollback or a failed task), so the union is what the topology's
+/// current cut holds: under effectively-once each element exactly once.
+type Received = Arc<Mutex<BTreeMap<u32, BTreeMap<String, u32>>>>;
+
+/// A Streamlet sink counting the elements it receives (see [`Received`]).
+struct Collect {
+    task: Option<u32>,
+    mine: KeyedState<String, u32>,
+    received: Received,
+}
+
+impl Collect {
+    fn new(received: &Received) -> Self {
+        Collect {
+            task: None,
+            mine: KeyedState::new(),
+            received: Arc::clone(received),
+        }
+    }
+
+    fn publish(&self) {
+        if let Some(task) = self.task {
+            let mine = self.mine.iter().map(|(k, v)| (k.clone(), *v)).collect();
+            self.received.lock().unwrap().insert(task, mine);
+        }
+    }
+}
+
+impl streamlet::Sink<String> for Collect {
+    fn setup(&mut self, ctx: &TopologyContext) -> Result<(), UserError> {
+        self.task = Some(ctx.task_id().0);
+        self.publish();
+        Ok(())
+    }
+
+    fn put(&mut self, element: String) -> Result<(), UserError> {
+        *self.mine.entry(element.clone()).or_insert(0) += 1;
+        if let Some(task) = self.task {
+            *self
+                .received
+                .lock()
+                .unwrap()
+                .entry(task)
+                .or_default()
+                .entry(element)
+                .or_default() += 1;
+        }
+        Ok(())
+    }
+
+    fn state(&mut self) -> Option<&mut dyn Stateful> {
+        Some(self)
+    }
+}
+
+impl Stateful for Collect {
+    fn init_state(&mut self, restored: Option<&[u8]>) -> Result<(), UserError> {
+        self.mine = KeyedState::restore(restored)?;
+        self.publish();
+        Ok(())
+    }
+
+    fn pre_save(&mut self, _checkpoint: CheckpointId, out: &mut Vec<u8>) -> Result<(), UserError> {
+        Ok(self.mine.save_whole(out)?)
+    }
+}
+
+/// Every element the sinks hold, with the times each was received.
+fn received_union(received: &Received) -> BTreeMap<String, u32> {
+    let mut all = BTreeMap::new();
+    for mine in received.lock().unwrap().values() {
+        for (k, n) in mine {
+            *all.entry(k.clone()).or_default() += n;
+        }
+    }
+    all
+}
+
+#[test]
+fn nats_messages_streamlet_delivers_every_message_exactly_once_under_effectively_once_with_failures() {
+    let server = NatsServer::start();
+    let js = Js::new(&server);
+    js.create_stream("in", &["in.>"]);
+    let (chunk, chunks) = (100u64, 30);
+
+    let builder = streamlet::Builder::new();
+    let received: Received = Arc::default();
+    let r = Arc::clone(&received);
+    let source = NatsSourceConfig::new(server.url(), "in", "egret").count(200);
+    nats_messages(&builder, source)
+        .name("messages")
+        .parallelism(2)
+        .map(|m: NatsMessage| format!("{}|{}|{}", m.subject, m.sequence, m.payload))
+        .to_sink(move || Collect::new(&r))
+        .name("collect")
+        .parallelism(2);
+    let config = Config::new()
+        .with(keys::RELIABILITY_MODE, ReliabilityMode::EffectivelyOnce)
+        .with(keys::MAX_SPOUT_PENDING, 1000)
+        .with(keys::STATEFUL_CHECKPOINT_INTERVAL_SECONDS, 0.1);
+    let topology = builder.build("nats-streamlet", config).unwrap();
+    let task = |component: &str, index: u32| {
+        let ci = topology.component_index(component).unwrap();
+        topology
+            .tasks()
+            .find(|&(_, c, i)| c == ci && i == index)
+            .map(|(t, _, _)| t)
+            .unwrap()
+    };
+    let victims = [task("messages", 1), task("collect", 0), task("messages", 0)];
+    let running = Simulator::start(topology).unwrap();
+    // Messages arrive while tasks fail: each failure rolls back what followed the last checkpoint, which replays.
+    std::thread::scope(|scope| {
+        let producer = scope.spawn(|| {
+            for c in 0..chunks {
+                let subject = if c % 2 == 0 { "in.a" } else { "in.b" };
+                js.publish(subject, c * chunk, (c + 1) * chunk);
+                std::thread::sleep(Duration::from_millis(40));
+            }
+        });
+        for victim in victims {
+            running.wait_for_checkpoints(1, Duration::from_secs(30)).unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+            assert!(running.fail_task(victim));
+        }
+        producer.join().unwrap();
+    });
+    // What each message must become: its subject, sequence and payload as the stream has them.
+    let expected: BTreeSet<String> = js
+        .messages("in")
+        .into_iter()
+        .map(|(subject, sequence, payload)| format!("{subject}|{sequence}|{payload}"))
+        .collect();
+    assert_eq!(expected.len() as u64, chunk * chunks);
+    wait_for("every message in the sinks", Duration::from_secs(60), || {
+        received_union(&received).len() >= expected.len()
+    });
+    // Two more checkpoints: a rollback still under way would have ended (and replaced the sinks' state) before them.
+    running.wait_for_checkpoints(2, Duration::from_secs(30)).unwrap();
+    let got = received_union(&received);
+    let status = running.checkpoints().unwrap();
+    assert!(status.stats.rollbacks >= 3, "{:?}", status.stats);
+    let finished = running.stop();
+    assert!(finished.errors.is_empty(), "{:?}", finished.errors);
+    let twice: Vec<_> = got.iter().filter(|&(_, &c)| c != 1).take(5).collect();
+    assert!(twice.is_empty(), "each message received exactly once: {twice:?}");
+    assert_eq!(got.into_keys().collect::<BTreeSet<_>>(), expected);
+}
+
+#[test]
+fn nats_payloads_streamlet_delivers_every_payload_at_least_once_and_acks_them_all() {
+    let server = NatsServer::start();
+    let js = Js::new(&server);
+    js.create_stream("in", &["in.>"]);
+    js.publish("in.a", 0, 1_000);
+    let builder = streamlet::Builder::new();
+    let received: Received = Arc::default();
+    let r = Arc::clone(&received);
+    nats_payloads(&builder, NatsSourceConfig::new(server.url(), "in", "egret"))
+        .parallelism(2)
+        .map(|p: String| format!("<{p}>"))
+        .to_sink(move || Collect::new(&r));
+    let config = Config::new()
+        .with(keys::RELIABILITY_MODE, ReliabilityMode::AtLeastOnce)
+        .with(keys::MESSAGE_TIMEOUT_SECS, 5);
+    let running = Simulator::start(builder.build("nats-payloads", config).unwrap()).unwrap();
+    let expected: BTreeSet<String> = (0..1_000).map(|n| format!("<{n}>")).collect();
+    wait_for("every payload in the sink", Duration::from_secs(60), || {
+        received_union(&received).len() >= expected.len()
+    });
+    // The durable consumer's messages are acked when their trees complete (at the sink).
+    wait_for("every message acked", Duration::from_secs(30), || {
+        js.consumer_done("in", "egret")
+    });
+    let finished = running.stop();
+    assert!(finished.errors.is_empty(), "{:?}", finished.errors);
+    assert_eq!(received_union(&received).into_keys().collect::<BTreeSet<_>>(), expected);
 }

@@ -1,14 +1,15 @@
 //! The Redis Streams source and sink against a real server (Debian's `redis-server`, started per test on a free
 //! port): configuration errors, at-least-once with failed tuples re-emitted, effectively-once with injected
-//! failures (exact counts), and a server restart under a running topology (nothing lost).
+//! failures (exact counts), a server restart under a running topology (nothing lost), and the Streamlet source.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use egret::metrics::MetricSample;
 use egret::simulator::{Running, Simulator};
 use egret::*;
-use egret_connect_redis::{RedisSink, RedisSinkConfig, RedisSource, RedisSourceConfig};
+use egret_connect_redis::{RedisEntry, RedisSink, RedisSinkConfig, RedisSource, RedisSourceConfig, redis_entries};
 use egret_testkit::redis::RedisServer;
 
 fn conn(server: &RedisServer) -> redis::Connection {
@@ -352,4 +353,190 @@ fn redis_source_to_sink_at_least_once_loses_nothing_across_a_server_restart() {
         "every entry reached the output stream at least once"
     );
     assert!(source_retries + sink_retries > 0.0, "reconnections are counted");
+}
+
+/// What the collecting sinks hold, per sink task: element → times received. A sink's map is its checkpointed state,
+/// replaced by the restored one at each restore (a rollback or a failed task), so the union is what the topology's
+/// current cut holds: under effectively-once each element exactly once.
+type Received = Arc<Mutex<BTreeMap<u32, BTreeMap<String, u32>>>>;
+
+/// A Streamlet sink counting the elements it receives (see [`Received`]).
+struct Collect {
+    task: Option<u32>,
+    mine: KeyedState<String, u32>,
+    received: Received,
+}
+
+impl Collect {
+    fn new(received: &Received) -> Self {
+        Collect {
+            task: None,
+            mine: KeyedState::new(),
+            received: Arc::clone(received),
+        }
+    }
+
+    fn publish(&self) {
+        if let Some(task) = self.task {
+            let mine = self.mine.iter().map(|(k, v)| (k.clone(), *v)).collect();
+            self.received.lock().unwrap().insert(task, mine);
+        }
+    }
+}
+
+impl streamlet::Sink<String> for Collect {
+    fn setup(&mut self, ctx: &TopologyContext) -> Result<(), UserError> {
+        self.task = Some(ctx.task_id().0);
+        self.publish();
+        Ok(())
+    }
+
+    fn put(&mut self, element: String) -> Result<(), UserError> {
+        *self.mine.entry(element.clone()).or_insert(0) += 1;
+        if let Some(task) = self.task {
+            *self
+                .received
+                .lock()
+                .unwrap()
+                .entry(task)
+                .or_default()
+                .entry(element)
+                .or_default() += 1;
+        }
+        Ok(())
+    }
+
+    fn state(&mut self) -> Option<&mut dyn Stateful> {
+        Some(self)
+    }
+}
+
+impl Stateful for Collect {
+    fn init_state(&mut self, restored: Option<&[u8]>) -> Result<(), UserError> {
+        self.mine = KeyedState::restore(restored)?;
+        self.publish();
+        Ok(())
+    }
+
+    fn pre_save(&mut self, _checkpoint: CheckpointId, out: &mut Vec<u8>) -> Result<(), UserError> {
+        Ok(self.mine.save_whole(out)?)
+    }
+}
+
+/// Every element the sinks hold, with the times each was received.
+fn received_union(received: &Received) -> BTreeMap<String, u32> {
+    let mut all = BTreeMap::new();
+    for mine in received.lock().unwrap().values() {
+        for (k, n) in mine {
+            *all.entry(k.clone()).or_default() += n;
+        }
+    }
+    all
+}
+
+#[test]
+fn redis_entries_streamlet_delivers_every_entry_exactly_once_under_effectively_once_with_failures() {
+    let server = RedisServer::start();
+    let (chunk, chunks) = (100u64, 30);
+    let produce = |from: u64, to: u64| {
+        let mut c = conn(&server);
+        for stream in ["a", "b"] {
+            let mut pipe = redis::pipe();
+            for i in from..to {
+                pipe.cmd("XADD")
+                    .arg(stream)
+                    .arg("*")
+                    .arg("n")
+                    .arg(i)
+                    .arg("w")
+                    .arg(format!("{stream} word {i}"))
+                    .ignore();
+            }
+            let () = pipe.query(&mut c).expect("XADD");
+        }
+    };
+    let builder = streamlet::Builder::new();
+    let received: Received = Arc::default();
+    let r = Arc::clone(&received);
+    let source = RedisSourceConfig::new(server.url(), &["a", "b"], "egret", &["n", "w", "missing"]).count(100);
+    redis_entries(&builder, source)
+        .name("entries")
+        .parallelism(2)
+        .map(|e: RedisEntry| {
+            let field = |name: &str| e.fields.get(name).cloned().unwrap_or_else(|| format!("<no {name}>"));
+            format!(
+                "{}|{}|{}|{}|{}",
+                e.stream,
+                e.id,
+                field("n"),
+                field("w"),
+                field("missing")
+            )
+        })
+        .to_sink(move || Collect::new(&r))
+        .name("collect")
+        .parallelism(2);
+    let config = Config::new()
+        .with(keys::RELIABILITY_MODE, ReliabilityMode::EffectivelyOnce)
+        .with(keys::MAX_SPOUT_PENDING, 1000)
+        .with(keys::STATEFUL_CHECKPOINT_INTERVAL_SECONDS, 0.1);
+    let topology = builder.build("redis-streamlet", config).unwrap();
+    let task = |component: &str, index: u32| {
+        let ci = topology.component_index(component).unwrap();
+        topology
+            .tasks()
+            .find(|&(_, c, i)| c == ci && i == index)
+            .map(|(t, _, _)| t)
+            .unwrap()
+    };
+    let victims = [task("entries", 1), task("collect", 0), task("entries", 0)];
+    let running = Simulator::start(topology).unwrap();
+    // Entries arrive while tasks fail: each failure rolls back what followed the last checkpoint, which replays.
+    std::thread::scope(|scope| {
+        let producer = scope.spawn(|| {
+            for c in 0..chunks {
+                produce(c * chunk, (c + 1) * chunk);
+                std::thread::sleep(Duration::from_millis(40));
+            }
+        });
+        for victim in victims {
+            running.wait_for_checkpoints(1, Duration::from_secs(30)).unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+            assert!(running.fail_task(victim));
+        }
+        producer.join().unwrap();
+    });
+    // What each entry must become: its stream, id and fields as the server has them (`missing` is in no entry).
+    let mut c = conn(&server);
+    let mut expected = BTreeSet::new();
+    for stream in ["a", "b"] {
+        let range: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg(stream)
+            .arg("-")
+            .arg("+")
+            .query(&mut c)
+            .expect("XRANGE");
+        for e in range.ids {
+            let (n, w) = (e.get::<String>("n").unwrap(), e.get::<String>("w").unwrap());
+            expected.insert(format!("{stream}|{}|{n}|{w}|", e.id));
+        }
+    }
+    assert_eq!(expected.len() as u64, 2 * chunk * chunks);
+    wait_for("every entry in the sinks", Duration::from_secs(60), || {
+        received_union(&received).len() >= expected.len()
+    });
+    // Two more checkpoints: a rollback still under way would have ended (and replaced the sinks' state) before them.
+    running.wait_for_checkpoints(2, Duration::from_secs(30)).unwrap();
+    let got = received_union(&received);
+    // Every entry is acknowledged in the group once a checkpoint after it completed.
+    wait_for("every entry acknowledged", Duration::from_secs(30), || {
+        group_done(&server, "a", "egret") && group_done(&server, "b", "egret")
+    });
+    let status = running.checkpoints().unwrap();
+    assert!(status.stats.rollbacks >= 3, "{:?}", status.stats);
+    let finished = running.stop();
+    assert!(finished.errors.is_empty(), "{:?}", finished.errors);
+    let twice: Vec<_> = got.iter().filter(|&(_, &c)| c != 1).take(5).collect();
+    assert!(twice.is_empty(), "each entry received exactly once: {twice:?}");
+    assert_eq!(got.into_keys().collect::<BTreeSet<_>>(), expected);
 }
