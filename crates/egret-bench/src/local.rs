@@ -44,9 +44,9 @@ use crate::{Api, Language, Outcome, Progress, Semantics, WordcountArgs};
 
 /// Builds the binaries local mode runs.
 const BUILD: &str = "cargo build --release -p egret-cli -p egret-examples -p egret-bench";
-const CLUSTER: &str = "local";
+pub(crate) const CLUSTER: &str = "local";
 /// The name `word-count-topology` gives its topology.
-const TOPOLOGY: &str = "word-count";
+pub(crate) const TOPOLOGY: &str = "word-count";
 /// Process kinds, in the order of the RESULT line's `peak_rss_mb_<kind>` fields.
 const KINDS: [&str; 5] = ["executor", "tmanager", "stmgr", "metricsmgr", "instance"];
 /// How long the topology may take to show every process and metrics series.
@@ -335,7 +335,7 @@ fn window_latency_buckets(start: &Scrape, end: &Scrape) -> Vec<(f64, f64)> {
 }
 
 /// A binary built next to this one.
-fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
+pub(crate) fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe().context("cannot find the egret-bench executable")?;
     let path = exe
         .parent()
@@ -358,7 +358,7 @@ extern "C" fn on_interrupt(_: libc::c_int) {
 
 /// The executors run in process groups of their own, which a Ctrl-C does not reach: turn SIGINT and SIGTERM into
 /// an error at the next check, so that the topology is killed on the way out.
-fn catch_interrupts() {
+pub(crate) fn catch_interrupts() {
     let handler: extern "C" fn(libc::c_int) = on_interrupt;
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
     unsafe {
@@ -367,7 +367,7 @@ fn catch_interrupts() {
     }
 }
 
-fn check_interrupted() -> anyhow::Result<()> {
+pub(crate) fn check_interrupted() -> anyhow::Result<()> {
     if INTERRUPTED.load(Ordering::SeqCst) {
         bail!("interrupted");
     }
@@ -375,7 +375,7 @@ fn check_interrupted() -> anyhow::Result<()> {
 }
 
 /// Sleeps for `d`, failing early when interrupted.
-fn sleep_checked(d: Duration) -> anyhow::Result<()> {
+pub(crate) fn sleep_checked(d: Duration) -> anyhow::Result<()> {
     let end = Instant::now() + d;
     loop {
         check_interrupted()?;
@@ -389,7 +389,7 @@ fn sleep_checked(d: Duration) -> anyhow::Result<()> {
 
 /// One process of the topology, as `egret explain --json` shows it.
 #[derive(Debug, Clone)]
-struct Proc {
+pub(crate) struct Proc {
     name: String,
     kind: String,
     pid: i32,
@@ -413,16 +413,16 @@ fn kind_of(name: &str) -> String {
 /// A private EGRET_HOME with (once submitted) the word count in it. Dropping it kills the topology — `egret kill`,
 /// then SIGKILL to any process still running from this EGRET_HOME — copies the logs if asked, and removes the
 /// directory.
-struct LocalCluster {
-    egret: PathBuf,
-    home: PathBuf,
+pub(crate) struct LocalCluster {
+    pub(crate) egret: PathBuf,
+    pub(crate) home: PathBuf,
     keep_logs: Option<PathBuf>,
-    submitted: bool,
+    pub(crate) submitted: bool,
     killed: bool,
 }
 
 impl LocalCluster {
-    fn new(egret: PathBuf, keep_logs: Option<PathBuf>) -> anyhow::Result<Self> {
+    pub(crate) fn new(egret: PathBuf, keep_logs: Option<PathBuf>) -> anyhow::Result<Self> {
         let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
         let home = std::env::temp_dir().join(format!("egret-bench-{}-{nanos:x}", std::process::id()));
         std::fs::create_dir(&home).with_context(|| format!("cannot create {}", home.display()))?;
@@ -446,7 +446,7 @@ impl LocalCluster {
     }
 
     /// Runs an egret command that must exit 0; returns its stdout.
-    fn egret_ok(&self, args: &[impl AsRef<OsStr>]) -> anyhow::Result<String> {
+    pub(crate) fn egret_ok(&self, args: &[impl AsRef<OsStr>]) -> anyhow::Result<String> {
         let out = self.egret(args)?;
         if !out.status.success() {
             let words: Vec<_> = args.iter().map(|a| a.as_ref().to_string_lossy()).collect();
@@ -484,7 +484,7 @@ impl LocalCluster {
     }
 
     /// Waits until every process runs (with a pid) and every metricsmgr has an HTTP port.
-    fn wait_ready(&self, tasks: u32) -> anyhow::Result<Vec<Proc>> {
+    pub(crate) fn wait_ready(&self, tasks: u32) -> anyhow::Result<Vec<Proc>> {
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             let procs = self.processes()?;
@@ -516,7 +516,7 @@ impl LocalCluster {
     }
 
     /// `egret kill`, which must exit 0 and leave no process of this EGRET_HOME running.
-    fn kill(&mut self) -> anyhow::Result<()> {
+    pub(crate) fn kill(&mut self) -> anyhow::Result<()> {
         self.killed = true;
         self.egret_ok(&["kill", CLUSTER, TOPOLOGY])?;
         let left = processes_under(&self.home);
@@ -627,7 +627,7 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 /// Effectively-once: the checkpoints the tmanager completed (its log's `checkpoint N complete duration_ms=.. bytes=..`
 /// lines, the one place that sees every task's save): how many, their duration p50/p99 and the newest one's state
 /// size.
-fn checkpoint_figures(home: &Path) -> Vec<(String, String)> {
+pub(crate) fn checkpoint_figures(home: &Path) -> Vec<(String, String)> {
     let field = |line: &str, key: &str| -> Option<f64> {
         let at = line.find(key)? + key.len();
         line[at..]
@@ -666,7 +666,7 @@ fn checkpoint_figures(home: &Path) -> Vec<(String, String)> {
     ]
 }
 
-fn log_sizes(home: &Path) -> BTreeMap<PathBuf, usize> {
+pub(crate) fn log_sizes(home: &Path) -> BTreeMap<PathBuf, usize> {
     walk(&home.join("logs"))
         .into_iter()
         .map(|p| {
@@ -696,7 +696,7 @@ fn looks_like_trouble(line: &str) -> bool {
 
 /// Prints the log lines that look like trouble (warnings, errors, panics, failures, restarts), split into those
 /// written during the run and those written while the topology was being killed.
-fn report_log_problems(home: &Path, sizes_at_kill: &BTreeMap<PathBuf, usize>) {
+pub(crate) fn report_log_problems(home: &Path, sizes_at_kill: &BTreeMap<PathBuf, usize>) {
     let logs = home.join("logs");
     let mut during = Vec::new();
     let mut stopping = Vec::new();

@@ -18,9 +18,13 @@
 //!   `mean_complete_ms` (the exported gauge, a mean since each spout task started, averaged over the spout tasks)
 //!   and `window_mean_complete_ms` (the mean over the trees completed in the measured window, derived from the
 //!   gauge and the spouts' ack counters).
+//!
+//! `egret-bench rescale` runs `egret update` on a stateful word count on the local cluster and reports how long it
+//! takes and the throughput dip around it (see [`rescale`]).
 
 mod kafka;
 mod local;
+mod rescale;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -49,6 +53,9 @@ enum Bench {
     /// A Kafka source feeding a word count in the simulator, against a real broker: throughput of records read and
     /// counted, or end-to-end latency at a fixed production rate (`--rate`).
     Kafka(kafka::KafkaArgs),
+    /// Live rescaling on the local cluster: `egret update --component-parallelism count:<to>` and back on a running
+    /// stateful word count; the time `egret update` takes and the throughput dip around it, per window.
+    Rescale(rescale::RescaleArgs),
 }
 
 #[derive(Parser)]
@@ -479,6 +486,7 @@ fn main() {
         Bench::Wordcount(a) => wordcount(a),
         Bench::UserMetrics(a) => user_metrics(a),
         Bench::Kafka(a) => kafka::run(a),
+        Bench::Rescale(a) => rescale::run(a),
     };
     if let Err(e) = result {
         eprintln!("egret-bench: {e:#}");
