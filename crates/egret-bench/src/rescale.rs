@@ -8,16 +8,23 @@
 //!    time it from invoking the command to its exit (it exits once every instance of the new plan runs and, under
 //!    effectively-once, a checkpoint completed under the new layout); wait `--gap` seconds, then the same back to
 //!    `--from`.
-//! 3. Throughput: every counting process writes its executed-tuple count with a timestamp every 20 ms
-//!    (`rescale_word_count.rs`); a thread here reads those files every 20 ms. After the run the counts are
-//!    interpolated per process at the edges of `--window-ms` windows and summed, which gives tuples executed per
-//!    window (tuples executed again after a rollback count: this is work done, not net progress). The metricsmgrs'
-//!    `egret_execute_count` is published once a second per task, too coarse for a dip of a second or two.
-//! 4. Per update: `steady` is the median window rate over the `--steady` seconds before it; the dip is the lowest
-//!    window from the update's start until the next update's steady period (or the end), as a fraction of
-//!    `steady`; `below_s` is the time in windows under `--below` × steady, and `recovered_s` the time from invoking
-//!    `egret update` to the end of the last such window; `after` is the median rate over the `--steady` seconds
-//!    after `egret update` returned.
+//! 3. Throughput: every task object of the topology writes a figure with a timestamp every 20 ms while it works
+//!    (`rescale_word_count.rs`), and a thread here reads those files every 20 ms. After the run each object's figure
+//!    is interpolated linearly at the edges of `--window-ms` windows. **Net progress** is the spouts' position (words
+//!    emitted since the start, rolled back with the checkpointed state; per spout task the newest object's figure):
+//!    a rollback throws work away and shows as a drop. **Work** is the tuples the counting objects executed, summed
+//!    (executing a tuple again after a rollback counts). The metricsmgrs' `egret_execute_count` is published once a
+//!    second per task, too coarse for a dip of a second or two.
+//! 4. Per update, from the net progress: `steady` is the median window rate over the `--steady` seconds before it;
+//!    the dip is the lowest window from the update's start until `--steady` seconds after `egret update` returned,
+//!    as a fraction of `steady`; `below_s` is the time in those windows under `--below` × steady, and `recovered_s`
+//!    the time from invoking `egret update` to the end of the last such window. The lag at a time `t` is how far
+//!    the position is behind `position(t0) + steady × (t − t0)`, in seconds of steady throughput, up to the next
+//!    update's steady period (or the end): `max_lag_s` is its peak, `lost_s` its value at the end (throughput the
+//!    rescale cost for good; at a fixed `--rate` with room to catch up it returns to about 0, at full rate it is
+//!    within the noise of the machine's throughput over those seconds) and `caught_up_s` the time from invoking
+//!    `egret update` until the lag is back within one window after its peak. `work_lowest` is the lowest work
+//!    window over the steady work rate.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -95,14 +102,17 @@ struct Update {
     says_s: Option<f64>,
 }
 
-/// What one update measured.
+/// What one update measured (rates in tuples per second; see the module's doc).
 struct Figures {
     update_s: f64,
     steady: f64,
-    min: f64,
+    lowest: f64,
     below_s: f64,
     recovered_s: f64,
-    after: f64,
+    max_lag_s: f64,
+    lost_s: f64,
+    caught_up_s: Option<f64>,
+    work_lowest: f64,
 }
 
 pub fn run(a: RescaleArgs) -> anyhow::Result<()> {
@@ -180,23 +190,32 @@ fn measure(cluster: &mut LocalCluster, bin: &Path, out: &Path, a: &RescaleArgs) 
 
     let window = a.window_ms as u128 * 1_000_000;
     let edges: Vec<u128> = (0..).map(|k| begin + k * window).take_while(|&t| t <= end).collect();
-    let totals: Vec<f64> = edges.iter().map(|&t| total_at(&series, t)).collect();
-    let rates: Vec<(u128, f64)> = edges
-        .windows(2)
-        .zip(totals.windows(2))
-        .map(|(t, c)| (t[0], (c[1] - c[0]) / (a.window_ms as f64 / 1000.0)))
-        .collect();
+    let net: Vec<f64> = edges.iter().map(|&t| position_at(&series, t)).collect();
+    let work: Vec<f64> = edges.iter().map(|&t| work_at(&series, t)).collect();
+    let per_s = |c: &[f64]| -> Vec<(u128, f64)> {
+        edges
+            .iter()
+            .zip(c.windows(2))
+            .map(|(t, c)| (*t, (c[1] - c[0]) / (a.window_ms as f64 / 1000.0)))
+            .collect()
+    };
+    let curves = Curves {
+        edges: &edges,
+        position: &net,
+        net: per_s(&net),
+        work: per_s(&work),
+        window,
+    };
 
     let mut rows = Vec::new();
     for (i, u) in updates.iter().enumerate() {
         let limit = updates
             .get(i + 1)
             .map_or(end, |next| next.started.saturating_sub((a.steady * 1e9) as u128));
-        let f = figures(&rates, u, limit, window, a);
         if a.timeline {
-            print_timeline(&rates, u, limit, a);
+            print_timeline(&curves, u, limit, a);
         }
-        rows.push(f);
+        rows.push(figures(&curves, u, limit, a));
     }
 
     let log_sizes = local::log_sizes(&cluster.home);
@@ -209,31 +228,36 @@ fn measure(cluster: &mut LocalCluster, bin: &Path, out: &Path, a: &RescaleArgs) 
     local::report_log_problems(&cluster.home, &log_sizes);
 
     println!(
-        "{:>5} {:>7} {:>9} {:>9} {:>10} {:>10} {:>6} {:>8} {:>11} {:>10}",
+        "{:>5} {:>6} {:>8} {:>7} {:>10} {:>7} {:>7} {:>11} {:>9} {:>11} {:>7} {:>11}",
         "round",
         "change",
         "update_s",
         "egret_s",
         "steady_M/s",
-        "lowest_M/s",
         "lowest",
         "below_s",
         "recovered_s",
-        "after_M/s"
+        "max_lag_s",
+        "caught_up_s",
+        "lost_s",
+        "work_lowest"
     );
+    let opt = |v: Option<f64>| v.map_or("na".to_string(), |s| format!("{s:.2}"));
     for (u, f) in updates.iter().zip(&rows) {
         println!(
-            "{:>5} {:>7} {:>9.2} {:>9} {:>10.3} {:>10.3} {:>6.2} {:>8.2} {:>11.2} {:>10.3}",
+            "{:>5} {:>6} {:>8.2} {:>7} {:>10.3} {:>7.2} {:>7.2} {:>11.2} {:>9.2} {:>11} {:>7.2} {:>11.2}",
             u.round,
             format!("{}→{}", u.from, u.to),
             f.update_s,
-            u.says_s.map_or("na".to_string(), |s| format!("{s:.1}")),
+            opt(u.says_s),
             f.steady / 1e6,
-            f.min / 1e6,
-            f.min / f.steady.max(1.0),
+            f.lowest,
             f.below_s,
             f.recovered_s,
-            f.after / 1e6,
+            f.max_lag_s,
+            opt(f.caught_up_s),
+            f.lost_s,
+            f.work_lowest,
         );
     }
     let mut line = format!(
@@ -250,25 +274,32 @@ fn measure(cluster: &mut LocalCluster, bin: &Path, out: &Path, a: &RescaleArgs) 
         a.checkpoint_secs
     );
     for (name, up) in [("out", true), ("back", false)] {
-        let pick = |f: &dyn Fn(&Figures) -> f64| -> f64 {
-            median(
-                updates
-                    .iter()
-                    .zip(&rows)
-                    .filter(|(u, _)| (u.to == a.to) == up)
-                    .map(|(_, r)| f(r))
-                    .collect(),
-            )
+        let mine: Vec<&Figures> = updates
+            .iter()
+            .zip(&rows)
+            .filter(|(u, _)| (u.to == a.to) == up)
+            .map(|(_, r)| r)
+            .collect();
+        let pick = |f: &dyn Fn(&Figures) -> Option<f64>| -> String {
+            let v: Vec<f64> = mine.iter().filter_map(|r| f(r)).collect();
+            if v.is_empty() {
+                "na".to_string()
+            } else {
+                format!("{:.2}", median(v))
+            }
         };
         line.push_str(&format!(
-            " {name}_update_s={:.2} {name}_steady_per_s={:.0} {name}_lowest={:.2} {name}_below_s={:.2} \
-             {name}_recovered_s={:.2} {name}_after_per_s={:.0}",
-            pick(&|f| f.update_s),
-            pick(&|f| f.steady),
-            pick(&|f| f.min / f.steady.max(1.0)),
-            pick(&|f| f.below_s),
-            pick(&|f| f.recovered_s),
-            pick(&|f| f.after),
+            " {name}_update_s={} {name}_steady_m_per_s={} {name}_lowest={} {name}_below_s={} {name}_recovered_s={} \
+             {name}_max_lag_s={} {name}_caught_up_s={} {name}_lost_s={} {name}_work_lowest={}",
+            pick(&|f| Some(f.update_s)),
+            pick(&|f| Some(f.steady / 1e6)),
+            pick(&|f| Some(f.lowest)),
+            pick(&|f| Some(f.below_s)),
+            pick(&|f| Some(f.recovered_s)),
+            pick(&|f| Some(f.max_lag_s)),
+            pick(&|f| f.caught_up_s),
+            pick(&|f| Some(f.lost_s)),
+            pick(&|f| Some(f.work_lowest)),
         ));
     }
     for (k, v) in checkpoints {
@@ -318,8 +349,7 @@ fn egret_says_s(line: &str) -> Option<f64> {
     tail.strip_suffix(" s")?.trim().parse().ok()
 }
 
-/// Each counting process's progress points, `(unix ns, tuples executed)`, by file name, as read every 20 ms until
-/// `stop`.
+/// Each task object's progress points, `(unix ns, figure)`, by file name, as read every 20 ms until `stop`.
 type Series = BTreeMap<String, Vec<(u128, u64)>>;
 
 fn sample(dir: &Path, stop: &AtomicBool) -> Series {
@@ -328,7 +358,7 @@ fn sample(dir: &Path, stop: &AtomicBool) -> Series {
         if let Ok(rd) = std::fs::read_dir(dir) {
             for e in rd.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
-                if !name.starts_with("count-") {
+                if name.starts_with('.') {
                     continue;
                 }
                 let Some(point) = std::fs::read_to_string(e.path()).ok().as_deref().and_then(parse_point) else {
@@ -351,10 +381,38 @@ fn parse_point(text: &str) -> Option<(u128, u64)> {
     Some((words.next()?.parse().ok()?, words.next()?.parse().ok()?))
 }
 
-/// Tuples executed by every counting process up to `t`: each process's points interpolated linearly (0 before its
+/// A progress file's name: `<component>-<task>-<pid>-<n>.txt`.
+fn file_key(name: &str) -> Option<(&str, u32)> {
+    let mut parts = name.strip_suffix(".txt")?.rsplitn(4, '-');
+    let (_n, _pid, task, component) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    Some((component, task.parse().ok()?))
+}
+
+/// Tuples executed by every counting object up to `t`: each object's points interpolated linearly (0 before its
 /// first point, its last count after its last one), summed.
-fn total_at(series: &Series, t: u128) -> f64 {
-    series.values().map(|points| value_at(points, t)).sum()
+fn work_at(series: &Series, t: u128) -> f64 {
+    series
+        .iter()
+        .filter(|(name, _)| file_key(name).is_some_and(|(c, _)| c == "count"))
+        .map(|(_, points)| value_at(points, t))
+        .sum()
+}
+
+/// The spouts' position at `t`: per spout task, the figure of its newest object that had written by then.
+fn position_at(series: &Series, t: u128) -> f64 {
+    let mut newest: BTreeMap<u32, &Vec<(u128, u64)>> = BTreeMap::new();
+    for (name, points) in series {
+        let Some(("word", task)) = file_key(name) else { continue };
+        let Some(&(first, _)) = points.first() else { continue };
+        if first > t {
+            continue;
+        }
+        let e = newest.entry(task).or_insert(points);
+        if e[0].0 < first {
+            *e = points;
+        }
+    }
+    newest.values().map(|points| value_at(points, t)).sum()
 }
 
 fn value_at(points: &[(u128, u64)], t: u128) -> f64 {
@@ -379,60 +437,106 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-/// The figures of one update from the window rates `(window start, tuples/s)`; `limit` ends its dip's range.
-fn figures(rates: &[(u128, f64)], u: &Update, limit: u128, window: u128, a: &RescaleArgs) -> Figures {
-    let steady_ns = (a.steady * 1e9) as u128;
-    let steady = median(
+/// The run's progress at window edges and the rates per window `(window start, tuples/s)`.
+struct Curves<'a> {
+    edges: &'a [u128],
+    /// The spouts' position at each edge.
+    position: &'a [f64],
+    net: Vec<(u128, f64)>,
+    work: Vec<(u128, f64)>,
+    window: u128,
+}
+
+/// The figures of one update; `limit` ends the range its dip and lag are looked for in.
+fn figures(c: &Curves, u: &Update, limit: u128, a: &RescaleArgs) -> Figures {
+    let (steady_ns, window) = ((a.steady * 1e9) as u128, c.window);
+    let before = |rates: &[(u128, f64)]| {
+        median(
+            rates
+                .iter()
+                .filter(|(t, _)| *t + window <= u.started && *t + steady_ns >= u.started)
+                .map(|r| r.1)
+                .collect(),
+        )
+    };
+    // The dip is looked for in the windows that overlap [started, returned + steady) (and end before `limit`): later
+    // windows of a noisy machine would count as dips of their own.
+    let dip_end = limit.min(u.returned + steady_ns);
+    let during = |rates: &[(u128, f64)]| -> Vec<(u128, f64)> {
         rates
             .iter()
-            .filter(|(t, _)| *t + window <= u.started && *t + steady_ns >= u.started)
-            .map(|r| r.1)
-            .collect(),
-    );
-    let after = median(
-        rates
-            .iter()
-            .filter(|(t, _)| *t >= u.returned && *t + window <= u.returned + steady_ns)
-            .map(|r| r.1)
-            .collect(),
-    );
-    // Windows that overlap [started, limit).
-    let during: Vec<&(u128, f64)> = rates
-        .iter()
-        .filter(|(t, _)| *t + window > u.started && *t < limit)
-        .collect();
-    let min = during.iter().map(|r| r.1).fold(f64::INFINITY, f64::min);
-    let low: Vec<&&(u128, f64)> = during.iter().filter(|r| r.1 < a.below * steady).collect();
+            .filter(|(t, _)| *t + window > u.started && *t < dip_end)
+            .copied()
+            .collect()
+    };
+    let lowest = |v: &[(u128, f64)]| v.iter().map(|r| r.1).fold(f64::INFINITY, f64::min);
+    let (steady, work_steady) = (before(&c.net), before(&c.work));
+    let net = during(&c.net);
+    let low: Vec<&(u128, f64)> = net.iter().filter(|r| r.1 < a.below * steady).collect();
     let secs = |ns: u128| ns as f64 / 1e9;
+
+    // The lag behind the steady line from the last edge at or before the update, at every edge up to `limit`.
+    let i0 = c.edges.partition_point(|&t| t <= u.started).saturating_sub(1);
+    let (t0, p0) = (c.edges[i0], c.position[i0]);
+    let lags: Vec<(u128, f64)> = c
+        .edges
+        .iter()
+        .zip(c.position)
+        .skip(i0)
+        .take_while(|(t, _)| **t <= limit)
+        .map(|(t, p)| (*t, (p0 + steady * secs(t - t0) - p) / steady.max(1.0)))
+        .collect();
+    let peak = lags
+        .iter()
+        .enumerate()
+        .max_by(|x, y| x.1.1.total_cmp(&y.1.1))
+        .map_or(0, |(i, _)| i);
+    let caught_up_s = lags[peak..]
+        .iter()
+        .find(|(_, lag)| *lag <= secs(window))
+        .map(|(t, _)| secs(t.saturating_sub(u.started)));
     Figures {
         update_s: secs(u.returned - u.started),
         steady,
-        min,
+        lowest: lowest(&net) / steady.max(1.0),
         below_s: low.len() as f64 * secs(window),
         recovered_s: low
             .last()
             .map_or(0.0, |r| secs((r.0 + window).saturating_sub(u.started))),
-        after,
+        max_lag_s: lags.get(peak).map_or(0.0, |l| l.1),
+        lost_s: lags.last().map_or(0.0, |l| l.1),
+        caught_up_s,
+        work_lowest: lowest(&during(&c.work)) / work_steady.max(1.0),
     }
 }
 
-fn print_timeline(rates: &[(u128, f64)], u: &Update, limit: u128, a: &RescaleArgs) {
+fn print_timeline(c: &Curves, u: &Update, limit: u128, a: &RescaleArgs) {
     let from = u.started.saturating_sub(1_000_000_000);
     let to = (u.returned + 3_000_000_000).min(limit);
     eprintln!(
-        "round {} {}→{} (window {} ms; s from invoking egret update, M tuples/s; egret update returned at {:.2} s):",
+        "round {} {}→{} (s from invoking egret update: net/work M tuples/s per {} ms window; egret update returned \
+         at {:.2} s):",
         u.round,
         u.from,
         u.to,
         a.window_ms,
         (u.returned - u.started) as f64 / 1e9
     );
-    let cells: Vec<String> = rates
+    let cells: Vec<String> = c
+        .net
         .iter()
-        .filter(|(t, _)| *t >= from && *t < to)
-        .map(|(t, r)| format!("{:+.2}:{:.2}", (*t as f64 - u.started as f64) / 1e9, r / 1e6))
+        .zip(&c.work)
+        .filter(|((t, _), _)| *t >= from && *t < to)
+        .map(|((t, n), (_, w))| {
+            format!(
+                "{:+.2}:{:.2}/{:.2}",
+                (*t as f64 - u.started as f64) / 1e9,
+                n / 1e6,
+                w / 1e6
+            )
+        })
         .collect();
-    for chunk in cells.chunks(8) {
+    for chunk in cells.chunks(6) {
         eprintln!("  {}", chunk.join("  "));
     }
 }
@@ -442,16 +546,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rescale_progress_is_interpolated_per_process_and_summed() {
+    fn rescale_progress_is_interpolated_per_object_and_summed() {
         let mut s = Series::new();
-        s.insert("count-3-10.txt".into(), vec![(1_000, 100), (2_000, 200)]);
-        // A process that started later: nothing before its first point.
-        s.insert("count-5-11.txt".into(), vec![(1_500, 50)]);
-        assert_eq!(total_at(&s, 500), 0.0);
-        assert_eq!(total_at(&s, 1_000), 100.0);
-        assert_eq!(total_at(&s, 1_250), 125.0);
-        assert_eq!(total_at(&s, 1_500), 200.0);
-        assert_eq!(total_at(&s, 3_000), 250.0);
+        s.insert("count-3-10-0.txt".into(), vec![(1_000, 100), (2_000, 200)]);
+        // An object that started later: nothing before its first point.
+        s.insert("count-5-11-0.txt".into(), vec![(1_500, 50)]);
+        assert_eq!(work_at(&s, 500), 0.0);
+        assert_eq!(work_at(&s, 1_000), 100.0);
+        assert_eq!(work_at(&s, 1_250), 125.0);
+        assert_eq!(work_at(&s, 1_500), 200.0);
+        assert_eq!(work_at(&s, 3_000), 250.0);
+        // A spout task's position is its newest object's: a rollback at 1 500 went back from 1 500 to 1 000.
+        s.insert("word-1-12-0.txt".into(), vec![(1_000, 1_000), (1_400, 1_400)]);
+        s.insert("word-1-12-1.txt".into(), vec![(1_500, 1_000), (2_000, 1_500)]);
+        s.insert("word-2-13-0.txt".into(), vec![(1_000, 7)]);
+        assert_eq!(position_at(&s, 1_200), 1_207.0);
+        assert_eq!(position_at(&s, 1_450), 1_407.0);
+        assert_eq!(position_at(&s, 1_750), 1_257.0);
+        assert_eq!(file_key("word-1-12-0.txt"), Some(("word", 1)));
+        assert_eq!(file_key("my-count-10-12-3.txt"), Some(("my-count", 10)));
+        assert_eq!(file_key("count-x.txt"), None);
         assert_eq!(
             parse_point("1700000000000000000 42\n"),
             Some((1_700_000_000_000_000_000, 42))
@@ -471,10 +585,19 @@ mod tests {
     fn rescale_dip_figures_come_from_the_windows_around_an_update() {
         let s = 1_000_000_000u128;
         let w = s / 4;
-        // 4 M/s steady for 4 s, then 1 s at 1 M/s from the update at 4 s, then 4 M/s again.
-        let rates: Vec<(u128, f64)> = (0..40u128)
-            .map(|k| (k * w, if (16..20).contains(&k) { 1e6 } else { 4e6 }))
-            .collect();
+        // 4 M/s steady for 4 s, then 1 s at 1 M/s from the update at 4 s, then 4 M/s again: 0.75 s of throughput
+        // lost for good.
+        let rate = |k: u128| if (16..20).contains(&k) { 1e6 } else { 4e6 };
+        let edges: Vec<u128> = (0..=40u128).map(|k| k * w).collect();
+        let position: Vec<f64> = edges.iter().map(|t| (0..t / w).map(|k| rate(k) / 4.0).sum()).collect();
+        let net: Vec<(u128, f64)> = (0..40u128).map(|k| (k * w, rate(k))).collect();
+        let c = Curves {
+            edges: &edges,
+            position: &position,
+            work: net.clone(),
+            net,
+            window: w,
+        };
         let u = Update {
             round: 1,
             from: 2,
@@ -484,12 +607,15 @@ mod tests {
             says_s: None,
         };
         let a = RescaleArgs::parse_from(["x"]);
-        let f = figures(&rates, &u, 10 * s, w, &a);
+        let f = figures(&c, &u, 10 * s, &a);
         assert_eq!(f.steady, 4e6);
-        assert_eq!(f.min, 1e6);
+        assert_eq!(f.lowest, 0.25);
+        assert_eq!(f.work_lowest, 0.25);
         assert_eq!(f.below_s, 1.0);
         assert_eq!(f.recovered_s, 1.0);
-        assert_eq!(f.after, 4e6);
+        assert!((f.max_lag_s - 0.75).abs() < 1e-9, "{}", f.max_lag_s);
+        assert!((f.lost_s - 0.75).abs() < 1e-9, "{}", f.lost_s);
+        assert_eq!(f.caught_up_s, None);
         assert!((f.update_s - 1.25).abs() < 1e-9);
     }
 }
