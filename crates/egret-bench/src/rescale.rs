@@ -23,8 +23,8 @@
 //!    update's steady period (or the end): `max_lag_s` is its peak, `lost_s` its value at the end (throughput the
 //!    rescale cost for good; at a fixed `--rate` with room to catch up it returns to about 0, at full rate it is
 //!    within the noise of the machine's throughput over those seconds) and `caught_up_s` the time from invoking
-//!    `egret update` until the lag is back within one window after its peak. `work_lowest` is the lowest work
-//!    window over the steady work rate.
+//!    `egret update` until the lag is back within one window after its peak (0 if it never was more than a
+//!    window). `work_lowest` is the lowest work window over the steady work rate.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -491,10 +491,15 @@ fn figures(c: &Curves, u: &Update, limit: u128, a: &RescaleArgs) -> Figures {
         .enumerate()
         .max_by(|x, y| x.1.1.total_cmp(&y.1.1))
         .map_or(0, |(i, _)| i);
-    let caught_up_s = lags[peak..]
-        .iter()
-        .find(|(_, lag)| *lag <= secs(window))
-        .map(|(t, _)| secs(t.saturating_sub(u.started)));
+    // Never more than a window behind: caught up at once.
+    let caught_up_s = if lags.get(peak).is_none_or(|l| l.1 <= secs(window)) {
+        Some(0.0)
+    } else {
+        lags[peak..]
+            .iter()
+            .find(|(_, lag)| *lag <= secs(window))
+            .map(|(t, _)| secs(t.saturating_sub(u.started)))
+    };
     Figures {
         update_s: secs(u.returned - u.started),
         steady,
