@@ -60,6 +60,8 @@ pub mod env {
 /// How long an instance waits for its stmgr to appear.
 const STMGR_WAIT: Duration = Duration::from_secs(60);
 const METRICS_INTERVAL: Duration = Duration::from_secs(1);
+/// How long an instance whose task a rescale removed waits for its executor to stop it.
+const REMOVED_WAIT: Duration = Duration::from_secs(60);
 /// How long an instance waits for its stmgr to answer the registration.
 const REPLY_WAIT: Duration = Duration::from_secs(30);
 
@@ -138,6 +140,8 @@ struct Control {
     layout: Mutex<Layout>,
     /// `layout.rescale` is set (one atomic load per loop when it is not).
     rescale_waiting: AtomicBool,
+    /// A rescale removed this task: it stopped, and the process waits for its executor to stop it.
+    removed: AtomicBool,
     task: TaskId,
 }
 
@@ -299,6 +303,7 @@ pub fn run(topology: Topology, env: InstanceEnv) -> Result<(), InstanceError> {
             rescale: None,
         }),
         rescale_waiting: AtomicBool::new(false),
+        removed: AtomicBool::new(false),
         task: env.task,
     });
     let mut link = StmgrLink::new(stream, env.task, capacity, Arc::clone(&ctl), Arc::clone(&metrics))?;
@@ -333,6 +338,13 @@ pub fn run(topology: Topology, env: InstanceEnv) -> Result<(), InstanceError> {
         t.prepare()?;
         driver::run_bolt(&mut t, &mut link, &*ctl);
         t.cleanup();
+    }
+    if ctl.removed.load(SeqCst) {
+        // Exiting would have the executor start it again (only to find its task gone) if the executor has not seen
+        // the new packing plan yet: wait for it to stop this process instead.
+        tracing::info!("the task was removed by a rescale; waiting for the executor to stop this process");
+        std::thread::sleep(REMOVED_WAIT);
+        return Ok(());
     }
     Err(InstanceError::LostStmgr)
 }

@@ -202,6 +202,7 @@ impl StmgrLink {
                 if !present {
                     // A rescale removed this task: it stops (its executor stops the process too).
                     tracing::info!("this task is not in the rescaled topology; stopping");
+                    self.ctl.removed.store(true, SeqCst);
                     self.ctl.stop.store(true, SeqCst);
                     return true;
                 }
