@@ -339,6 +339,8 @@ pub fn run(topology: Topology, env: InstanceEnv) -> Result<(), InstanceError> {
         driver::run_bolt(&mut t, &mut link, &*ctl);
         t.cleanup();
     }
+    // The connection closes now: a removed task's stmgr must not keep queueing frames for it while it waits.
+    drop(link);
     if ctl.removed.load(SeqCst) {
         // Exiting would have the executor start it again (only to find its task gone) if the executor has not seen
         // the new packing plan yet: wait for it to stop this process instead.
