@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
 use egret::simulator::{Finished, Running, Simulator, SimulatorOptions};
-use egret::{CheckpointId, ReliabilityMode, TaskId};
+use egret::{CheckpointId, KeyedState, ReliabilityMode, TaskId};
 use egret_checkpoint::{CheckpointStore, LocalStore, MemoryStore, StoreError};
 use egret_examples::reliable_word_count::{expected_counts, sentences};
 use egret_examples::stateful_word_count::{self, CountBolt};
@@ -29,21 +29,26 @@ fn finish(running: Running, words: u64) -> Finished {
 /// With failures, executed counts include replays; the end is a complete checkpoint whose spout positions are all at
 /// the end of their input (its consistent cut then holds every word), read back from the store.
 fn finish_at_checkpoint(running: Running, store: &dyn CheckpointStore, sentences: usize) -> Finished {
-    let spouts: Vec<(TaskId, u64)> = {
+    let spouts: Vec<TaskId> = {
         let t = running.topology();
         let ci = t.component_index("sentence").unwrap();
-        let n = t.components()[ci].parallelism as usize;
-        t.tasks()
-            .filter(|&(_, c, _)| c == ci)
-            .map(|(task, _, index)| (task, ((sentences + n - 1 - index as usize) / n) as u64))
-            .collect()
+        t.tasks_of(ci).collect()
     };
+    // Partition p holds sentences p, p + PARTITIONS, ...: its end position is how many of them there are.
+    let ends: std::collections::HashMap<i64, u64> = (0..stateful_word_count::PARTITIONS)
+        .map(|p| (p, (sentences as u64).saturating_sub(p as u64).div_ceil(stateful_word_count::PARTITIONS as u64)))
+        .filter(|&(_, n)| n > 0)
+        .collect();
     let at_end = |c: CheckpointId| {
-        spouts.iter().all(|&(task, share)| {
-            store
-                .load(c, task)
-                .is_ok_and(|b| b.len() == 8 && u64::from_le_bytes(b[..8].try_into().unwrap()) == share)
-        })
+        let mut positions = std::collections::HashMap::new();
+        for &task in &spouts {
+            match store.load(c, task).map(|b| KeyedState::<i64, u64>::restore(Some(&b))) {
+                Ok(Ok(s)) => positions.extend(s.into_map()),
+                _ => return false,
+            }
+        }
+        positions.retain(|_, n| *n > 0);
+        positions == ends
     };
     let deadline = Instant::now() + Duration::from_secs(60);
     while !running
