@@ -36,7 +36,14 @@ fn finish_at_checkpoint(running: Running, store: &dyn CheckpointStore, sentences
     };
     // Partition p holds sentences p, p + PARTITIONS, ...: its end position is how many of them there are.
     let ends: std::collections::HashMap<i64, u64> = (0..stateful_word_count::PARTITIONS)
-        .map(|p| (p, (sentences as u64).saturating_sub(p as u64).div_ceil(stateful_word_count::PARTITIONS as u64)))
+        .map(|p| {
+            (
+                p,
+                (sentences as u64)
+                    .saturating_sub(p as u64)
+                    .div_ceil(stateful_word_count::PARTITIONS as u64),
+            )
+        })
         .filter(|&(_, n)| n > 0)
         .collect();
     let at_end = |c: CheckpointId| {
