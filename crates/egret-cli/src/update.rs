@@ -22,6 +22,7 @@ use crate::commands::{ask_tmanager, existing};
 pub struct UpdateArgs {
     /// The cluster: `local`, or one configured under $EGRET_HOME/conf/<cluster>/.
     cluster: String,
+    /// The running topology's name.
     topology: String,
     /// A component and its new parallelism, NAME:N (e.g. count:5); repeat the flag for several components.
     #[arg(long = "component-parallelism", value_name = "NAME:N", required = true, value_parser = parse_change)]
