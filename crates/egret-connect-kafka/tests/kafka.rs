@@ -14,6 +14,7 @@ use egret_connect_kafka::{
 };
 use egret_examples::reliable_word_count::{expected_counts, sentences};
 use egret_examples::stateful_word_count::{CountBolt, SplitField, total_counts};
+use egret_testkit::collect::{Collect, Received, received_union};
 use egret_testkit::kafka::TansuServer;
 use egret_testkit::wait_for;
 use rskafka::client::partition::{Compression, UnknownTopicHandling};
@@ -417,85 +418,6 @@ fn kafka_source_emits_records_that_trickle_in_without_waiting_for_full_batches()
     eprintln!("latency from production to the bolt: p50 {p50:?}, max {max:?}");
     // A fetch waits at most 50 ms; a second leaves room for a loaded machine, and is far below a batch's fill time.
     assert!(max < Duration::from_secs(1), "p50 {p50:?}, max {max:?}");
-}
-
-/// What the collecting sinks hold, per sink task: element → times received. A sink's map is its checkpointed state,
-/// replaced by the restored one at each restore (a rollback or a failed task), so the union is what the topology's
-/// current cut holds: under effectively-once each element exactly once.
-type Received = Arc<Mutex<BTreeMap<u32, BTreeMap<String, u32>>>>;
-
-/// A Streamlet sink counting the elements it receives (see [`Received`]).
-struct Collect {
-    task: Option<u32>,
-    mine: KeyedState<String, u32>,
-    received: Received,
-}
-
-impl Collect {
-    fn new(received: &Received) -> Self {
-        Collect {
-            task: None,
-            mine: KeyedState::new(),
-            received: Arc::clone(received),
-        }
-    }
-
-    fn publish(&self) {
-        if let Some(task) = self.task {
-            let mine = self.mine.iter().map(|(k, v)| (k.clone(), *v)).collect();
-            self.received.lock().unwrap().insert(task, mine);
-        }
-    }
-}
-
-impl streamlet::Sink<String> for Collect {
-    fn setup(&mut self, ctx: &TopologyContext) -> Result<(), UserError> {
-        self.task = Some(ctx.task_id().0);
-        self.publish();
-        Ok(())
-    }
-
-    fn put(&mut self, element: String) -> Result<(), UserError> {
-        *self.mine.entry(element.clone()).or_insert(0) += 1;
-        if let Some(task) = self.task {
-            *self
-                .received
-                .lock()
-                .unwrap()
-                .entry(task)
-                .or_default()
-                .entry(element)
-                .or_default() += 1;
-        }
-        Ok(())
-    }
-
-    fn state(&mut self) -> Option<&mut dyn Stateful> {
-        Some(self)
-    }
-}
-
-impl Stateful for Collect {
-    fn init_state(&mut self, restored: Option<&[u8]>) -> Result<(), UserError> {
-        self.mine = KeyedState::restore(restored)?;
-        self.publish();
-        Ok(())
-    }
-
-    fn pre_save(&mut self, _checkpoint: CheckpointId, out: &mut Vec<u8>) -> Result<(), UserError> {
-        Ok(self.mine.save_whole(out)?)
-    }
-}
-
-/// Every element the sinks hold, with the times each was received.
-fn received_union(received: &Received) -> BTreeMap<String, u32> {
-    let mut all = BTreeMap::new();
-    for mine in received.lock().unwrap().values() {
-        for (k, n) in mine {
-            *all.entry(k.clone()).or_default() += n;
-        }
-    }
-    all
 }
 
 #[test]

@@ -4,7 +4,7 @@
 //! Streamlet source.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer::pull, stream};
@@ -15,6 +15,7 @@ use egret_checkpoint::{CheckpointStore, MemoryStore};
 use egret_connect_nats::{
     NatsMessage, NatsSink, NatsSinkConfig, NatsSource, NatsSourceConfig, nats_messages, nats_payloads,
 };
+use egret_testkit::collect::{Collect, Received, received_union};
 use egret_testkit::nats::NatsServer;
 
 /// A test's own client.
@@ -440,85 +441,6 @@ fn nats_source_to_sink_at_least_once_loses_nothing_across_a_server_restart() {
         (0..n).collect::<Vec<_>>(),
         "every message published to the output stream"
     );
-}
-
-/// What the collecting sinks hold, per sink task: element → times received. A sink's map is its checkpointed state,
-/// replaced by the restored one at each restore (a rollback or a failed task), so the union is what the topology's
-/// current cut holds: under effectively-once each element exactly once.
-type Received = Arc<Mutex<BTreeMap<u32, BTreeMap<String, u32>>>>;
-
-/// A Streamlet sink counting the elements it receives (see [`Received`]).
-struct Collect {
-    task: Option<u32>,
-    mine: KeyedState<String, u32>,
-    received: Received,
-}
-
-impl Collect {
-    fn new(received: &Received) -> Self {
-        Collect {
-            task: None,
-            mine: KeyedState::new(),
-            received: Arc::clone(received),
-        }
-    }
-
-    fn publish(&self) {
-        if let Some(task) = self.task {
-            let mine = self.mine.iter().map(|(k, v)| (k.clone(), *v)).collect();
-            self.received.lock().unwrap().insert(task, mine);
-        }
-    }
-}
-
-impl streamlet::Sink<String> for Collect {
-    fn setup(&mut self, ctx: &TopologyContext) -> Result<(), UserError> {
-        self.task = Some(ctx.task_id().0);
-        self.publish();
-        Ok(())
-    }
-
-    fn put(&mut self, element: String) -> Result<(), UserError> {
-        *self.mine.entry(element.clone()).or_insert(0) += 1;
-        if let Some(task) = self.task {
-            *self
-                .received
-                .lock()
-                .unwrap()
-                .entry(task)
-                .or_default()
-                .entry(element)
-                .or_default() += 1;
-        }
-        Ok(())
-    }
-
-    fn state(&mut self) -> Option<&mut dyn Stateful> {
-        Some(self)
-    }
-}
-
-impl Stateful for Collect {
-    fn init_state(&mut self, restored: Option<&[u8]>) -> Result<(), UserError> {
-        self.mine = KeyedState::restore(restored)?;
-        self.publish();
-        Ok(())
-    }
-
-    fn pre_save(&mut self, _checkpoint: CheckpointId, out: &mut Vec<u8>) -> Result<(), UserError> {
-        Ok(self.mine.save_whole(out)?)
-    }
-}
-
-/// Every element the sinks hold, with the times each was received.
-fn received_union(received: &Received) -> BTreeMap<String, u32> {
-    let mut all = BTreeMap::new();
-    for mine in received.lock().unwrap().values() {
-        for (k, n) in mine {
-            *all.entry(k.clone()).or_default() += n;
-        }
-    }
-    all
 }
 
 #[test]

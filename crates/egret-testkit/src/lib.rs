@@ -2,6 +2,7 @@
 //! state-manager home, a topology stored with its packing plan, a metrics manager serving on port 0, a printed seed
 //! and a deadline on every wait. Test-only: nothing here is meant for a running topology.
 
+pub mod collect;
 pub mod fixtures;
 pub mod kafka;
 pub mod nats;
