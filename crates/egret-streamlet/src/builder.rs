@@ -781,8 +781,8 @@ fn encoded_key<T, K: Serialize>(key: impl Fn(&T) -> K + Send + Sync + 'static) -
         buf.clear();
         // Writing into a Vec cannot fail for the serde types postcard supports; an unsupported one gives an empty
         // key, which sends every element to one task rather than dropping it.
-        if let Ok(b) = postcard::to_extend(&key(x), std::mem::take(buf)) {
-            *buf = b;
+        if crate::component::encode_into(&key(x), buf).is_err() {
+            buf.clear();
         }
     })
 }

@@ -4,7 +4,8 @@
 //! Every streamlet stream has two fields, `k` and `v`, both bytes: `v` is the element, encoded with postcard (the one
 //! encoding of user types in Egret); `k` is empty, except on the stream a keyed child subscribes to, where it holds the
 //! encoded key and the child subscribes with a fields grouping on `k`. The key is computed once, by the parent, from the
-//! element it has in hand, so routing never decodes an element.
+//! element it has in hand, so routing never decodes an element. A child that reads only the key (`count_by_key`) gets a
+//! stream with the one field `k`: nothing of the element travels.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,6 +19,20 @@ use serde::de::DeserializeOwned;
 
 /// The fields of every streamlet stream.
 pub const FIELDS: [&str; 2] = ["k", "v"];
+/// The fields of a stream whose child reads only the key.
+pub const KEY_ONLY_FIELDS: [&str; 1] = ["k"];
+
+/// A streamlet tuple's values: `(k, v)`, or `(k)` alone on a key-only stream (`v` is `None`).
+pub(crate) struct KeyValue<'a>(pub &'a [u8], pub Option<&'a [u8]>);
+
+impl egret_api::Values for KeyValue<'_> {
+    fn encode_all(&self, enc: &mut egret_api::value::Encoder) {
+        enc.bytes_value(self.0);
+        if let Some(v) = self.1 {
+            enc.bytes_value(v);
+        }
+    }
+}
 
 /// A key function of a keyed child: writes the element's encoded key into the buffer (cleared first).
 pub(crate) type KeyFn<T> = Arc<dyn Fn(&T, &mut Vec<u8>) + Send + Sync>;
@@ -64,6 +79,8 @@ pub(crate) struct Outputs<T> {
     streams: Vec<OutStream<T>>,
     /// Indexed like `streams` (only watermark streams use theirs).
     watermarks: Vec<WatermarkState>,
+    /// Whether any stream carries the element (not only its key).
+    any_value: bool,
     /// Reused for every element: encoding allocates nothing once they have grown.
     value: Vec<u8>,
     key: Vec<u8>,
@@ -73,6 +90,7 @@ impl<T: Serialize> Outputs<T> {
     pub fn new(streams: Vec<OutStream<T>>) -> Self {
         Outputs {
             watermarks: vec![WatermarkState::default(); streams.len()],
+            any_value: streams.iter().any(|s| s.value),
             streams,
             value: Vec::new(),
             key: Vec::new(),
@@ -81,7 +99,11 @@ impl<T: Serialize> Outputs<T> {
 
     pub fn declare(&self, out: &mut OutputDeclarer) {
         for s in &self.streams {
-            out.declare_stream(s.stream.clone(), FIELDS);
+            if s.value || s.watermark.is_some() {
+                out.declare_stream(s.stream.clone(), FIELDS);
+            } else {
+                out.declare_stream(s.stream.clone(), KEY_ONLY_FIELDS);
+            }
         }
     }
 
@@ -95,8 +117,8 @@ impl<T: Serialize> Outputs<T> {
             return Ok(());
         }
         self.value.clear();
-        if self.streams.iter().any(|s| s.value) {
-            self.value = postcard::to_extend(element, std::mem::take(&mut self.value))?;
+        if self.any_value {
+            encode_into(element, &mut self.value)?;
         }
         for (s, w) in self.streams.iter().zip(&mut self.watermarks) {
             if let Some(ts) = &s.watermark {
@@ -108,7 +130,7 @@ impl<T: Serialize> Outputs<T> {
                 }
                 continue;
             }
-            let value: &[u8] = if s.value { &self.value } else { &[] };
+            let value = s.value.then_some(&self.value[..]);
             match &s.key {
                 Some(key) => {
                     key(element, &mut self.key);
@@ -134,7 +156,7 @@ impl<T> Outputs<T> {
 
 fn send_watermark(stream: &str, w: &mut WatermarkState, emit: &mut EmitFn<'_>) {
     if let Some(max) = w.max {
-        emit(stream, &[], &max.to_le_bytes());
+        emit(stream, &[], Some(&max.to_le_bytes()));
         w.sent = Some(max);
     }
     w.since = 0;
@@ -151,6 +173,26 @@ pub(crate) fn watermark_of(stream: &str, value: &[u8]) -> Option<i64> {
 /// Watermark streams' names start with this.
 pub(crate) const WATERMARK_PREFIX: &str = "wm-";
 
+/// Appends `value`'s postcard encoding to `buf` (postcard's own `to_extend` copies byte by byte).
+pub(crate) fn encode_into<T: Serialize + ?Sized>(value: &T, buf: &mut Vec<u8>) -> Result<(), postcard::Error> {
+    struct Append<'a>(&'a mut Vec<u8>);
+    impl postcard::ser_flavors::Flavor for Append<'_> {
+        type Output = ();
+        fn try_push(&mut self, b: u8) -> postcard::Result<()> {
+            self.0.push(b);
+            Ok(())
+        }
+        fn try_extend(&mut self, b: &[u8]) -> postcard::Result<()> {
+            self.0.extend_from_slice(b);
+            Ok(())
+        }
+        fn finalize(self) -> postcard::Result<()> {
+            Ok(())
+        }
+    }
+    postcard::serialize_with_flavor(value, Append(buf))
+}
+
 /// Decodes an element from its `v` bytes.
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, UserError> {
     postcard::from_bytes(bytes).map_err(|e| format!("an element does not decode as this streamlet's type: {e}").into())
@@ -164,8 +206,8 @@ pub(crate) struct From<'a> {
     pub component: &'a str,
 }
 
-/// What an operator is given to emit with: `emit(stream, key, value)`.
-pub(crate) type EmitFn<'a> = dyn FnMut(&str, &[u8], &[u8]) + 'a;
+/// What an operator is given to emit with: `emit(stream, key, value)`, the value `None` on a key-only stream.
+pub(crate) type EmitFn<'a> = dyn FnMut(&str, &[u8], Option<&[u8]>) + 'a;
 
 /// A streamlet operator, type-erased: it decodes its input and encodes its output itself.
 pub(crate) trait Operator: Send {
@@ -236,36 +278,32 @@ impl Bolt for StreamletBolt {
     fn execute(&mut self, tuple: &Tuple<'_>, out: &mut BoltCollector<'_>) {
         if tuple.is_tick() {
             let now = now_ms();
-            let mut emit = |stream: &str, k: &[u8], v: &[u8]| out.emit_on(stream, &[], (k, v));
+            let mut emit = |stream: &str, k: &[u8], v: Option<&[u8]>| out.emit_on(stream, &[], KeyValue(k, v));
             if let Err(e) = self.op.tick(now, &mut emit) {
                 out.report_error(&*e);
             }
             return;
         }
-        if let Some(ts) = tuple
-            .get_bytes(1)
-            .ok()
-            .and_then(|v| watermark_of(tuple.source_stream(), v))
-        {
+        let (key, value) = match key_and_value(tuple) {
+            Ok(kv) => kv,
+            Err(e) => {
+                out.report_error(&e);
+                return out.fail(tuple);
+            }
+        };
+        if let Some(ts) = watermark_of(tuple.source_stream(), value) {
             let from = From {
                 task: tuple.source_task(),
                 component: tuple.source_component(),
             };
-            let mut emit = |stream: &str, k: &[u8], v: &[u8]| out.emit_on(stream, &[], (k, v));
+            let mut emit = |stream: &str, k: &[u8], v: Option<&[u8]>| out.emit_on(stream, &[], KeyValue(k, v));
             if let Err(e) = self.op.watermark(from, ts, &mut emit) {
                 out.report_error(&*e);
             }
             return out.ack(tuple);
         }
-        let (key, value) = match (tuple.get_bytes(0), tuple.get_bytes(1)) {
-            (Ok(k), Ok(v)) => (k, v),
-            (Err(e), _) | (_, Err(e)) => {
-                out.report_error(&e);
-                return out.fail(tuple);
-            }
-        };
         let result = {
-            let mut emit = |stream: &str, k: &[u8], v: &[u8]| out.emit_on(stream, &[tuple], (k, v));
+            let mut emit = |stream: &str, k: &[u8], v: Option<&[u8]>| out.emit_on(stream, &[tuple], KeyValue(k, v));
             let from = From {
                 task: tuple.source_task(),
                 component: tuple.source_component(),
@@ -288,6 +326,32 @@ impl Bolt for StreamletBolt {
     fn stateful(&mut self) -> Option<&mut dyn Stateful> {
         self.op.state()
     }
+}
+
+/// A streamlet tuple's fields `k` and `v` (`v` empty on a key-only stream), read straight from its encoded values:
+/// every element goes through here, so the common shape (one or two bytes values) is parsed in place and anything
+/// else takes the general decoder, which says what is wrong.
+fn key_and_value<'a>(tuple: &Tuple<'a>) -> Result<(&'a [u8], &'a [u8]), egret_api::TupleError> {
+    if let Some((k, rest)) = bytes_field(tuple.encoded_values()) {
+        if rest.is_empty() && tuple.fields().len() == 1 {
+            return Ok((k, &[]));
+        }
+        if let Some((v, &[])) = bytes_field(rest) {
+            return Ok((k, v));
+        }
+    }
+    Ok((tuple.get_bytes(0)?, tuple.get_bytes(1)?))
+}
+
+/// A bytes value at the start of `b` (tag, little-endian u32 length, body) and what follows it.
+fn bytes_field(b: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (&tag, rest) = b.split_first()?;
+    if tag != egret_api::value::TAG_BYTES {
+        return None;
+    }
+    let (len, rest) = rest.split_first_chunk::<4>()?;
+    let len = u32::from_le_bytes(*len) as usize;
+    (rest.len() >= len).then(|| rest.split_at(len))
 }
 
 /// Milliseconds since the Unix epoch (the processing time windows and timestamps use).
@@ -358,14 +422,14 @@ impl<T: Serialize + Clone + Send + 'static> StreamletSpout<T> {
 
     /// An idle source tells its event-time children how far it got.
     fn flush_watermarks(&mut self, out: &mut SpoutCollector<'_>) {
-        let mut emit = |stream: &str, k: &[u8], v: &[u8]| out.emit_on(stream, None, (k, v));
+        let mut emit = |stream: &str, k: &[u8], v: Option<&[u8]>| out.emit_on(stream, None, KeyValue(k, v));
         self.outputs.flush_watermarks(&mut emit);
     }
 
     fn emit(&mut self, id: MessageId, element: &T, out: &mut SpoutCollector<'_>) {
         let acking = self.acking;
-        let mut emit = |stream: &str, k: &[u8], v: &[u8]| {
-            out.emit_on(stream, acking.then_some(id), (k, v));
+        let mut emit = |stream: &str, k: &[u8], v: Option<&[u8]>| {
+            out.emit_on(stream, acking.then_some(id), KeyValue(k, v));
         };
         if let Err(e) = self.outputs.emit(element, &mut emit) {
             out.report_error(&e);
@@ -461,5 +525,44 @@ impl<T: Serialize + Clone + Send + 'static> Stateful for StreamletSpout<T> {
     fn pre_save(&mut self, _checkpoint: CheckpointId, out: &mut Vec<u8>) -> Result<(), UserError> {
         out.extend_from_slice(&self.taken.to_le_bytes());
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use egret_api::value::{Encoder, TAG_BYTES};
+
+    fn encoded(fields: &[&[u8]]) -> Vec<u8> {
+        let mut enc = Encoder::new();
+        for f in fields {
+            enc.bytes_value(f);
+        }
+        enc.bytes().to_vec()
+    }
+
+    #[test]
+    fn bytes_fields_are_read_in_place_and_a_short_or_foreign_value_is_not_taken() {
+        let two = encoded(&[b"key", b"value"]);
+        let (k, rest) = bytes_field(&two).unwrap();
+        assert_eq!(k, b"key");
+        assert_eq!(bytes_field(rest), Some((&b"value"[..], &[][..])));
+        // A length past the end, a cut length, another tag: not a bytes value here (the general decoder reports it).
+        let mut long = vec![TAG_BYTES];
+        long.extend_from_slice(&10u32.to_le_bytes());
+        long.extend_from_slice(b"short");
+        assert_eq!(bytes_field(&long), None);
+        assert_eq!(bytes_field(&[TAG_BYTES, 1, 0]), None);
+        assert_eq!(bytes_field(&[egret_api::value::TAG_STR, 0, 0, 0, 0]), None);
+        assert_eq!(bytes_field(&[]), None);
+    }
+
+    #[test]
+    fn encode_into_appends_postcards_encoding() {
+        let mut buf = vec![9];
+        encode_into(&("word".to_string(), 7u64), &mut buf).unwrap();
+        let mut expected = vec![9];
+        expected.extend(postcard::to_stdvec(&("word".to_string(), 7u64)).unwrap());
+        assert_eq!(buf, expected);
     }
 }

@@ -13,7 +13,7 @@ use egret_api::{
 };
 use serde::Serialize;
 
-use crate::component::Outputs;
+use crate::component::{KeyValue, Outputs};
 
 /// Makes an element from a tuple the spout emitted; an error drops the tuple (reported, and failed to the spout).
 pub(crate) type ElementFn<T> = Arc<dyn Fn(&Tuple<'_>) -> Result<T, UserError> + Send + Sync>;
@@ -81,7 +81,7 @@ impl<T: Serialize> EmitSink for Convert<'_, '_, T> {
             }
         };
         let (out, id) = (&mut *self.out, request.message_id);
-        let mut emit = |stream: &str, k: &[u8], v: &[u8]| out.emit_on(stream, id, (k, v));
+        let mut emit = |stream: &str, k: &[u8], v: Option<&[u8]>| out.emit_on(stream, id, KeyValue(k, v));
         if let Err(e) = self.outputs.emit(&element, &mut emit) {
             self.out.report_error(&e);
         }
@@ -134,7 +134,7 @@ impl<S: Spout, T: Serialize + Send + 'static> Spout for SpoutSource<S, T> {
         self.spout.next_tuple(&mut SpoutCollector::new(&mut convert));
         if !convert.emitted {
             // An idle spout tells its event-time children how far it got (its last element may have been the last).
-            let mut emit = |stream: &str, k: &[u8], v: &[u8]| out.emit_on(stream, None, (k, v));
+            let mut emit = |stream: &str, k: &[u8], v: Option<&[u8]>| out.emit_on(stream, None, KeyValue(k, v));
             self.outputs.flush_watermarks(&mut emit);
         }
         for id in self.failed.drain(..) {
