@@ -336,7 +336,9 @@ impl Default for WordCountOptions {
 
 /// The word count per window: a source of random words as in [`streamlet_topology`], then `count`, a
 /// `count_by_key_and_window` in tumbling processing-time windows of `window_ms`, whose results go to `on_result`
-/// (word, window, count) in a sink of its own.
+/// (word, window, count) in a sink of its own, `results`. The sink also records how long after its window's end each
+/// result arrived, in the user histogram [`WINDOW_RESULT_LATENCY`] (seconds; the clock is the machine's wall clock,
+/// which every process on one machine shares).
 pub fn streamlet_window_topology(
     o: &WordCountOptions,
     window_ms: i64,
@@ -350,12 +352,52 @@ pub fn streamlet_window_topology(
         .results
         .name("count")
         .parallelism(o.bolts)
-        .consume(move |(w, window, n)| on_result(w, window, n))
+        .to_sink(move || WindowResults {
+            on_result: on_result.clone(),
+            latency: None,
+        })
         .name("results")
         .parallelism(o.bolts);
     let mut config = o.config.clone();
     config.set(keys::RELIABILITY_MODE, o.reliability.as_str());
     b.build("word-count", config)
+}
+
+/// The user histogram of [`streamlet_window_topology`]'s sink: seconds from a window's end to its result's arrival
+/// (`egret_user_window_result_latency` in Prometheus).
+pub const WINDOW_RESULT_LATENCY: &str = "window-result-latency";
+
+/// Bounds of [`WINDOW_RESULT_LATENCY`]: 100 µs to 10 s, twelve per decade, so that a quantile read from the buckets
+/// is within about 20 % of the true one.
+pub fn window_result_latency_buckets() -> Vec<f64> {
+    (0..=60).map(|i| 1e-4 * 10f64.powf(i as f64 / 12.0)).collect()
+}
+
+struct WindowResults<F> {
+    on_result: F,
+    latency: Option<egret::metrics::Histogram>,
+}
+
+impl<F: Fn(String, egret::streamlet::Window, u64) + Send + 'static>
+    egret::streamlet::Sink<(String, egret::streamlet::Window, u64)> for WindowResults<F>
+{
+    fn setup(&mut self, ctx: &TopologyContext) -> Result<(), UserError> {
+        let buckets = window_result_latency_buckets();
+        self.latency =
+            Some(ctx.register_histogram(WINDOW_RESULT_LATENCY, buckets, std::time::Duration::from_secs(1))?);
+        Ok(())
+    }
+
+    fn put(&mut self, (word, window, n): (String, egret::streamlet::Window, u64)) -> Result<(), UserError> {
+        if let Some(h) = &self.latency {
+            let now_us = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros() as i64);
+            h.observe((now_us - window.end * 1000) as f64 / 1e6);
+        }
+        (self.on_result)(word, window, n);
+        Ok(())
+    }
 }
 
 /// The source `word` of the streamlet word counts: each task its own generator of random words from the dictionary,

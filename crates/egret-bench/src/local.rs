@@ -248,7 +248,7 @@ fn measure_running(cluster: &mut LocalCluster, a: &WordcountArgs, containers: u3
         eprintln!("{:<28} {:>8} {:>8.2} {:>12.1}", p.name, p.pid, c, *h as f64 / 1024.0);
     }
 
-    let window = window_latency_buckets(&start, &last);
+    let window = window_latency_buckets(&start, &last, "egret_complete_latency_seconds_bucket", "word");
     let quantile_ms = |q: f64| {
         atleast
             .then(|| histogram_quantile(&window, q))
@@ -264,6 +264,16 @@ fn measure_running(cluster: &mut LocalCluster, a: &WordcountArgs, containers: u3
             "window_mean_complete_ms".to_string(),
             fmt(window_mean_complete_ms(&start, &last)),
         ));
+    }
+    if a.window_ms.is_some() {
+        // The windowed word count's sink records how long after its window's end each result arrived
+        // (`word_count::WINDOW_RESULT_LATENCY`, seconds, wall clock).
+        let results = window_latency_buckets(&start, &last, "egret_user_window_result_latency_bucket", "results");
+        let fmt = |q: f64| histogram_quantile(&results, q).map_or("na".to_string(), |s| format!("{:.1}", s * 1000.0));
+        let count = results.last().map_or(0.0, |(_, c)| *c);
+        extra.push(("window_results".to_string(), format!("{count:.0}")));
+        extra.push(("window_p50_ms".to_string(), fmt(0.5)));
+        extra.push(("window_p99_ms".to_string(), fmt(0.99)));
     }
     let mut kinds: Vec<&str> = KINDS.to_vec();
     for p in &procs {
@@ -303,12 +313,12 @@ fn measure_running(cluster: &mut LocalCluster, a: &WordcountArgs, containers: u3
 
 /// The spouts' complete-latency histogram, summed over their tasks: (upper bound in seconds, cumulative count),
 /// by increasing bound, `+Inf` last.
-fn latency_buckets(s: &Scrape) -> Vec<(f64, f64)> {
+fn latency_buckets(s: &Scrape, metric: &str, component: &str) -> Vec<(f64, f64)> {
     let mut buckets: Vec<(f64, f64)> = Vec::new();
     for x in s
         .samples
         .iter()
-        .filter(|x| x.name == "egret_complete_latency_seconds_bucket" && x.label("component") == Some("word"))
+        .filter(|x| x.name == metric && x.label("component") == Some(component))
     {
         let Some(le) = x.label("le").and_then(exposition::parse_value) else {
             continue;
@@ -322,10 +332,11 @@ fn latency_buckets(s: &Scrape) -> Vec<(f64, f64)> {
     buckets
 }
 
-/// The trees completed between two scrapes, as a cumulative histogram (the later one minus the earlier).
-fn window_latency_buckets(start: &Scrape, end: &Scrape) -> Vec<(f64, f64)> {
-    let before = latency_buckets(start);
-    latency_buckets(end)
+/// What a histogram (`metric`, summed over `component`'s tasks) counted between two scrapes, as a cumulative
+/// histogram (the later one minus the earlier).
+fn window_latency_buckets(start: &Scrape, end: &Scrape, metric: &str, component: &str) -> Vec<(f64, f64)> {
+    let before = latency_buckets(start, metric, component);
+    latency_buckets(end, metric, component)
         .into_iter()
         .map(|(le, c)| {
             let earlier = before.iter().find(|(b, _)| *b == le).map_or(0.0, |(_, c)| *c);
@@ -876,7 +887,7 @@ egret_complete_latency_seconds_bucket{component="word",task="4",le="0.002"} 100
 egret_complete_latency_seconds_bucket{component="word",task="4",le="+Inf"} 100
 egret_complete_latency_seconds_bucket{component="count",task="1",le="+Inf"} 9999"#,
         );
-        let w = window_latency_buckets(&start, &end);
+        let w = window_latency_buckets(&start, &end, "egret_complete_latency_seconds_bucket", "word");
         assert_eq!(w, vec![(0.001, 190.0), (0.002, 200.0), (f64::INFINITY, 200.0)]);
         assert_eq!(histogram_quantile(&w, 0.5), Some(0.0005263157894736842));
         // rank 198 of 200: 8 of the 10 trees between 1 and 2 ms.

@@ -226,8 +226,9 @@ struct WordcountArgs {
     #[arg(long, default_value_t = 10_000)]
     words: usize,
     /// With `--api streamlet`: count per word in tumbling processing-time windows of this many milliseconds
-    /// (`count_by_key_and_window`) instead of a running count; the simulator also reports the latency from a window's
-    /// end to its result (`window_p50_ms`, `window_p99_ms`).
+    /// (`count_by_key_and_window`) instead of a running count; also reports the latency from a window's end to its
+    /// result reaching the sink (`window_p50_ms`, `window_p99_ms`; exact in the simulator, from the sink's histogram
+    /// on the local cluster).
     #[arg(long)]
     window_ms: Option<i64>,
     /// The counting bolt increments a user counter (`words-counted`) per word, as production topologies do;
