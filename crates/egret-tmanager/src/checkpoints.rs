@@ -21,7 +21,7 @@ use egret_api::{CheckpointId, Config, ReliabilityMode, TaskId, Topology};
 use egret_checkpoint::{CheckpointStore, LocalStore};
 use egret_proto::egret::{
     CheckpointCommitted, CheckpointLayout, ComponentTasks, InstanceStateStored, PackingPlan, RestoreFailed,
-    Rollback as RollbackMsg, StartCheckpoint, StatefulCheckpoints, control,
+    Rollback as RollbackMsg, StartCheckpoint, StatefulCheckpoints, UpdateTopology, control,
 };
 use egret_runtime::coordinator::{Coordinator, Rollback};
 use egret_statemgr::StateManager;
@@ -44,6 +44,8 @@ pub(crate) struct Checkpoints {
     /// The layout each complete checkpoint was taken under (a rollback after a rescale tells the tasks of a changed
     /// component where their key groups were).
     layouts: BTreeMap<u64, Vec<ComponentTasks>>,
+    /// A rescale waiting for its checkpoint, recorded with the checkpoints so that it outlives this tmanager.
+    pub(crate) pending_update: Option<UpdateTopology>,
 }
 
 /// Each component's task ids.
@@ -131,6 +133,7 @@ impl Checkpoints {
                 .iter()
                 .map(|l| (l.checkpoint, l.components.clone()))
                 .collect(),
+            pending_update: record.pending_update.clone(),
         };
         c.record(state, name);
         Ok(Some(c))
@@ -243,6 +246,7 @@ impl Checkpoints {
                 .collect(),
             complete,
             epoch: self.coordinator.epoch(),
+            pending_update: self.pending_update.clone(),
         };
         if let Err(e) = state.put_stateful_checkpoints(name, &record) {
             tracing::error!(error = %e, "cannot record the complete checkpoints");

@@ -144,7 +144,16 @@ pub fn serve(
     let config = egret_proto::defn::from_definition(&topology)?.topology.config().clone();
     let heartbeat_timeout = config.stmgr_heartbeat_timeout()?;
     let parsed = egret_proto::defn::from_definition(&topology)?.topology;
-    let ckpt = checkpoints::Checkpoints::new(&*state, &name, &parsed, &packing)?;
+    let mut ckpt = checkpoints::Checkpoints::new(&*state, &name, &parsed, &packing)?;
+    // A rescale requested of the tmanager before this one, still waiting for its checkpoint: carried out at the
+    // first checkpoint this tmanager completes (one of another definition, after a kill and a new submit, is not).
+    let pending_update = ckpt.as_mut().and_then(|c| {
+        let u = c.pending_update.take().filter(|u| u.topology_id == topology.id)?;
+        tracing::info!(topology = %name, "a rescale requested before this tmanager started waits for the next checkpoint");
+        c.pending_update = Some(u.clone());
+        checkpoints::checkpoint_soon(c);
+        Some(u)
+    });
     // A restarted tmanager keeps the activation state it had published.
     let mut topology = topology;
     if let Some(old) = state.get_physical_plan(&name)?.and_then(|p| p.topology) {
@@ -168,7 +177,7 @@ pub fn serve(
         inner: Mutex::new(Tm {
             topology,
             packing,
-            pending_update: None,
+            pending_update,
             expected,
             stmgrs: BTreeMap::new(),
             plan: None,
@@ -503,6 +512,9 @@ fn update_topology(tm: &Tmanager, u: UpdateTopology) -> control::Msg {
                 return status(false, format!("cannot rescale: {why}"));
             }
             checkpoints::checkpoint_soon(c);
+            // Recorded with the checkpoints: a tmanager restarted before the checkpoint completes carries it out.
+            c.pending_update = Some(u.clone());
+            c.record(&*tm.state, &tm.opts.topology);
             inner.pending_update = Some(u);
             status(true, "rescaling at the next complete checkpoint")
         }
@@ -521,6 +533,11 @@ fn update_topology(tm: &Tmanager, u: UpdateTopology) -> control::Msg {
 pub(crate) fn apply_pending_update(tm: &Tmanager) {
     let Ok(mut inner) = tm.inner.lock() else { return };
     let Some(u) = inner.pending_update.take() else { return };
+    // Carried out now or abandoned below: either way no longer pending.
+    if let Some(c) = inner.ckpt.as_mut() {
+        c.pending_update = None;
+        c.record(&*tm.state, &tm.opts.topology);
+    }
     let (Some(mut definition), Some(packing)) = (u.topology, u.packing_plan) else {
         return;
     };

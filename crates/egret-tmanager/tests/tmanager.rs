@@ -73,7 +73,25 @@ impl Tmanager {
         let topology = topology(config);
         // Tasks dealt round robin over containers 1 and 2, as `instances_of` expects.
         let definition = store_topology(&*state, NAME, &topology, CONTAINERS.len());
+        Tmanager::serve(home, state, topology, definition.id)
+    }
 
+    /// Stops this tmanager and serves a new one on the same home and state (as the executor restarts a dead one).
+    fn restart(mut self) -> Tmanager {
+        self.shutdown.store(true, SeqCst);
+        if let Some(t) = self.thread.take() {
+            t.join().expect("serve does not panic").expect("serve returns Ok");
+        }
+        let home = std::mem::replace(&mut self._home, TempHome::new("egret-tmanager-moved"));
+        Tmanager::serve(
+            home,
+            self.state.clone(),
+            self.topology.clone(),
+            self.topology_id.clone(),
+        )
+    }
+
+    fn serve(home: TempHome, state: Arc<dyn StateManager>, topology: Topology, topology_id: String) -> Tmanager {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let opts = Opts {
@@ -90,18 +108,19 @@ impl Tmanager {
             port,
             state,
             topology,
-            topology_id: definition.id,
+            topology_id,
             shutdown,
             thread: Some(thread),
             _home: home,
         };
-        let announced = wait_for("the tmanager's location", || {
-            tm.state.get_location(NAME, "tmanager").ok().flatten()
+        // The tmanager announces the port it serves on (after a restart, the location replaces its predecessor's).
+        wait_for("the tmanager's location", || {
+            tm.state
+                .get_location(NAME, "tmanager")
+                .ok()
+                .flatten()
+                .filter(|l| l.port == port as i32)
         });
-        assert_eq!(
-            announced.port, port as i32,
-            "the tmanager announces the port it serves on"
-        );
         tm
     }
 
@@ -594,5 +613,99 @@ fn effectively_once_checkpoints_complete_when_every_task_stored_and_a_lost_task_
     let (epoch2, next) = start(&stmgrs[0]);
     assert_eq!(epoch2, 2);
     assert!(next > checkpoint, "checkpoint ids only grow");
+    tm.stop();
+}
+
+#[test]
+fn a_rescale_waiting_for_its_checkpoint_is_carried_out_by_a_restarted_tmanager() {
+    use egret_proto::egret::InstanceStateStored;
+    // Checkpoints only when asked for: the rescale's own.
+    let tm = Tmanager::start(&[
+        (keys::RELIABILITY_MODE, "EFFECTIVELY_ONCE"),
+        (keys::STATEFUL_CHECKPOINT_INTERVAL_SECONDS, "600"),
+    ]);
+    let stmgrs = [tm.register(1), tm.register(2)];
+    for s in &stmgrs {
+        s.next_plan();
+    }
+    let definition = tm.state.get_topology(NAME).unwrap().unwrap();
+    let mut packing = tm.state.get_packing_plan(NAME).unwrap().unwrap();
+    // `store_topology` deals tasks round robin (its plan says "test"): repack the same way.
+    packing.algorithm = "round-robin".into();
+    let update = egret_packing::update::plan_update(&definition, &packing, &[("sink".into(), 4)]).unwrap();
+    let status = tm.ask(control::Msg::UpdateTopology(Box::new(
+        update.message(TopologyState::Running),
+    )));
+    assert!(status.ok, "{}", status.message);
+    let start = |s: &Stmgr| {
+        s.next("a StartCheckpoint", |m| match m {
+            control::Msg::StartCheckpoint(c) => Some((c.epoch, c.checkpoint)),
+            _ => None,
+        })
+    };
+    // The checkpoint the rescale waits for is asked for at once; nobody stores it before the tmanager goes.
+    start(&stmgrs[0]);
+    let record = tm.state.get_stateful_checkpoints(NAME).unwrap().unwrap();
+    assert!(record.pending_update.is_some(), "the waiting rescale is recorded");
+    drop(stmgrs);
+
+    let tm = tm.restart();
+    let stmgrs = [tm.register(1), tm.register(2)];
+    let (epoch, checkpoint) = start(&stmgrs[0]);
+    assert_eq!(start(&stmgrs[1]), (epoch, checkpoint));
+    let sink_tasks = |d: &egret_proto::api::Topology| {
+        egret_proto::defn::from_definition(d)
+            .unwrap()
+            .topology
+            .component("sink")
+            .unwrap()
+            .parallelism
+    };
+    assert_eq!(
+        sink_tasks(&tm.state.get_topology(NAME).unwrap().unwrap()),
+        3,
+        "not before its checkpoint"
+    );
+    // Every task saved a keyed state (empty), as an instance would: the rescale checks the state can follow it.
+    let store = egret_checkpoint::LocalStore::new(tm.state.checkpoints_dir(NAME).unwrap());
+    let mut blob = Vec::new();
+    egret_api::KeyedState::<String, u64>::default().save(&mut blob).unwrap();
+    for s in &stmgrs {
+        for task_id in s.tasks(&tm) {
+            egret_checkpoint::CheckpointStore::save(
+                &store,
+                egret_api::CheckpointId(checkpoint),
+                egret_api::TaskId(task_id as u32),
+                &blob,
+            )
+            .unwrap();
+            s.send(control::Msg::InstanceStateStored(InstanceStateStored {
+                task_id,
+                epoch,
+                checkpoint,
+                bytes: 10,
+            }));
+        }
+    }
+    let committed = stmgrs[0].next("a CheckpointCommitted", |m| match m {
+        control::Msg::CheckpointCommitted(c) => Some(c.checkpoint),
+        _ => None,
+    });
+    assert_eq!(committed, checkpoint);
+    wait_for("the rescaled definition", || {
+        let d = tm.state.get_topology(NAME).ok()??;
+        (sink_tasks(&d) == 4).then_some(())
+    });
+    let record = tm.state.get_stateful_checkpoints(NAME).unwrap().unwrap();
+    assert_eq!(record.pending_update, None, "carried out, no longer pending");
+    let plan = stmgrs[0].next("the rescaled plan", |m| match m {
+        control::Msg::PhysicalPlan(p) if p.instances.len() == 6 => Some(p),
+        _ => None,
+    });
+    assert_eq!(
+        plan.rollback.map(|r| r.checkpoint),
+        Some(checkpoint),
+        "every task restores the rescale's checkpoint"
+    );
     tm.stop();
 }

@@ -269,8 +269,9 @@ fn layout_json(components: impl IntoIterator<Item = (String, Vec<u32>)>) -> Valu
 /// pushed the new plan yet), a task new since the newest complete checkpoint has no running instance, an instance
 /// runs for a task of neither the definition nor the packing plan, or (effectively-once) the newest complete checkpoint was taken under another layout
 /// (the rescale is done once a checkpoint completes under the new one, as `egret update` waits for). Before the
-/// physical plan is published the topology is starting, not rescaling. A rescale the tmanager holds until the next
-/// checkpoint is not in the state manager yet, so it shows once the tmanager applies it.
+/// physical plan is published the topology is starting, not rescaling. A rescale the tmanager holds until its
+/// checkpoint completes (effectively-once) is recorded with the checkpoints: it shows as `requested` (each
+/// component's parallelism after it) and the topology as rescaling.
 pub fn scaling_of(
     t: &Topology,
     packing: &PackingPlan,
@@ -376,10 +377,26 @@ pub fn scaling_of(
         Some(l.components.iter().flat_map(|c| c.task_ids.iter().copied()).collect())
     });
     let new_pending = earlier.is_some_and(|e| pending.iter().any(|t| !e.contains(t)));
-    let rescaling = pplan.is_some() && (!plan_has_layout || !leaving.is_empty() || checkpoint_behind || new_pending);
+    let requested: Option<serde_json::Map<String, Value>> = checkpoints
+        .and_then(|r| r.pending_update.as_ref())
+        .and_then(|u| u.topology.as_ref())
+        .and_then(|d| egret_proto::defn::from_definition(d).ok())
+        .map(|d| {
+            d.topology
+                .components()
+                .iter()
+                .map(|c| (c.name.clone(), json!(c.parallelism)))
+                .collect()
+        });
+    if requested.is_some() {
+        waiting.push("the requested rescale waits for its checkpoint to complete".to_string());
+    }
+    let rescaling = requested.is_some()
+        || pplan.is_some() && (!plan_has_layout || !leaving.is_empty() || checkpoint_behind || new_pending);
     let tasks_running = wanted.keys().filter(|t| running.contains_key(t)).count();
     json!({
         "rescaling": rescaling,
+        "requested": requested,
         "waiting": waiting,
         "tasks": wanted.len(),
         "tasks_running": tasks_running,
@@ -641,6 +658,34 @@ pub(crate) mod tests {
         let state = home.state();
         let old = word_count(Config::new().with(keys::RELIABILITY_MODE, "EFFECTIVELY_ONCE"));
         let new = old.rescaled(&[("count".into(), 3)]).unwrap();
+
+        // Requested and held by the tmanager for its checkpoint: recorded with the checkpoints, not applied yet.
+        let old_definition = store(&*state, &old);
+        publish(&*state, &old_definition);
+        instances(&*state, OLD);
+        let held = StatefulCheckpoints {
+            complete: vec![3],
+            epoch: 1,
+            pending_update: Some(egret_proto::egret::UpdateTopology {
+                topology_id: old_definition.id.clone(),
+                topology: Some(egret_proto::defn::to_definition(
+                    &new,
+                    &old_definition.id,
+                    egret_proto::api::TopologyState::Running,
+                )),
+                packing_plan: None,
+            }),
+            ..Default::default()
+        };
+        state.put_stateful_checkpoints("wc", &held).unwrap();
+        let s = scaling(&home);
+        assert_eq!(s["rescaling"], true, "{s}");
+        assert_eq!(s["requested"]["count"], 3, "{s}");
+        assert_eq!(
+            s["waiting"],
+            json!(["the requested rescale waits for its checkpoint to complete"])
+        );
+
         let new_definition = store(&*state, &new);
         publish(&*state, &new_definition);
         let mut all = OLD.to_vec();
@@ -664,6 +709,7 @@ pub(crate) mod tests {
                 checkpoint: 4,
                 components: layout(&old),
             }],
+            pending_update: None,
         };
         state.put_stateful_checkpoints("wc", &record).unwrap();
         let s = scaling(&home);
