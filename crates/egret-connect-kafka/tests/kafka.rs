@@ -14,7 +14,7 @@ use egret_connect_kafka::{
 };
 use egret_examples::reliable_word_count::{expected_counts, sentences};
 use egret_examples::stateful_word_count::{CountBolt, SplitField, total_counts};
-use egret_testkit::collect::{Collect, Received, received_union};
+use egret_testkit::collect::{Collect, Received, fail_while_producing, received_union, task_of};
 use egret_testkit::kafka::TansuServer;
 use egret_testkit::wait_for;
 use rskafka::client::partition::{Compression, UnknownTopicHandling};
@@ -85,15 +85,6 @@ fn read_all(broker: &TansuServer, topic: &str, partitions: i32) -> BTreeMap<i32,
     all
 }
 
-fn task(topology: &Topology, component: &str, index: u32) -> TaskId {
-    let ci = topology.component_index(component).unwrap();
-    topology
-        .tasks()
-        .find(|&(_, c, i)| c == ci && i == index)
-        .map(|(t, _, _)| t)
-        .unwrap()
-}
-
 fn user_metric(running: &Running, name: &str) -> Vec<f64> {
     running
         .user_metrics()
@@ -126,12 +117,12 @@ fn kafka_source_word_count_is_exact_under_effectively_once_with_failures() {
     b.set_basic_bolt("count", 2, CountBolt::default)
         .fields_grouping("split", ["word"]);
     let topology = b.build().unwrap();
-    let spouts = [task(&topology, "kafka", 0), task(&topology, "kafka", 1)];
+    let spouts = [task_of(&topology, "kafka", 0), task_of(&topology, "kafka", 1)];
     let victims = [
         spouts[1],
-        task(&topology, "count", 0),
+        task_of(&topology, "count", 0),
         spouts[0],
-        task(&topology, "split", 1),
+        task_of(&topology, "split", 1),
     ];
     let store: Arc<MemoryStore> = Arc::new(MemoryStore::new());
     let options = SimulatorOptions {
@@ -327,7 +318,7 @@ fn kafka_to_kafka_under_effectively_once_with_failures_writes_every_record_at_le
     b.set_bolt("sink", 2, move || KafkaSink::new(sink.clone()))
         .shuffle_grouping("kafka");
     let topology = b.build().unwrap();
-    let victims = [task(&topology, "sink", 0), task(&topology, "kafka", 1)];
+    let victims = [task_of(&topology, "sink", 0), task_of(&topology, "kafka", 1)];
     let options = SimulatorOptions {
         checkpoint_store: Some(Arc::new(MemoryStore::new())),
         ..Default::default()
@@ -477,25 +468,15 @@ fn kafka_records_streamlet_delivers_every_record_exactly_once_under_effectively_
         .with(keys::STATEFUL_CHECKPOINT_INTERVAL_SECONDS, 0.1);
     let topology = builder.build("kafka-streamlet", config).unwrap();
     let victims = [
-        task(&topology, "kafka", 1),
-        task(&topology, "collect", 0),
-        task(&topology, "kafka", 0),
+        task_of(&topology, "kafka", 1),
+        task_of(&topology, "collect", 0),
+        task_of(&topology, "kafka", 0),
     ];
     let running = Simulator::start(topology).unwrap();
     // Records arrive while tasks fail: each failure rolls back what followed the last checkpoint, which replays.
-    std::thread::scope(|scope| {
-        let producer = scope.spawn(|| {
-            for c in 0..chunks {
-                produce(c * chunk, (c + 1) * chunk);
-                std::thread::sleep(Duration::from_millis(40));
-            }
-        });
-        for victim in victims {
-            running.wait_for_checkpoints(1, Duration::from_secs(30)).unwrap();
-            std::thread::sleep(Duration::from_millis(50));
-            assert!(running.fail_task(victim));
-        }
-        producer.join().unwrap();
+    fail_while_producing(&running, &victims, chunks as u64, |c| {
+        let c = c as usize;
+        produce(c * chunk, (c + 1) * chunk)
     });
     wait_for("every record in the sinks", Duration::from_secs(90), || {
         (received_union(&received).len() >= expected.len()).then_some(())

@@ -15,7 +15,7 @@ use egret_checkpoint::{CheckpointStore, MemoryStore};
 use egret_connect_nats::{
     NatsMessage, NatsSink, NatsSinkConfig, NatsSource, NatsSourceConfig, nats_messages, nats_payloads,
 };
-use egret_testkit::collect::{Collect, Received, received_union};
+use egret_testkit::collect::{Collect, Received, fail_while_producing, received_union, task_of};
 use egret_testkit::nats::NatsServer;
 
 /// A test's own client.
@@ -466,31 +466,16 @@ fn nats_messages_streamlet_delivers_every_message_exactly_once_under_effectively
         .with(keys::MAX_SPOUT_PENDING, 1000)
         .with(keys::STATEFUL_CHECKPOINT_INTERVAL_SECONDS, 0.1);
     let topology = builder.build("nats-streamlet", config).unwrap();
-    let task = |component: &str, index: u32| {
-        let ci = topology.component_index(component).unwrap();
-        topology
-            .tasks()
-            .find(|&(_, c, i)| c == ci && i == index)
-            .map(|(t, _, _)| t)
-            .unwrap()
-    };
-    let victims = [task("messages", 1), task("collect", 0), task("messages", 0)];
+    let victims = [
+        task_of(&topology, "messages", 1),
+        task_of(&topology, "collect", 0),
+        task_of(&topology, "messages", 0),
+    ];
     let running = Simulator::start(topology).unwrap();
     // Messages arrive while tasks fail: each failure rolls back what followed the last checkpoint, which replays.
-    std::thread::scope(|scope| {
-        let producer = scope.spawn(|| {
-            for c in 0..chunks {
-                let subject = if c % 2 == 0 { "in.a" } else { "in.b" };
-                js.publish(subject, c * chunk, (c + 1) * chunk);
-                std::thread::sleep(Duration::from_millis(40));
-            }
-        });
-        for victim in victims {
-            running.wait_for_checkpoints(1, Duration::from_secs(30)).unwrap();
-            std::thread::sleep(Duration::from_millis(50));
-            assert!(running.fail_task(victim));
-        }
-        producer.join().unwrap();
+    fail_while_producing(&running, &victims, chunks, |c| {
+        let subject = if c % 2 == 0 { "in.a" } else { "in.b" };
+        js.publish(subject, c * chunk, (c + 1) * chunk);
     });
     // What each message must become: its subject, sequence and payload as the stream has them.
     let expected: BTreeSet<String> = js

@@ -267,14 +267,7 @@ fn postgres_two_phase_sink_holds_exact_counts_and_each_row_once_under_effectivel
     b.set_bolt("history", 2, move || PostgresSink::new(history.clone()))
         .shuffle_grouping("count");
     let topology = b.build().unwrap();
-    let task = |component: &str, index: u32| {
-        let ci = topology.component_index(component).unwrap();
-        topology
-            .tasks()
-            .find(|&(_, c, i)| c == ci && i == index)
-            .map(|(t, _, _)| t)
-            .unwrap()
-    };
+    let task = |component: &str, index: u32| egret_testkit::collect::task_of(&topology, component, index);
     let victims = [
         task("counts", 0),
         task("lines", 1),

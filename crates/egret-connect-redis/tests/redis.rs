@@ -10,7 +10,7 @@ use egret::metrics::MetricSample;
 use egret::simulator::{Running, Simulator};
 use egret::*;
 use egret_connect_redis::{RedisEntry, RedisSink, RedisSinkConfig, RedisSource, RedisSourceConfig, redis_entries};
-use egret_testkit::collect::{Collect, Received, received_union};
+use egret_testkit::collect::{Collect, Received, fail_while_producing, received_union, task_of};
 use egret_testkit::redis::RedisServer;
 
 fn conn(server: &RedisServer) -> redis::Connection {
@@ -403,31 +403,14 @@ fn redis_entries_streamlet_delivers_every_entry_exactly_once_under_effectively_o
         .with(keys::MAX_SPOUT_PENDING, 1000)
         .with(keys::STATEFUL_CHECKPOINT_INTERVAL_SECONDS, 0.1);
     let topology = builder.build("redis-streamlet", config).unwrap();
-    let task = |component: &str, index: u32| {
-        let ci = topology.component_index(component).unwrap();
-        topology
-            .tasks()
-            .find(|&(_, c, i)| c == ci && i == index)
-            .map(|(t, _, _)| t)
-            .unwrap()
-    };
-    let victims = [task("entries", 1), task("collect", 0), task("entries", 0)];
+    let victims = [
+        task_of(&topology, "entries", 1),
+        task_of(&topology, "collect", 0),
+        task_of(&topology, "entries", 0),
+    ];
     let running = Simulator::start(topology).unwrap();
     // Entries arrive while tasks fail: each failure rolls back what followed the last checkpoint, which replays.
-    std::thread::scope(|scope| {
-        let producer = scope.spawn(|| {
-            for c in 0..chunks {
-                produce(c * chunk, (c + 1) * chunk);
-                std::thread::sleep(Duration::from_millis(40));
-            }
-        });
-        for victim in victims {
-            running.wait_for_checkpoints(1, Duration::from_secs(30)).unwrap();
-            std::thread::sleep(Duration::from_millis(50));
-            assert!(running.fail_task(victim));
-        }
-        producer.join().unwrap();
-    });
+    fail_while_producing(&running, &victims, chunks, |c| produce(c * chunk, (c + 1) * chunk));
     // What each entry must become: its stream, id and fields as the server has them (`missing` is in no entry).
     let mut c = conn(&server);
     let mut expected = BTreeSet::new();

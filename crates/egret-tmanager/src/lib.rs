@@ -71,8 +71,6 @@ struct Tm {
     topology: egret_proto::api::Topology,
     /// Where every task runs (the plan's instances come from it).
     packing: PackingPlan,
-    /// A rescale waiting for its checkpoint (effectively-once).
-    pending_update: Option<UpdateTopology>,
     expected: Vec<String>,
     stmgrs: BTreeMap<String, Registered>,
     plan: Option<PhysicalPlan>,
@@ -147,13 +145,16 @@ pub fn serve(
     let mut ckpt = checkpoints::Checkpoints::new(&*state, &name, &parsed, &packing)?;
     // A rescale requested of the tmanager before this one, still waiting for its checkpoint: carried out at the
     // first checkpoint this tmanager completes (one of another definition, after a kill and a new submit, is not).
-    let pending_update = ckpt.as_mut().and_then(|c| {
-        let u = c.pending_update.take().filter(|u| u.topology_id == topology.id)?;
-        tracing::info!(topology = %name, "a rescale requested before this tmanager started waits for the next checkpoint");
-        c.pending_update = Some(u.clone());
-        checkpoints::checkpoint_soon(c);
-        Some(u)
-    });
+    if let Some(c) = ckpt.as_mut()
+        && let Some(u) = &c.pending_update
+    {
+        if u.topology_id == topology.id {
+            tracing::info!(topology = %name, "a rescale requested of the previous tmanager waits for the next checkpoint");
+            checkpoints::checkpoint_soon(c);
+        } else {
+            c.pending_update = None;
+        }
+    }
     // A restarted tmanager keeps the activation state it had published.
     let mut topology = topology;
     if let Some(old) = state.get_physical_plan(&name)?.and_then(|p| p.topology) {
@@ -177,7 +178,6 @@ pub fn serve(
         inner: Mutex::new(Tm {
             topology,
             packing,
-            pending_update,
             expected,
             stmgrs: BTreeMap::new(),
             plan: None,
@@ -489,7 +489,7 @@ fn update_topology(tm: &Tmanager, u: UpdateTopology) -> control::Msg {
     if names(&current) != names(&new) {
         return status(false, "an update may change parallelism only, not the components");
     }
-    if inner.pending_update.is_some() {
+    if inner.ckpt.as_ref().is_some_and(|c| c.pending_update.is_some()) {
         return status(false, "a rescale is already under way; wait for it to finish");
     }
     if inner.plan.is_none() {
@@ -513,31 +513,31 @@ fn update_topology(tm: &Tmanager, u: UpdateTopology) -> control::Msg {
             }
             checkpoints::checkpoint_soon(c);
             // Recorded with the checkpoints: a tmanager restarted before the checkpoint completes carries it out.
-            c.pending_update = Some(u.clone());
+            c.pending_update = Some(u);
             c.record(&*tm.state, &tm.opts.topology);
-            inner.pending_update = Some(u);
             status(true, "rescaling at the next complete checkpoint")
         }
         None => {
-            inner.pending_update = Some(u);
-            drop(inner);
-            apply_pending_update(tm);
+            apply_update(tm, &mut inner, u);
             status(true, "rescaled")
         }
     }
 }
 
-/// Carries out a pending rescale: stores the new definition and packing plan (executors and the supervisor follow
-/// the packing plan: they start the new instances and stop the removed ones), rolls every task back to the newest
-/// complete checkpoint under the new layout (effectively-once), and pushes the plan.
+/// Carries out the rescale that waited for the checkpoint just completed (effectively-once), if there is one.
 pub(crate) fn apply_pending_update(tm: &Tmanager) {
     let Ok(mut inner) = tm.inner.lock() else { return };
-    let Some(u) = inner.pending_update.take() else { return };
-    // Carried out now or abandoned below: either way no longer pending.
-    if let Some(c) = inner.ckpt.as_mut() {
-        c.pending_update = None;
-        c.record(&*tm.state, &tm.opts.topology);
-    }
+    let Some(c) = inner.ckpt.as_mut() else { return };
+    let Some(u) = c.pending_update.take() else { return };
+    // Carried out now or abandoned in `apply_update`: either way no longer pending.
+    c.record(&*tm.state, &tm.opts.topology);
+    apply_update(tm, &mut inner, u);
+}
+
+/// Carries out a rescale: stores the new definition and packing plan (executors and the supervisor follow the
+/// packing plan: they start the new instances and stop the removed ones), rolls every task back to the newest complete
+/// checkpoint under the new layout (effectively-once), and pushes the plan.
+fn apply_update(tm: &Tmanager, inner: &mut Tm, u: UpdateTopology) {
     let (Some(mut definition), Some(packing)) = (u.topology, u.packing_plan) else {
         return;
     };
@@ -587,9 +587,9 @@ pub(crate) fn apply_pending_update(tm: &Tmanager) {
             "rescale: every task rolls back under the new layout"
         );
     }
-    let plan = build_plan(&inner);
+    let plan = build_plan(inner);
     inner.plan = Some(plan);
-    push_locked(tm, &inner);
+    push_locked(tm, inner);
     tracing::info!(topology = %tm.opts.topology, tasks = new.task_count(), "rescaled; the new plan is pushed");
 }
 
